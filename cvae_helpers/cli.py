@@ -1,0 +1,89 @@
+"""Command line: ``python -m cvae_helpers {train,bench} --help``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import DATA_DIR_ENV, PROFILES
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cvae_helpers",
+        description="Train, evaluate and benchmark the baseline and the CVAE on MNIST quadrants.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train", help="train (or reuse) and evaluate; write metrics_q{N}.json and results.md",
+        description="Train the baseline and the CVAE for each quadrant setting, reusing matching "
+                    "checkpoints, evaluate them on the test set and write DIR/metrics_q{N}.json "
+                    "and DIR/results.md.")
+    train.add_argument("--quadrants", type=int, nargs="+", choices=[1, 2, 3], default=[1, 2, 3],
+                       help="numbers of quadrants given as input (default: 1 2 3)")
+    train.add_argument("--profile", choices=sorted(PROFILES), default="full",
+                       help="budget: quick (small subsets, CI) or full (default)")
+    train.add_argument("--output", type=Path, required=True, help="directory for the results")
+    train.add_argument("--data-dir", type=Path, default=None,
+                       help=f"MNIST data root (default: ${DATA_DIR_ENV}, else ./data)")
+    train.add_argument("--checkpoint-dir", type=Path, default=None,
+                       help="checkpoint cache (default: $CVAE_CHECKPOINT_DIR, else ./checkpoints)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--decoder-sees-input", action="store_true",
+                       help="use the paper's generation network p(y|x,z) instead of p(y|z)")
+    train.add_argument("--device", default=None, help="cpu, cuda or auto (default: $CVAE_DEVICE, "
+                                                      "else auto)")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    bench = commands.add_parser(
+        "bench", help="print seconds per 60k-image training epoch as one line of JSON",
+        description="Time training steps of the default baseline and CVAE (data handling "
+                    "included) and extrapolate to one epoch of 60,000 images.")
+    bench.add_argument("--batches", type=_positive, default=50, help="timed batches (default 50)")
+    bench.add_argument("--batch-size", type=_positive, default=128, help="batch size (default 128)")
+    bench.add_argument("--quadrants", type=int, choices=[1, 2, 3], default=1,
+                       help="number of quadrants given (default 1)")
+    bench.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Imported here so that --help answers at once, without loading torch and Pyro.
+    from .checkpoints import CheckpointMismatchError
+    from .data import MNISTDataError
+    from .training import NonFiniteLossError
+
+    try:
+        if args.command == "train":
+            from .pipeline import results_table, run_setting, write_results
+
+            records = []
+            for q in sorted(set(args.quadrants)):
+                record = run_setting(q, args.profile, seed=args.seed,
+                                     decoder_sees_input=args.decoder_sees_input,
+                                     data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
+                                     device=args.device, progress=not args.no_progress)
+                records.append(record)
+                write_results(records, args.output)
+            print(results_table(records), end="")
+            print(f"Wrote {args.output}/metrics_q*.json and {args.output}/results.md")
+        else:
+            from .benchmark import benchmark
+
+            print(json.dumps(benchmark(args.quadrants, args.batches, args.batch_size,
+                                       data_dir=args.data_dir)))
+    except (MNISTDataError, CheckpointMismatchError, NonFiniteLossError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

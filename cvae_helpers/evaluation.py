@@ -1,0 +1,118 @@
+"""Estimators of the negative conditional log-likelihood -log p(y|x), in nats per image.
+
+For the CVAE, p(y|x) = ∫ p(y|x,z) p(z|x) dz has no closed form. With S samples:
+
+- Monte Carlo (MC):  -log (1/S) Σ_s p(y|x,z_s),                    z_s ~ p(z|x)
+- importance sampling (IS): -log (1/S) Σ_s p(y|x,z_s) p(z_s|x) / q(z_s|x,y),  z_s ~ q(z|x,y)
+- negative ELBO: -(1/S) Σ_s log [p(y|x,z_s) p(z_s|x) / q(z_s|x,y)],   z_s ~ q(z|x,y)
+
+MC and IS are consistent (they converge to -log p(y|x) as S grows, from above in expectation);
+the negative ELBO is an upper bound that does not tighten with S. All sums over samples use
+logsumexp, so nothing underflows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from pyro.distributions import Normal
+
+from .data import MaskedSplit
+from .models import CVAE, BaselineNet, flatten, masked_bce
+from .training import batched
+
+EVAL_BATCH_SIZE = 200
+
+
+@dataclass
+class Estimate:
+    """Mean and standard error over images of a per-image estimate (nats per image)."""
+
+    mean: float
+    stderr: float
+
+    @classmethod
+    def of(cls, values: torch.Tensor) -> Estimate:
+        values = values.double()
+        n = values.numel()
+        stderr = values.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
+        return cls(values.mean().item(), stderr)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f} ± {self.stderr:.2f}"
+
+
+def baseline_nll(baseline: BaselineNet, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-image NLL ``(batch,)`` of the deterministic baseline: its masked BCE."""
+    with torch.no_grad():
+        return masked_bce(baseline.logits(inputs), targets)
+
+
+def _log_mean_exp(log_values: torch.Tensor) -> torch.Tensor:
+    """log (1/S) Σ_s exp(v_s) over the first dimension."""
+    return torch.logsumexp(log_values, dim=0) - math.log(log_values.shape[0])
+
+
+@torch.no_grad()
+def cvae_log_weights(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor, num_samples: int,
+                     proposal: str = "posterior") -> torch.Tensor:
+    """Log importance weights ``(num_samples, batch)``.
+
+    ``proposal="posterior"``: z_s ~ q(z|x,y), weight log p(y|x,z_s) + log p(z_s|x) - log q(z_s|x,y).
+    ``proposal="prior"``: z_s ~ p(z|x), weight log p(y|x,z_s) (the prior terms cancel).
+    """
+    xs = flatten(inputs)
+    prior = Normal(*cvae.prior(xs))
+    if proposal == "prior":
+        z = prior.sample((num_samples,))
+        return -masked_bce(cvae.generation_net(z, xs), targets)
+    if proposal != "posterior":
+        raise ValueError(f"proposal must be 'prior' or 'posterior', got {proposal!r}.")
+    posterior = Normal(*cvae.posterior(xs, targets))
+    z = posterior.sample((num_samples,))
+    log_lik = -masked_bce(cvae.generation_net(z, xs), targets)
+    return log_lik + prior.log_prob(z).sum(-1) - posterior.log_prob(z).sum(-1)
+
+
+def cvae_nll_mc(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor,
+                num_samples: int = 100) -> torch.Tensor:
+    """Monte Carlo estimate ``(batch,)`` of -log p(y|x) with z_s ~ p(z|x)."""
+    return -_log_mean_exp(cvae_log_weights(cvae, inputs, targets, num_samples, "prior"))
+
+
+def cvae_nll_is(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor,
+                num_samples: int = 100) -> torch.Tensor:
+    """Importance-sampling estimate ``(batch,)`` of -log p(y|x) with z_s ~ q(z|x,y)."""
+    return -_log_mean_exp(cvae_log_weights(cvae, inputs, targets, num_samples, "posterior"))
+
+
+def cvae_neg_elbo(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor,
+                  num_samples: int = 100) -> torch.Tensor:
+    """Negative ELBO ``(batch,)``, averaged over ``num_samples`` draws from q(z|x,y)."""
+    return -cvae_log_weights(cvae, inputs, targets, num_samples, "posterior").mean(0)
+
+
+@torch.no_grad()
+def evaluate(baseline: BaselineNet, cvae: CVAE, split: MaskedSplit, num_samples: int = 100,
+             batch_size: int = EVAL_BATCH_SIZE) -> dict[str, Estimate]:
+    """All four estimators over ``split``, each as mean ± standard error over its images.
+
+    IS and the negative ELBO share their samples from q(z|x,y); MC draws its own from p(z|x).
+    """
+    device = next(cvae.parameters()).device
+    split = split.to(device)
+
+    def per_batch(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        posterior_weights = cvae_log_weights(cvae, inputs, targets, num_samples, "posterior")
+        return torch.stack([
+            baseline_nll(baseline, inputs, targets),
+            cvae_nll_mc(cvae, inputs, targets, num_samples),
+            -_log_mean_exp(posterior_weights),
+            -posterior_weights.mean(0),
+        ], dim=1)
+
+    values = batched(per_batch, split.inputs, split.targets, batch_size=batch_size).cpu()
+    names = ["baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo"]
+    return {name: Estimate.of(values[:, i]) for i, name in enumerate(names)}

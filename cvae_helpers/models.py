@@ -1,0 +1,236 @@
+"""The baseline network, the masked loss and the CVAE (model and guide) in Pyro.
+
+Shapes: images arrive as ``(batch, 28, 28)`` and are flattened to ``(batch, 784)`` inside the
+networks. Pixels equal to -1 in an input are the ones to predict; pixels equal to -1 in a target
+are the given ones, which the loss ignores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import MASK_VALUE, NUM_PIXELS
+
+# Softplus keeps the encoders' scales positive; this floor keeps log(scale) finite in float32.
+MIN_SCALE = 1e-4
+
+
+def flatten(images: torch.Tensor) -> torch.Tensor:
+    """``(batch, 28, 28)`` or ``(batch, 784)`` to ``(batch, 784)``."""
+    return images.reshape(images.shape[0], NUM_PIXELS)
+
+
+def fill_hidden(inputs: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """``inputs`` with its hidden pixels (-1) replaced by ``fill``; all ``(batch, 784)``."""
+    return torch.where(inputs == MASK_VALUE, fill, inputs)
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy summed over the pixels to predict only (``targets != -1``).
+
+    Args:
+        logits: ``(..., batch, 784)`` pre-sigmoid outputs; leading sample dimensions broadcast.
+        targets: ``(batch, 28, 28)`` or ``(batch, 784)``, with -1 on the given pixels.
+
+    Returns:
+        ``(..., batch)``: nats per image, i.e. the negative Bernoulli log-likelihood of the
+        hidden pixels. Computed from logits, which is exact where ``log(sigmoid)`` would underflow.
+    """
+    targets = flatten(targets)
+    hidden = targets != MASK_VALUE
+    per_pixel = F.binary_cross_entropy_with_logits(
+        logits, torch.where(hidden, targets, 0.0).expand_as(logits), reduction="none"
+    )
+    return (per_pixel * hidden).sum(-1)
+
+
+class BaselineNet(nn.Module):
+    """The deterministic baseline: an MLP 784-500-500-784 with ReLU and a sigmoid output."""
+
+    def __init__(self, hidden_1: int = 500, hidden_2: int = 500) -> None:
+        super().__init__()
+        self.config = {"hidden_1": hidden_1, "hidden_2": hidden_2}
+        self.fc1 = nn.Linear(NUM_PIXELS, hidden_1)
+        self.fc2 = nn.Linear(hidden_1, hidden_2)
+        self.fc3 = nn.Linear(hidden_2, NUM_PIXELS)
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(batch, 28, 28)`` inputs to ``(batch, 784)`` pre-sigmoid outputs."""
+        hidden = F.relu(self.fc1(flatten(inputs)))
+        hidden = F.relu(self.fc2(hidden))
+        return self.fc3(hidden)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(batch, 28, 28)`` inputs to ``(batch, 784)`` pixel probabilities."""
+        return torch.sigmoid(self.logits(inputs))
+
+
+class GaussianMLP(nn.Module):
+    """784-500-500 MLP with a Gaussian head: ``(batch, 784)`` to loc, scale ``(batch, z_dim)``.
+
+    Used both as the prior network p(z|x) and the recognition network q(z|x,y); they differ in
+    what fills the hidden pixels of their input (the baseline's guess or the true y).
+    """
+
+    def __init__(self, z_dim: int, hidden_1: int, hidden_2: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(NUM_PIXELS, hidden_1)
+        self.fc2 = nn.Linear(hidden_1, hidden_2)
+        self.head = nn.Linear(hidden_2, 2 * z_dim)
+
+    def forward(self, filled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = F.relu(self.fc1(filled))
+        hidden = F.relu(self.fc2(hidden))
+        loc, raw_scale = self.head(hidden).chunk(2, dim=-1)
+        # A bare exp(raw_scale) overflows to inf for raw_scale > 88 in float32 and then the KL
+        # term is NaN; softplus grows only linearly, and the floor keeps log(scale) finite.
+        return loc, F.softplus(raw_scale) + MIN_SCALE
+
+
+class GenerationNet(nn.Module):
+    """p(y|z), or the paper's p(y|x,z) when ``sees_input``: to ``(batch, 784)`` logits."""
+
+    def __init__(self, z_dim: int, hidden_1: int, hidden_2: int, sees_input: bool) -> None:
+        super().__init__()
+        self.sees_input = sees_input
+        self.fc1 = nn.Linear(z_dim + (NUM_PIXELS if sees_input else 0), hidden_1)
+        self.fc2 = nn.Linear(hidden_1, hidden_2)
+        self.fc3 = nn.Linear(hidden_2, NUM_PIXELS)
+
+    def forward(self, z: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """``z`` ``(..., batch, z_dim)`` and ``inputs`` ``(batch, 784)`` to ``(..., batch, 784)``."""
+        if self.sees_input:
+            z = torch.cat([z, inputs.expand(*z.shape[:-1], NUM_PIXELS)], dim=-1)
+        hidden = F.relu(self.fc1(z))
+        hidden = F.relu(self.fc2(hidden))
+        return self.fc3(hidden)
+
+
+@dataclass(frozen=True)
+class CVAEConfig:
+    """Architecture of a CVAE; stored in its checkpoints."""
+
+    z_dim: int = 200
+    hidden_1: int = 500
+    hidden_2: int = 500
+    decoder_sees_input: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class CVAE(nn.Module):
+    """Conditional VAE of Sohn, Lee & Yan (2015) with a Pyro ``model`` and ``guide``.
+
+    - prior network p(z|x): fed x with its hidden pixels filled by the frozen baseline's guess.
+    - recognition network q(z|x,y): fed x with its hidden pixels filled by the true y.
+    - generation network p(y|z) (default, as in the Pyro example) or p(y|x,z)
+      (``decoder_sees_input=True``, as in the paper): Bernoulli probabilities for all pixels,
+      of which only the hidden ones are observed.
+
+    The baseline is a submodule, so a checkpoint carries it, but it is frozen: its parameters
+    never reach Pyro's parameter store or the optimizer.
+    """
+
+    def __init__(
+        self,
+        z_dim: int = 200,
+        hidden_1: int = 500,
+        hidden_2: int = 500,
+        baseline: BaselineNet | None = None,
+        decoder_sees_input: bool = False,
+    ) -> None:
+        super().__init__()
+        self.config = CVAEConfig(z_dim, hidden_1, hidden_2, decoder_sees_input)
+        self.baseline = baseline if baseline is not None else BaselineNet(hidden_1, hidden_2)
+        self.baseline.requires_grad_(False)
+        self.prior_net = GaussianMLP(z_dim, hidden_1, hidden_2)
+        self.recognition_net = GaussianMLP(z_dim, hidden_1, hidden_2)
+        self.generation_net = GenerationNet(z_dim, hidden_1, hidden_2, decoder_sees_input)
+
+    @torch.no_grad()
+    def baseline_guess(self, inputs: torch.Tensor) -> torch.Tensor:
+        """y_hat ``(batch, 784)``: the frozen baseline's pixel probabilities, no gradient."""
+        return self.baseline(inputs)
+
+    def prior(
+        self, xs: torch.Tensor, y_hat: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loc and scale ``(batch, z_dim)`` of p(z|x); computes y_hat if not given."""
+        xs = flatten(xs)
+        y_hat = self.baseline_guess(xs) if y_hat is None else flatten(y_hat)
+        return self.prior_net(fill_hidden(xs, y_hat))
+
+    def posterior(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loc and scale ``(batch, z_dim)`` of q(z|x,y)."""
+        xs = flatten(xs)
+        return self.recognition_net(fill_hidden(xs, flatten(ys)))
+
+    def model(
+        self, xs: torch.Tensor, ys: torch.Tensor | None = None, y_hat: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """p(z|x) p(y|z) (or p(y|x,z)). ``xs``, ``ys``, ``y_hat``: ``(batch, 28, 28)`` or ``(batch, 784)``.
+
+        Returns the pixel probabilities ``(batch, 784)`` of the sampled completion.
+        """
+        pyro.module("prior_net", self.prior_net)
+        pyro.module("generation_net", self.generation_net)
+        xs = flatten(xs)
+        with pyro.plate("data", xs.shape[0]):
+            loc, scale = self.prior(xs, y_hat)
+            z = pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            logits = self.generation_net(z, xs)
+            probs = torch.sigmoid(logits)
+            if ys is None:
+                pyro.deterministic("y", probs, event_dim=1)
+            else:
+                ys = flatten(ys)
+                hidden = xs == MASK_VALUE
+                # MNIST pixels are grayscale in [0, 1], not {0, 1}: the Bernoulli log-density is
+                # still the cross-entropy we want, but its support check would reject them, so
+                # validation is off. The given pixels are masked out of the likelihood.
+                likelihood = dist.Bernoulli(logits=logits, validate_args=False).mask(hidden)
+                pyro.sample("y", likelihood.to_event(1), obs=torch.where(hidden, ys, 0.0))
+        return probs
+
+    def guide(
+        self, xs: torch.Tensor, ys: torch.Tensor | None = None, y_hat: torch.Tensor | None = None
+    ) -> None:
+        """q(z|x,y) when ``ys`` is given; without ``ys`` (prediction) it falls back to p(z|x)."""
+        xs = flatten(xs)
+        with pyro.plate("data", xs.shape[0]):
+            if ys is None:
+                pyro.module("prior_net", self.prior_net)
+                loc, scale = self.prior(xs, y_hat)
+            else:
+                pyro.module("recognition_net", self.recognition_net)
+                loc, scale = self.posterior(xs, ys)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    @torch.no_grad()
+    def sample(
+        self,
+        xs: torch.Tensor,
+        num_samples: int = 1,
+        y_hat: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Completions from p(y|x): ``(num_samples, batch, 784)`` pixel probabilities.
+
+        z is drawn from the prior network, as at test time; the pixels shown are the Bernoulli
+        means, the usual way to display MNIST samples. ``noise`` ``(num_samples, batch, z_dim)``
+        fixes the standard-normal draws (z = loc + scale * noise) instead of sampling them.
+        """
+        xs = flatten(xs)
+        loc, scale = self.prior(xs, y_hat)
+        if noise is None:
+            z = dist.Normal(loc, scale).sample((num_samples,))
+        else:
+            z = loc + scale * noise
+        return torch.sigmoid(self.generation_net(z, xs))

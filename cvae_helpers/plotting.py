@@ -1,0 +1,240 @@
+"""Figures of the book: digit grids, loss curves, graphical models, the training animation and
+the static explorer. Every function returns its figure (or HTML) and draws nothing elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib import animation
+from matplotlib.patches import Circle, FancyArrowPatch
+
+from .data import MASK_VALUE
+
+# The -1 sentinel is drawn in a muted blue so that "not given" never looks like "black ink".
+SENTINEL_RGB = np.array([0.55, 0.70, 0.90])
+
+
+def to_rgb(images: torch.Tensor) -> np.ndarray:
+    """``(..., 784)`` or ``(..., 28, 28)`` in [0, 1] with -1 sentinels to ``(..., 28, 28, 3)``.
+
+    Ink is black on white, like the paper's figures; sentinel pixels are light blue.
+    """
+    pixels = images.detach().float().cpu().reshape(*images.shape[: -1 if images.shape[-1] == 784
+                                                                  else -2], 28, 28).numpy()
+    grey = 1.0 - np.clip(pixels, 0, 1)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    rgb[pixels == MASK_VALUE] = SENTINEL_RGB
+    return rgb
+
+
+def compose(inputs: torch.Tensor, completion: torch.Tensor) -> torch.Tensor:
+    """Put a completion ``(..., 784)`` into the hidden pixels of ``inputs`` ``(batch, 28, 28)``."""
+    flat = inputs.reshape(inputs.shape[0], 784)
+    return torch.where(flat == MASK_VALUE, completion, flat)
+
+
+def show_digits(rows: Sequence[tuple[str, torch.Tensor]], *, scale: float = 0.9,
+                col_titles: Sequence[str] | None = None) -> plt.Figure:
+    """A grid: one labelled row per ``(label, images (n, 784 or 28, 28))``."""
+    n = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(scale * n + 1.2, scale * len(rows) + 0.3),
+                             squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        rgb = to_rgb(images)
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(rgb):
+                ax.imshow(rgb[c], interpolation="nearest")
+                ax.axhline(13.5, color="0.75", lw=0.4)
+                ax.axvline(13.5, color="0.75", lw=0.4)
+            if r == 0 and col_titles is not None and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=8)
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(wspace=0.05, hspace=0.08, left=0.16, right=0.99, top=0.9, bottom=0.02)
+    return fig
+
+
+def completion_rows(inputs: torch.Tensor, targets: torch.Tensor, baseline_probs: torch.Tensor,
+                    cvae_samples: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Rows input / truth / NN / CVAE samples for :func:`show_digits`.
+
+    ``cvae_samples`` is ``(num_samples, batch, 784)``; each sample is pasted into the input so
+    that the given quadrants show as they are.
+    """
+    truth = torch.where(inputs == MASK_VALUE, targets, inputs)
+    rows = [("input", inputs), ("truth", truth), ("NN", compose(inputs, baseline_probs))]
+    rows += [(f"CVAE {s + 1}", compose(inputs, sample)) for s, sample in enumerate(cvae_samples)]
+    return rows
+
+
+def plot_histories(histories: dict[str, dict], title: str = "") -> plt.Figure:
+    """Training and validation loss (nats per image) per epoch, one panel per named history."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.2), squeeze=False)
+    for ax, (name, history) in zip(axes[0], histories.items()):
+        epochs = np.arange(1, len(history["train_loss"]) + 1)
+        ax.plot(epochs, history["train_loss"], "o-", ms=3, label="train")
+        ax.plot(epochs, history["val_loss"], "s-", ms=3, label="validation")
+        if history.get("best_epoch"):
+            ax.axvline(history["best_epoch"], color="0.6", ls="--", lw=1, label="best (kept)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per image")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _node(ax, xy, label, observed=False, deterministic=False):
+    face = "0.82" if observed else "white"
+    if deterministic:
+        ax.add_patch(plt.Rectangle((xy[0] - 0.22, xy[1] - 0.22), 0.44, 0.44, fc=face, ec="k"))
+    else:
+        ax.add_patch(Circle(xy, 0.25, fc=face, ec="k", lw=1.2))
+    ax.text(*xy, label, ha="center", va="center", fontsize=13)
+
+
+def _edge(ax, a, b, dashed=False, color="k", rad=0.0):
+    ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=14, lw=1.2, color=color,
+                                 ls="--" if dashed else "-", shrinkA=17, shrinkB=17,
+                                 connectionstyle=f"arc3,rad={rad}"))
+
+
+def draw_graphical_models() -> plt.Figure:
+    """The four graphical models of Sohn et al. (2015), Fig. 1, drawn with matplotlib.
+
+    (a) the baseline network x → y; (b) the CGM x → z → y with x → y; (c) recognition
+    q(z|x,y), dashed; (d) the recurrent connection: x → ŷ → z → y through the baseline guess.
+    Grey nodes are observed at training time; squares are deterministic.
+    """
+    fig, axes = plt.subplots(1, 4, figsize=(11, 3))
+    x, z, y = (0.0, 0.0), (0.0, 1.0), (1.0, 0.5)
+    titles = ["(a) baseline NN", "(b) CGM: generation", "(c) CGM: recognition",
+              "(d) recurrent connection"]
+    for ax, title in zip(axes, titles):
+        ax.set_xlim(-0.6, 1.6)
+        ax.set_ylim(-0.5, 1.5)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_title(title, fontsize=10)
+    _node(axes[0], x, "x", observed=True)
+    _node(axes[0], y, "y")
+    _edge(axes[0], x, y)
+    for ax in axes[1:3]:
+        _node(ax, x, "x", observed=True)
+        _node(ax, z, "z")
+        _node(ax, y, "y", observed=ax is axes[2])
+    _edge(axes[1], x, z)
+    _edge(axes[1], z, y)
+    _edge(axes[1], x, y)
+    _edge(axes[2], x, z, dashed=True, color="C3")
+    _edge(axes[2], y, z, dashed=True, color="C3")
+    y_hat = (1.0, 1.25)
+    _node(axes[3], x, "x", observed=True)
+    _node(axes[3], z, "z")
+    _node(axes[3], y, "y")
+    _node(axes[3], y_hat, "ŷ", deterministic=True)
+    _edge(axes[3], x, y_hat)
+    _edge(axes[3], y_hat, z)
+    _edge(axes[3], x, z)
+    _edge(axes[3], z, y)
+    fig.tight_layout()
+    return fig
+
+
+def training_animation(inputs: torch.Tensor, snapshots: Sequence[torch.Tensor],
+                       val_losses: Sequence[float], interval_ms: int = 600) -> animation.Animation:
+    """One frame per epoch: the recorded CVAE samples for fixed held-out inputs.
+
+    ``inputs`` ``(k, 28, 28)``; each snapshot is uint8 ``(samples, k, 784)``.
+    """
+    samples, k = snapshots[0].shape[:2]
+    fig, axes = plt.subplots(samples + 1, k, figsize=(1.0 * k, 1.0 * (samples + 1) + 0.5),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    input_rgb = to_rgb(inputs)
+    images = []
+    for c in range(k):
+        axes[0, c].imshow(input_rgb[c])
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    for s in range(samples):
+        axes[s + 1, 0].set_ylabel(f"sample {s + 1}", fontsize=8)
+        for c in range(k):
+            images.append(axes[s + 1, c].imshow(input_rgb[c]))
+    title = fig.suptitle("")
+    fig.tight_layout()
+
+    def frame(i):
+        probs = snapshots[i].float() / 255
+        rgb = to_rgb(torch.stack([compose(inputs, probs[s]) for s in range(samples)]))
+        for s in range(samples):
+            for c in range(k):
+                images[s * k + c].set_data(rgb[s, c])
+        title.set_text(f"epoch {i + 1}: validation −ELBO {val_losses[i]:.1f} nats")
+        return images
+
+    anim = animation.FuncAnimation(fig, frame, frames=len(snapshots), interval=interval_ms,
+                                   blit=False)
+    plt.close(fig)
+    return anim
+
+
+def figure_to_data_uri(fig: plt.Figure, dpi: int = 72) -> str:
+    """A PNG of ``fig`` as a ``data:`` URI, so that a page needs no separate image file."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def static_explorer_html(frames: dict[tuple[int, int], str], quadrants: Sequence[int],
+                         digits: Sequence[int], element_id: str = "cvae-explorer") -> str:
+    """An HTML block with two range sliders (quadrants, test digit) over pre-rendered frames.
+
+    ``frames`` maps ``(num_quadrants, digit_position)`` to an image ``data:`` URI. Runs in any
+    browser with no kernel; the frames were computed when the book was built.
+    """
+    import json
+
+    keyed = {f"{q}-{d}": uri for (q, d), uri in frames.items()}
+    eid = html.escape(element_id)
+    return f"""
+<div id="{eid}" style="font-family: sans-serif; max-width: 720px">
+  <label>quadrants given: <input type="range" id="{eid}-q" min="0" max="{len(quadrants) - 1}"
+    step="1" value="0"> <b id="{eid}-qv">{quadrants[0]}</b></label><br>
+  <label>test digit: <input type="range" id="{eid}-d" min="0" max="{len(digits) - 1}"
+    step="1" value="0"> <b id="{eid}-dv">#{digits[0]}</b></label><br>
+  <img id="{eid}-img" style="max-width: 100%" alt="input, truth, baseline and CVAE samples">
+</div>
+<script>
+(function() {{
+  const frames = {json.dumps(keyed)};
+  const quadrants = {json.dumps(list(quadrants))};
+  const digits = {json.dumps(list(digits))};
+  const q = document.getElementById("{eid}-q"), d = document.getElementById("{eid}-d");
+  function show() {{
+    document.getElementById("{eid}-qv").textContent = quadrants[q.value];
+    document.getElementById("{eid}-dv").textContent = "#" + digits[d.value];
+    document.getElementById("{eid}-img").src = frames[quadrants[q.value] + "-" + d.value];
+  }}
+  q.addEventListener("input", show);
+  d.addEventListener("input", show);
+  show();
+}})();
+</script>
+"""

@@ -1,0 +1,33 @@
+"""Shared fixtures. Tests run on the CPU; MNIST comes from $CVAE_DATA_DIR (CI: a copy of shared/data)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cvae_helpers.config import get_profile
+from cvae_helpers.data import MaskedSplit, QuadrantSplits, mask_quadrants
+
+
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch):
+    monkeypatch.setenv("CVAE_DEVICE", "cpu")
+
+
+def synthetic_split(n: int, q: int, seed: int) -> MaskedSplit:
+    """Blobby fake digits in [0, 1]: fast stand-ins where real MNIST is not the point."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 28, 28, generator=g) ** 4
+    inputs, targets = mask_quadrants(images, q)
+    return MaskedSplit(inputs, targets, torch.randint(0, 10, (n,), generator=g))
+
+
+@pytest.fixture
+def tiny_splits() -> QuadrantSplits:
+    return QuadrantSplits(2, synthetic_split(96, 2, 0), synthetic_split(48, 2, 1),
+                          synthetic_split(32, 2, 2))
+
+
+@pytest.fixture
+def tiny_profile():
+    return get_profile("quick", max_epochs=3, batch_size=32, num_samples=8)

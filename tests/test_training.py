@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cvae_helpers import checkpoints
+from cvae_helpers.checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from cvae_helpers.config import get_profile
+from cvae_helpers.models import masked_bce
+from cvae_helpers.training import (
+    NonFiniteLossError,
+    baseline_config,
+    batched,
+    fit,
+    train_baseline,
+    train_cvae,
+)
+
+
+def _val_nll(net, split):
+    return batched(lambda x, y: masked_bce(net.logits(x), y), split.inputs, split.targets).mean().item()
+
+
+def test_baseline_trains_and_restores_its_best_weights(tiny_splits, tiny_profile):
+    net, history = train_baseline(tiny_splits, profile=tiny_profile, progress=False)
+    assert len(history["train_loss"]) == len(history["val_loss"]) == 3
+    assert history["val_loss"][-1] < history["val_loss"][0] or history["best_epoch"] < 3
+    assert _val_nll(net, tiny_splits.val) == pytest.approx(min(history["val_loss"]), rel=1e-5)
+    assert not net.training
+
+
+def test_same_seed_same_numbers(tiny_splits, tiny_profile):
+    a, ha = train_baseline(tiny_splits, profile=tiny_profile, seed=5, progress=False)
+    b, hb = train_baseline(tiny_splits, profile=tiny_profile, seed=5, progress=False)
+    assert ha["val_loss"] == hb["val_loss"]
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    _, hc = train_baseline(tiny_splits, profile=tiny_profile, seed=6, progress=False)
+    assert hc["val_loss"] != ha["val_loss"]
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny_splits):
+    profile = get_profile("quick", max_epochs=20, patience=3, batch_size=32)
+    module = torch.nn.Linear(784, 784)
+    val_losses = iter([5.0, 4.0, 4.5, 4.2, 4.1, 3.0])
+    weights_at = {}
+
+    def record(epoch, history):
+        weights_at[epoch] = module.weight.detach().clone()
+
+    result = fit(module=module, trainable=module,
+                 loss_fn=lambda x, y: masked_bce(module(x.reshape(-1, 784)), y).sum(),
+                 train_tensors=(tiny_splits.train.inputs, tiny_splits.train.targets),
+                 val_loss_fn=lambda: next(val_losses), config={"test": 1}, profile=profile,
+                 seed=0, label="test", progress=False, on_epoch_end=record)
+    history = result.history
+    assert len(history["val_loss"]) == 5 and history["stopped_early"]
+    assert history["best_epoch"] == 2 and history["best_val_loss"] == 4.0
+    assert torch.equal(module.weight, weights_at[2])
+
+
+def test_checkpoint_round_trip_and_reuse(tiny_splits, tiny_profile, tmp_path):
+    path = tmp_path / "baseline.pt"
+    net, history = train_baseline(tiny_splits, profile=tiny_profile, checkpoint_path=path,
+                                  progress=False)
+    state = load_checkpoint(path, baseline_config(2, tiny_profile, 0))
+    assert state["status"] == "finished" and state["epoch"] == 3
+    assert {"torch", "pyro", "torchvision"} <= set(state["versions"])
+    assert state["optimizer_state"]["state"]  # Adam moments are kept
+    assert all(torch.equal(v, state["model_state"][k]) for k, v in net.state_dict().items())
+    calls = []
+
+    def no_training(*args, **kwargs):
+        calls.append(1)
+        raise AssertionError("a finished checkpoint must be reused, not retrained")
+
+    reused, reused_history = train_baseline(tiny_splits, profile=tiny_profile,
+                                            checkpoint_path=path, progress=False,
+                                            after_save=no_training)
+    assert reused_history == history and not calls
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), reused.state_dict().values()))
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_splits, tmp_path):
+    profile = get_profile("quick", max_epochs=4, patience=10, batch_size=32)
+    straight, straight_history = train_baseline(tiny_splits, profile=profile, progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(epoch):
+        if epoch == 2:
+            raise Interrupt
+
+    path = tmp_path / "baseline.pt"
+    with pytest.raises(Interrupt):
+        train_baseline(tiny_splits, profile=profile, checkpoint_path=path, progress=False,
+                       after_save=stop_after_two)
+    assert load_checkpoint(path)["status"] == "running" and load_checkpoint(path)["epoch"] == 2
+    resumed, resumed_history = train_baseline(tiny_splits, profile=profile, checkpoint_path=path,
+                                              progress=False)
+    assert resumed_history["val_loss"] == straight_history["val_loss"]
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_checkpoint_from_another_configuration_is_refused(tiny_splits, tiny_profile, tmp_path):
+    path = tmp_path / "baseline.pt"
+    train_baseline(tiny_splits, profile=tiny_profile, seed=0, checkpoint_path=path, progress=False)
+    with pytest.raises(CheckpointMismatchError, match=r"seed: checkpoint has 0, you asked for 1"):
+        train_baseline(tiny_splits, profile=tiny_profile, seed=1, checkpoint_path=path, progress=False)
+
+
+def test_interrupted_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, {"config": {"a": 1}, "value": torch.ones(2)})
+
+    def broken_save(obj, f):
+        with open(f, "wb") as handle:
+            handle.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.torch, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"config": {"a": 2}, "value": torch.zeros(2)})
+    assert load_checkpoint(path, {"a": 1})["value"].tolist() == [1.0, 1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_garbage_file_gets_a_clear_error(tmp_path):
+    path = tmp_path / "x.pt"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_nan_loss_names_setting_epoch_and_batch(tiny_splits, tiny_profile):
+    bad = tiny_splits.train.inputs.clone()
+    bad[40] = float("nan")  # the second batch of 32 in shuffled order contains it, or another
+    tiny_splits.train.inputs = bad
+    with pytest.raises(NonFiniteLossError, match=r"baseline, 2 quadrants: .* at epoch 1, batch \d+ of 3"):
+        train_baseline(tiny_splits, profile=tiny_profile, progress=False)
+
+
+@pytest.mark.parametrize("sees_input", [False, True])
+def test_cvae_trains_with_both_decoders(tiny_splits, tiny_profile, sees_input, tmp_path):
+    baseline, _ = train_baseline(tiny_splits, profile=tiny_profile, progress=False)
+    before = {k: v.clone() for k, v in baseline.state_dict().items()}
+    snapshot_inputs = tiny_splits.test.inputs[:4]
+    cvae, history = train_cvae(tiny_splits, baseline, baseline_cfg={"b": 1}, profile=tiny_profile,
+                               z_dim=8, hidden_1=32, hidden_2=32, decoder_sees_input=sees_input,
+                               checkpoint_path=tmp_path / "cvae.pt", progress=False,
+                               snapshot_inputs=snapshot_inputs, snapshot_samples=2)
+    assert len(history["val_loss"]) == 3 and all(v > 0 for v in history["val_loss"])
+    assert len(history["snapshots"]) == 3 and history["snapshots"][0].shape == (2, 4, 784)
+    assert history["snapshots"][0].dtype == torch.uint8
+    # the frozen baseline is untouched, and the checkpoint carries the config of both
+    assert all(torch.equal(before[k], v) for k, v in cvae.baseline.state_dict().items())
+    stored = load_checkpoint(tmp_path / "cvae.pt")["config"]
+    assert stored["decoder_sees_input"] is sees_input and stored["baseline"] == {"b": 1}
+    with pytest.raises(CheckpointMismatchError, match="z_dim"):
+        train_cvae(tiny_splits, baseline, baseline_cfg={"b": 1}, profile=tiny_profile, z_dim=9,
+                   hidden_1=32, hidden_2=32, decoder_sees_input=sees_input,
+                   checkpoint_path=tmp_path / "cvae.pt", progress=False)
