@@ -54,6 +54,37 @@ def checkpoint_paths(num_quadrant_inputs: int, profile: Profile, seed: int,
     return folder / "baseline.pt", folder / f"cvae_{decoder}.pt"
 
 
+def _resolve(profile: Profile | str | None) -> Profile:
+    return profile if isinstance(profile, Profile) else get_profile(profile)
+
+
+def get_splits(num_quadrant_inputs: int, profile: Profile | str | None = None,
+               data_dir: str | Path | None = None) -> QuadrantSplits:
+    """The masked splits at the size the profile asks for (quick mode keeps a subset)."""
+    profile = _resolve(profile)
+    return load_splits(num_quadrant_inputs, data_dir, train_size=profile.train_size,
+                       val_subset=profile.val_size, test_size=profile.test_size)
+
+
+def get_baseline(
+    num_quadrant_inputs: int,
+    profile: Profile | str | None = None,
+    *,
+    seed: int = 0,
+    splits: QuadrantSplits | None = None,
+    data_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> tuple[BaselineNet, dict]:
+    """The cached baseline of this configuration, trained (or resumed) first if need be."""
+    profile = _resolve(profile)
+    splits = splits or get_splits(num_quadrant_inputs, profile, data_dir)
+    baseline_path, _ = checkpoint_paths(num_quadrant_inputs, profile, seed, False, checkpoint_dir)
+    return train_baseline(splits, profile=profile, seed=seed, checkpoint_path=baseline_path,
+                          device=device, progress=progress)
+
+
 def get_trained_models(
     num_quadrant_inputs: int,
     profile: Profile | str | None = None,
@@ -66,16 +97,15 @@ def get_trained_models(
     progress: bool = True,
 ) -> TrainedModels:
     """Load the cached models of this configuration, or train (or resume) them first."""
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = _resolve(profile)
     device = resolve_device(device)
-    splits = load_splits(num_quadrant_inputs, data_dir, train_size=profile.train_size,
-                         val_subset=profile.val_size, test_size=profile.test_size)
-    baseline_path, cvae_path = checkpoint_paths(num_quadrant_inputs, profile, seed,
-                                                decoder_sees_input, checkpoint_dir)
+    splits = get_splits(num_quadrant_inputs, profile, data_dir)
+    _, cvae_path = checkpoint_paths(num_quadrant_inputs, profile, seed, decoder_sees_input,
+                                    checkpoint_dir)
     started = time.perf_counter()
-    baseline, baseline_history = train_baseline(
-        splits, profile=profile, seed=seed, checkpoint_path=baseline_path, device=device,
-        progress=progress)
+    baseline, baseline_history = get_baseline(
+        num_quadrant_inputs, profile, seed=seed, splits=splits, checkpoint_dir=checkpoint_dir,
+        device=device, progress=progress)
     snapshot = torch.tensor([i for i in SNAPSHOT_INDICES if i < len(splits.test)])
     cvae, cvae_history = train_cvae(
         splits, baseline, baseline_cfg=baseline_config(num_quadrant_inputs, profile, seed),
