@@ -1,18 +1,20 @@
 # Two commands do all the setup on a fresh clone (see README.md):
 #   make book   - the main job: full budget, executes every chapter, writes the HTML book
 #   make test   - unit tests, every chapter under nbmake (quick), and `jupyter-book build -W` (quick)
-# Both create the virtual environment if it is missing and find or download MNIST.
+# Both create the virtual environment if it is missing and find or download MNIST
+# (under $CVAE_DATA_DIR, else ./data).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-# torch/torchvision the way this machine needs them; override for another platform, e.g.
-#   make test TORCH_SPEC="torch torchvision"
+# torch/torchvision as this project's reference machines install them (Python 3.11, x86_64);
+# override for another platform, e.g.  make test TORCH_SPEC="torch torchvision"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-CHAPTERS := $(sort $(wildcard book/[0-9]*.ipynb)) book/intro.ipynb
+CHAPTERS := $(sort $(wildcard book/*.ipynb))
+REF := results/reference
 
-.PHONY: book test env data unit notebooks book-quick clean lint
+.PHONY: book test env data unit notebooks book-quick reference sync-repo-url lint clean
 
 env: $(VENV)/.installed
 
@@ -23,7 +25,6 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# Finds MNIST under $CVAE_DATA_DIR (else ./data), or downloads it there through torchvision.
 data: env
 	$(PY) -c "from cvae_helpers.data import load_mnist; load_mnist(train=True); load_mnist(train=False); print('MNIST ready')"
 
@@ -43,6 +44,23 @@ notebooks: data
 book-quick: data
 	$(BIN)/jupyter-book clean .
 	CVAE_PROFILE=quick $(BIN)/jupyter-book build -W --keep-going .
+
+# The committed full-budget reference results (results/reference/README.md): both decoders,
+# seed 0, timed with /usr/bin/time -v, then the sample grids and the speed benchmark.
+reference: data
+	mkdir -p $(REF)/logs
+	/usr/bin/time -v -o $(REF)/logs/time_p_y_given_z.txt $(PY) -m cvae_helpers train \
+	  --profile full --seed 0 --output $(REF)/p_y_given_z --no-progress
+	/usr/bin/time -v -o $(REF)/logs/time_p_y_given_xz.txt $(PY) -m cvae_helpers train \
+	  --profile full --seed 0 --decoder-sees-input --output $(REF)/p_y_given_xz --no-progress
+	$(PY) -m cvae_helpers figures --profile full --seed 0 --output $(REF)/p_y_given_z
+	$(PY) -m cvae_helpers figures --profile full --seed 0 --decoder-sees-input \
+	  --output $(REF)/p_y_given_xz
+	$(PY) -m cvae_helpers bench --pipeline both --batches 100 > $(REF)/bench.json
+
+# After changing repository.url in _config.yml: rewrite every chapter's Colab install cell.
+sync-repo-url: env
+	$(PY) -m cvae_helpers.book sync-repo-url
 
 lint: env
 	$(BIN)/ruff check cvae_helpers tests

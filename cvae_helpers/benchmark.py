@@ -1,17 +1,52 @@
-"""Seconds per 60k-image training epoch, extrapolated from timed batches (``python -m cvae_helpers bench``)."""
+"""Seconds per 60k-image training epoch, extrapolated from timed batches (``python -m cvae_helpers bench``).
+
+Two data paths are timed with the same networks and steps:
+
+- ``memory`` (this package): each split masked once, batches by one indexing call, and the
+  frozen baseline's guess y_hat computed once per dataset.
+- ``seed`` (the Pyro example's design): a per-item ``Dataset`` that turns each PIL image into a
+  tensor and masks it in a transform, batched by a ``DataLoader``, with y_hat recomputed by the
+  baseline inside every CVAE step.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from pyro.infer import Trace_ELBO
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import MNIST
+from torchvision.transforms import functional as TF
 
-from .config import set_seed
-from .data import NUM_TRAIN_VAL, TensorBatches, load_splits
+from .config import default_data_dir, set_seed
+from .data import NUM_TRAIN_VAL, TensorBatches, load_mnist, load_splits, mask_quadrants
 from .models import CVAE, BaselineNet, masked_bce
 from .training import batched, make_adam
+
+PIPELINES = ("memory", "seed", "both")
+
+
+class SeedStyleMNIST(Dataset):
+    """The seed's per-item pipeline: PIL image -> tensor -> quadrant mask, one image at a time.
+
+    Items are dicts ``{"input": (28, 28), "output": (28, 28)}`` as in the Pyro example.
+    """
+
+    def __init__(self, root: str | Path, num_quadrant_inputs: int) -> None:
+        self.mnist = MNIST(root, train=True, download=False)
+        self.num_quadrant_inputs = num_quadrant_inputs
+
+    def __len__(self) -> int:
+        return len(self.mnist)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, _ = self.mnist[index]  # a PIL image
+        tensor = TF.to_tensor(image)  # (1, 28, 28) in [0, 1]
+        inputs, targets = mask_quadrants(tensor, self.num_quadrant_inputs)
+        return {"input": inputs[0], "output": targets[0]}
 
 
 def _time_steps(batches: Iterator, step: Callable, num_batches: int, warmup: int) -> float:
@@ -24,58 +59,88 @@ def _time_steps(batches: Iterator, step: Callable, num_batches: int, warmup: int
     return (time.perf_counter() - started) / num_batches
 
 
-def _endless(loader: TensorBatches) -> Iterator:
+def _endless(loader) -> Iterator:
     while True:
         yield from loader
 
 
-def benchmark(num_quadrant_inputs: int = 1, num_batches: int = 50, batch_size: int = 128,
-              warmup: int = 5, data_dir=None, seed: int = 0) -> dict:
-    """Time the default baseline and CVAE training steps on the CPU or current default device.
+def _seed_batches(loader: DataLoader) -> Iterator:
+    for batch in _endless(loader):
+        yield batch["input"], batch["output"]
 
-    Returns ``baseline_epoch_s`` and ``cvae_epoch_s``: seconds for one epoch of 60,000 images
-    (the whole MNIST training set), extrapolated from ``num_batches`` timed batches, batching
-    included; ``y_hat_precompute_s``: the one-off cost of the frozen baseline's guesses for 60k
-    images, paid once per dataset rather than per epoch.
-    """
+
+def _steps(seed: int) -> tuple[Callable, Callable, CVAE]:
+    """Fresh default networks, seeded: the baseline's step, the CVAE's step and the CVAE."""
     set_seed(seed)
-    split = load_splits(num_quadrant_inputs, data_dir).train
-    batches_per_epoch = NUM_TRAIN_VAL / batch_size
-
     baseline = BaselineNet()
-    optimizer = make_adam(baseline.parameters(), 1e-3)
+    baseline_opt = make_adam(baseline.parameters(), 1e-3)
+    cvae = CVAE(baseline=BaselineNet())
+    cvae_opt = make_adam([p for n, p in cvae.named_parameters()
+                          if not n.startswith("baseline.")], 1e-3)
+    elbo = Trace_ELBO()
 
     def baseline_step(inputs, targets):
         loss = masked_bce(baseline.logits(inputs), targets).sum()
-        optimizer.zero_grad(set_to_none=True)
+        baseline_opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        baseline_opt.step()
 
-    loader = TensorBatches(split.inputs, split.targets, batch_size=batch_size, seed=seed)
-    baseline_s = _time_steps(_endless(loader), baseline_step, num_batches, warmup)
-
-    cvae = CVAE(baseline=baseline)
-    started = time.perf_counter()
-    y_hat = batched(cvae.baseline_guess, split.inputs)
-    y_hat_s = (time.perf_counter() - started) * NUM_TRAIN_VAL / len(split)
-    elbo = Trace_ELBO()
-    optimizer = make_adam([p for n, p in cvae.named_parameters()
-                           if not n.startswith("baseline.")], 1e-3)
-
-    def cvae_step(inputs, targets, y_hat_batch):
-        loss = elbo.differentiable_loss(cvae.model, cvae.guide, inputs, targets, y_hat_batch)
-        optimizer.zero_grad(set_to_none=True)
+    def cvae_step(inputs, targets, y_hat=None):  # y_hat None: the baseline runs in the model
+        loss = elbo.differentiable_loss(cvae.model, cvae.guide, inputs, targets, y_hat)
+        cvae_opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        cvae_opt.step()
 
-    loader = TensorBatches(split.inputs, split.targets, y_hat, batch_size=batch_size, seed=seed)
-    cvae_s = _time_steps(_endless(loader), cvae_step, num_batches, warmup)
-    return {
-        "baseline_epoch_s": round(baseline_s * batches_per_epoch, 2),
-        "cvae_epoch_s": round(cvae_s * batches_per_epoch, 2),
-        "y_hat_precompute_s": round(y_hat_s, 3),
-        "batch_size": batch_size,
-        "num_batches": num_batches,
-        "num_quadrant_inputs": num_quadrant_inputs,
-        "threads": torch.get_num_threads(),
-    }
+    return baseline_step, cvae_step, cvae
+
+
+def benchmark(num_quadrant_inputs: int = 1, num_batches: int = 50, batch_size: int = 128,
+              warmup: int = 5, data_dir=None, seed: int = 0, pipeline: str = "memory") -> dict:
+    """Time the default baseline and CVAE training steps on the CPU (or the default device).
+
+    Returns seconds for one epoch of 60,000 images (the whole MNIST training set),
+    extrapolated from ``num_batches`` timed batches with data handling included:
+    ``baseline_epoch_s`` and ``cvae_epoch_s`` for the in-memory path (plus
+    ``y_hat_precompute_s``, the one-off cost of the baseline's guesses for 60k images), and with
+    ``pipeline="seed"`` or ``"both"`` the ``seed_*`` figures of the per-item path and the
+    ratios ``seed / memory``.
+    """
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}.")
+    batches_per_epoch = NUM_TRAIN_VAL / batch_size
+    result: dict = {"batch_size": batch_size, "num_batches": num_batches,
+                    "num_quadrant_inputs": num_quadrant_inputs,
+                    "threads": torch.get_num_threads()}
+
+    if pipeline in ("memory", "both"):
+        split = load_splits(num_quadrant_inputs, data_dir).train
+        baseline_step, cvae_step, cvae = _steps(seed)
+        loader = TensorBatches(split.inputs, split.targets, batch_size=batch_size, seed=seed)
+        baseline_s = _time_steps(_endless(loader), baseline_step, num_batches, warmup)
+        started = time.perf_counter()
+        y_hat = batched(cvae.baseline_guess, split.inputs)
+        y_hat_s = (time.perf_counter() - started) * NUM_TRAIN_VAL / len(split)
+        loader = TensorBatches(split.inputs, split.targets, y_hat, batch_size=batch_size,
+                               seed=seed)
+        cvae_s = _time_steps(_endless(loader), cvae_step, num_batches, warmup)
+        result.update(baseline_epoch_s=round(baseline_s * batches_per_epoch, 2),
+                      cvae_epoch_s=round(cvae_s * batches_per_epoch, 2),
+                      y_hat_precompute_s=round(y_hat_s, 3))
+
+    if pipeline in ("seed", "both"):
+        root = Path(data_dir) if data_dir is not None else default_data_dir()
+        load_mnist(root, train=True)  # the same clear errors as the main path if files are missing
+        dataset = SeedStyleMNIST(root, num_quadrant_inputs)
+        baseline_step, cvae_step, _ = _steps(seed)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
+                            generator=torch.Generator().manual_seed(seed))
+        seed_baseline_s = _time_steps(_seed_batches(loader), baseline_step, num_batches, warmup)
+        seed_cvae_s = _time_steps(_seed_batches(loader), cvae_step, num_batches, warmup)
+        result.update(seed_baseline_epoch_s=round(seed_baseline_s * batches_per_epoch, 2),
+                      seed_cvae_epoch_s=round(seed_cvae_s * batches_per_epoch, 2))
+
+    if pipeline == "both":
+        result.update(
+            baseline_speedup=round(result["seed_baseline_epoch_s"] / result["baseline_epoch_s"], 2),
+            cvae_speedup=round(result["seed_cvae_epoch_s"] / result["cvae_epoch_s"], 2))
+    return result

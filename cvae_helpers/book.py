@@ -7,9 +7,11 @@ Every chapter starts with :func:`setup_chapter` and shows the code it explains w
 from __future__ import annotations
 
 import inspect
+import re
+from pathlib import Path
 from typing import Any
 
-from .config import PROFILE_ENV, Profile, get_profile, resolve_device, set_seed
+from .config import PROFILE_ENV, Profile, get_profile, project_root, resolve_device, set_seed
 
 
 def setup_chapter(seed: int = 0, profile: str | None = None) -> Profile:
@@ -47,3 +49,46 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     except ModuleNotFoundError:
         return
     myst_glue(name, value, display=display)
+
+
+# The Colab setup cell of every chapter installs the package from the repository whose URL is
+# `repository.url` in _config.yml; tests/test_notebooks.py checks that they agree.
+INSTALL_PATTERN = re.compile(r'(%pip install -q "cvae-helpers @ git\+)([^"]+)(")')
+
+
+def repository_url(config: str | Path | None = None) -> str:
+    """``repository.url`` of the book's ``_config.yml`` (the one place the URL is set)."""
+    path = Path(config) if config is not None else project_root() / "_config.yml"
+    match = re.search(r"^repository:\s*\n(?:\s+.*\n)*?\s+url:\s*(\S+)", path.read_text(), re.M)
+    if match is None:
+        raise ValueError(f"{path} has no repository.url")
+    return match.group(1)
+
+
+def sync_repo_url(book_dir: str | Path | None = None) -> list[Path]:
+    """Point every chapter's install cell at :func:`repository_url`; re-pair the notebooks.
+
+    Returns the Markdown chapters that changed.
+    """
+    from jupytext.cli import jupytext as jupytext_cli
+
+    url = repository_url()
+    changed = []
+    for md in sorted(Path(book_dir or project_root() / "book").glob("*.md")):
+        text = md.read_text()
+        new = INSTALL_PATTERN.sub(lambda m: m.group(1) + url + m.group(3), text)
+        if new != text:
+            md.write_text(new)
+            changed.append(md)
+        if md.with_suffix(".ipynb").exists():
+            jupytext_cli(["--sync", "--quiet", str(md)])
+    return changed
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["sync-repo-url"]:
+        sys.exit("usage: python -m cvae_helpers.book sync-repo-url")
+    for path in sync_repo_url():
+        print(f"updated {path}")

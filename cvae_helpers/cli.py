@@ -45,6 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "else auto)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
+    figures = commands.add_parser(
+        "figures", help="write the sample grids grid_q{N}.png of (cached) models",
+        description="Load the models of each quadrant setting from the checkpoint cache "
+                    "(training them first if nothing matches) and write DIR/grid_q{N}.png: "
+                    "input, truth, baseline and CVAE samples for fixed and ambiguous test digits.")
+    figures.add_argument("--quadrants", type=int, nargs="+", choices=[1, 2, 3], default=[1, 2, 3],
+                         help="numbers of quadrants given as input (default: 1 2 3)")
+    figures.add_argument("--profile", choices=sorted(PROFILES), default="full",
+                         help="budget of the models to load (default full)")
+    figures.add_argument("--output", type=Path, required=True, help="directory for the PNGs")
+    figures.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
+    figures.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint cache")
+    figures.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    figures.add_argument("--decoder-sees-input", action="store_true",
+                         help="the models with the paper's generation network p(y|x,z)")
+    figures.add_argument("--device", default=None, help="cpu, cuda or auto")
+
     bench = commands.add_parser(
         "bench", help="print seconds per 60k-image training epoch as one line of JSON",
         description="Time training steps of the default baseline and CVAE (data handling "
@@ -54,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quadrants", type=int, choices=[1, 2, 3], default=1,
                        help="number of quadrants given (default 1)")
     bench.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
+    bench.add_argument("--pipeline", choices=["memory", "seed", "both"], default="memory",
+                       help="data path: this package's in-memory batches (default), the Pyro "
+                            "example's per-item Dataset + DataLoader, or both side by side")
     return parser
 
 
@@ -78,11 +98,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 write_results(records, args.output)
             print(results_table(records), end="")
             print(f"Wrote {args.output}/metrics_q*.json and {args.output}/results.md")
+        elif args.command == "figures":
+            import matplotlib
+
+            matplotlib.use("Agg")
+            from .pipeline import completion_grid, get_trained_models
+
+            args.output.mkdir(parents=True, exist_ok=True)
+            for q in sorted(set(args.quadrants)):
+                models = get_trained_models(q, args.profile, seed=args.seed,
+                                            decoder_sees_input=args.decoder_sees_input,
+                                            data_dir=args.data_dir,
+                                            checkpoint_dir=args.checkpoint_dir,
+                                            device=args.device, progress=False)
+                path = args.output / f"grid_q{q}.png"
+                completion_grid(models, seed=args.seed).savefig(path, dpi=80)
+                print(f"Wrote {path}")
         else:
             from .benchmark import benchmark
 
             print(json.dumps(benchmark(args.quadrants, args.batches, args.batch_size,
-                                       data_dir=args.data_dir)))
+                                       data_dir=args.data_dir, pipeline=args.pipeline)))
     except (MNISTDataError, CheckpointMismatchError, NonFiniteLossError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

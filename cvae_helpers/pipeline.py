@@ -16,6 +16,7 @@ import torch
 from .config import (
     Profile,
     default_checkpoint_dir,
+    project_root,
     get_profile,
     library_versions,
     resolve_device,
@@ -25,6 +26,10 @@ from .data import QuadrantSplits, load_splits
 from .evaluation import evaluate
 from .models import CVAE, BaselineNet
 from .training import baseline_config, train_baseline, train_cvae
+
+# Where the committed full-budget reference results live (see results/reference/README.md).
+REFERENCE_DIR = project_root() / "results" / "reference"
+DECODER_DIRS = {False: "p_y_given_z", True: "p_y_given_xz"}
 
 # Held-out test digits whose completions are recorded after every CVAE epoch (for the animation).
 SNAPSHOT_INDICES = (18, 30, 61, 3, 4, 8)
@@ -206,3 +211,25 @@ def load_results(output_dir: str | Path) -> list[dict]:
     """Every ``metrics_q*.json`` in ``output_dir``, sorted by number of quadrants."""
     records = [json.loads(p.read_text()) for p in sorted(Path(output_dir).glob("metrics_q*.json"))]
     return sorted(records, key=lambda r: r["num_quadrant_inputs"])
+
+
+def completion_grid(models: TrainedModels, fixed: int = 5, ambiguous: int = 5,
+                    num_samples: int = 5, pool_size: int = 300, seed: int = 0):
+    """The sample grid of the evaluation chapter and the reference run, for one setting.
+
+    Columns: the first ``fixed`` test digits, then the ``ambiguous`` test digits among the
+    next ``pool_size`` whose CVAE samples disagree most. Rows: input, truth, NN, and
+    ``num_samples`` CVAE samples (z ~ p(z|x)), all seeded by ``seed``.
+    """
+    from .plotting import most_diverse, sample_grid
+
+    test = models.splits.test
+    generator = torch.Generator().manual_seed(seed)
+    pool = torch.arange(fixed, min(fixed + pool_size, len(test)))
+    chosen = pool[most_diverse(models.cvae, test.inputs[pool], ambiguous, generator=generator)]
+    indices = torch.cat([torch.arange(fixed), chosen])
+    q = models.splits.num_quadrant_inputs
+    title = (f"{q} quadrant{'s' * (q > 1)} given (test digits {fixed} fixed + {ambiguous} most "
+             f"ambiguous); labels {test.labels[indices].tolist()}")
+    return sample_grid(models.baseline, models.cvae, test.inputs[indices], test.targets[indices],
+                       num_samples=num_samples, generator=generator, title=title)

@@ -117,7 +117,7 @@ def draw_graphical_models() -> plt.Figure:
     """The four graphical models of Sohn et al. (2015), Fig. 1, drawn with matplotlib.
 
     (a) the baseline network x → y; (b) the CGM x → z → y with x → y; (c) recognition
-    q(z|x,y), dashed; (d) the recurrent connection: x → ŷ → z → y through the baseline guess.
+    q(z|x,y), dashed; (d) the recurrent connection: x → ŷ → z → y through the baseline guess (x → y kept).
     Grey nodes are observed at training time; squares are deterministic.
     """
     fig, axes = plt.subplots(1, 4, figsize=(11, 3))
@@ -125,7 +125,7 @@ def draw_graphical_models() -> plt.Figure:
     titles = ["(a) baseline NN", "(b) CGM: generation", "(c) CGM: recognition",
               "(d) recurrent connection"]
     for ax, title in zip(axes, titles):
-        ax.set_xlim(-0.6, 1.6)
+        ax.set_xlim(-0.9, 1.5)
         ax.set_ylim(-0.5, 1.5)
         ax.set_aspect("equal")
         ax.axis("off")
@@ -142,7 +142,7 @@ def draw_graphical_models() -> plt.Figure:
     _edge(axes[1], x, y)
     _edge(axes[2], x, z, dashed=True, color="C3")
     _edge(axes[2], y, z, dashed=True, color="C3")
-    y_hat = (1.0, 1.25)
+    y_hat = (-0.55, 0.5)  # left of x and z, so that no two edges cross
     _node(axes[3], x, "x", observed=True)
     _node(axes[3], z, "z")
     _node(axes[3], y, "y")
@@ -151,6 +151,7 @@ def draw_graphical_models() -> plt.Figure:
     _edge(axes[3], y_hat, z)
     _edge(axes[3], x, z)
     _edge(axes[3], z, y)
+    _edge(axes[3], x, y)
     fig.tight_layout()
     return fig
 
@@ -238,3 +239,41 @@ def static_explorer_html(frames: dict[tuple[int, int], str], quadrants: Sequence
 }})();
 </script>
 """
+
+
+def _noise(cvae, num_samples: int, batch: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard-normal draws ``(num_samples, batch, z_dim)`` on the CVAE's device."""
+    device = next(cvae.parameters()).device
+    return torch.randn(num_samples, batch, cvae.config.z_dim, generator=generator).to(device)
+
+
+@torch.no_grad()
+def most_diverse(cvae, inputs: torch.Tensor, k: int, num_samples: int = 16,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of the ``k`` inputs ``(n, 28, 28)`` whose CVAE completions disagree the most.
+
+    Diversity is the per-pixel variance of ``num_samples`` Bernoulli means, averaged over the
+    hidden pixels: ambiguous inputs (a piece of a 3 that could be a 5) score high.
+    """
+    flat = inputs.reshape(inputs.shape[0], 784)
+    hidden = flat == MASK_VALUE
+    probs = cvae.sample(flat, noise=_noise(cvae, num_samples, len(flat), generator))
+    spread = (probs.var(0) * hidden).sum(-1) / hidden.sum(-1)
+    return spread.topk(k).indices.sort().values.cpu()
+
+
+@torch.no_grad()
+def sample_grid(baseline, cvae, inputs: torch.Tensor, targets: torch.Tensor,
+                num_samples: int = 5, generator: torch.Generator | None = None,
+                title: str = "") -> plt.Figure:
+    """Input / truth / NN / ``num_samples`` CVAE rows for the digits ``(k, 28, 28)`` given.
+
+    CVAE samples are Bernoulli means for z ~ p(z|x), pasted into the given quadrants.
+    """
+    flat = inputs.reshape(inputs.shape[0], 784)
+    samples = cvae.sample(flat, noise=_noise(cvae, num_samples, len(flat), generator))
+    rows = completion_rows(inputs.cpu(), targets.cpu(), baseline(inputs).cpu(), samples.cpu())
+    fig = show_digits(rows)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

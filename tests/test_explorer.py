@@ -1,0 +1,143 @@
+"""The explorer on tiny untrained models and synthetic digits: no training, no MNIST."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from conftest import synthetic_split
+
+from cvae_helpers.config import get_profile
+from cvae_helpers.data import QuadrantSplits
+from cvae_helpers.explorer import (
+    completion_figure,
+    figure_png_base64,
+    interactive_explorer,
+    static_explorer,
+)
+from cvae_helpers.models import CVAE, BaselineNet
+from cvae_helpers.pipeline import TrainedModels
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NUM_TEST = 12
+
+
+def tiny_models(q: int) -> TrainedModels:
+    torch.manual_seed(q)
+    splits = QuadrantSplits(q, synthetic_split(8, q, 0), synthetic_split(8, q, 1),
+                            synthetic_split(NUM_TEST, q, 2))
+    cvae = CVAE(z_dim=4, hidden_1=16, hidden_2=16, baseline=BaselineNet(16, 16))
+    history = {"train_loss": [], "val_loss": [], "best_epoch": 0}
+    return TrainedModels(splits, cvae.baseline, cvae, history, history, get_profile("quick"),
+                         0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def models_by_q() -> dict[int, TrainedModels]:
+    return {q: tiny_models(q) for q in (1, 2, 3)}
+
+
+def png_of(models, index, num_samples, seed) -> bytes:
+    return base64.b64decode(figure_png_base64(completion_figure(models, index, num_samples, seed)))
+
+
+def test_completion_figure_rows_and_sample_grid(models_by_q):
+    fig = completion_figure(models_by_q[2], index=3, num_samples=10, seed=0)
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == ["input", "truth", "NN", "CVAE 1–8", "CVAE 9–10"]
+    assert len(fig.axes) == 5 * 8  # rows of at most 8 samples
+    plt.close(fig)
+    with pytest.raises(IndexError):
+        completion_figure(models_by_q[2], index=NUM_TEST, num_samples=1, seed=0)
+
+
+def test_completion_figure_is_seeded_and_leaves_global_rng_alone(models_by_q):
+    models = models_by_q[1]
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    first = png_of(models, 5, 4, seed=7)
+    assert torch.equal(torch.rand(3), before), "completion_figure consumed the global RNG"
+    assert png_of(models, 5, 4, seed=7) == first
+    assert png_of(models, 5, 4, seed=8) != first
+    assert png_of(models, 6, 4, seed=7) != first
+
+
+def frames_of(page: str) -> dict[str, str]:
+    match = re.search(r"const frames = (\{.*?\});", page, re.S)
+    assert match, "no frames in the static explorer"
+    return json.loads(match.group(1))
+
+
+def test_static_explorer_has_one_png_frame_per_setting_and_digit(models_by_q):
+    digits = [0, 4, 9]
+    page = static_explorer(models_by_q, digits, num_samples=3, seed=0)
+    frames = frames_of(page)
+    assert sorted(frames) == sorted(f"{q}-{d}" for q in (1, 2, 3) for d in range(len(digits)))
+    for uri in frames.values():
+        assert uri.startswith("data:image/png;base64,")
+        assert base64.b64decode(uri.split(",", 1)[1]).startswith(PNG_MAGIC)
+    assert len(set(frames.values())) == len(frames)  # every frame is a different picture
+    assert 'id="cvae-explorer-q" min="0" max="2"' in page
+    assert 'id="cvae-explorer-d" min="0" max="2"' in page.replace("\n    ", " ")
+    # the frame of (q, digit position) is the figure of that test digit
+    expected = png_of(models_by_q[3], digits[1], 3, seed=0)
+    assert base64.b64decode(frames["3-1"].split(",", 1)[1]) == expected
+
+
+def test_static_explorer_same_seed_same_frames_other_seed_other(models_by_q):
+    one = {q: models_by_q[q] for q in (2,)}
+    same = frames_of(static_explorer(one, [1, 2], num_samples=2, seed=5))
+    again = frames_of(static_explorer(one, [1, 2], num_samples=2, seed=5))
+    other = frames_of(static_explorer(one, [1, 2], num_samples=2, seed=6))
+    assert same == again
+    assert all(same[key] != other[key] for key in same)
+
+
+def shown_png(explorer) -> str:
+    (output,) = explorer.output.outputs
+    return output["data"]["image/png"]
+
+
+def test_widget_has_three_sliders_and_a_button(models_by_q):
+    explorer = interactive_explorer(models_by_q, max_index=5)
+    assert isinstance(explorer, widgets.VBox)
+    sliders = [explorer.quadrants, explorer.digit, explorer.num_samples]
+    assert all(isinstance(s, widgets.IntSlider) for s in sliders)
+    assert [(s.min, s.max) for s in sliders] == [(1, 3), (0, 5), (1, 16)]
+    assert isinstance(explorer.resample, widgets.Button)
+    assert isinstance(explorer.output, widgets.Output)
+    # all of them are on screen, not only attributes
+    shown = {id(w) for box in explorer.children
+             for w in (box.children if isinstance(box, widgets.Box) else (box,))}
+    assert {id(w) for w in [*sliders, explorer.resample, explorer.output]} <= shown
+    assert base64.b64decode(shown_png(explorer)).startswith(PNG_MAGIC)
+    assert interactive_explorer(models_by_q).digit.max == NUM_TEST - 1
+
+
+def test_widget_redraws_on_slider_and_button(models_by_q):
+    explorer = interactive_explorer(models_by_q, max_index=5)
+    first = shown_png(explorer)
+    explorer.resample.click()
+    after_click = shown_png(explorer)
+    assert explorer.seed == 1 and after_click != first
+    explorer.resample.click()
+    assert shown_png(explorer) != after_click
+    explorer.quadrants.value = 3
+    on_three = shown_png(explorer)
+    assert on_three != after_click
+    explorer.digit.value = 4
+    assert shown_png(explorer) != on_three
+    # what is shown is exactly the figure of the current setting
+    expected = png_of(models_by_q[3], 4, explorer.num_samples.value, explorer.seed)
+    assert base64.b64decode(shown_png(explorer)) == expected
+
+
+def test_widget_rejects_gaps_in_the_quadrant_settings(models_by_q):
+    with pytest.raises(ValueError):
+        interactive_explorer({1: models_by_q[1], 3: models_by_q[3]})

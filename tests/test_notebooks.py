@@ -1,0 +1,67 @@
+"""The chapters as files: each .ipynb is the output-free twin of its .md, listed in the TOC,
+with a Colab install cell that points at the one repository URL in _config.yml."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from cvae_helpers.book import INSTALL_PATTERN, repository_url
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
+PAIRED_MARKDOWN = sorted(p for p in BOOK.glob("*.md") if "jupytext:" in p.read_text()[:300])
+
+
+def _cells(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(cell.cell_type, cell.source.strip(), tuple(cell.metadata.get("tags", [])))
+            for cell in notebook.cells]
+
+
+def test_every_text_chapter_has_its_notebook_and_back():
+    assert {p.stem for p in NOTEBOOKS} == {p.stem for p in PAIRED_MARKDOWN}
+    assert len(NOTEBOOKS) >= 9
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_pair_in_sync_and_without_outputs(notebook):
+    ipynb = nbformat.read(notebook, as_version=4)
+    for cell in ipynb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, (
+                f"{notebook.name} holds outputs; clear them (jupytext --sync writes none)")
+    markdown = jupytext.read(notebook.with_suffix(".md"))
+    assert _cells(jupytext.read(notebook)) == _cells(markdown), (
+        f"{notebook.name} and its .md differ; run: jupytext --sync {notebook.with_suffix('.md')}")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_cell_installs_from_the_configured_repository(notebook):
+    first_code = next(c for c in nbformat.read(notebook, as_version=4).cells
+                      if c.cell_type == "code")
+    match = INSTALL_PATTERN.search(first_code.source)
+    assert match, f"{notebook.name}: the first code cell must be the Colab install cell"
+    assert match.group(2) == repository_url(), "run: make sync-repo-url"
+    assert "hide-input" in first_code.metadata.get("tags", [])
+
+
+def test_toc_lists_every_chapter_and_only_existing_files():
+    toc = (ROOT / "_toc.yml").read_text()
+    listed = set(re.findall(r"(?:file|root):\s*(\S+)", toc))
+    for name in listed:
+        assert (ROOT / f"{name}.md").is_file(), f"_toc.yml names {name}, which does not exist"
+    assert {f"book/{p.stem}" for p in PAIRED_MARKDOWN} <= listed
+
+
+def test_repository_url_is_read_from_the_config(tmp_path):
+    config = tmp_path / "_config.yml"
+    config.write_text("title: x\nrepository:\n  branch: main\n  url: https://example.org/r\n")
+    assert repository_url(config) == "https://example.org/r"
+    config.write_text("title: x\n")
+    with pytest.raises(ValueError, match="repository.url"):
+        repository_url(config)
