@@ -49,6 +49,7 @@ book-quick: data
 # seed 0, timed with /usr/bin/time -v, then the sample grids and the speed benchmark.
 reference: data
 	mkdir -p $(REF)/logs
+	date -u +%FT%TZ > $(REF)/logs/started.txt
 	/usr/bin/time -v -o $(REF)/logs/time_p_y_given_z.txt $(PY) -m cvae_helpers train \
 	  --profile full --seed 0 --output $(REF)/p_y_given_z --no-progress
 	/usr/bin/time -v -o $(REF)/logs/time_p_y_given_xz.txt $(PY) -m cvae_helpers train \
@@ -57,6 +58,7 @@ reference: data
 	$(PY) -m cvae_helpers figures --profile full --seed 0 --decoder-sees-input \
 	  --output $(REF)/p_y_given_xz
 	$(PY) -m cvae_helpers bench --pipeline both --batches 100 > $(REF)/bench.json
+	$(PY) -m cvae_helpers.speed write-readme
 
 # After changing repository.url in _config.yml: rewrite every chapter's Colab install cell.
 sync-repo-url: env
