@@ -23,6 +23,7 @@ def setup_chapter(seed: int = 0, profile: str | None = None) -> Profile:
 
     chosen = get_profile(profile)
     set_seed(seed)
+    _inline_figures()
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "font.size": 10})
     device = resolve_device()
     if chosen.name == "quick":
@@ -33,6 +34,17 @@ def setup_chapter(seed: int = 0, profile: str | None = None) -> Profile:
     print(f"Budget: {chosen.name} ({PROFILE_ENV}={chosen.name}): {note}. Device: {device}. "
           f"Seed: {seed}.")
     return chosen
+
+
+def _inline_figures() -> None:
+    """Draw figures into the notebook even where MPLBACKEND says otherwise (e.g. Agg in CI)."""
+    try:
+        from IPython import get_ipython
+    except ModuleNotFoundError:
+        return
+    shell = get_ipython()
+    if shell is not None and type(shell).__name__ != "TerminalInteractiveShell":
+        shell.run_line_magic("matplotlib", "inline")
 
 
 def show_source(obj: Any):
