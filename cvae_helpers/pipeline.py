@@ -16,9 +16,9 @@ import torch
 from .config import (
     Profile,
     default_checkpoint_dir,
-    project_root,
     get_profile,
     library_versions,
+    project_root,
     resolve_device,
     set_seed,
 )

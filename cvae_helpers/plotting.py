@@ -81,7 +81,7 @@ def completion_rows(inputs: torch.Tensor, targets: torch.Tensor, baseline_probs:
 def plot_histories(histories: dict[str, dict], title: str = "") -> plt.Figure:
     """Training and validation loss (nats per image) per epoch, one panel per named history."""
     fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.2), squeeze=False)
-    for ax, (name, history) in zip(axes[0], histories.items()):
+    for ax, (name, history) in zip(axes[0], histories.items(), strict=True):
         epochs = np.arange(1, len(history["train_loss"]) + 1)
         ax.plot(epochs, history["train_loss"], "o-", ms=3, label="train")
         ax.plot(epochs, history["val_loss"], "s-", ms=3, label="validation")
@@ -124,7 +124,7 @@ def draw_graphical_models() -> plt.Figure:
     x, z, y = (0.0, 0.0), (0.0, 1.0), (1.0, 0.5)
     titles = ["(a) baseline NN", "(b) CGM: generation", "(c) CGM: recognition",
               "(d) recurrent connection"]
-    for ax, title in zip(axes, titles):
+    for ax, title in zip(axes, titles, strict=True):
         ax.set_xlim(-0.9, 1.5)
         ax.set_ylim(-0.5, 1.5)
         ax.set_aspect("equal")

@@ -10,7 +10,7 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 
 from cvae_helpers.config import set_seed
 from cvae_helpers.data import mask_quadrants
-from cvae_helpers.models import MIN_SCALE, CVAE, BaselineNet, masked_bce
+from cvae_helpers.models import CVAE, MIN_SCALE, BaselineNet, masked_bce
 from cvae_helpers.training import make_adam
 
 
@@ -125,5 +125,5 @@ def test_package_step_equals_pyro_svi_step():
     for step in range(3):
         set_seed(10 + step)
         svi.step(xs, ys, y_hat)
-    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-5), name

@@ -33,7 +33,7 @@ def test_same_seed_same_numbers(tiny_splits, tiny_profile):
     a, ha = train_baseline(tiny_splits, profile=tiny_profile, seed=5, progress=False)
     b, hb = train_baseline(tiny_splits, profile=tiny_profile, seed=5, progress=False)
     assert ha["val_loss"] == hb["val_loss"]
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     _, hc = train_baseline(tiny_splits, profile=tiny_profile, seed=6, progress=False)
     assert hc["val_loss"] != ha["val_loss"]
 
@@ -77,7 +77,8 @@ def test_checkpoint_round_trip_and_reuse(tiny_splits, tiny_profile, tmp_path):
                                             checkpoint_path=path, progress=False,
                                             after_save=no_training)
     assert reused_history == history and not calls
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), reused.state_dict().values()))
+    pairs = zip(net.state_dict().values(), reused.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_splits, tmp_path):
@@ -99,7 +100,8 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_splits, tmp_p
     resumed, resumed_history = train_baseline(tiny_splits, profile=profile, checkpoint_path=path,
                                               progress=False)
     assert resumed_history["val_loss"] == straight_history["val_loss"]
-    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+    pairs = zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_checkpoint_from_another_configuration_is_refused(tiny_splits, tiny_profile, tmp_path):
