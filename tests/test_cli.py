@@ -65,6 +65,13 @@ def test_quick_train_writes_metrics_and_table_and_reuses_checkpoints(tmp_path):
     again = json.loads((tmp_path / "out" / "metrics_q2.json").read_text())
     for key in ("baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo", "epochs_cvae"):
         assert again[key] == record[key]
+    # the figures command finds the same cached models and writes the sample grid
+    figures = subprocess.run(
+        [sys.executable, "-m", "cvae_helpers", "figures", "--profile", "quick", "--quadrants", "2",
+         "--output", str(tmp_path / "figs"), "--checkpoint-dir", str(tmp_path / "ckpt")],
+        capture_output=True, text=True, check=True)
+    png = tmp_path / "figs" / "grid_q2.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "grid_q2.png" in figures.stdout
 
 
 def test_bench_prints_one_json_line():
@@ -74,3 +81,14 @@ def test_bench_prints_one_json_line():
     assert len(lines) == 1
     figures = json.loads(lines[0])
     assert figures["baseline_epoch_s"] > 0 and figures["cvae_epoch_s"] > 0
+    assert figures["load_and_mask_s"] > 0 and "seed_cvae_epoch_s" not in figures
+
+
+def test_bench_times_both_pipelines_side_by_side():
+    result = subprocess.run([sys.executable, "-m", "cvae_helpers", "bench", "--batches", "2",
+                             "--batch-size", "32", "--pipeline", "both"],
+                            capture_output=True, text=True, check=True)
+    figures = json.loads(result.stdout)
+    for key in ("baseline_epoch_s", "cvae_epoch_s", "seed_baseline_epoch_s", "seed_cvae_epoch_s"):
+        assert figures[key] > 0
+    assert figures["cvae_speedup"] == round(figures["seed_cvae_epoch_s"] / figures["cvae_epoch_s"], 2)
