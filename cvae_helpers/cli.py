@@ -18,6 +18,24 @@ def _positive(text: str) -> int:
     return value
 
 
+def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> None:
+    """The options that pick a trained configuration, shared by ``train`` and ``figures``."""
+    command.add_argument("--quadrants", type=int, nargs="+", choices=[1, 2, 3], default=[1, 2, 3],
+                         help="numbers of quadrants given as input (default: 1 2 3)")
+    command.add_argument("--profile", choices=sorted(PROFILES), default="full",
+                         help="budget: quick (small subsets, CI) or full (default)")
+    command.add_argument("--output", type=Path, required=True, help=output_help)
+    command.add_argument("--data-dir", type=Path, default=None,
+                         help=f"MNIST data root (default: ${DATA_DIR_ENV}, else ./data)")
+    command.add_argument("--checkpoint-dir", type=Path, default=None,
+                         help="checkpoint cache (default: $CVAE_CHECKPOINT_DIR, else ./checkpoints)")
+    command.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    command.add_argument("--decoder-sees-input", action="store_true",
+                         help="the paper's generation network p(y|x,z) instead of p(y|z)")
+    command.add_argument("--device", default=None,
+                         help="cpu, cuda or auto (default: $CVAE_DEVICE, else auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cvae_helpers",
@@ -29,20 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the baseline and the CVAE for each quadrant setting, reusing matching "
                     "checkpoints, evaluate them on the test set and write DIR/metrics_q{N}.json "
                     "and DIR/results.md.")
-    train.add_argument("--quadrants", type=int, nargs="+", choices=[1, 2, 3], default=[1, 2, 3],
-                       help="numbers of quadrants given as input (default: 1 2 3)")
-    train.add_argument("--profile", choices=sorted(PROFILES), default="full",
-                       help="budget: quick (small subsets, CI) or full (default)")
-    train.add_argument("--output", type=Path, required=True, help="directory for the results")
-    train.add_argument("--data-dir", type=Path, default=None,
-                       help=f"MNIST data root (default: ${DATA_DIR_ENV}, else ./data)")
-    train.add_argument("--checkpoint-dir", type=Path, default=None,
-                       help="checkpoint cache (default: $CVAE_CHECKPOINT_DIR, else ./checkpoints)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--decoder-sees-input", action="store_true",
-                       help="use the paper's generation network p(y|x,z) instead of p(y|z)")
-    train.add_argument("--device", default=None, help="cpu, cuda or auto (default: $CVAE_DEVICE, "
-                                                      "else auto)")
+    _add_model_arguments(train, output_help="directory for the results")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
     figures = commands.add_parser(
@@ -50,17 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load the models of each quadrant setting from the checkpoint cache "
                     "(training them first if nothing matches) and write DIR/grid_q{N}.png: "
                     "input, truth, baseline and CVAE samples for fixed and ambiguous test digits.")
-    figures.add_argument("--quadrants", type=int, nargs="+", choices=[1, 2, 3], default=[1, 2, 3],
-                         help="numbers of quadrants given as input (default: 1 2 3)")
-    figures.add_argument("--profile", choices=sorted(PROFILES), default="full",
-                         help="budget of the models to load (default full)")
-    figures.add_argument("--output", type=Path, required=True, help="directory for the PNGs")
-    figures.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
-    figures.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint cache")
-    figures.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    figures.add_argument("--decoder-sees-input", action="store_true",
-                         help="the models with the paper's generation network p(y|x,z)")
-    figures.add_argument("--device", default=None, help="cpu, cuda or auto")
+    _add_model_arguments(figures, output_help="directory for the PNGs")
 
     bench = commands.add_parser(
         "bench", help="print seconds per 60k-image training epoch as one line of JSON",

@@ -58,7 +58,7 @@ def completion_figure(models: TrainedModels, index: int, num_samples: int = 8,
                         generator=torch.Generator().manual_seed(seed))
     samples = models.cvae.sample(inputs.to(device), num_samples,
                                  noise=noise.to(device)).cpu()  # (num_samples, 1, 784)
-    rows = completion_rows(inputs, targets, baseline_probs, samples)
+    rows = completion_rows(inputs.cpu(), targets.cpu(), baseline_probs, samples)
     fixed, sample_rows = rows[:3], rows[3:]
     for start in range(0, num_samples, SAMPLES_PER_ROW):
         chunk = sample_rows[start : start + SAMPLES_PER_ROW]

@@ -64,11 +64,17 @@ def _resolve(profile: Profile | str | None) -> Profile:
 
 
 def get_splits(num_quadrant_inputs: int, profile: Profile | str | None = None,
-               data_dir: str | Path | None = None) -> QuadrantSplits:
-    """The masked splits at the size the profile asks for (quick mode keeps a subset)."""
+               data_dir: str | Path | None = None,
+               device: str | torch.device | None = None) -> QuadrantSplits:
+    """The masked splits at the size the profile asks for (quick mode keeps a subset).
+
+    They live on ``device`` (default: CUDA when available, see ``resolve_device``), next to the
+    models that will read them.
+    """
     profile = _resolve(profile)
-    return load_splits(num_quadrant_inputs, data_dir, train_size=profile.train_size,
-                       val_subset=profile.val_size, test_size=profile.test_size)
+    splits = load_splits(num_quadrant_inputs, data_dir, train_size=profile.train_size,
+                         val_subset=profile.val_size, test_size=profile.test_size)
+    return splits.to(resolve_device(device))
 
 
 def get_baseline(
@@ -84,7 +90,7 @@ def get_baseline(
 ) -> tuple[BaselineNet, dict]:
     """The cached baseline of this configuration, trained (or resumed) first if need be."""
     profile = _resolve(profile)
-    splits = splits or get_splits(num_quadrant_inputs, profile, data_dir)
+    splits = splits or get_splits(num_quadrant_inputs, profile, data_dir, device)
     baseline_path, _ = checkpoint_paths(num_quadrant_inputs, profile, seed, False, checkpoint_dir)
     return train_baseline(splits, profile=profile, seed=seed, checkpoint_path=baseline_path,
                           device=device, progress=progress)
@@ -104,7 +110,7 @@ def get_trained_models(
     """Load the cached models of this configuration, or train (or resume) them first."""
     profile = _resolve(profile)
     device = resolve_device(device)
-    splits = get_splits(num_quadrant_inputs, profile, data_dir)
+    splits = get_splits(num_quadrant_inputs, profile, data_dir, device)
     _, cvae_path = checkpoint_paths(num_quadrant_inputs, profile, seed, decoder_sees_input,
                                     checkpoint_dir)
     started = time.perf_counter()
