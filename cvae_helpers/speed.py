@@ -75,8 +75,11 @@ def machine_description() -> str:
     return f"{os.cpu_count()} cores, {model}"
 
 
-def write_reference_readme(reference_dir: str | Path, commit: str) -> Path:
-    """Write ``README.md`` of the reference run from what it saved: provenance and tables."""
+def write_reference_readme(reference_dir: str | Path, commit: str, notes: str = "") -> Path:
+    """Write ``README.md`` of the reference run from what it saved: provenance and tables.
+
+    ``notes`` (Markdown) is appended as a last section, for what the files cannot tell.
+    """
     from .pipeline import results_table
 
     reference_dir = Path(reference_dir)
@@ -113,6 +116,8 @@ def write_reference_readme(reference_dir: str | Path, commit: str) -> Path:
         parts += ["Seconds per 60,000-image training epoch (`bench --pipeline both`), in-memory "
                   "batches against the Pyro example's per-item `DataLoader`:\n",
                   bench_table(load_bench(reference_dir))]
+    if notes:
+        parts += ["## Notes\n", notes]
     path = reference_dir / "README.md"
     path.write_text("\n".join(parts))
     return path
