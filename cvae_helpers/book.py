@@ -92,8 +92,8 @@ def sync_repo_url(book_dir: str | Path | None = None) -> list[Path]:
         if new != text:
             md.write_text(new)
             changed.append(md)
-        if md.with_suffix(".ipynb").exists():
-            jupytext_cli(["--sync", "--quiet", str(md)])
+            # the Markdown twin is the source here; --update keeps the notebook's cell ids
+            jupytext_cli(["--to", "ipynb", "--update", "--quiet", str(md)])
     return changed
 
 

@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,6 +27,9 @@ from .data import QuadrantSplits, load_splits
 from .evaluation import evaluate
 from .models import CVAE, BaselineNet
 from .training import baseline_config, train_baseline, train_cvae
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Where the committed full-budget reference results live (see results/reference/README.md).
 REFERENCE_DIR = project_root() / "results" / "reference"
@@ -90,7 +94,8 @@ def get_baseline(
 ) -> tuple[BaselineNet, dict]:
     """The cached baseline of this configuration, trained (or resumed) first if need be."""
     profile = _resolve(profile)
-    splits = splits or get_splits(num_quadrant_inputs, profile, data_dir, device)
+    if splits is None:
+        splits = get_splits(num_quadrant_inputs, profile, data_dir, device)
     baseline_path, _ = checkpoint_paths(num_quadrant_inputs, profile, seed, False, checkpoint_dir)
     return train_baseline(splits, profile=profile, seed=seed, checkpoint_path=baseline_path,
                           device=device, progress=progress)
@@ -220,14 +225,14 @@ def load_results(output_dir: str | Path) -> list[dict]:
 
 
 def completion_grid(models: TrainedModels, fixed: int = 5, ambiguous: int = 5,
-                    num_samples: int = 5, pool_size: int = 300, seed: int = 0):
+                    num_samples: int = 5, pool_size: int = 300, seed: int = 0) -> Figure:
     """The sample grid of the evaluation chapter and the reference run, for one setting.
 
     Columns: the first ``fixed`` test digits, then the ``ambiguous`` test digits among the
     next ``pool_size`` whose CVAE samples disagree most. Rows: input, truth, NN, and
     ``num_samples`` CVAE samples (z ~ p(z|x)), all seeded by ``seed``.
     """
-    from .plotting import most_diverse, sample_grid
+    from .plotting import most_diverse, sample_grid  # matplotlib only once something is drawn
 
     test = models.splits.test
     generator = torch.Generator().manual_seed(seed)

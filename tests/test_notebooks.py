@@ -65,3 +65,16 @@ def test_repository_url_is_read_from_the_config(tmp_path):
     config.write_text("title: x\n")
     with pytest.raises(ValueError, match="repository.url"):
         repository_url(config)
+
+
+def test_sync_repo_url_rewrites_both_files_of_a_pair(tmp_path):
+    from cvae_helpers.book import sync_repo_url
+
+    for suffix in (".md", ".ipynb"):
+        source = (BOOK / f"01_data{suffix}").read_text()
+        (tmp_path / f"01_data{suffix}").write_text(source.replace(repository_url(), "https://old/x"))
+    assert sync_repo_url(tmp_path) == [tmp_path / "01_data.md"]
+    for suffix in (".md", ".ipynb"):
+        text = (tmp_path / f"01_data{suffix}").read_text()
+        assert repository_url() in text and "https://old/x" not in text
+    assert sync_repo_url(tmp_path) == []  # nothing left to change
