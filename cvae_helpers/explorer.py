@@ -19,7 +19,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from .pipeline import TrainedModels
-from .plotting import completion_rows, figure_to_data_uri, show_digits, static_explorer_html
+from .plotting import (
+    completion_rows,
+    figure_to_data_uri,
+    latent_noise,
+    show_digits,
+    static_explorer_html,
+)
 
 # CVAE samples are laid out in rows of at most this many digits.
 SAMPLES_PER_ROW = 8
@@ -53,11 +59,8 @@ def completion_figure(models: TrainedModels, index: int, num_samples: int = 8,
     device = _device(models.cvae)
     inputs, targets = test.inputs[index : index + 1], test.targets[index : index + 1]  # (1, 28, 28)
     baseline_probs = models.baseline(inputs.to(device)).cpu()  # (1, 784)
-    # Drawn on the CPU, then moved: the same seed gives the same noise on any device.
-    noise = torch.randn(num_samples, 1, models.cvae.config.z_dim,
-                        generator=torch.Generator().manual_seed(seed))
-    samples = models.cvae.sample(inputs.to(device), num_samples,
-                                 noise=noise.to(device)).cpu()  # (num_samples, 1, 784)
+    noise = latent_noise(models.cvae, num_samples, 1, torch.Generator().manual_seed(seed))
+    samples = models.cvae.sample(inputs.to(device), noise=noise).cpu()  # (num_samples, 1, 784)
     rows = completion_rows(inputs.cpu(), targets.cpu(), baseline_probs, samples)
     fixed, sample_rows = rows[:3], rows[3:]
     for start in range(0, num_samples, SAMPLES_PER_ROW):

@@ -241,8 +241,12 @@ def static_explorer_html(frames: dict[tuple[int, int], str], quadrants: Sequence
 """
 
 
-def _noise(cvae, num_samples: int, batch: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard-normal draws ``(num_samples, batch, z_dim)`` on the CVAE's device."""
+def latent_noise(cvae, num_samples: int, batch: int,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Standard-normal draws ``(num_samples, batch, z_dim)`` on the CVAE's device.
+
+    Drawn on the CPU, then moved: the same generator seed gives the same noise on any device.
+    """
     device = next(cvae.parameters()).device
     return torch.randn(num_samples, batch, cvae.config.z_dim, generator=generator).to(device)
 
@@ -257,7 +261,7 @@ def most_diverse(cvae, inputs: torch.Tensor, k: int, num_samples: int = 16,
     """
     flat = inputs.reshape(inputs.shape[0], 784)
     hidden = flat == MASK_VALUE
-    probs = cvae.sample(flat, noise=_noise(cvae, num_samples, len(flat), generator))
+    probs = cvae.sample(flat, noise=latent_noise(cvae, num_samples, len(flat), generator))
     spread = (probs.var(0) * hidden).sum(-1) / hidden.sum(-1)
     return spread.topk(k).indices.sort().values.cpu()
 
@@ -271,7 +275,7 @@ def sample_grid(baseline, cvae, inputs: torch.Tensor, targets: torch.Tensor,
     CVAE samples are Bernoulli means for z ~ p(z|x), pasted into the given quadrants.
     """
     flat = inputs.reshape(inputs.shape[0], 784)
-    samples = cvae.sample(flat, noise=_noise(cvae, num_samples, len(flat), generator))
+    samples = cvae.sample(flat, noise=latent_noise(cvae, num_samples, len(flat), generator))
     rows = completion_rows(inputs.cpu(), targets.cpu(), baseline(inputs).cpu(), samples.cpu())
     fig = show_digits(rows)
     if title:

@@ -31,7 +31,7 @@ def bench_table(bench: dict) -> str:
 
 
 def run_table(reference_dir: str | Path) -> str:
-    """Markdown: training and evaluation seconds per setting and peak memory, per decoder."""
+    """Markdown: epochs, training seconds and evaluation seconds per setting, per decoder."""
     reference_dir = Path(reference_dir)
     lines = ["| decoder | quadrants | epochs (NN / CVAE) | train s | evaluation s |",
              "|---|---|---|---|---|"]
