@@ -1,4 +1,4 @@
-"""Small conveniences for the chapters: the setup banner, showing package source, glue.
+"""What a chapter needs, in a checkout or in Colab: the setup banner, package source, glue.
 
 Every chapter starts with :func:`setup_chapter` and shows the code it explains with
 :func:`show_source`, so the text always displays the code that actually runs.
@@ -7,33 +7,31 @@ Every chapter starts with :func:`setup_chapter` and shows the code it explains w
 from __future__ import annotations
 
 import inspect
-import re
-from pathlib import Path
 from typing import Any
 
-from .config import PROFILE_ENV, Profile, get_profile, project_root, resolve_device, set_seed
+from .config import PROFILE_ENV, RunSpec, set_seed
 
 
-def setup_chapter(seed: int = 0, profile: str | None = None) -> Profile:
+def setup_chapter(seed: int = 0, profile: str | None = None) -> RunSpec:
     """Seed everything, pick the budget (``$CVAE_PROFILE``, default full) and say which it is.
 
-    Returns the :class:`~cvae_helpers.config.Profile` the chapter should use.
+    Returns the chapter's :class:`~cvae_helpers.config.RunSpec` (1 quadrant given; use
+    ``spec.for_quadrants(q)`` for the others), with the profile, folders and device resolved.
     """
     import matplotlib.pyplot as plt
 
-    chosen = get_profile(profile)
+    spec = RunSpec.create(1, profile, seed=seed)
     set_seed(seed)
     _inline_figures()
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "font.size": 10})
-    device = resolve_device()
-    if chosen.name == "quick":
+    if spec.profile.name == "quick":
         note = ("small subsets and two epochs, a smoke test: the numbers below are NOT the "
                 "paper's; unset it for the full budget")
     else:
         note = "the full data and early stopping, as in the paper"
-    print(f"Budget: {chosen.name} ({PROFILE_ENV}={chosen.name}): {note}. Device: {device}. "
-          f"Seed: {seed}.")
-    return chosen
+    print(f"Budget: {spec.profile.name} ({PROFILE_ENV}={spec.profile.name}): {note}. "
+          f"Device: {spec.device}. Seed: {seed}.")
+    return spec
 
 
 def _inline_figures() -> None:
@@ -47,11 +45,33 @@ def _inline_figures() -> None:
         shell.run_line_magic("matplotlib", "inline")
 
 
-def show_source(obj: Any):
-    """The source of a package function or class as highlighted code (the code that runs)."""
+def source_lines(obj: Any, start: str | None = None, stop: str | None = None) -> str:
+    """The source of ``obj``, or the slice from the first line containing ``start`` up to (not
+    including) the next line containing ``stop``; a marker that is not found is an error, so a
+    chapter cannot silently show a stale part."""
+    lines = inspect.getsource(obj).splitlines(keepends=True)
+    first = 0
+    if start is not None:
+        first = next((i for i, line in enumerate(lines) if start in line), None)
+        if first is None:
+            raise ValueError(f"{start!r} is not in the source of {obj.__qualname__}.")
+    last = len(lines)
+    if stop is not None:
+        last = next((i for i in range(first + 1, len(lines)) if stop in lines[i]), None)
+        if last is None:
+            raise ValueError(f"{stop!r} does not follow {start!r} in {obj.__qualname__}.")
+    return "".join(lines[first:last])
+
+
+def show_source(obj: Any, start: str | None = None, stop: str | None = None):
+    """Package source as highlighted code: the code that runs, whole or a slice of it.
+
+    ``start`` and ``stop`` pick a part of a long function (see :func:`source_lines`), so a
+    chapter can show it piece by piece, each next to the sentence that explains it.
+    """
     from IPython.display import Code
 
-    return Code(inspect.getsource(obj), language="python")
+    return Code(source_lines(obj, start, stop), language="python")
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
@@ -61,46 +81,3 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     except ModuleNotFoundError:
         return
     myst_glue(name, value, display=display)
-
-
-# The Colab setup cell of every chapter installs the package from the repository whose URL is
-# `repository.url` in _config.yml; tests/test_notebooks.py checks that they agree.
-INSTALL_PATTERN = re.compile(r'(%pip install -q "cvae-helpers @ git\+)([^"]+)(")')
-
-
-def repository_url(config: str | Path | None = None) -> str:
-    """``repository.url`` of the book's ``_config.yml`` (the one place the URL is set)."""
-    path = Path(config) if config is not None else project_root() / "_config.yml"
-    match = re.search(r"^repository:\s*\n(?:\s+.*\n)*?\s+url:\s*(\S+)", path.read_text(), re.M)
-    if match is None:
-        raise ValueError(f"{path} has no repository.url")
-    return match.group(1)
-
-
-def sync_repo_url(book_dir: str | Path | None = None) -> list[Path]:
-    """Point every chapter's install cell at :func:`repository_url`; re-pair the notebooks.
-
-    Returns the Markdown chapters that changed.
-    """
-    from jupytext.cli import jupytext as jupytext_cli
-
-    url = repository_url()
-    changed = []
-    for md in sorted(Path(book_dir or project_root() / "book").glob("*.md")):
-        text = md.read_text()
-        new = INSTALL_PATTERN.sub(lambda m: m.group(1) + url + m.group(3), text)
-        if new != text:
-            md.write_text(new)
-            changed.append(md)
-            # the Markdown twin is the source here; --update keeps the notebook's cell ids
-            jupytext_cli(["--to", "ipynb", "--update", "--quiet", str(md)])
-    return changed
-
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:] != ["sync-repo-url"]:
-        sys.exit("usage: python -m cvae_helpers.book sync-repo-url")
-    for path in sync_repo_url():
-        print(f"updated {path}")

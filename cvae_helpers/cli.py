@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import DATA_DIR_ENV, PROFILES
+from .config import DATA_DIR_ENV, PROFILES, RunSpec
 
 
 def _positive(text: str) -> int:
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quadrants", type=int, choices=[1, 2, 3], default=1,
                        help="number of quadrants given (default 1)")
     bench.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
-    bench.add_argument("--pipeline", choices=["memory", "seed", "both"], default="memory",
+    bench.add_argument("--pipeline", choices=["memory", "pyro_example", "both"], default="memory",
                        help="data path: this package's in-memory batches (default), the Pyro "
                             "example's per-item Dataset + DataLoader, or both side by side")
     return parser
@@ -80,16 +80,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .training import NonFiniteLossError
 
     try:
+        if args.command in ("train", "figures"):
+            spec = RunSpec.create(1, args.profile, seed=args.seed,
+                                  decoder_sees_input=args.decoder_sees_input,
+                                  data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
+                                  device=args.device)
+            specs = [spec.for_quadrants(q) for q in sorted(set(args.quadrants))]
         if args.command == "train":
-            from .pipeline import results_table, run_setting, write_results
+            from .pipeline import run_setting
+            from .results import results_table, write_results
 
             records = []
-            for q in sorted(set(args.quadrants)):
-                record = run_setting(q, args.profile, seed=args.seed,
-                                     decoder_sees_input=args.decoder_sees_input,
-                                     data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
-                                     device=args.device, progress=not args.no_progress)
-                records.append(record)
+            for spec in specs:
+                records.append(run_setting(spec, progress=not args.no_progress))
                 write_results(records, args.output)
             print(results_table(records), end="")
             print(f"Wrote {args.output}/metrics_q*.json and {args.output}/results.md")
@@ -97,20 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             import matplotlib
 
             matplotlib.use("Agg")
-            from .pipeline import completion_grid, get_trained_models
+            from .pipeline import get_trained_models
+            from .plotting import completion_grid
 
             args.output.mkdir(parents=True, exist_ok=True)
-            for q in sorted(set(args.quadrants)):
-                models = get_trained_models(q, args.profile, seed=args.seed,
-                                            decoder_sees_input=args.decoder_sees_input,
-                                            data_dir=args.data_dir,
-                                            checkpoint_dir=args.checkpoint_dir,
-                                            device=args.device, progress=False)
-                path = args.output / f"grid_q{q}.png"
+            for spec in specs:
+                models = get_trained_models(spec, progress=False)
+                path = args.output / f"grid_q{spec.num_quadrant_inputs}.png"
                 completion_grid(models, seed=args.seed).savefig(path, dpi=80)
                 print(f"Wrote {path}")
         else:
-            from .benchmark import benchmark
+            from .speed import benchmark
 
             print(json.dumps(benchmark(args.quadrants, args.batches, args.batch_size,
                                        data_dir=args.data_dir, pipeline=args.pipeline)))

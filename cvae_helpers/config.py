@@ -1,4 +1,4 @@
-"""Paths, budgets (profiles), devices, seeds and versions: the knobs every module shares.
+"""Paths, budgets (profiles), devices, seeds, versions, and the run spec that bundles them.
 
 Environment variables (each also has a function argument that wins over it):
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import random
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,71 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if not (choice == "cpu" or choice.startswith("cuda")):
         raise ValueError(f"Unknown device {choice!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'.")
     return torch.device(choice)
+
+
+def check_num_quadrant_inputs(num_quadrant_inputs: object) -> int:
+    """``num_quadrant_inputs`` if it is 1, 2 or 3, else a ``ValueError`` that says so."""
+    if isinstance(num_quadrant_inputs, bool) or num_quadrant_inputs not in (1, 2, 3):
+        raise ValueError(
+            f"num_quadrant_inputs must be 1, 2 or 3 (the number of quadrants given as input), "
+            f"got {num_quadrant_inputs!r}."
+        )
+    return int(num_quadrant_inputs)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run's configuration: which setting, which budget, which seed and decoder, and where.
+
+    Build it once at the edge (the command line or a chapter's setup cell) with
+    :meth:`RunSpec.create`, which resolves the profile, the folders and the device a single time,
+    then pass it down. Every field that changes a trained model is part of the checkpoint's
+    cache key; ``data_dir``, ``checkpoint_dir`` and ``device`` only say where things are.
+    """
+
+    num_quadrant_inputs: int
+    profile: Profile
+    seed: int = 0
+    decoder_sees_input: bool = False
+    data_dir: Path = field(default_factory=default_data_dir)
+    checkpoint_dir: Path = field(default_factory=default_checkpoint_dir)
+    device: torch.device = field(default_factory=lambda: resolve_device())
+
+    def __post_init__(self) -> None:
+        check_num_quadrant_inputs(self.num_quadrant_inputs)
+
+    @classmethod
+    def create(
+        cls,
+        num_quadrant_inputs: int = 1,
+        profile: Profile | str | None = None,
+        *,
+        seed: int = 0,
+        decoder_sees_input: bool = False,
+        data_dir: str | Path | None = None,
+        checkpoint_dir: str | Path | None = None,
+        device: str | torch.device | None = None,
+    ) -> RunSpec:
+        """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_DATA_DIR``, ``$CVAE_CHECKPOINT_DIR``
+        and ``$CVAE_DEVICE`` apply where an argument is ``None``."""
+        return cls(
+            num_quadrant_inputs=num_quadrant_inputs,
+            profile=profile if isinstance(profile, Profile) else get_profile(profile),
+            seed=seed,
+            decoder_sees_input=decoder_sees_input,
+            data_dir=Path(data_dir).expanduser() if data_dir is not None else default_data_dir(),
+            checkpoint_dir=(Path(checkpoint_dir).expanduser() if checkpoint_dir is not None
+                            else default_checkpoint_dir()),
+            device=resolve_device(device),
+        )
+
+    def for_quadrants(self, num_quadrant_inputs: int) -> RunSpec:
+        """The same run for another number of given quadrants."""
+        return replace(self, num_quadrant_inputs=num_quadrant_inputs)
+
+    def with_decoder(self, decoder_sees_input: bool) -> RunSpec:
+        """The same run with the other generation network."""
+        return replace(self, decoder_sees_input=decoder_sees_input)
 
 
 def set_seed(seed: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
@@ -16,7 +16,7 @@ from urllib.error import URLError
 import torch
 from torchvision.datasets import MNIST
 
-from .config import DATA_DIR_ENV, default_data_dir
+from .config import DATA_DIR_ENV, check_num_quadrant_inputs, default_data_dir
 
 IMAGE_SIZE = 28
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -25,6 +25,9 @@ MASK_VALUE = -1.0
 NUM_TRAIN_VAL = 60_000
 DEFAULT_VAL_SIZE = 10_000
 SPLIT_SEED = 0
+# Batch size of every computation without gradients (validation, y_hat, evaluation): with
+# S = 100 samples per image, a batch of 200 keeps each (S, batch, 784) tensor near 60 MB.
+EVAL_BATCH_SIZE = 200
 
 # The compressed files torchvision checks, with the MD5s it checks them against.
 MNIST_MD5 = dict(MNIST.resources)
@@ -112,11 +115,7 @@ def given_quadrants_mask(num_quadrant_inputs: int) -> torch.Tensor:
 
     1 = bottom-left quadrant; 2 = left half; 3 = everything but the bottom-right quadrant.
     """
-    if isinstance(num_quadrant_inputs, bool) or num_quadrant_inputs not in (1, 2, 3):
-        raise ValueError(
-            f"num_quadrant_inputs must be 1, 2 or 3 (the number of quadrants given as input), "
-            f"got {num_quadrant_inputs!r}."
-        )
+    check_num_quadrant_inputs(num_quadrant_inputs)
     given = torch.zeros(IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool)
     given[HALF:, :HALF] = True  # bottom-left, given in every setting
     if num_quadrant_inputs >= 2:
@@ -124,6 +123,11 @@ def given_quadrants_mask(num_quadrant_inputs: int) -> torch.Tensor:
     if num_quadrant_inputs == 3:
         given[:HALF, HALF:] = True  # top-right
     return given
+
+
+def quadrant_label(num_quadrant_inputs: int) -> str:
+    """``"1 quadrant"``, ``"2 quadrants"``, ``"3 quadrants"``: how tables and titles name a setting."""
+    return f"{num_quadrant_inputs} quadrant{'s' * (num_quadrant_inputs != 1)}"
 
 
 def mask_quadrants(
@@ -232,7 +236,7 @@ def load_splits(
     ``split_seed``) so that early stopping never sees the test set. ``train_size``,
     ``val_subset`` and ``test_size`` keep only the first items of each split (quick mode).
     """
-    given_quadrants_mask(num_quadrant_inputs)  # fail before loading anything
+    check_num_quadrant_inputs(num_quadrant_inputs)  # fail before loading anything
     train_images, train_labels = load_mnist(root, train=True, download=download)
     test_images, test_labels = load_mnist(root, train=False, download=download)
     train_idx, val_idx = split_indices(train_images.shape[0], val_size, split_seed)
@@ -287,3 +291,14 @@ class TensorBatches:
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
             yield tuple(t[index] for t in self.tensors)
+
+
+@torch.no_grad()
+def batched(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor,
+            batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
+    """``fn`` over aligned tensors in batches, without gradients, outputs concatenated.
+
+    Example: ``batched(baseline, split.inputs)`` gives ``(N, 784)`` for inputs ``(N, 28, 28)``.
+    """
+    n = tensors[0].shape[0]
+    return torch.cat([fn(*(t[i:i + batch_size] for t in tensors)) for i in range(0, n, batch_size)])

@@ -19,11 +19,8 @@ from dataclasses import dataclass
 import torch
 from pyro.distributions import Normal
 
-from .data import MaskedSplit
+from .data import EVAL_BATCH_SIZE, MASK_VALUE, MaskedSplit, batched
 from .models import CVAE, BaselineNet, flatten, masked_bce
-from .training import batched
-
-EVAL_BATCH_SIZE = 200
 
 
 @dataclass
@@ -44,10 +41,14 @@ class Estimate:
         return f"{self.mean:.2f} ± {self.stderr:.2f}"
 
 
-def baseline_nll(baseline: BaselineNet, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-image NLL ``(batch,)`` of the deterministic baseline: its masked BCE."""
-    with torch.no_grad():
-        return masked_bce(baseline.logits(inputs), targets)
+def baseline_nll(baseline: BaselineNet, inputs: torch.Tensor, targets: torch.Tensor,
+                 batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
+    """Per-image NLL ``(N,)`` of the deterministic baseline (its masked BCE), in batches.
+
+    ``inputs`` and ``targets`` are ``(N, 28, 28)``; computed without gradients.
+    """
+    return batched(lambda x, y: masked_bce(baseline.logits(x), y), inputs, targets,
+                   batch_size=batch_size)
 
 
 def _log_mean_exp(log_values: torch.Tensor) -> torch.Tensor:
@@ -116,3 +117,19 @@ def evaluate(baseline: BaselineNet, cvae: CVAE, split: MaskedSplit, num_samples:
     values = batched(per_batch, split.inputs, split.targets, batch_size=batch_size).cpu()
     names = ["baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo"]
     return {name: Estimate.of(values[:, i]) for i, name in enumerate(names)}
+
+
+@torch.no_grad()
+def most_diverse(cvae: CVAE, inputs: torch.Tensor, k: int, num_samples: int = 16,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of the ``k`` inputs ``(n, 28, 28)`` whose CVAE completions disagree the most.
+
+    Diversity is the per-pixel variance of ``num_samples`` Bernoulli means, averaged over the
+    hidden pixels: ambiguous inputs (a piece of a 3 that could be a 5) score high. Returns the
+    indices sorted ascending, on the CPU.
+    """
+    flat = flatten(inputs)
+    hidden = flat == MASK_VALUE
+    probs = cvae.sample(flat, noise=cvae.latent_noise(num_samples, len(flat), generator))
+    spread = (probs.var(0) * hidden).sum(-1) / hidden.sum(-1)
+    return spread.topk(k).indices.sort().values.cpu()

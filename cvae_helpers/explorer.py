@@ -1,6 +1,6 @@
 """The explorer: completions of one test digit, live (ipywidgets) or pre-rendered (static HTML).
 
-- :func:`completion_figure` draws input / truth / baseline / CVAE samples for one test digit.
+- :func:`digit_completion_grid` draws input / truth / baseline / CVAE samples for one test digit.
 - :func:`interactive_explorer` wraps it in sliders and a "Resample" button; it needs a kernel.
 - :func:`static_explorer` renders a grid of frames once and returns HTML whose JavaScript sliders
   flip between them, so a static page (the HTML book) can show it with no kernel.
@@ -12,32 +12,25 @@ is left untouched.
 
 from __future__ import annotations
 
+import html
+import json
 from collections.abc import Mapping, Sequence
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
 
+from .data import quadrant_label
 from .pipeline import TrainedModels
-from .plotting import (
-    completion_rows,
-    figure_to_data_uri,
-    latent_noise,
-    show_digits,
-    static_explorer_html,
-)
+from .plotting import completion_rows, figure_to_data_uri, show_digits
 
 # CVAE samples are laid out in rows of at most this many digits.
 SAMPLES_PER_ROW = 8
 PNG_PREFIX = "data:image/png;base64,"
 
 
-def _device(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
 @torch.no_grad()
-def completion_figure(models: TrainedModels, index: int, num_samples: int = 8,
+def digit_completion_grid(models: TrainedModels, index: int, num_samples: int = 8,
                       seed: int = 0) -> plt.Figure:
     """Input, truth, the baseline's guess and ``num_samples`` CVAE completions of one test digit.
 
@@ -56,10 +49,10 @@ def completion_figure(models: TrainedModels, index: int, num_samples: int = 8,
         raise IndexError(f"test digit {index} is out of range: the test split holds {len(test)}.")
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
-    device = _device(models.cvae)
+    device = next(models.cvae.parameters()).device
     inputs, targets = test.inputs[index : index + 1], test.targets[index : index + 1]  # (1, 28, 28)
     baseline_probs = models.baseline(inputs.to(device)).cpu()  # (1, 784)
-    noise = latent_noise(models.cvae, num_samples, 1, torch.Generator().manual_seed(seed))
+    noise = models.cvae.latent_noise(num_samples, 1, torch.Generator().manual_seed(seed))
     samples = models.cvae.sample(inputs.to(device), noise=noise).cpu()  # (num_samples, 1, 784)
     rows = completion_rows(inputs.cpu(), targets.cpu(), baseline_probs, samples)
     fixed, sample_rows = rows[:3], rows[3:]
@@ -69,8 +62,8 @@ def completion_figure(models: TrainedModels, index: int, num_samples: int = 8,
         label = f"CVAE {start + 1}" if len(chunk) == 1 else f"CVAE {start + 1}–{stop}"
         fixed.append((label, torch.cat([images for _, images in chunk])))
     fig = show_digits(fixed)
-    q = models.splits.num_quadrant_inputs
-    fig.suptitle(f"{q}q, test #{index} ({int(test.labels[index])}), seed {seed}", fontsize=9)
+    fig.suptitle(f"{quadrant_label(models.spec.num_quadrant_inputs)}, test #{index} "
+                 f"({int(test.labels[index])}), seed {seed}", fontsize=9)
     return fig
 
 
@@ -86,22 +79,58 @@ def _check_quadrants(models_by_q: Mapping[int, TrainedModels]) -> list[int]:
     return quadrants
 
 
+def static_explorer_html(frames: dict[tuple[int, int], str], quadrants: Sequence[int],
+                         digits: Sequence[int], element_id: str = "cvae-explorer") -> str:
+    """An HTML block with two range sliders (quadrants, test digit) over pre-rendered frames.
+
+    ``frames`` maps ``(num_quadrants, digit_position)`` to an image ``data:`` URI. Runs in any
+    browser with no kernel; the frames were computed when the book was built.
+    """
+    keyed = {f"{q}-{d}": uri for (q, d), uri in frames.items()}
+    eid = html.escape(element_id)
+    return f"""
+<div id="{eid}" style="font-family: sans-serif; max-width: 720px">
+  <label>quadrants given: <input type="range" id="{eid}-q" min="0" max="{len(quadrants) - 1}"
+    step="1" value="0"> <b id="{eid}-qv">{quadrants[0]}</b></label><br>
+  <label>test digit: <input type="range" id="{eid}-d" min="0" max="{len(digits) - 1}"
+    step="1" value="0"> <b id="{eid}-dv">#{digits[0]}</b></label><br>
+  <img id="{eid}-img" style="max-width: 100%" alt="input, truth, baseline and CVAE samples">
+</div>
+<script>
+(function() {{
+  const frames = {json.dumps(keyed)};
+  const quadrants = {json.dumps(list(quadrants))};
+  const digits = {json.dumps(list(digits))};
+  const q = document.getElementById("{eid}-q"), d = document.getElementById("{eid}-d");
+  function show() {{
+    document.getElementById("{eid}-qv").textContent = quadrants[q.value];
+    document.getElementById("{eid}-dv").textContent = "#" + digits[d.value];
+    document.getElementById("{eid}-img").src = frames[quadrants[q.value] + "-" + d.value];
+  }}
+  q.addEventListener("input", show);
+  d.addEventListener("input", show);
+  show();
+}})();
+</script>
+"""
+
+
 def static_explorer(models_by_q: Mapping[int, TrainedModels], digits: Sequence[int],
                     num_samples: int = 8, seed: int = 0, *, dpi: int = 72,
                     element_id: str = "cvae-explorer") -> str:
     """HTML with two JavaScript sliders (quadrants, test digit) over pre-rendered PNG frames.
 
-    One :func:`completion_figure` per ``(quadrants, digit)``, embedded as ``data:`` URIs, so the
-    page needs no kernel and no image files. ``digits`` are positions in the test split; the
-    frames are keyed by ``(quadrants, position in digits)`` as
-    :func:`~cvae_helpers.plotting.static_explorer_html` expects.
+    One :func:`digit_completion_grid` per ``(quadrants, digit)``, embedded as ``data:`` URIs, so
+    the page needs no kernel and no image files. ``digits`` are positions in the test split; the
+    frames are keyed by ``(quadrants, position in digits)`` as :func:`static_explorer_html`
+    expects.
     """
     quadrants = sorted(models_by_q)
     if not quadrants or not digits:
         raise ValueError("static_explorer needs at least one quadrant setting and one digit.")
     frames = {
         (q, position): figure_to_data_uri(
-            completion_figure(models_by_q[q], index, num_samples, seed), dpi=dpi)
+            digit_completion_grid(models_by_q[q], index, num_samples, seed), dpi=dpi)
         for q in quadrants
         for position, index in enumerate(digits)
     }
@@ -145,7 +174,7 @@ class CompletionExplorer(widgets.VBox):
     def redraw(self, _change=None) -> None:
         """Draw the current setting into ``output``."""
         models = self.models_by_q[self.quadrants.value]
-        fig = completion_figure(models, self.digit.value, self.num_samples.value, self.seed)
+        fig = digit_completion_grid(models, self.digit.value, self.num_samples.value, self.seed)
         png = figure_png_base64(fig, dpi=self.dpi)
         # One assignment of the synced ``outputs`` trait: it replaces the picture at once
         # in Jupyter and Colab, and also works where no kernel captures output (tests).

@@ -213,6 +213,16 @@ class CVAE(nn.Module):
                 loc, scale = self.posterior(xs, ys)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
+    def latent_noise(self, num_samples: int, batch: int,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard-normal draws ``(num_samples, batch, z_dim)`` on this model's device.
+
+        Drawn on the CPU, then moved: the same generator seed gives the same noise on any
+        device, and a private ``generator`` leaves the global random state alone.
+        """
+        device = next(self.parameters()).device
+        return torch.randn(num_samples, batch, self.config.z_dim, generator=generator).to(device)
+
     @torch.no_grad()
     def sample(
         self,

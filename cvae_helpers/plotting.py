@@ -1,13 +1,15 @@
-"""Figures of the book: digit grids, loss curves, graphical models, the training animation and
-the static explorer. Every function returns its figure (or HTML) and draws nothing elsewhere.
+"""Figures of the book: completion grids, loss curves, graphical models, the training animation.
+
+Every function returns its figure and draws nothing elsewhere. A *completion grid* has one
+column per test digit and the rows input, truth, the baseline's guess (NN) and CVAE samples.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,7 +17,12 @@ import torch
 from matplotlib import animation
 from matplotlib.patches import Circle, FancyArrowPatch
 
-from .data import MASK_VALUE
+from .data import MASK_VALUE, quadrant_label
+from .evaluation import most_diverse
+from .models import flatten
+
+if TYPE_CHECKING:
+    from .pipeline import TrainedModels
 
 # The -1 sentinel is drawn in a muted blue so that "not given" never looks like "black ink".
 SENTINEL_RGB = np.array([0.55, 0.70, 0.90])
@@ -36,7 +43,7 @@ def to_rgb(images: torch.Tensor) -> np.ndarray:
 
 def compose(inputs: torch.Tensor, completion: torch.Tensor) -> torch.Tensor:
     """Put a completion ``(..., 784)`` into the hidden pixels of ``inputs`` ``(batch, 28, 28)``."""
-    flat = inputs.reshape(inputs.shape[0], 784)
+    flat = flatten(inputs)
     return torch.where(flat == MASK_VALUE, completion, flat)
 
 
@@ -203,81 +210,26 @@ def figure_to_data_uri(fig: plt.Figure, dpi: int = 72) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def static_explorer_html(frames: dict[tuple[int, int], str], quadrants: Sequence[int],
-                         digits: Sequence[int], element_id: str = "cvae-explorer") -> str:
-    """An HTML block with two range sliders (quadrants, test digit) over pre-rendered frames.
-
-    ``frames`` maps ``(num_quadrants, digit_position)`` to an image ``data:`` URI. Runs in any
-    browser with no kernel; the frames were computed when the book was built.
-    """
-    import json
-
-    keyed = {f"{q}-{d}": uri for (q, d), uri in frames.items()}
-    eid = html.escape(element_id)
-    return f"""
-<div id="{eid}" style="font-family: sans-serif; max-width: 720px">
-  <label>quadrants given: <input type="range" id="{eid}-q" min="0" max="{len(quadrants) - 1}"
-    step="1" value="0"> <b id="{eid}-qv">{quadrants[0]}</b></label><br>
-  <label>test digit: <input type="range" id="{eid}-d" min="0" max="{len(digits) - 1}"
-    step="1" value="0"> <b id="{eid}-dv">#{digits[0]}</b></label><br>
-  <img id="{eid}-img" style="max-width: 100%" alt="input, truth, baseline and CVAE samples">
-</div>
-<script>
-(function() {{
-  const frames = {json.dumps(keyed)};
-  const quadrants = {json.dumps(list(quadrants))};
-  const digits = {json.dumps(list(digits))};
-  const q = document.getElementById("{eid}-q"), d = document.getElementById("{eid}-d");
-  function show() {{
-    document.getElementById("{eid}-qv").textContent = quadrants[q.value];
-    document.getElementById("{eid}-dv").textContent = "#" + digits[d.value];
-    document.getElementById("{eid}-img").src = frames[quadrants[q.value] + "-" + d.value];
-  }}
-  q.addEventListener("input", show);
-  d.addEventListener("input", show);
-  show();
-}})();
-</script>
-"""
-
-
-def latent_noise(cvae, num_samples: int, batch: int,
-                 generator: torch.Generator | None) -> torch.Tensor:
-    """Standard-normal draws ``(num_samples, batch, z_dim)`` on the CVAE's device.
-
-    Drawn on the CPU, then moved: the same generator seed gives the same noise on any device.
-    """
-    device = next(cvae.parameters()).device
-    return torch.randn(num_samples, batch, cvae.config.z_dim, generator=generator).to(device)
-
-
 @torch.no_grad()
-def most_diverse(cvae, inputs: torch.Tensor, k: int, num_samples: int = 16,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Indices of the ``k`` inputs ``(n, 28, 28)`` whose CVAE completions disagree the most.
+def completion_grid(models: TrainedModels, fixed: int = 5, ambiguous: int = 5,
+                    num_samples: int = 5, pool_size: int = 300, seed: int = 0) -> plt.Figure:
+    """The completion grid of one setting, as the evaluation chapter and the reference run show it.
 
-    Diversity is the per-pixel variance of ``num_samples`` Bernoulli means, averaged over the
-    hidden pixels: ambiguous inputs (a piece of a 3 that could be a 5) score high.
+    Columns: the first ``fixed`` test digits, then the ``ambiguous`` test digits among the
+    next ``pool_size`` whose CVAE samples disagree most (``most_diverse``). Rows: input, truth,
+    NN, and ``num_samples`` CVAE samples (Bernoulli means for z ~ p(z|x), pasted into the given
+    quadrants), all seeded by ``seed``.
     """
-    flat = inputs.reshape(inputs.shape[0], 784)
-    hidden = flat == MASK_VALUE
-    probs = cvae.sample(flat, noise=latent_noise(cvae, num_samples, len(flat), generator))
-    spread = (probs.var(0) * hidden).sum(-1) / hidden.sum(-1)
-    return spread.topk(k).indices.sort().values.cpu()
-
-
-@torch.no_grad()
-def sample_grid(baseline, cvae, inputs: torch.Tensor, targets: torch.Tensor,
-                num_samples: int = 5, generator: torch.Generator | None = None,
-                title: str = "") -> plt.Figure:
-    """Input / truth / NN / ``num_samples`` CVAE rows for the digits ``(k, 28, 28)`` given.
-
-    CVAE samples are Bernoulli means for z ~ p(z|x), pasted into the given quadrants.
-    """
-    flat = inputs.reshape(inputs.shape[0], 784)
-    samples = cvae.sample(flat, noise=latent_noise(cvae, num_samples, len(flat), generator))
-    rows = completion_rows(inputs.cpu(), targets.cpu(), baseline(inputs).cpu(), samples.cpu())
-    fig = show_digits(rows)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    test, cvae = models.splits.test, models.cvae
+    generator = torch.Generator().manual_seed(seed)
+    pool = torch.arange(fixed, min(fixed + pool_size, len(test)))
+    chosen = pool[most_diverse(cvae, test.inputs[pool], ambiguous, generator=generator)]
+    indices = torch.cat([torch.arange(fixed), chosen])
+    inputs, targets = test.inputs[indices], test.targets[indices]
+    samples = cvae.sample(inputs, noise=cvae.latent_noise(num_samples, len(indices), generator))
+    fig = show_digits(completion_rows(inputs.cpu(), targets.cpu(), models.baseline(inputs).cpu(),
+                                      samples.cpu()))
+    fig.suptitle(f"{quadrant_label(models.spec.num_quadrant_inputs)} given (test digits {fixed} "
+                 f"fixed + {ambiguous} most ambiguous); labels {test.labels[indices].tolist()}",
+                 fontsize=10)
     return fig

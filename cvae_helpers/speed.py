@@ -1,136 +1,159 @@
-"""The speed report: reads what the reference run measured (bench JSON, metrics, time logs)."""
+"""Measuring speed: seconds per 60k-image training epoch (``python -m cvae_helpers bench``).
+
+Two data paths are timed with the same networks and steps:
+
+- ``memory`` (this package): each split masked once, batches by one indexing call, and the
+  frozen baseline's guess y_hat computed once per dataset.
+- ``pyro_example`` (the Pyro example's design): a per-item ``Dataset`` that turns each PIL image
+  into a tensor and masks it in a transform, batched by a ``DataLoader``, with y_hat recomputed
+  by the baseline inside every CVAE step.
+"""
 
 from __future__ import annotations
 
-import json
-import re
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .pipeline import DECODER_DIRS, load_results
+import torch
+from pyro.infer import Trace_ELBO
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import MNIST
+from torchvision.transforms import functional as TF
+
+from .config import default_data_dir, set_seed
+from .data import NUM_TRAIN_VAL, TensorBatches, batched, load_mnist, load_splits, mask_quadrants
+from .models import CVAE, BaselineNet, masked_bce
+from .results import markdown_table
+from .training import make_adam
+
+PIPELINES = ("memory", "pyro_example", "both")
 
 
-def read_time_log(path: str | Path) -> dict[str, float]:
-    """Wall time (s) and peak resident memory (MiB) from a ``/usr/bin/time -v`` log."""
-    text = Path(path).read_text()
-    rss_kb = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
-    clock = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text).group(1)
-    seconds = 0.0
-    for part in clock.split(":"):
-        seconds = seconds * 60 + float(part)
-    return {"wall_s": seconds, "peak_rss_mib": rss_kb / 1024}
+class PyroExampleMNIST(Dataset):
+    """The Pyro example's per-item pipeline: PIL image -> tensor -> quadrant mask, one at a time.
+
+    Items are dicts ``{"input": (28, 28), "output": (28, 28)}`` as in the Pyro example.
+    """
+
+    def __init__(self, root: str | Path, num_quadrant_inputs: int) -> None:
+        self.mnist = MNIST(root, train=True, download=False)
+        self.num_quadrant_inputs = num_quadrant_inputs
+
+    def __len__(self) -> int:
+        return len(self.mnist)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, _ = self.mnist[index]  # a PIL image
+        tensor = TF.to_tensor(image)  # (1, 28, 28) in [0, 1]
+        inputs, targets = mask_quadrants(tensor, self.num_quadrant_inputs)
+        return {"input": inputs[0], "output": targets[0]}
+
+
+def _time_steps(batches: Iterator, step: Callable, num_batches: int, warmup: int) -> float:
+    """Seconds per batch, data handling included, after ``warmup`` untimed batches."""
+    for _ in range(warmup):
+        step(*next(batches))
+    started = time.perf_counter()
+    for _ in range(num_batches):
+        step(*next(batches))
+    return (time.perf_counter() - started) / num_batches
+
+
+def _endless(loader) -> Iterator:
+    while True:
+        yield from loader
+
+
+def _pyro_example_batches(loader: DataLoader) -> Iterator:
+    for batch in _endless(loader):
+        yield batch["input"], batch["output"]
+
+
+def _steps(seed: int) -> tuple[Callable, Callable, CVAE]:
+    """Fresh default networks, seeded: the baseline's step, the CVAE's step and the CVAE."""
+    set_seed(seed)
+    baseline = BaselineNet()
+    baseline_opt = make_adam(baseline.parameters(), 1e-3)
+    cvae = CVAE(baseline=BaselineNet())
+    cvae_opt = make_adam([p for n, p in cvae.named_parameters()
+                          if not n.startswith("baseline.")], 1e-3)
+    elbo = Trace_ELBO()
+
+    def baseline_step(inputs, targets):
+        loss = masked_bce(baseline.logits(inputs), targets).sum()
+        baseline_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        baseline_opt.step()
+
+    def cvae_step(inputs, targets, y_hat=None):  # y_hat None: the baseline runs in the model
+        loss = elbo.differentiable_loss(cvae.model, cvae.guide, inputs, targets, y_hat)
+        cvae_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        cvae_opt.step()
+
+    return baseline_step, cvae_step, cvae
+
+
+def benchmark(num_quadrant_inputs: int = 1, num_batches: int = 50, batch_size: int = 128,
+              warmup: int = 5, data_dir=None, seed: int = 0, pipeline: str = "memory") -> dict:
+    """Time the default baseline and CVAE training steps on the CPU (or the default device).
+
+    Returns seconds for one epoch of 60,000 images (the whole MNIST training set),
+    extrapolated from ``num_batches`` timed batches with data handling included:
+    ``baseline_epoch_s`` and ``cvae_epoch_s`` for the in-memory path (plus
+    ``load_and_mask_s``, reading and masking all 70k images once per process, and
+    ``y_hat_precompute_s``, the one-off cost of the baseline's guesses for 60k images), and with
+    ``pipeline="pyro_example"`` or ``"both"`` the ``pyro_example_*`` figures of the per-item
+    path and the ratios ``pyro_example / memory`` (``*_speedup``).
+    """
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}.")
+    batches_per_epoch = NUM_TRAIN_VAL / batch_size
+    result: dict = {"batch_size": batch_size, "num_batches": num_batches,
+                    "num_quadrant_inputs": num_quadrant_inputs,
+                    "threads": torch.get_num_threads()}
+
+    if pipeline in ("memory", "both"):
+        started = time.perf_counter()
+        split = load_splits(num_quadrant_inputs, data_dir).train  # all 70k images, masked
+        result["load_and_mask_s"] = round(time.perf_counter() - started, 3)
+        baseline_step, cvae_step, cvae = _steps(seed)
+        loader = TensorBatches(split.inputs, split.targets, batch_size=batch_size, seed=seed)
+        baseline_s = _time_steps(_endless(loader), baseline_step, num_batches, warmup)
+        started = time.perf_counter()
+        y_hat = batched(cvae.baseline_guess, split.inputs)
+        y_hat_s = (time.perf_counter() - started) * NUM_TRAIN_VAL / len(split)
+        loader = TensorBatches(split.inputs, split.targets, y_hat, batch_size=batch_size,
+                               seed=seed)
+        cvae_s = _time_steps(_endless(loader), cvae_step, num_batches, warmup)
+        result.update(baseline_epoch_s=round(baseline_s * batches_per_epoch, 2),
+                      cvae_epoch_s=round(cvae_s * batches_per_epoch, 2),
+                      y_hat_precompute_s=round(y_hat_s, 3))
+
+    if pipeline in ("pyro_example", "both"):
+        root = Path(data_dir) if data_dir is not None else default_data_dir()
+        load_mnist(root, train=True)  # the same clear errors as the main path if files are missing
+        dataset = PyroExampleMNIST(root, num_quadrant_inputs)
+        baseline_step, cvae_step, _ = _steps(seed)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
+                            generator=torch.Generator().manual_seed(seed))
+        for model, step in (("baseline", baseline_step), ("cvae", cvae_step)):
+            seconds = _time_steps(_pyro_example_batches(loader), step, num_batches, warmup)
+            result[f"pyro_example_{model}_epoch_s"] = round(seconds * batches_per_epoch, 2)
+
+    if pipeline == "both":
+        for model in ("baseline", "cvae"):
+            result[f"{model}_speedup"] = round(
+                result[f"pyro_example_{model}_epoch_s"] / result[f"{model}_epoch_s"], 2)
+    return result
 
 
 def bench_table(bench: dict) -> str:
-    """Markdown: seconds per 60k-image epoch, in-memory against the seed's per-item pipeline."""
-    lines = ["| seconds per 60k-image epoch | in-memory (this book) | per-item DataLoader "
-             "(Pyro example) | ratio |", "|---|---|---|---|"]
+    """Markdown: seconds per 60k-image epoch, in-memory against the Pyro example's pipeline."""
+    rows = []
     for label, key in (("baseline", "baseline"), ("CVAE", "cvae")):
-        memory, seed = bench[f"{key}_epoch_s"], bench[f"seed_{key}_epoch_s"]
-        lines.append(f"| {label} | {memory:.1f} | {seed:.1f} | {seed / memory:.1f}× |")
-    return "\n".join(lines) + "\n"
-
-
-def run_table(reference_dir: str | Path) -> str:
-    """Markdown: epochs, training seconds and evaluation seconds per setting, per decoder."""
-    reference_dir = Path(reference_dir)
-    lines = ["| decoder | quadrants | epochs (NN / CVAE) | train s | evaluation s |",
-             "|---|---|---|---|---|"]
-    for decoder, folder in DECODER_DIRS.items():
-        for r in load_results(reference_dir / folder):
-            lines.append(f"| {'p(y|x,z)' if decoder else 'p(y|z)'} | {r['num_quadrant_inputs']} | "
-                         f"{r['epochs_baseline']} / {r['epochs_cvae']} | "
-                         f"{r['train_seconds']:.0f} | {r['eval_seconds']:.0f} |")
-    return "\n".join(lines) + "\n"
-
-
-def process_table(reference_dir: str | Path) -> str:
-    """Markdown: wall time and peak memory of each whole ``train`` command."""
-    lines = ["| command | wall time | peak memory |", "|---|---|---|"]
-    for decoder, folder in DECODER_DIRS.items():
-        log = Path(reference_dir) / "logs" / f"time_{folder}.txt"
-        if log.is_file():
-            t = read_time_log(log)
-            flag = " --decoder-sees-input" if decoder else ""
-            lines.append(f"| `train --profile full{flag}` | {t['wall_s'] / 60:.1f} min | "
-                         f"{t['peak_rss_mib']:.0f} MiB |")
-    return "\n".join(lines) + "\n"
-
-
-def load_bench(reference_dir: str | Path) -> dict:
-    """The ``bench --pipeline both`` figures saved by the reference run."""
-    return json.loads((Path(reference_dir) / "bench.json").read_text())
-
-
-def machine_description() -> str:
-    """CPU model and core count of this machine, e.g. ``"2 cores, AMD EPYC 9B14"``."""
-    import os
-    import platform
-
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
-        if found:
-            model = found.group(1).strip()
-    return f"{os.cpu_count()} cores, {model}"
-
-
-def write_reference_readme(reference_dir: str | Path, commit: str, notes: str = "") -> Path:
-    """Write ``README.md`` of the reference run from what it saved: provenance and tables.
-
-    ``notes`` (Markdown) is appended as a last section, for what the files cannot tell.
-    """
-    from .pipeline import results_table
-
-    reference_dir = Path(reference_dir)
-    logs = reference_dir / "logs"
-    started = (logs / "started.txt").read_text().strip() if (logs / "started.txt").is_file() else "?"
-    first = load_results(reference_dir / DECODER_DIRS[False])[0]
-    versions = ", ".join(f"{k} {v}" for k, v in first["versions"].items())
-    parts = [
-        "# Reference results: the full budget, seed 0\n",
-        "Metrics, sample grids and timings of one full-budget run of both decoders, read by the "
-        "book's introduction, evaluation chapter and speed appendix. Checkpoints are not "
-        "committed (they are large); the command below makes them again.\n",
-        "## Provenance\n",
-        "- Command: `make reference` (from the repository root), which runs\n"
-        "  `python -m cvae_helpers train --profile full --seed 0` once per decoder under\n"
-        "  `/usr/bin/time -v`, then `figures` and `bench --pipeline both --batches 100`.",
-        f"- Commit: `{commit}` (the code that trained and evaluated these models).",
-        f"- Started: {started} (UTC).",
-        f"- Machine: {machine_description()}, CPU only, no GPU.",
-        f"- Versions: {versions}.",
-        f"- Data: MNIST, 50,000 training / 10,000 validation images (seed 0) from the 60k "
-        f"training set; {first['num_test_images']} test images; S = {first['num_samples']} "
-        "samples per test image for MC and IS.\n",
-    ]
-    for decoder, folder in DECODER_DIRS.items():
-        label = "p(y|x,z), the paper's" if decoder else "p(y|z), the Pyro example's (default)"
-        records = load_results(reference_dir / folder)
-        parts += [f"## Decoder {label}: `{folder}/`\n",
-                  "Negative conditional log-likelihood on the test set, nats per image, mean ± "
-                  "standard error over images (lower is better).\n", results_table(records),
-                  f"Sample grids: `{folder}/grid_q1.png`, `grid_q2.png`, `grid_q3.png`.\n"]
-    parts += ["## Time and memory\n", run_table(reference_dir), process_table(reference_dir)]
-    if (reference_dir / "bench.json").is_file():
-        parts += ["Seconds per 60,000-image training epoch (`bench --pipeline both`), in-memory "
-                  "batches against the Pyro example's per-item `DataLoader`:\n",
-                  bench_table(load_bench(reference_dir))]
-    if notes:
-        parts += ["## Notes\n", notes]
-    path = reference_dir / "README.md"
-    path.write_text("\n".join(parts))
-    return path
-
-
-if __name__ == "__main__":
-    import subprocess
-    import sys
-
-    from .pipeline import REFERENCE_DIR
-
-    if sys.argv[1:] != ["write-readme"]:
-        sys.exit("usage: python -m cvae_helpers.speed write-readme")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or "unknown"
-    print(f"Wrote {write_reference_readme(REFERENCE_DIR, head)}")
+        memory, pyro_example = bench[f"{key}_epoch_s"], bench[f"pyro_example_{key}_epoch_s"]
+        rows.append([label, f"{memory:.1f}", f"{pyro_example:.1f}", f"{pyro_example / memory:.1f}×"])
+    return markdown_table(["seconds per 60k-image epoch", "in-memory (this book)",
+                           "per-item DataLoader (Pyro example)", "ratio"], rows)

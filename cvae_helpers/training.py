@@ -1,8 +1,8 @@
 """Training with early stopping, resumable checkpoints and clear errors on a non-finite loss.
 
-Both trainers share :func:`fit`: one pass over the training batches, one validation loss,
-early stopping on that loss (never on the test set), a checkpoint after every epoch, and the
-best weights restored at the end.
+Both trainers share :func:`fit`: one pass over the training batches (:func:`train_epoch`), one
+validation loss, early stopping on that loss (never on the test set), a checkpoint after every
+epoch (:class:`TrainingState`), and the best weights restored at the end.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,11 +19,10 @@ from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
 from .checkpoints import load_checkpoint, save_checkpoint
-from .config import Profile, get_profile, resolve_device, set_seed
-from .data import QuadrantSplits, TensorBatches
+from .config import Profile, RunSpec, set_seed
+from .data import QuadrantSplits, TensorBatches, batched, quadrant_label
+from .evaluation import baseline_nll
 from .models import CVAE, BaselineNet, masked_bce
-
-EVAL_BATCH_SIZE = 1000
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -62,6 +61,74 @@ def _set_rng_state(loader: TensorBatches, state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass
+class TrainingState:
+    """Everything an interrupted run needs to continue exactly where it stopped."""
+
+    history: dict = field(default_factory=lambda: {
+        "train_loss": [], "val_loss": [], "epoch_seconds": [], "best_epoch": None,
+        "best_val_loss": math.inf, "stopped_early": False})
+    best_state: dict | None = None
+    bad_epochs: int = 0
+    epoch: int = 0  # the last finished epoch
+
+    def record(self, module: torch.nn.Module, train_loss: float, val_loss: float,
+               seconds: float) -> None:
+        """Append one epoch to the history; keep the weights if validation improved."""
+        self.epoch += 1
+        self.history["train_loss"].append(train_loss)
+        self.history["val_loss"].append(val_loss)
+        self.history["epoch_seconds"].append(seconds)
+        if val_loss < self.history["best_val_loss"]:
+            self.history["best_val_loss"], self.history["best_epoch"] = val_loss, self.epoch
+            self.best_state, self.bad_epochs = copy.deepcopy(module.state_dict()), 0
+        else:
+            self.bad_epochs += 1
+
+    def save(self, path: str | Path | None, status: str, config: dict, module: torch.nn.Module,
+             optimizer: torch.optim.Optimizer, loader: TensorBatches) -> None:
+        """Write a checkpoint (``status`` "running" or "finished"); ``path=None`` keeps nothing."""
+        if path is None:
+            return
+        save_checkpoint(path, {
+            "config": config, "status": status, "epoch": self.epoch, "history": self.history,
+            "model_state": module.state_dict(), "optimizer_state": optimizer.state_dict(),
+            "best_state": self.best_state if status == "running" else None,
+            "bad_epochs": self.bad_epochs, "rng": _rng_state(loader),
+        })
+
+    @classmethod
+    def load(cls, stored: dict, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             loader: TensorBatches) -> TrainingState:
+        """Put a running checkpoint's weights, optimizer and random state back in place."""
+        module.load_state_dict(stored["model_state"])
+        optimizer.load_state_dict(stored["optimizer_state"])
+        _set_rng_state(loader, stored["rng"])
+        return cls(stored["history"], stored["best_state"], stored["bad_epochs"], stored["epoch"])
+
+
+def train_epoch(loss_fn: Callable[..., torch.Tensor], loader: TensorBatches,
+                optimizer: torch.optim.Optimizer, *, label: str, epoch: int,
+                lr: float, checkpoint_path: str | Path | None) -> float:
+    """One pass over ``loader``: a gradient step per batch; returns the mean loss per item."""
+    total, count = 0.0, 0
+    for batch_index, batch in enumerate(loader, start=1):
+        loss = loss_fn(*batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"{label}: the training loss is {loss.item()} at epoch {epoch}, batch "
+                f"{batch_index} of {len(loader)}. Lower the learning rate (now {lr}) or check "
+                f"the inputs of this batch; the last good checkpoint is "
+                f"{checkpoint_path or 'not kept (no checkpoint path)'}."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+        count += batch[0].shape[0]
+    return total / count
+
+
 def fit(
     *,
     module: torch.nn.Module,
@@ -94,160 +161,104 @@ def fit(
             interrupt training there to check resuming).
     """
     trainable = trainable if isinstance(trainable, list) else [trainable]
-    params = [p for part in trainable for p in part.parameters()]
-    optimizer = make_adam(params, profile.learning_rate)
+    optimizer = make_adam([p for part in trainable for p in part.parameters()],
+                          profile.learning_rate)
     set_seed(seed)
     loader = TensorBatches(*train_tensors, batch_size=profile.batch_size, shuffle=True, seed=seed)
-    history: dict = {"train_loss": [], "val_loss": [], "epoch_seconds": [], "best_epoch": None,
-                     "best_val_loss": math.inf, "stopped_early": False}
-    best_state = copy.deepcopy(module.state_dict())
-    bad_epochs, start_epoch = 0, 1
-
+    state = TrainingState(best_state=copy.deepcopy(module.state_dict()))
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        state = load_checkpoint(checkpoint_path, config)
-        module.load_state_dict(state["model_state"])
-        history = state["history"]
-        if state["status"] == "finished":
-            return FitResult(history, resumed_from_epoch=state["epoch"], reused=True)
-        optimizer.load_state_dict(state["optimizer_state"])
-        best_state, bad_epochs = state["best_state"], state["bad_epochs"]
-        _set_rng_state(loader, state["rng"])
-        start_epoch = state["epoch"] + 1
+        stored = load_checkpoint(checkpoint_path, config)
+        if stored["status"] == "finished":
+            module.load_state_dict(stored["model_state"])
+            return FitResult(stored["history"], resumed_from_epoch=stored["epoch"], reused=True)
+        state = TrainingState.load(stored, module, optimizer, loader)
+    resumed_from = state.epoch
 
-    def save(status: str, epoch: int) -> None:
-        if checkpoint_path is None:
-            return
-        save_checkpoint(checkpoint_path, {
-            "config": config, "status": status, "epoch": epoch, "history": history,
-            "model_state": module.state_dict(), "optimizer_state": optimizer.state_dict(),
-            "best_state": best_state if status == "running" else None,
-            "bad_epochs": bad_epochs, "rng": _rng_state(loader),
-        })
-
-    epochs = tqdm(range(start_epoch, profile.max_epochs + 1), desc=label, disable=not progress,
-                  initial=start_epoch - 1, total=profile.max_epochs, unit="epoch")
-    epoch = start_epoch - 1
+    epochs = tqdm(range(state.epoch + 1, profile.max_epochs + 1), desc=label, unit="epoch",
+                  disable=not progress, initial=state.epoch, total=profile.max_epochs)
     for epoch in epochs:
         for part in trainable:
             part.train()
-        started, total, count = time.perf_counter(), 0.0, 0
-        for batch_index, batch in enumerate(loader, start=1):
-            loss = loss_fn(*batch)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"{label}: the training loss is {loss.item()} at epoch {epoch}, batch "
-                    f"{batch_index} of {len(loader)}. Lower the learning rate (now "
-                    f"{profile.learning_rate}) or check the inputs of this batch; the last good "
-                    f"checkpoint is {checkpoint_path or 'not kept (no checkpoint path)'}."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-            count += batch[0].shape[0]
+        started = time.perf_counter()
+        train_loss = train_epoch(loss_fn, loader, optimizer, label=label, epoch=epoch,
+                                 lr=profile.learning_rate, checkpoint_path=checkpoint_path)
         for part in trainable:
             part.eval()
         val_loss = val_loss_fn()
-        history["train_loss"].append(total / count)
-        history["val_loss"].append(val_loss)
-        history["epoch_seconds"].append(time.perf_counter() - started)
-        if val_loss < history["best_val_loss"]:
-            history["best_val_loss"], history["best_epoch"] = val_loss, epoch
-            best_state, bad_epochs = copy.deepcopy(module.state_dict()), 0
-        else:
-            bad_epochs += 1
-        epochs.set_postfix(train=f"{total / count:.2f}", val=f"{val_loss:.2f}")
+        state.record(module, train_loss, val_loss, time.perf_counter() - started)
+        epochs.set_postfix(train=f"{train_loss:.2f}", val=f"{val_loss:.2f}")
         if on_epoch_end is not None:
-            on_epoch_end(epoch, history)
-        if bad_epochs >= profile.patience:
-            history["stopped_early"] = True
+            on_epoch_end(epoch, state.history)
+        if state.bad_epochs >= profile.patience:
+            state.history["stopped_early"] = True
             break
         if epoch < profile.max_epochs:
-            save("running", epoch)
+            state.save(checkpoint_path, "running", config, module, optimizer, loader)
             if after_save is not None:
                 after_save(epoch)
     epochs.close()
-    module.load_state_dict(best_state)
-    save("finished", epoch)
-    return FitResult(history, resumed_from_epoch=start_epoch - 1, reused=False)
+    module.load_state_dict(state.best_state)
+    state.save(checkpoint_path, "finished", config, module, optimizer, loader)
+    return FitResult(state.history, resumed_from_epoch=resumed_from, reused=False)
 
 
-def baseline_config(num_quadrant_inputs: int, profile: Profile, seed: int,
-                    hidden_1: int = 500, hidden_2: int = 500) -> dict:
-    """Everything that determines a trained baseline."""
-    return {"model": "baseline", "num_quadrant_inputs": num_quadrant_inputs,
-            "hidden_1": hidden_1, "hidden_2": hidden_2, "seed": seed,
-            "profile": profile.as_dict()}
-
-
-@torch.no_grad()
-def batched(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor,
-            batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
-    """``fn`` over aligned tensors in batches, outputs concatenated along the first dimension."""
-    n = tensors[0].shape[0]
-    return torch.cat([fn(*(t[i:i + batch_size] for t in tensors)) for i in range(0, n, batch_size)])
+def baseline_config(spec: RunSpec, hidden_1: int = 500, hidden_2: int = 500) -> dict:
+    """Everything that determines a trained baseline: its checkpoint's cache key."""
+    return {"model": "baseline", "num_quadrant_inputs": spec.num_quadrant_inputs,
+            "hidden_1": hidden_1, "hidden_2": hidden_2, "seed": spec.seed,
+            "profile": spec.profile.as_dict()}
 
 
 def train_baseline(
     splits: QuadrantSplits,
+    spec: RunSpec,
     *,
-    profile: Profile | None = None,
-    seed: int = 0,
     hidden_1: int = 500,
     hidden_2: int = 500,
     checkpoint_path: str | Path | None = None,
-    device: str | torch.device | None = None,
     progress: bool = True,
     after_save: Callable[[int], None] | None = None,
 ) -> tuple[BaselineNet, dict]:
     """Train (or reuse, or resume) the baseline MLP with the masked BCE.
 
-    Returns the network with its best validation weights, in eval mode, and its history
-    (``train_loss`` and ``val_loss`` per epoch, in nats per image).
+    Returns the network with its best validation weights, in eval mode, on ``spec.device``, and
+    its history (``train_loss`` and ``val_loss`` per epoch, in nats per image).
     """
-    profile = profile or get_profile()
-    device = resolve_device(device)
-    splits = splits.to(device)
-    set_seed(seed)  # the initial weights depend on the seed only
-    net = BaselineNet(hidden_1, hidden_2).to(device)
-    q = splits.num_quadrant_inputs
+    splits = splits.to(spec.device)
+    set_seed(spec.seed)  # the initial weights depend on the seed only
+    net = BaselineNet(hidden_1, hidden_2).to(spec.device)
 
     def loss_fn(inputs, targets):
         return masked_bce(net.logits(inputs), targets).sum()
 
     def val_loss() -> float:
-        val = splits.val
-        return batched(lambda x, y: masked_bce(net.logits(x), y), val.inputs, val.targets).mean().item()
+        return baseline_nll(net, splits.val.inputs, splits.val.targets).mean().item()
 
     result = fit(module=net, trainable=net, loss_fn=loss_fn,
                  train_tensors=(splits.train.inputs, splits.train.targets), val_loss_fn=val_loss,
-                 config=baseline_config(q, profile, seed, hidden_1, hidden_2), profile=profile,
-                 seed=seed, label=f"baseline, {q} quadrant{'s' * (q > 1)}",
+                 config=baseline_config(spec, hidden_1, hidden_2), profile=spec.profile,
+                 seed=spec.seed, label=f"baseline, {quadrant_label(spec.num_quadrant_inputs)}",
                  checkpoint_path=checkpoint_path, progress=progress, after_save=after_save)
     net.eval()
     return net, result.history
 
 
-def cvae_config(num_quadrant_inputs: int, profile: Profile, seed: int, model: CVAE,
-                baseline_cfg: dict) -> dict:
+def cvae_config(spec: RunSpec, model: CVAE, baseline_cfg: dict) -> dict:
     """Everything that determines a trained CVAE, including the baseline it leans on."""
-    return {"model": "cvae", "num_quadrant_inputs": num_quadrant_inputs, "seed": seed,
-            **model.config.as_dict(), "profile": profile.as_dict(), "baseline": baseline_cfg}
+    return {"model": "cvae", "num_quadrant_inputs": spec.num_quadrant_inputs, "seed": spec.seed,
+            **model.config.as_dict(), "profile": spec.profile.as_dict(), "baseline": baseline_cfg}
 
 
 def train_cvae(
     splits: QuadrantSplits,
     baseline: BaselineNet,
+    spec: RunSpec,
     *,
     baseline_cfg: dict,
-    profile: Profile | None = None,
-    seed: int = 0,
     z_dim: int = 200,
     hidden_1: int = 500,
     hidden_2: int = 500,
-    decoder_sees_input: bool = False,
     checkpoint_path: str | Path | None = None,
-    device: str | torch.device | None = None,
     progress: bool = True,
     snapshot_inputs: torch.Tensor | None = None,
     snapshot_samples: int = 3,
@@ -256,7 +267,8 @@ def train_cvae(
 
     Each step minimises Pyro's ``Trace_ELBO`` loss (the negative ELBO) with one Adam over the
     prior, recognition and generation networks; the baseline stays frozen, so its guess y_hat is
-    computed once per split instead of at every step.
+    computed once per split instead of at every step. ``spec.decoder_sees_input`` picks the
+    generation network.
 
     ``snapshot_inputs`` ``(k, 28, 28)``: held-out inputs whose completions are recorded after
     every epoch (``history["snapshots"]``, uint8 ``(epochs, snapshot_samples, k, 784)``), with
@@ -264,17 +276,14 @@ def train_cvae(
 
     Returns the CVAE with its best validation weights, in eval mode, and its history.
     """
-    profile = profile or get_profile()
-    device = resolve_device(device)
-    splits = splits.to(device)
-    set_seed(seed)
+    splits = splits.to(spec.device)
+    set_seed(spec.seed)
     cvae = CVAE(z_dim, hidden_1, hidden_2, baseline=copy.deepcopy(baseline),
-                decoder_sees_input=decoder_sees_input).to(device)
+                decoder_sees_input=spec.decoder_sees_input).to(spec.device)
     cvae.baseline.eval()
     y_hat_train = batched(cvae.baseline_guess, splits.train.inputs)
     y_hat_val = batched(cvae.baseline_guess, splits.val.inputs)
     elbo = Trace_ELBO()
-    q = splits.num_quadrant_inputs
 
     def loss_fn(inputs, targets, y_hat):
         return elbo.differentiable_loss(cvae.model, cvae.guide, inputs, targets, y_hat)
@@ -287,9 +296,9 @@ def train_cvae(
 
     hook = None
     if snapshot_inputs is not None:
-        snapshot_inputs = snapshot_inputs.to(device)
-        noise = torch.randn(snapshot_samples, snapshot_inputs.shape[0], z_dim,
-                            generator=torch.Generator().manual_seed(seed)).to(device)
+        snapshot_inputs = snapshot_inputs.to(spec.device)
+        noise = cvae.latent_noise(snapshot_samples, snapshot_inputs.shape[0],
+                                  torch.Generator().manual_seed(spec.seed))
 
         def hook(epoch: int, history: dict) -> None:
             probs = cvae.sample(snapshot_inputs, noise=noise)
@@ -299,8 +308,9 @@ def train_cvae(
     result = fit(module=cvae, trainable=[cvae.prior_net, cvae.recognition_net, cvae.generation_net],
                  loss_fn=loss_fn,
                  train_tensors=(splits.train.inputs, splits.train.targets, y_hat_train),
-                 val_loss_fn=val_loss, config=cvae_config(q, profile, seed, cvae, baseline_cfg),
-                 profile=profile, seed=seed, label=f"CVAE, {q} quadrant{'s' * (q > 1)}",
+                 val_loss_fn=val_loss, config=cvae_config(spec, cvae, baseline_cfg),
+                 profile=spec.profile, seed=spec.seed,
+                 label=f"CVAE, {quadrant_label(spec.num_quadrant_inputs)}",
                  checkpoint_path=checkpoint_path, progress=progress, on_epoch_end=hook)
     cvae.eval()
     return cvae, result.history

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cvae_helpers.config import get_profile
+from cvae_helpers.config import RunSpec, get_profile
 from cvae_helpers.data import MaskedSplit, QuadrantSplits, mask_quadrants
 
 
@@ -31,3 +31,9 @@ def tiny_splits() -> QuadrantSplits:
 @pytest.fixture
 def tiny_profile():
     return get_profile("quick", max_epochs=3, batch_size=32, num_samples=8)
+
+
+@pytest.fixture
+def tiny_spec(tiny_profile, tmp_path) -> RunSpec:
+    """A 2-quadrant run on the CPU with the tiny profile, caching under the test's tmp_path."""
+    return RunSpec.create(2, tiny_profile, checkpoint_dir=tmp_path / "checkpoints", device="cpu")

@@ -16,6 +16,7 @@ from cvae_helpers.evaluation import (
     cvae_nll_is,
     cvae_nll_mc,
     evaluate,
+    most_diverse,
 )
 from cvae_helpers.models import CVAE, BaselineNet, flatten, masked_bce
 
@@ -114,3 +115,32 @@ def test_evaluate_reports_all_estimators_with_stderr():
 def test_estimate_formatting():
     estimate = Estimate.of(torch.tensor([1.0, 2.0, 3.0]))
     assert estimate.mean == 2.0 and str(estimate) == "2.00 ± 0.58"
+
+
+def test_most_diverse_finds_the_inputs_whose_samples_disagree():
+    """Hand-built: every output pixel is sigmoid(3 z_1), and the prior's scale of z_1 grows with
+    one given pixel of the input. The inputs with the brightest such pixel have the most spread-out
+    samples, so the ranking is known in advance."""
+    cvae = CVAE(z_dim=2, hidden_1=4, hidden_2=4).eval()
+    given_pixel = 14 * 28  # row 14, column 0: in the bottom-left quadrant, given in every setting
+    with torch.no_grad():
+        for layer in (cvae.prior_net.fc1, cvae.prior_net.fc2, cvae.prior_net.head,
+                      cvae.generation_net.fc1, cvae.generation_net.fc2, cvae.generation_net.fc3):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        cvae.prior_net.fc1.weight[0, given_pixel] = 1.0  # hidden unit 0 = that pixel's value
+        cvae.prior_net.fc2.weight[0, 0] = 1.0
+        cvae.prior_net.head.weight[2, 0] = 5.0  # raw scale of z_1 = 5 · pixel - 8
+        cvae.prior_net.head.bias[2] = -8.0
+        cvae.generation_net.fc1.weight[0, 0] = 1.0  # relu(z_1) and relu(-z_1) ...
+        cvae.generation_net.fc1.weight[1, 0] = -1.0
+        cvae.generation_net.fc2.weight[0, 0] = 1.0
+        cvae.generation_net.fc2.weight[1, 1] = 1.0
+        cvae.generation_net.fc3.weight[:, 0] = 3.0  # ... give the logit 3 z_1 on every pixel
+        cvae.generation_net.fc3.weight[:, 1] = -3.0
+    inputs, _ = mask_quadrants(torch.zeros(6, 28, 28), 1)
+    inputs[:, 14, 0] = torch.tensor([0.0, 0.9, 0.1, 0.0, 0.6, 0.3])
+    chosen = most_diverse(cvae, inputs, k=3, num_samples=64,
+                          generator=torch.Generator().manual_seed(0))
+    assert chosen.tolist() == [1, 4, 5]  # the three brightest, sorted by index
+    assert most_diverse(cvae, inputs, k=1, generator=torch.Generator().manual_seed(1)).tolist() == [1]

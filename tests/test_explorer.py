@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import synthetic_split
 
-from cvae_helpers.config import get_profile
+from cvae_helpers.config import RunSpec, get_profile
 from cvae_helpers.data import QuadrantSplits
 from cvae_helpers.explorer import (
-    completion_figure,
+    digit_completion_grid,
     figure_png_base64,
     interactive_explorer,
     static_explorer,
@@ -33,8 +33,8 @@ def tiny_models(q: int) -> TrainedModels:
                             synthetic_split(NUM_TEST, q, 2))
     cvae = CVAE(z_dim=4, hidden_1=16, hidden_2=16, baseline=BaselineNet(16, 16))
     history = {"train_loss": [], "val_loss": [], "best_epoch": 0}
-    return TrainedModels(splits, cvae.baseline, cvae, history, history, get_profile("quick"),
-                         0, 0.0)
+    spec = RunSpec.create(q, get_profile("quick"), device="cpu")
+    return TrainedModels(spec, splits, cvae.baseline, cvae, history, history, 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -43,26 +43,26 @@ def models_by_q() -> dict[int, TrainedModels]:
 
 
 def png_of(models, index, num_samples, seed) -> bytes:
-    return base64.b64decode(figure_png_base64(completion_figure(models, index, num_samples, seed)))
+    return base64.b64decode(figure_png_base64(digit_completion_grid(models, index, num_samples, seed)))
 
 
-def test_completion_figure_rows_and_sample_grid(models_by_q):
-    fig = completion_figure(models_by_q[2], index=3, num_samples=10, seed=0)
+def test_digit_completion_grid_rows_and_sample_grid(models_by_q):
+    fig = digit_completion_grid(models_by_q[2], index=3, num_samples=10, seed=0)
     labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert labels == ["input", "truth", "NN", "CVAE 1–8", "CVAE 9–10"]
     assert len(fig.axes) == 5 * 8  # rows of at most 8 samples
     plt.close(fig)
     with pytest.raises(IndexError):
-        completion_figure(models_by_q[2], index=NUM_TEST, num_samples=1, seed=0)
+        digit_completion_grid(models_by_q[2], index=NUM_TEST, num_samples=1, seed=0)
 
 
-def test_completion_figure_is_seeded_and_leaves_global_rng_alone(models_by_q):
+def test_digit_completion_grid_is_seeded_and_leaves_global_rng_alone(models_by_q):
     models = models_by_q[1]
     torch.manual_seed(123)
     before = torch.rand(3)
     torch.manual_seed(123)
     first = png_of(models, 5, 4, seed=7)
-    assert torch.equal(torch.rand(3), before), "completion_figure consumed the global RNG"
+    assert torch.equal(torch.rand(3), before), "digit_completion_grid consumed the global RNG"
     assert png_of(models, 5, 4, seed=7) == first
     assert png_of(models, 5, 4, seed=8) != first
     assert png_of(models, 6, 4, seed=7) != first

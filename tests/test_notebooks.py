@@ -10,7 +10,7 @@ import jupytext
 import nbformat
 import pytest
 
-from cvae_helpers.book import INSTALL_PATTERN, repository_url
+from tools.repo_url import INSTALL_PATTERN, repository_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -25,7 +25,7 @@ def _cells(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
 
 def test_every_text_chapter_has_its_notebook_and_back():
     assert {p.stem for p in NOTEBOOKS} == {p.stem for p in PAIRED_MARKDOWN}
-    assert len(NOTEBOOKS) >= 9
+    assert len(NOTEBOOKS) >= 11
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
@@ -68,7 +68,7 @@ def test_repository_url_is_read_from_the_config(tmp_path):
 
 
 def test_sync_repo_url_rewrites_both_files_of_a_pair(tmp_path):
-    from cvae_helpers.book import sync_repo_url
+    from tools.repo_url import sync_repo_url
 
     for suffix in (".md", ".ipynb"):
         source = (BOOK / f"01_data{suffix}").read_text()

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from cvae_helpers import checkpoints
 from cvae_helpers.checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from cvae_helpers.config import get_profile
+from cvae_helpers.evaluation import baseline_nll
 from cvae_helpers.models import masked_bce
 from cvae_helpers.training import (
     NonFiniteLossError,
     baseline_config,
-    batched,
     fit,
     train_baseline,
     train_cvae,
@@ -18,23 +20,30 @@ from cvae_helpers.training import (
 
 
 def _val_nll(net, split):
-    return batched(lambda x, y: masked_bce(net.logits(x), y), split.inputs, split.targets).mean().item()
+    return baseline_nll(net, split.inputs, split.targets).mean().item()
 
 
-def test_baseline_trains_and_restores_its_best_weights(tiny_splits, tiny_profile):
-    net, history = train_baseline(tiny_splits, profile=tiny_profile, progress=False)
-    assert len(history["train_loss"]) == len(history["val_loss"]) == 3
-    assert history["val_loss"][-1] < history["val_loss"][0] or history["best_epoch"] < 3
-    assert _val_nll(net, tiny_splits.val) == pytest.approx(min(history["val_loss"]), rel=1e-5)
+def test_baseline_keeps_the_weights_of_its_best_validation_epoch(tiny_splits, tiny_spec):
+    spec = replace(tiny_spec, profile=get_profile("quick", max_epochs=6, patience=10, batch_size=32,
+                                                  learning_rate=0.05))
+    net, history = train_baseline(tiny_splits, spec, progress=False)
+    val_loss = history["val_loss"]
+    assert len(history["train_loss"]) == len(val_loss) == 6
+    # the kept epoch is the argmin of the validation curve, and the restored weights give that loss
+    best = min(range(6), key=val_loss.__getitem__) + 1
+    assert history["best_epoch"] == best and history["best_val_loss"] == val_loss[best - 1]
+    assert _val_nll(net, tiny_splits.val) == pytest.approx(val_loss[best - 1], rel=1e-6)
+    # the large learning rate makes the curve non-monotone, so "the last epoch" would be wrong
+    assert best != 6 and _val_nll(net, tiny_splits.val) < val_loss[-1]
     assert not net.training
 
 
-def test_same_seed_same_numbers(tiny_splits, tiny_profile):
-    a, ha = train_baseline(tiny_splits, profile=tiny_profile, seed=5, progress=False)
-    b, hb = train_baseline(tiny_splits, profile=tiny_profile, seed=5, progress=False)
+def test_same_seed_same_numbers(tiny_splits, tiny_spec):
+    a, ha = train_baseline(tiny_splits, replace(tiny_spec, seed=5), progress=False)
+    b, hb = train_baseline(tiny_splits, replace(tiny_spec, seed=5), progress=False)
     assert ha["val_loss"] == hb["val_loss"]
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
-    _, hc = train_baseline(tiny_splits, profile=tiny_profile, seed=6, progress=False)
+    _, hc = train_baseline(tiny_splits, replace(tiny_spec, seed=6), progress=False)
     assert hc["val_loss"] != ha["val_loss"]
 
 
@@ -58,11 +67,10 @@ def test_early_stopping_keeps_the_best_epoch(tiny_splits):
     assert torch.equal(module.weight, weights_at[2])
 
 
-def test_checkpoint_round_trip_and_reuse(tiny_splits, tiny_profile, tmp_path):
+def test_checkpoint_round_trip_and_reuse(tiny_splits, tiny_spec, tmp_path):
     path = tmp_path / "baseline.pt"
-    net, history = train_baseline(tiny_splits, profile=tiny_profile, checkpoint_path=path,
-                                  progress=False)
-    state = load_checkpoint(path, baseline_config(2, tiny_profile, 0))
+    net, history = train_baseline(tiny_splits, tiny_spec, checkpoint_path=path, progress=False)
+    state = load_checkpoint(path, baseline_config(tiny_spec))
     assert state["status"] == "finished" and state["epoch"] == 3
     assert {"torch", "pyro", "torchvision"} <= set(state["versions"])
     assert state["optimizer_state"]["state"]  # Adam moments are kept
@@ -73,17 +81,16 @@ def test_checkpoint_round_trip_and_reuse(tiny_splits, tiny_profile, tmp_path):
         calls.append(1)
         raise AssertionError("a finished checkpoint must be reused, not retrained")
 
-    reused, reused_history = train_baseline(tiny_splits, profile=tiny_profile,
-                                            checkpoint_path=path, progress=False,
-                                            after_save=no_training)
+    reused, reused_history = train_baseline(tiny_splits, tiny_spec, checkpoint_path=path,
+                                            progress=False, after_save=no_training)
     assert reused_history == history and not calls
     pairs = zip(net.state_dict().values(), reused.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_splits, tmp_path):
-    profile = get_profile("quick", max_epochs=4, patience=10, batch_size=32)
-    straight, straight_history = train_baseline(tiny_splits, profile=profile, progress=False)
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_splits, tiny_spec, tmp_path):
+    spec = replace(tiny_spec, profile=get_profile("quick", max_epochs=4, patience=10, batch_size=32))
+    straight, straight_history = train_baseline(tiny_splits, spec, progress=False)
 
     class Interrupt(Exception):
         pass
@@ -94,21 +101,24 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_splits, tmp_p
 
     path = tmp_path / "baseline.pt"
     with pytest.raises(Interrupt):
-        train_baseline(tiny_splits, profile=profile, checkpoint_path=path, progress=False,
+        train_baseline(tiny_splits, spec, checkpoint_path=path, progress=False,
                        after_save=stop_after_two)
     assert load_checkpoint(path)["status"] == "running" and load_checkpoint(path)["epoch"] == 2
-    resumed, resumed_history = train_baseline(tiny_splits, profile=profile, checkpoint_path=path,
+    resumed, resumed_history = train_baseline(tiny_splits, spec, checkpoint_path=path,
                                               progress=False)
     assert resumed_history["val_loss"] == straight_history["val_loss"]
     pairs = zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
-def test_checkpoint_from_another_configuration_is_refused(tiny_splits, tiny_profile, tmp_path):
+def test_checkpoint_from_another_configuration_is_refused(tiny_splits, tiny_spec, tmp_path):
     path = tmp_path / "baseline.pt"
-    train_baseline(tiny_splits, profile=tiny_profile, seed=0, checkpoint_path=path, progress=False)
+    train_baseline(tiny_splits, tiny_spec, checkpoint_path=path, progress=False)
     with pytest.raises(CheckpointMismatchError, match=r"seed: checkpoint has 0, you asked for 1"):
-        train_baseline(tiny_splits, profile=tiny_profile, seed=1, checkpoint_path=path, progress=False)
+        train_baseline(tiny_splits, replace(tiny_spec, seed=1), checkpoint_path=path, progress=False)
+    with pytest.raises(CheckpointMismatchError, match=r"profile\.max_epochs: checkpoint has 3"):
+        train_baseline(tiny_splits, replace(tiny_spec, profile=replace(tiny_spec.profile, max_epochs=4)),
+                       checkpoint_path=path, progress=False)
 
 
 def test_interrupted_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
@@ -134,23 +144,23 @@ def test_garbage_file_gets_a_clear_error(tmp_path):
         load_checkpoint(path)
 
 
-def test_nan_loss_names_setting_epoch_and_batch(tiny_splits, tiny_profile):
+def test_nan_loss_names_setting_epoch_and_batch(tiny_splits, tiny_spec):
     bad = tiny_splits.train.inputs.clone()
     bad[40] = float("nan")  # the second batch of 32 in shuffled order contains it, or another
     tiny_splits.train.inputs = bad
     with pytest.raises(NonFiniteLossError, match=r"baseline, 2 quadrants: .* at epoch 1, batch \d+ of 3"):
-        train_baseline(tiny_splits, profile=tiny_profile, progress=False)
+        train_baseline(tiny_splits, tiny_spec, progress=False)
 
 
 @pytest.mark.parametrize("sees_input", [False, True])
-def test_cvae_trains_with_both_decoders(tiny_splits, tiny_profile, sees_input, tmp_path):
-    baseline, _ = train_baseline(tiny_splits, profile=tiny_profile, progress=False)
+def test_cvae_trains_with_both_decoders(tiny_splits, tiny_spec, sees_input, tmp_path):
+    spec = tiny_spec.with_decoder(sees_input)
+    baseline, _ = train_baseline(tiny_splits, spec, progress=False)
     before = {k: v.clone() for k, v in baseline.state_dict().items()}
     snapshot_inputs = tiny_splits.test.inputs[:4]
-    cvae, history = train_cvae(tiny_splits, baseline, baseline_cfg={"b": 1}, profile=tiny_profile,
-                               z_dim=8, hidden_1=32, hidden_2=32, decoder_sees_input=sees_input,
-                               checkpoint_path=tmp_path / "cvae.pt", progress=False,
-                               snapshot_inputs=snapshot_inputs, snapshot_samples=2)
+    cvae, history = train_cvae(tiny_splits, baseline, spec, baseline_cfg={"b": 1}, z_dim=8,
+                               hidden_1=32, hidden_2=32, checkpoint_path=tmp_path / "cvae.pt",
+                               progress=False, snapshot_inputs=snapshot_inputs, snapshot_samples=2)
     assert len(history["val_loss"]) == 3 and all(v > 0 for v in history["val_loss"])
     assert len(history["snapshots"]) == 3 and history["snapshots"][0].shape == (2, 4, 784)
     assert history["snapshots"][0].dtype == torch.uint8
@@ -159,6 +169,17 @@ def test_cvae_trains_with_both_decoders(tiny_splits, tiny_profile, sees_input, t
     stored = load_checkpoint(tmp_path / "cvae.pt")["config"]
     assert stored["decoder_sees_input"] is sees_input and stored["baseline"] == {"b": 1}
     with pytest.raises(CheckpointMismatchError, match="z_dim"):
-        train_cvae(tiny_splits, baseline, baseline_cfg={"b": 1}, profile=tiny_profile, z_dim=9,
-                   hidden_1=32, hidden_2=32, decoder_sees_input=sees_input,
-                   checkpoint_path=tmp_path / "cvae.pt", progress=False)
+        train_cvae(tiny_splits, baseline, spec, baseline_cfg={"b": 1}, z_dim=9, hidden_1=32,
+                   hidden_2=32, checkpoint_path=tmp_path / "cvae.pt", progress=False)
+
+
+def test_config_diff_names_nested_keys_with_dots():
+    stored = {"model": "cvae", "profile": {"max_epochs": 50, "patience": 3},
+              "baseline": {"profile": {"batch_size": 128}, "seed": 0}}
+    wanted = {"model": "cvae", "profile": {"max_epochs": 2, "patience": 3},
+              "baseline": {"profile": {"batch_size": 64}, "seed": 0}, "extra": 1}
+    assert checkpoints.config_diff(stored, wanted) == {
+        "baseline.profile.batch_size": (128, 64), "extra": (None, 1), "profile.max_epochs": (50, 2)}
+    assert checkpoints.config_diff(stored, stored) == {}
+    # a dict against a scalar is one difference at that key, not a crash
+    assert checkpoints.config_diff({"a": {"b": 1}}, {"a": 2}) == {"a": ({"b": 1}, 2)}

@@ -11,7 +11,7 @@ For each quadrant setting this script trains the same baseline (same seed, Adam 
 - ``refit_60k``: 60k images, trained for the epoch count the validation split chose (an honest
   use of all 60k images that never looks at the test set).
 
-Usage: ``python scripts/baseline_gap.py --quadrants 1 2 3 --output results/reference/baseline_gap.json``
+Usage: ``python -m tools.baseline_gap --quadrants 1 2 3 --output results/reference/baseline_gap.json``
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import torch
 
 from cvae_helpers.config import get_profile, library_versions, set_seed
 from cvae_helpers.data import load_mnist, load_splits, mask_quadrants
+from cvae_helpers.evaluation import baseline_nll
 from cvae_helpers.models import BaselineNet, masked_bce
-from cvae_helpers.training import batched, fit
+from cvae_helpers.training import fit
 
 
 def nll(net: BaselineNet, inputs: torch.Tensor, targets: torch.Tensor) -> float:
     """Mean masked BCE per image (nats)."""
-    return batched(lambda x, y: masked_bce(net.logits(x), y), inputs, targets).mean().item()
+    return baseline_nll(net, inputs, targets).mean().item()
 
 
 def run(q: int, train_inputs, train_targets, select_inputs, select_targets, test_inputs,

@@ -1,0 +1,195 @@
+"""Results: metrics files, where the reference run lives, Markdown tables, labels, published numbers.
+
+A metrics record is the dict that :func:`~cvae_helpers.pipeline.metrics_record` returns and
+``metrics_q{N}.json`` stores: the four estimators with their standard errors, the configuration
+and the library versions. Everything here reads or formats such files; nothing trains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .data import quadrant_label
+
+QUADRANT_SETTINGS = (1, 2, 3)
+# Where the committed reference run keeps each decoder's metrics and grids.
+DECODER_DIRS = {False: "p_y_given_z", True: "p_y_given_xz"}
+REFERENCE_DIR_ENV = "CVAE_REFERENCE_DIR"
+REFERENCE_SUBPATH = Path("results") / "reference"
+
+# The estimators of a metrics record, as table rows: (label, key).
+ESTIMATOR_ROWS = (
+    ("NN (baseline)", "baseline_nll"),
+    ("CVAE (MC)", "cvae_nll_mc"),
+    ("CVAE (IS)", "cvae_nll_is"),
+    ("CVAE (−ELBO)", "cvae_neg_elbo"),
+)
+
+# Published numbers the book compares against, with where they come from. Only numbers checked
+# against their source are listed: the paper's Table 1 (Sohn et al., 2015) is cited by reference.
+PYRO_TUTORIAL = {
+    "source": "Pyro tutorial 'Conditional Variational Auto-encoder' (pyro.ai/examples/cvae.html)",
+    "what": ("negative ELBO under q(z|x,y), estimated with 10 particles (Trace_ELBO), on the "
+             "10k MNIST test images, which the tutorial also used for early stopping; the "
+             "tutorial calls the CVAE row 'Monte Carlo'"),
+    "baseline_nll": {1: 100.4, 2: 61.9, 3: 25.4},
+    "cvae": {1: 71.8, 2: 51.0, 3: 24.2},
+}
+
+
+def decoder_label(decoder_sees_input: bool, *, long: bool = False) -> str:
+    """``"p(y|z)"`` or ``"p(y|x,z)"``; with ``long``, also whose choice it is."""
+    short = "p(y|x,z)" if decoder_sees_input else "p(y|z)"
+    if not long:
+        return short
+    return f"{short}, the paper's" if decoder_sees_input else f"{short}, the Pyro example's (default)"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A GitHub/MyST Markdown table; cells are written with ``str``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def quadrant_header(first: str) -> list[str]:
+    """``[first, "1 quadrant", "2 quadrants", "3 quadrants"]``."""
+    return [first, *(quadrant_label(q) for q in QUADRANT_SETTINGS)]
+
+
+def by_quadrants(records: Iterable[dict]) -> dict[int, dict]:
+    """Records keyed by their number of given quadrants."""
+    return {r["num_quadrant_inputs"]: r for r in records}
+
+
+def results_table(records: list[dict]) -> str:
+    """Estimators as rows, 1/2/3 quadrants as columns, mean ± standard error, then the gap."""
+    by_q = by_quadrants(records)
+
+    def cells(fmt) -> list[str]:
+        return [fmt(by_q[q]) if q in by_q else "–" for q in QUADRANT_SETTINGS]
+
+    rows = [[label, *cells(lambda r, k=key: f"{r[k]:.2f} ± {r[k + '_stderr']:.2f}")]
+            for label, key in ESTIMATOR_ROWS]
+    rows.append(["gap: NN − CVAE (IS)",
+                 *cells(lambda r: f"{r['baseline_nll'] - r['cvae_nll_is']:.2f}")])
+    return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
+
+
+def headline_table(records: list[dict]) -> str:
+    """The introduction's table: the baseline against the CVAE (IS), one decimal."""
+    by_q = by_quadrants(records)
+    rows = [[label, *(f"{by_q[q][key]:.1f}" for q in QUADRANT_SETTINGS)]
+            for label, key in (("NN (baseline)", "baseline_nll"),
+                               ("CVAE, importance sampling", "cvae_nll_is"))]
+    return markdown_table(quadrant_header("nats per image"), rows)
+
+
+def published_comparison_table(reference: dict[bool, list[dict]]) -> str:
+    """The Pyro tutorial's numbers beside this book's reference rows, per decoder."""
+    rows = [[f"Pyro tutorial: {label}", *(f"{PYRO_TUTORIAL[key][q]:.1f}" for q in QUADRANT_SETTINGS)]
+            for label, key in (("NN (baseline)", "baseline_nll"), ("CVAE ('Monte Carlo')", "cvae"))]
+    for decoder, records in reference.items():
+        by_q = by_quadrants(records)
+        for label, key in (("NN (baseline)", "baseline_nll"), ("CVAE (−ELBO)", "cvae_neg_elbo"),
+                           ("CVAE (IS)", "cvae_nll_is")):
+            if decoder and key == "baseline_nll":
+                continue  # the same baseline serves both decoders
+            rows.append([f"this book, {decoder_label(decoder)}: {label}",
+                         *(f"{by_q[q][key]:.1f}" for q in QUADRANT_SETTINGS)])
+    return markdown_table(quadrant_header("nats per image"), rows)
+
+
+def baseline_gap_table(gap: dict) -> str:
+    """The three ways of training the baseline of ``tools/baseline_gap.py``, test NLL each."""
+    settings = gap["settings"]
+    rows = [[label, *(f"{settings[str(q)][key]:.2f}" for q in QUADRANT_SETTINGS)]
+            for label, key in (
+                ("this book: 50k, epoch chosen on validation", "book_50k_val_selected"),
+                ("tutorial's procedure: 60k, epoch chosen on test", "pyro_style_60k_test_selected"),
+                ("60k, epoch count chosen on validation", "refit_60k_val_epochs"))]
+    return markdown_table(quadrant_header("test NLL, nats per image"), rows)
+
+
+def write_results(records: list[dict], output_dir: str | Path) -> None:
+    """``metrics_q{N}.json`` per setting and ``results.md`` with the table of all of them."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        path = output_dir / f"metrics_q{record['num_quadrant_inputs']}.json"
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    first = records[0]
+    same_run = ("profile", "seed", "decoder_sees_input")
+    all_records = [r for r in load_results(output_dir)
+                   if all(r[k] == first[k] for k in same_run)]
+    text = (f"# Negative conditional log-likelihood on the MNIST test set\n\n"
+            f"Profile `{first['profile']}`, seed {first['seed']}, decoder "
+            f"{decoder_label(first['decoder_sees_input'], long=True)}, "
+            f"S = {first['num_samples']} samples, {first['num_test_images']} test images; "
+            "mean ± standard error over images. Lower is better.\n\n"
+            + results_table(all_records))
+    (output_dir / "results.md").write_text(text)
+
+
+def load_results(output_dir: str | Path) -> list[dict]:
+    """Every ``metrics_q*.json`` in ``output_dir``, sorted by number of quadrants."""
+    records = [json.loads(p.read_text()) for p in sorted(Path(output_dir).glob("metrics_q*.json"))]
+    return sorted(records, key=lambda r: r["num_quadrant_inputs"])
+
+
+def reference_dir(root: str | Path | None = None) -> Path | None:
+    """The folder of the committed full-budget reference run, or ``None`` where there is none.
+
+    ``root`` if given; else ``$CVAE_REFERENCE_DIR``; else ``results/reference`` in the working
+    directory or the nearest folder above it that has one (a chapter runs in ``book/`` of a
+    checkout). A pip install without the repository (Colab) has none.
+    """
+    if root is not None:
+        return Path(root)
+    if os.environ.get(REFERENCE_DIR_ENV):
+        return Path(os.environ[REFERENCE_DIR_ENV]).expanduser()
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / REFERENCE_SUBPATH).is_dir():
+            return folder / REFERENCE_SUBPATH
+    return None
+
+
+def load_reference(root: str | Path | None = None) -> dict[bool, list[dict]]:
+    """The reference run's records per decoder (``decoder_sees_input`` → three records).
+
+    Decoders whose three settings are not all there are left out, so an empty dict means that
+    no reference results are available here.
+    """
+    folder = reference_dir(root)
+    if folder is None:
+        return {}
+    found = {decoder: load_results(folder / name) for decoder, name in DECODER_DIRS.items()}
+    return {decoder: records for decoder, records in found.items()
+            if len(records) == len(QUADRANT_SETTINGS)}
+
+
+def load_reference_json(name: str, root: str | Path | None = None) -> dict | None:
+    """A JSON file of the reference run (``bench.json``, ``baseline_gap.json``, ...), or None."""
+    folder = reference_dir(root)
+    path = folder / name if folder is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
+def run_table(reference: dict[bool, list[dict]]) -> str:
+    """Epochs, training seconds and evaluation seconds per setting, per decoder."""
+    rows = [[decoder_label(decoder), r["num_quadrant_inputs"],
+             f"{r['epochs_baseline']} / {r['epochs_cvae']}", f"{r['train_seconds']:.0f}",
+             f"{r['eval_seconds']:.0f}"]
+            for decoder, records in reference.items() for r in records]
+    return markdown_table(["decoder", "quadrants", "epochs (NN / CVAE)", "train s",
+                           "evaluation s"], rows)
+
+
+def timings_table(timings: dict) -> str:
+    """Wall time and peak memory of each whole ``train`` command (``timings.json``)."""
+    rows = [[f"`{t['command']}`", f"{t['wall_s'] / 60:.1f} min", f"{t['peak_rss_mib']:.0f} MiB"]
+            for t in timings["commands"]]
+    return markdown_table(["command", "wall time", "peak memory"], rows)

@@ -1,0 +1,68 @@
+"""Repository tooling (tools/, not installed): the reference run's report and its time logs."""
+
+from __future__ import annotations
+
+import json
+
+from tools.reference_report import machine_description, read_time_log, write_readme, write_timings
+
+TIME_LOG = """\tCommand being timed: "python -m cvae_helpers train --profile full"
+\tUser time (seconds): 2900.10
+\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03.50
+\tMaximum resident set size (kbytes): 2097152
+"""
+
+
+def test_time_log_parsing(tmp_path):
+    log = tmp_path / "time.txt"
+    log.write_text(TIME_LOG)
+    assert read_time_log(log) == {"wall_s": 3723.5, "peak_rss_mib": 2048.0}
+    log.write_text(TIME_LOG.replace("1:02:03.50", "7:05.25"))
+    assert read_time_log(log)["wall_s"] == 425.25
+
+
+def test_machine_description_names_cores_and_cpu():
+    text = machine_description()
+    cores, model = text.split(" cores, ")
+    assert int(cores) >= 1 and model.strip()
+
+
+def _record(q, decoder):
+    return {"num_quadrant_inputs": q, "profile": "full", "seed": 0, "decoder_sees_input": decoder,
+            "baseline_nll": 100.0 / q, "cvae_nll_mc": 80.0 / q, "cvae_nll_is": 70.0 / q,
+            "cvae_neg_elbo": 75.0 / q, "baseline_nll_stderr": 0.5, "cvae_nll_mc_stderr": 0.5,
+            "cvae_nll_is_stderr": 0.4, "cvae_neg_elbo_stderr": 0.4, "num_samples": 100,
+            "num_test_images": 10000, "epochs_baseline": 20 + q, "epochs_cvae": 40 + q,
+            "train_seconds": 300.0 * q, "eval_seconds": 30.0,
+            "versions": {"torch": "2.14.1", "pyro": "1.9.2"}}
+
+
+def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
+    for decoder, folder in ((False, "p_y_given_z"), (True, "p_y_given_xz")):
+        (tmp_path / folder).mkdir()
+        for q in (1, 2, 3):
+            (tmp_path / folder / f"metrics_q{q}.json").write_text(json.dumps(_record(q, decoder)))
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "time_p_y_given_z.txt").write_text(TIME_LOG)
+    (tmp_path / "logs" / "started.txt").write_text("2026-01-02T03:04:05Z\n")
+    (tmp_path / "bench.json").write_text(json.dumps(
+        {"baseline_epoch_s": 3.0, "cvae_epoch_s": 8.0, "pyro_example_baseline_epoch_s": 21.0,
+         "pyro_example_cvae_epoch_s": 32.0}))
+    (tmp_path / "notes.md").write_text("- a note only a person can write\n")
+
+    timings = json.loads(write_timings(tmp_path).read_text())
+    assert timings["commands"] == [{"command": "train --profile full", "decoder_sees_input": False,
+                                    "wall_s": 3723.5, "peak_rss_mib": 2048.0}]
+    text = write_readme(tmp_path, "abc1234").read_text()
+    # provenance: command, commit, start time, machine, versions, data
+    assert "make reference" in text and "`abc1234`" in text and "2026-01-02T03:04:05Z" in text
+    assert f"- Machine: {machine_description()}, CPU only" in text
+    assert "torch 2.14.1, pyro 1.9.2" in text and "S = 100 samples" in text
+    # one results table per decoder, in the order of the folders
+    z, xz = text.index("## Decoder p(y|z), the Pyro example's"), text.index("## Decoder p(y|x,z)")
+    assert z < xz and text.count("| CVAE (IS) | 70.00 ± 0.40 | 35.00 ± 0.40 | 23.33 ± 0.40 |") == 2
+    # time, memory and speed, then the notes last
+    assert "| p(y|x,z) | 3 | 23 / 43 | 900 | 30 |" in text
+    assert "| `train --profile full` | 62.1 min | 2048 MiB |" in text
+    assert "| CVAE | 8.0 | 32.0 | 4.0× |" in text
+    assert text.rstrip().endswith("- a note only a person can write")

@@ -1,0 +1,136 @@
+"""The reference run's report: ``timings.json`` from its time logs, and its ``README.md``.
+
+Usage (from the repository root; ``make reference`` runs it last)::
+
+    python -m tools.reference_report [--dir results/reference] [--commit abc1234]
+
+It reads what the run saved (metrics, ``bench.json``, ``logs/time_*.txt`` written by
+``/usr/bin/time -v``), writes ``timings.json`` (which the speed appendix reads through the
+package) and ``README.md`` with the provenance and the tables. ``notes.md`` in the same folder,
+if present, becomes the README's last section: what the files cannot tell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+from cvae_helpers.results import (
+    DECODER_DIRS,
+    decoder_label,
+    load_reference,
+    load_reference_json,
+    results_table,
+    run_table,
+    timings_table,
+)
+from cvae_helpers.speed import bench_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def read_time_log(path: str | Path) -> dict[str, float]:
+    """Wall time (s) and peak resident memory (MiB) from a ``/usr/bin/time -v`` log."""
+    text = Path(path).read_text()
+    rss_kb = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
+    clock = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text).group(1)
+    seconds = 0.0
+    for part in clock.split(":"):
+        seconds = seconds * 60 + float(part)
+    return {"wall_s": seconds, "peak_rss_mib": rss_kb / 1024}
+
+
+def machine_description() -> str:
+    """CPU model and core count of this machine, e.g. ``"2 cores, AMD EPYC 9B14"``."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
+        if found:
+            model = found.group(1).strip()
+    return f"{os.cpu_count()} cores, {model}"
+
+
+def write_timings(reference_dir: Path) -> Path:
+    """``timings.json``: wall time and peak memory of each decoder's ``train`` command."""
+    commands = []
+    for decoder, folder in DECODER_DIRS.items():
+        log = reference_dir / "logs" / f"time_{folder}.txt"
+        if log.is_file():
+            flag = " --decoder-sees-input" if decoder else ""
+            commands.append({"command": f"train --profile full{flag}",
+                             "decoder_sees_input": decoder, **read_time_log(log)})
+    path = reference_dir / "timings.json"
+    path.write_text(json.dumps({"source": "logs/time_*.txt (/usr/bin/time -v)",
+                                "commands": commands}, indent=1) + "\n")
+    return path
+
+
+def write_readme(reference_dir: Path, commit: str) -> Path:
+    """``README.md`` of the reference run from what it saved: provenance and tables."""
+    logs = reference_dir / "logs"
+    started = (logs / "started.txt").read_text().strip() if (logs / "started.txt").is_file() else "?"
+    reference = load_reference(reference_dir)
+    first = reference[False][0]
+    versions = ", ".join(f"{k} {v}" for k, v in first["versions"].items())
+    parts = [
+        "# Reference results: the full budget, seed 0\n",
+        "Metrics, completion grids and timings of one full-budget run of both decoders, read by "
+        "the book's introduction, evaluation chapter and appendices. Checkpoints are not "
+        "committed (they are large); the command below makes them again.\n",
+        "## Provenance\n",
+        "- Command: `make reference` (from the repository root), which runs\n"
+        "  `python -m cvae_helpers train --profile full --seed 0` once per decoder under\n"
+        "  `/usr/bin/time -v`, then `figures`, `bench --pipeline both --batches 100`,\n"
+        "  `tools/baseline_gap.py` and this report (`python -m tools.reference_report`).",
+        f"- Commit: `{commit}` (the code that trained and evaluated these models).",
+        f"- Started: {started} (UTC).",
+        f"- Machine: {machine_description()}, CPU only, no GPU.",
+        f"- Versions: {versions}.",
+        f"- Data: MNIST, 50,000 training / 10,000 validation images (seed 0) from the 60k "
+        f"training set; {first['num_test_images']} test images; S = {first['num_samples']} "
+        "samples per test image for MC and IS.\n",
+    ]
+    for decoder, records in reference.items():
+        folder = DECODER_DIRS[decoder]
+        parts += [f"## Decoder {decoder_label(decoder, long=True)}: `{folder}/`\n",
+                  "Negative conditional log-likelihood on the test set, nats per image, mean ± "
+                  "standard error over images (lower is better).\n", results_table(records),
+                  f"Completion grids: `{folder}/grid_q1.png`, `grid_q2.png`, `grid_q3.png`.\n"]
+    parts += ["## Time and memory\n", run_table(reference)]
+    timings = load_reference_json("timings.json", reference_dir)
+    if timings is not None:
+        parts.append(timings_table(timings))
+    bench = load_reference_json("bench.json", reference_dir)
+    if bench is not None:
+        parts += ["Seconds per 60,000-image training epoch (`bench --pipeline both`), in-memory "
+                  "batches against the Pyro example's per-item `DataLoader`:\n", bench_table(bench)]
+    notes = reference_dir / "notes.md"
+    if notes.is_file():
+        parts += ["## Notes\n", notes.read_text()]
+    path = reference_dir / "README.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=ROOT / "results" / "reference",
+                        help="the reference run's folder (default: results/reference)")
+    parser.add_argument("--commit", default=None,
+                        help="the commit that trained the models (default: git's HEAD)")
+    args = parser.parse_args()
+    commit = args.commit or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip() or "unknown"
+    print(f"Wrote {write_timings(args.dir)}")
+    print(f"Wrote {write_readme(args.dir, commit)}")
+
+
+if __name__ == "__main__":
+    main()
