@@ -1,6 +1,6 @@
 # Two commands do all the setup on a fresh clone (see README.md):
 #   make book   - the main job: full budget, executes every chapter, writes the HTML book
-#   make test   - unit tests, every chapter under nbmake (quick), and `jupyter-book build -W` (quick)
+#   make test   - ruff, unit tests, every chapter under nbmake (quick), `jupyter-book build -W` (quick)
 # Both create the virtual environment if it is missing and find or download MNIST
 # (under $CVAE_DATA_DIR, else ./data).
 
@@ -33,7 +33,7 @@ book: data
 	CVAE_PROFILE=full $(BIN)/jupyter-book build -W --keep-going .
 	@echo "Open _build/html/index.html"
 
-test: unit notebooks book-quick
+test: lint unit notebooks book-quick
 
 unit: data
 	$(BIN)/pytest tests
@@ -46,8 +46,8 @@ book-quick: data
 	CVAE_PROFILE=quick $(BIN)/jupyter-book build -W --keep-going .
 
 # The committed full-budget reference results (results/reference/README.md): both decoders,
-# seed 0, timed with /usr/bin/time -v, then the sample grids, the speed benchmark, the
-# controlled baseline comparison (scripts/baseline_gap.py) and the README of the results.
+# seed 0, timed with /usr/bin/time -v, then the completion grids, the speed benchmark, the
+# controlled baseline comparison (tools/baseline_gap.py) and the report (timings.json, README).
 reference: data
 	mkdir -p $(REF)/logs
 	date -u +%FT%TZ > $(REF)/logs/started.txt
@@ -59,15 +59,15 @@ reference: data
 	$(PY) -m cvae_helpers figures --profile full --seed 0 --decoder-sees-input \
 	  --output $(REF)/p_y_given_xz
 	$(PY) -m cvae_helpers bench --pipeline both --batches 100 > $(REF)/bench.json
-	$(PY) scripts/baseline_gap.py --quadrants 1 2 3 --output $(REF)/baseline_gap.json
-	$(PY) -m cvae_helpers.speed write-readme
+	$(PY) -m tools.baseline_gap --quadrants 1 2 3 --output $(REF)/baseline_gap.json
+	$(PY) -m tools.reference_report --dir $(REF)
 
 # After changing repository.url in _config.yml: rewrite every chapter's Colab install cell.
 sync-repo-url: env
-	$(PY) -m cvae_helpers.book sync-repo-url
+	$(PY) -m tools.repo_url
 
 lint: env
-	$(BIN)/ruff check cvae_helpers tests
+	$(BIN)/ruff check cvae_helpers tests tools
 
 clean:
 	$(BIN)/jupyter-book clean . || true

@@ -42,20 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and benchmark the baseline and the CVAE on MNIST quadrants.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser(
-        "train", help="train (or reuse) and evaluate; write metrics_q{N}.json and results.md",
-        description="Train the baseline and the CVAE for each quadrant setting, reusing matching "
-                    "checkpoints, evaluate them on the test set and write DIR/metrics_q{N}.json "
-                    "and DIR/results.md.")
-    _add_model_arguments(train, output_help="directory for the results")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-
-    figures = commands.add_parser(
-        "figures", help="write the sample grids grid_q{N}.png of (cached) models",
-        description="Load the models of each quadrant setting from the checkpoint cache "
+    # The two commands that pick a trained configuration: (help, description, --output help).
+    model_commands = {
+        "train": ("train (or reuse) and evaluate; write metrics_q{N}.json and results.md",
+                  "Train the baseline and the CVAE for each quadrant setting, reusing matching "
+                  "checkpoints, evaluate them on the test set and write DIR/metrics_q{N}.json "
+                  "and DIR/results.md.", "directory for the results"),
+        "figures": ("write the completion grids grid_q{N}.png of (cached) models",
+                    "Load the models of each quadrant setting from the checkpoint cache "
                     "(training them first if nothing matches) and write DIR/grid_q{N}.png: "
-                    "input, truth, baseline and CVAE samples for fixed and ambiguous test digits.")
-    _add_model_arguments(figures, output_help="directory for the PNGs")
+                    "input, truth, baseline and CVAE samples for fixed and ambiguous test digits.",
+                    "directory for the PNGs"),
+    }
+    for name, (summary, description, output_help) in model_commands.items():
+        _add_model_arguments(commands.add_parser(name, help=summary, description=description),
+                             output_help=output_help)
+    commands.choices["train"].add_argument("--no-progress", action="store_true",
+                                           help="hide the progress bars")
 
     bench = commands.add_parser(
         "bench", help="print seconds per 60k-image training epoch as one line of JSON",
