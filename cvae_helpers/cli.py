@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import DATA_DIR_ENV, PROFILES, RunSpec
+from .config import DATA_DIR_ENV, PRECISIONS, PROFILES, RunSpec
 
 
 def _positive(text: str) -> int:
@@ -32,8 +32,16 @@ def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> 
     command.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     command.add_argument("--decoder-sees-input", action="store_true",
                          help="the paper's generation network p(y|x,z) instead of p(y|z)")
+    _add_machine_arguments(command)
+
+
+def _add_machine_arguments(command: argparse.ArgumentParser) -> None:
+    """Where and in which arithmetic to train: shared by every command."""
     command.add_argument("--device", default=None,
                          help="cpu, cuda or auto (default: $CVAE_DEVICE, else auto)")
+    command.add_argument("--precision", choices=PRECISIONS, default=None,
+                         help="fp32, or bf16 mixed-precision training where the hardware has it "
+                              "(default: $CVAE_PRECISION, else fp32); evaluation is always fp32")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--pipeline", choices=["memory", "pyro_example", "both"], default="memory",
                        help="data path: this package's in-memory batches (default), the Pyro "
                             "example's per-item Dataset + DataLoader, or both side by side")
+    _add_machine_arguments(bench)
+
+    step_times = commands.add_parser(
+        "step-times", help="print where a CVAE training step's time goes, as one line of JSON",
+        description="Profile CVAE training steps on the CPU with torch.profiler, for Pyro's "
+                    "Trace_ELBO and for the hand-written loss that training uses: milliseconds "
+                    "per step in matmuls, the optimizer, other tensor ops, and Python/framework.")
+    step_times.add_argument("--steps", type=_positive, default=30, help="profiled steps (default 30)")
+    step_times.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
     return parser
 
 
@@ -87,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = RunSpec.create(1, args.profile, seed=args.seed,
                                   decoder_sees_input=args.decoder_sees_input,
                                   data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
-                                  device=args.device)
+                                  device=args.device, precision=args.precision)
             specs = [spec.for_quadrants(q) for q in sorted(set(args.quadrants))]
         if args.command == "train":
             from .pipeline import run_setting
@@ -112,11 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 path = args.output / f"grid_q{spec.num_quadrant_inputs}.png"
                 completion_grid(models, seed=args.seed).savefig(path, dpi=80)
                 print(f"Wrote {path}")
+        elif args.command == "step-times":
+            from .speed import profile_cvae_step
+
+            print(json.dumps(profile_cvae_step(args.steps, data_dir=args.data_dir)))
         else:
             from .speed import benchmark
 
             print(json.dumps(benchmark(args.quadrants, args.batches, args.batch_size,
-                                       data_dir=args.data_dir, pipeline=args.pipeline)))
+                                       data_dir=args.data_dir, pipeline=args.pipeline,
+                                       device=args.device, precision=args.precision)))
     except (MNISTDataError, CheckpointMismatchError, NonFiniteLossError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

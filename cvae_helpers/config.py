@@ -6,6 +6,7 @@ Environment variables (each also has a function argument that wins over it):
 - ``CVAE_CHECKPOINT_DIR``: where trained models are cached.
 - ``CVAE_PROFILE``: ``full`` (default) or ``quick``, the budget of every chapter and command.
 - ``CVAE_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default: CUDA when available).
+- ``CVAE_PRECISION``: ``fp32`` (default) or ``bf16``, the arithmetic of training's matmuls.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -23,6 +25,8 @@ DATA_DIR_ENV = "CVAE_DATA_DIR"
 CHECKPOINT_DIR_ENV = "CVAE_CHECKPOINT_DIR"
 PROFILE_ENV = "CVAE_PROFILE"
 DEVICE_ENV = "CVAE_DEVICE"
+PRECISION_ENV = "CVAE_PRECISION"
+PRECISIONS = ("fp32", "bf16")
 
 
 def project_root() -> Path:
@@ -104,6 +108,40 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(choice)
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` has fast bf16 matmuls: AVX512-BF16 or AMX on a CPU, Ampere or later on
+    a GPU. Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> str:
+    """``precision`` if given, else ``$CVAE_PRECISION``, else ``fp32``; checked against ``device``.
+
+    ``bf16`` means mixed precision: matmuls under ``torch.autocast`` in bf16, weights, optimizer
+    state and the distributions' arithmetic in fp32. On a CUDA GPU without bf16 it becomes fp16
+    autocast with a gradient scaler (still called ``bf16`` here, the switch); on a CPU without
+    AVX512-BF16 or AMX it falls back to ``fp32`` with a warning that says so.
+    """
+    choice = precision or os.environ.get(PRECISION_ENV, "fp32")
+    if choice not in PRECISIONS:
+        raise ValueError(f"Unknown precision {choice!r}; choose one of {PRECISIONS} "
+                         f"(argument or the {PRECISION_ENV} environment variable).")
+    if choice == "bf16" and device.type == "cpu" and not bf16_supported(device):
+        warnings.warn("bf16 was asked for, but this CPU has no AVX512-BF16 or AMX, where bf16 "
+                      "would be slower than fp32: training in fp32 instead.", stacklevel=2)
+        return "fp32"
+    return choice
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype training's ``torch.autocast`` uses, or ``None`` for plain fp32."""
+    if precision == "fp32":
+        return None
+    return torch.bfloat16 if bf16_supported(device) else torch.float16
+
+
 def check_num_quadrant_inputs(num_quadrant_inputs: object) -> int:
     """``num_quadrant_inputs`` if it is 1, 2 or 3, else a ``ValueError`` that says so."""
     if isinstance(num_quadrant_inputs, bool) or num_quadrant_inputs not in (1, 2, 3):
@@ -131,9 +169,12 @@ class RunSpec:
     data_dir: Path = field(default_factory=default_data_dir)
     checkpoint_dir: Path = field(default_factory=default_checkpoint_dir)
     device: torch.device = field(default_factory=lambda: resolve_device())
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         check_num_quadrant_inputs(self.num_quadrant_inputs)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {self.precision!r}; choose one of {PRECISIONS}.")
 
     @classmethod
     def create(
@@ -146,9 +187,11 @@ class RunSpec:
         data_dir: str | Path | None = None,
         checkpoint_dir: str | Path | None = None,
         device: str | torch.device | None = None,
+        precision: str | None = None,
     ) -> RunSpec:
-        """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_DATA_DIR``, ``$CVAE_CHECKPOINT_DIR``
-        and ``$CVAE_DEVICE`` apply where an argument is ``None``."""
+        """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_DATA_DIR``, ``$CVAE_CHECKPOINT_DIR``,
+        ``$CVAE_DEVICE`` and ``$CVAE_PRECISION`` apply where an argument is ``None``."""
+        device = resolve_device(device)
         return cls(
             num_quadrant_inputs=num_quadrant_inputs,
             profile=profile if isinstance(profile, Profile) else get_profile(profile),
@@ -157,7 +200,8 @@ class RunSpec:
             data_dir=Path(data_dir).expanduser() if data_dir is not None else default_data_dir(),
             checkpoint_dir=(Path(checkpoint_dir).expanduser() if checkpoint_dir is not None
                             else default_checkpoint_dir()),
-            device=resolve_device(device),
+            device=device,
+            precision=resolve_precision(precision, device),
         )
 
     def for_quadrants(self, num_quadrant_inputs: int) -> RunSpec:

@@ -125,6 +125,16 @@ def given_quadrants_mask(num_quadrant_inputs: int) -> torch.Tensor:
     return given
 
 
+def hidden_pixels(inputs: torch.Tensor) -> torch.Tensor | None:
+    """Indices ``(k,)`` of the flattened pixels that every input ``(N, 28, 28)`` hides, or
+    ``None`` when the inputs hide different pixels. One quadrant setting hides the same ones in
+    every image, so this is computed once per split, not per batch."""
+    hidden = inputs.reshape(inputs.shape[0], NUM_PIXELS) == MASK_VALUE
+    if inputs.shape[0] == 0 or not bool((hidden == hidden[:1]).all()):
+        return None
+    return hidden[0].nonzero().squeeze(-1)
+
+
 def quadrant_label(num_quadrant_inputs: int) -> str:
     """``"1 quadrant"``, ``"2 quadrants"``, ``"3 quadrants"``: how tables and titles name a setting."""
     return f"{num_quadrant_inputs} quadrant{'s' * (num_quadrant_inputs != 1)}"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from pyro.distributions import Normal
 
-from .data import EVAL_BATCH_SIZE, MASK_VALUE, MaskedSplit, batched
+from .data import EVAL_BATCH_SIZE, MASK_VALUE, MaskedSplit, batched, hidden_pixels
 from .models import CVAE, BaselineNet, flatten, masked_bce
 
 
@@ -56,25 +56,35 @@ def _log_mean_exp(log_values: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_values, dim=0) - math.log(log_values.shape[0])
 
 
+def log_weights(cvae: CVAE, xs: torch.Tensor, ys: torch.Tensor, num_samples: int,
+                prior: Normal, proposal: Normal, pixels: torch.Tensor | None = None) -> torch.Tensor:
+    """Log importance weights ``(num_samples, batch)`` for z_s drawn from ``proposal``.
+
+    The weight is log p(y|x,z_s) + log p(z_s|x) - log proposal(z_s); with the prior as the
+    proposal the two prior terms cancel and only the likelihood is left (Monte Carlo). ``xs``,
+    ``ys``: ``(batch, 784)``; ``prior`` and ``proposal``: Normals over ``(batch, z_dim)``.
+    """
+    z = proposal.sample((num_samples,))
+    log_lik = cvae.log_likelihood(z, xs, ys, pixels)
+    if proposal is prior:
+        return log_lik
+    return log_lik + prior.log_prob(z).sum(-1) - proposal.log_prob(z).sum(-1)
+
+
 @torch.no_grad()
 def cvae_log_weights(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor, num_samples: int,
                      proposal: str = "posterior") -> torch.Tensor:
-    """Log importance weights ``(num_samples, batch)``.
+    """Log importance weights ``(num_samples, batch)`` for inputs and targets ``(batch, 28, 28)``.
 
     ``proposal="posterior"``: z_s ~ q(z|x,y), weight log p(y|x,z_s) + log p(z_s|x) - log q(z_s|x,y).
     ``proposal="prior"``: z_s ~ p(z|x), weight log p(y|x,z_s) (the prior terms cancel).
     """
-    xs = flatten(inputs)
-    prior = Normal(*cvae.prior(xs))
-    if proposal == "prior":
-        z = prior.sample((num_samples,))
-        return -masked_bce(cvae.generation_net(z, xs), targets)
-    if proposal != "posterior":
+    if proposal not in ("prior", "posterior"):
         raise ValueError(f"proposal must be 'prior' or 'posterior', got {proposal!r}.")
-    posterior = Normal(*cvae.posterior(xs, targets))
-    z = posterior.sample((num_samples,))
-    log_lik = -masked_bce(cvae.generation_net(z, xs), targets)
-    return log_lik + prior.log_prob(z).sum(-1) - posterior.log_prob(z).sum(-1)
+    xs, ys = flatten(inputs), flatten(targets)
+    prior = Normal(*cvae.prior(xs))
+    chosen = prior if proposal == "prior" else Normal(*cvae.posterior(xs, ys))
+    return log_weights(cvae, xs, ys, num_samples, prior, chosen, hidden_pixels(inputs))
 
 
 def cvae_nll_mc(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor,
@@ -100,18 +110,25 @@ def evaluate(baseline: BaselineNet, cvae: CVAE, split: MaskedSplit, num_samples:
              batch_size: int = EVAL_BATCH_SIZE) -> dict[str, Estimate]:
     """All four estimators over ``split``, each as mean ± standard error over its images.
 
-    IS and the negative ELBO share their samples from q(z|x,y); MC draws its own from p(z|x).
+    Per batch the prior and the recognition network run once; IS and the negative ELBO share
+    their samples from q(z|x,y), MC draws its own from p(z|x); and only the hidden pixels' logits
+    are computed. Always in fp32, whatever precision the models were trained with.
     """
     device = next(cvae.parameters()).device
     split = split.to(device)
+    pixels = hidden_pixels(split.inputs)
 
     def per_batch(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        posterior_weights = cvae_log_weights(cvae, inputs, targets, num_samples, "posterior")
+        xs, ys = flatten(inputs), flatten(targets)
+        prior = Normal(*cvae.prior(xs))
+        posterior = Normal(*cvae.posterior(xs, ys))
+        is_weights = log_weights(cvae, xs, ys, num_samples, prior, posterior, pixels)
+        mc_weights = log_weights(cvae, xs, ys, num_samples, prior, prior, pixels)
         return torch.stack([
             baseline_nll(baseline, inputs, targets),
-            cvae_nll_mc(cvae, inputs, targets, num_samples),
-            -_log_mean_exp(posterior_weights),
-            -posterior_weights.mean(0),
+            -_log_mean_exp(mc_weights),
+            -_log_mean_exp(is_weights),
+            -is_weights.mean(0),
         ], dim=1)
 
     values = batched(per_batch, split.inputs, split.targets, batch_size=batch_size).cpu()

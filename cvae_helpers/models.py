@@ -26,6 +26,12 @@ def flatten(images: torch.Tensor) -> torch.Tensor:
     return images.reshape(images.shape[0], NUM_PIXELS)
 
 
+def full_precision(values: torch.Tensor) -> torch.Tensor:
+    """``values`` in float32 if they are 16-bit floats (a matmul under mixed precision), else as
+    they are: the distributions' arithmetic (log-probabilities, softplus) never runs in bf16."""
+    return values.float() if values.dtype in (torch.float16, torch.bfloat16) else values
+
+
 def fill_hidden(inputs: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     """``inputs`` with its hidden pixels (-1) replaced by ``fill``; all ``(batch, 784)``."""
     return torch.where(inputs == MASK_VALUE, fill, inputs)
@@ -87,14 +93,47 @@ class GaussianMLP(nn.Module):
     def forward(self, filled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = F.relu(self.fc1(filled))
         hidden = F.relu(self.fc2(hidden))
-        loc, raw_scale = self.head(hidden).chunk(2, dim=-1)
+        loc, raw_scale = full_precision(self.head(hidden)).chunk(2, dim=-1)
         # A bare exp(raw_scale) overflows to inf for raw_scale > 88 in float32 and then the KL
         # term is NaN; softplus grows only linearly, and the floor keeps log(scale) finite.
         return loc, F.softplus(raw_scale) + MIN_SCALE
 
 
+def _onednn_linear_available() -> bool:
+    try:
+        x = torch.ones(2, 3)
+        layer = nn.Linear(3, 2)
+        return torch.allclose(torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "relu",
+                                                                 [], ""), F.relu(layer(x)))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+ONEDNN_LINEAR = _onednn_linear_available()
+
+
+def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, relu: bool) -> torch.Tensor:
+    """``relu(x @ weight.T + bias)`` (or without the ReLU), ``x`` ``(..., in)``.
+
+    Without gradients on the CPU, in fp32 (evaluation: 20,000 samples of z per batch), oneDNN's
+    linear with the ReLU fused in runs here about 1.5x faster than MKL's matmul and a separate
+    ReLU; everywhere else this is the plain ``F.linear``. The numbers agree to float rounding.
+    """
+    if (ONEDNN_LINEAR and not torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.dtype == weight.dtype == torch.float32):
+        flat = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), weight, bias,
+                                                  "relu" if relu else "none", [], "")
+        return flat.reshape(*x.shape[:-1], weight.shape[0])
+    out = F.linear(x, weight, bias)
+    return F.relu(out) if relu else out
+
+
 class GenerationNet(nn.Module):
-    """p(y|z), or the paper's p(y|x,z) when ``sees_input``: to ``(batch, 784)`` logits."""
+    """p(y|z), or the paper's p(y|x,z) when ``sees_input``: to ``(batch, 784)`` logits.
+
+    ``pixels`` (an index tensor) asks for the logits of those pixels only: the likelihood needs
+    the hidden ones alone, and skipping the rest saves up to 3/4 of the last layer's work.
+    """
 
     def __init__(self, z_dim: int, hidden_1: int, hidden_2: int, sees_input: bool) -> None:
         super().__init__()
@@ -103,13 +142,18 @@ class GenerationNet(nn.Module):
         self.fc2 = nn.Linear(hidden_1, hidden_2)
         self.fc3 = nn.Linear(hidden_2, NUM_PIXELS)
 
-    def forward(self, z: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        """``z`` ``(..., batch, z_dim)`` and ``inputs`` ``(batch, 784)`` to ``(..., batch, 784)``."""
+    def forward(self, z: torch.Tensor, inputs: torch.Tensor,
+                pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """``z`` ``(..., batch, z_dim)`` and ``inputs`` ``(batch, 784)`` to logits
+        ``(..., batch, 784)``, or ``(..., batch, len(pixels))`` for the ``pixels`` asked for."""
         if self.sees_input:
             z = torch.cat([z, inputs.expand(*z.shape[:-1], NUM_PIXELS)], dim=-1)
-        hidden = F.relu(self.fc1(z))
-        hidden = F.relu(self.fc2(hidden))
-        return self.fc3(hidden)
+        hidden = dense(z, self.fc1.weight, self.fc1.bias, relu=True)
+        hidden = dense(hidden, self.fc2.weight, self.fc2.bias, relu=True)
+        if pixels is None:
+            return full_precision(dense(hidden, self.fc3.weight, self.fc3.bias, relu=False))
+        return full_precision(dense(hidden, self.fc3.weight[pixels], self.fc3.bias[pixels],
+                                    relu=False))
 
 
 @dataclass(frozen=True)
@@ -212,6 +256,38 @@ class CVAE(nn.Module):
                 pyro.module("recognition_net", self.recognition_net)
                 loc, scale = self.posterior(xs, ys)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def log_likelihood(self, z: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
+                       pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(y|x,z) ``(..., batch)`` of the hidden pixels, for z ``(..., batch, z_dim)``.
+
+        ``xs``, ``ys``: ``(batch, 784)``. ``pixels``: the hidden pixels when every image of the
+        batch hides the same ones (see :func:`~cvae_helpers.data.hidden_pixels`); then only their
+        logits are computed, and the Bernoulli log-likelihood is ``t·l − softplus(l)`` per pixel.
+        Without ``pixels`` it is ``-masked_bce`` over all 784 logits: the same number.
+        """
+        if pixels is None:
+            return -masked_bce(self.generation_net(z, xs), ys)
+        logits = self.generation_net(z, xs, pixels)
+        return (ys[:, pixels] * logits - F.softplus(logits)).sum(-1)
+
+    def neg_elbo(self, xs: torch.Tensor, ys: torch.Tensor, y_hat: torch.Tensor | None = None,
+                 pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss ``Trace_ELBO`` computes from :meth:`model` and :meth:`guide`, without Pyro's
+        tracing: -[log p(y|x,z) + log p(z|x) - log q(z|x,y)], z ~ q(z|x,y), summed over the batch.
+
+        z is drawn as the guide draws it (``Normal.rsample``), so the same random state gives the
+        same z, and the loss and gradients equal ``Trace_ELBO``'s (tests/test_models.py). It is
+        the training loss because it skips the tracing and scores only the hidden pixels.
+        """
+        xs, ys = flatten(xs), flatten(ys)
+        # The networks guarantee scale > 0 (softplus + floor), so the argument checks are skipped.
+        posterior = dist.Normal(*self.posterior(xs, ys), validate_args=False)
+        z = posterior.rsample()
+        prior = dist.Normal(*self.prior(xs, y_hat), validate_args=False)
+        log_weight = (self.log_likelihood(z, xs, ys, pixels) + prior.log_prob(z).sum(-1)
+                      - posterior.log_prob(z).sum(-1))
+        return -log_weight.sum()
 
     def latent_noise(self, num_samples: int, batch: int,
                      generator: torch.Generator | None = None) -> torch.Tensor:

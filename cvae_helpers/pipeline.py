@@ -41,7 +41,9 @@ class TrainedModels:
 def checkpoint_paths(spec: RunSpec) -> tuple[Path, Path]:
     """Where the baseline and the CVAE of ``spec`` are cached (the folder names the cache key)."""
     folder = spec.checkpoint_dir / spec.profile.name / f"q{spec.num_quadrant_inputs}_seed{spec.seed}"
-    return folder / "baseline.pt", folder / f"cvae_{DECODER_FILE_TAGS[spec.decoder_sees_input]}.pt"
+    suffix = "" if spec.precision == "fp32" else f"_{spec.precision}"
+    return (folder / f"baseline{suffix}.pt",
+            folder / f"cvae_{DECODER_FILE_TAGS[spec.decoder_sees_input]}{suffix}.pt")
 
 
 def get_splits(spec: RunSpec) -> QuadrantSplits:

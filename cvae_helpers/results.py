@@ -193,3 +193,32 @@ def timings_table(timings: dict) -> str:
     rows = [[f"`{t['command']}`", f"{t['wall_s'] / 60:.1f} min", f"{t['peak_rss_mib']:.0f} MiB"]
             for t in timings["commands"]]
     return markdown_table(["command", "wall time", "peak memory"], rows)
+
+
+def precision_table(comparison: dict) -> str:
+    """IS CLL of the default decoder trained in fp32 and in bf16 (``precision.json``)."""
+    rows = []
+    for q in QUADRANT_SETTINGS:
+        c = comparison["settings"][str(q)]
+        rows.append([quadrant_label(q), f"{c['fp32']:.2f}", f"{c['bf16']:.2f}",
+                     f"{c['difference']:+.2f} ± {c['stderr']:.2f}",
+                     "yes" if c["within_noise"] else "no",
+                     f"{c['epochs_fp32']} / {c['epochs_bf16']}"])
+    return markdown_table(["CVAE (IS), nats per image", "fp32", "bf16", "bf16 − fp32",
+                           "within noise (< 2 s.e.)", "epochs (fp32 / bf16)"], rows)
+
+
+def speed_table(before: dict, after: dict, after_bf16: dict | None = None) -> str:
+    """Seconds per 60k-image epoch before and after the speed work, fp32 (and bf16)."""
+    header = ["seconds per 60k-image epoch", "before", "after, fp32"]
+    if after_bf16 is not None:
+        header.append("after, bf16")
+    rows = []
+    for label, key in (("baseline", "baseline_epoch_s"), ("CVAE", "cvae_epoch_s"),
+                       ("Pyro example's pipeline, baseline", "pyro_example_baseline_epoch_s"),
+                       ("Pyro example's pipeline, CVAE", "pyro_example_cvae_epoch_s")):
+        row = [label, f"{before[key]:.2f}", f"{after[key]:.2f}"]
+        if after_bf16 is not None:
+            row.append(f"{after_bf16[key]:.2f}" if key in after_bf16 else "–")
+        rows.append(row)
+    return markdown_table(header, rows)

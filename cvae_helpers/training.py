@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
 from .checkpoints import load_checkpoint, save_checkpoint
-from .config import Profile, RunSpec, set_seed
-from .data import QuadrantSplits, TensorBatches, batched, quadrant_label
+from .config import Profile, RunSpec, autocast_dtype, set_seed
+from .data import QuadrantSplits, TensorBatches, batched, hidden_pixels, quadrant_label
 from .evaluation import baseline_nll
 from .models import CVAE, BaselineNet, masked_bce
 
@@ -108,25 +107,39 @@ class TrainingState:
 
 
 def train_epoch(loss_fn: Callable[..., torch.Tensor], loader: TensorBatches,
-                optimizer: torch.optim.Optimizer, *, label: str, epoch: int,
-                lr: float, checkpoint_path: str | Path | None) -> float:
-    """One pass over ``loader``: a gradient step per batch; returns the mean loss per item."""
-    total, count = 0.0, 0
-    for batch_index, batch in enumerate(loader, start=1):
-        loss = loss_fn(*batch)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"{label}: the training loss is {loss.item()} at epoch {epoch}, batch "
-                f"{batch_index} of {len(loader)}. Lower the learning rate (now {lr}) or check "
-                f"the inputs of this batch; the last good checkpoint is "
-                f"{checkpoint_path or 'not kept (no checkpoint path)'}."
-            )
+                optimizer: torch.optim.Optimizer, *, label: str, epoch: int, lr: float,
+                checkpoint_path: str | Path | None, autocast: torch.dtype | None = None,
+                scaler: torch.amp.GradScaler | None = None) -> float:
+    """One pass over ``loader``: a gradient step per batch; returns the mean loss per item.
+
+    ``autocast``: the dtype of mixed-precision matmuls (``None``: fp32); ``scaler`` scales fp16
+    losses so that small gradients survive. The losses stay on the device until the epoch ends:
+    one host round-trip per epoch, not per step, and a non-finite loss is reported then.
+    """
+    losses, count = [], 0
+    for batch in loader:
+        with torch.autocast(batch[0].device.type, dtype=autocast, enabled=autocast is not None):
+            loss = loss_fn(*batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.item()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        losses.append(loss.detach())
         count += batch[0].shape[0]
-    return total / count
+    losses = torch.stack(losses).double().cpu()
+    bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
+    if bad:
+        raise NonFiniteLossError(
+            f"{label}: the training loss is {losses[bad[0]].item()} at epoch {epoch}, batch "
+            f"{bad[0] + 1} of {len(loader)}. Lower the learning rate (now {lr}) or check the "
+            f"inputs of this batch; the last good checkpoint is "
+            f"{checkpoint_path or 'not kept (no checkpoint path)'}."
+        )
+    return losses.sum().item() / count
 
 
 def fit(
@@ -142,6 +155,7 @@ def fit(
     label: str,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
+    autocast: torch.dtype | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     after_save: Callable[[int], None] | None = None,
 ) -> FitResult:
@@ -156,6 +170,8 @@ def fit(
         config: the full configuration; a checkpoint made by another one is refused.
         label: names the run in progress bars and error messages, e.g. "CVAE, 2 quadrants".
         checkpoint_path: where to resume from and save to; ``None`` keeps everything in memory.
+        autocast: the dtype of mixed-precision training (bf16, or fp16 with a gradient scaler
+            on a GPU without bf16); ``None`` trains in fp32. Validation always runs in fp32.
         on_epoch_end: called as ``on_epoch_end(epoch, history)`` after each epoch.
         after_save: called as ``after_save(epoch)`` once an epoch's checkpoint is on disk (tests
             interrupt training there to check resuming).
@@ -163,6 +179,7 @@ def fit(
     trainable = trainable if isinstance(trainable, list) else [trainable]
     optimizer = make_adam([p for part in trainable for p in part.parameters()],
                           profile.learning_rate)
+    scaler = torch.amp.GradScaler() if autocast == torch.float16 else None
     set_seed(seed)
     loader = TensorBatches(*train_tensors, batch_size=profile.batch_size, shuffle=True, seed=seed)
     state = TrainingState(best_state=copy.deepcopy(module.state_dict()))
@@ -181,7 +198,8 @@ def fit(
             part.train()
         started = time.perf_counter()
         train_loss = train_epoch(loss_fn, loader, optimizer, label=label, epoch=epoch,
-                                 lr=profile.learning_rate, checkpoint_path=checkpoint_path)
+                                 lr=profile.learning_rate, checkpoint_path=checkpoint_path,
+                                 autocast=autocast, scaler=scaler)
         for part in trainable:
             part.eval()
         val_loss = val_loss_fn()
@@ -206,7 +224,7 @@ def baseline_config(spec: RunSpec, hidden_1: int = 500, hidden_2: int = 500) -> 
     """Everything that determines a trained baseline: its checkpoint's cache key."""
     return {"model": "baseline", "num_quadrant_inputs": spec.num_quadrant_inputs,
             "hidden_1": hidden_1, "hidden_2": hidden_2, "seed": spec.seed,
-            "profile": spec.profile.as_dict()}
+            "precision": spec.precision, "profile": spec.profile.as_dict()}
 
 
 def train_baseline(
@@ -238,7 +256,8 @@ def train_baseline(
                  train_tensors=(splits.train.inputs, splits.train.targets), val_loss_fn=val_loss,
                  config=baseline_config(spec, hidden_1, hidden_2), profile=spec.profile,
                  seed=spec.seed, label=f"baseline, {quadrant_label(spec.num_quadrant_inputs)}",
-                 checkpoint_path=checkpoint_path, progress=progress, after_save=after_save)
+                 checkpoint_path=checkpoint_path, progress=progress,
+                 autocast=autocast_dtype(spec.precision, spec.device), after_save=after_save)
     net.eval()
     return net, result.history
 
@@ -246,7 +265,8 @@ def train_baseline(
 def cvae_config(spec: RunSpec, model: CVAE, baseline_cfg: dict) -> dict:
     """Everything that determines a trained CVAE, including the baseline it leans on."""
     return {"model": "cvae", "num_quadrant_inputs": spec.num_quadrant_inputs, "seed": spec.seed,
-            **model.config.as_dict(), "profile": spec.profile.as_dict(), "baseline": baseline_cfg}
+            **model.config.as_dict(), "loss": "neg_elbo", "precision": spec.precision,
+            "profile": spec.profile.as_dict(), "baseline": baseline_cfg}
 
 
 def train_cvae(
@@ -265,10 +285,12 @@ def train_cvae(
 ) -> tuple[CVAE, dict]:
     """Train (or reuse, or resume) the CVAE by stochastic variational inference.
 
-    Each step minimises Pyro's ``Trace_ELBO`` loss (the negative ELBO) with one Adam over the
-    prior, recognition and generation networks; the baseline stays frozen, so its guess y_hat is
+    Each step minimises the negative ELBO of ``model`` and ``guide`` with one Adam over the
+    prior, recognition and generation networks. The loss is :meth:`CVAE.neg_elbo`: what Pyro's
+    ``Trace_ELBO`` computes, to the same number and gradients, without tracing and with the
+    likelihood of the hidden pixels only. The baseline stays frozen, so its guess y_hat is
     computed once per split instead of at every step. ``spec.decoder_sees_input`` picks the
-    generation network.
+    generation network, ``spec.precision`` the arithmetic of the training steps.
 
     ``snapshot_inputs`` ``(k, 28, 28)``: held-out inputs whose completions are recorded after
     every epoch (``history["snapshots"]``, uint8 ``(epochs, snapshot_samples, k, 784)``), with
@@ -283,10 +305,10 @@ def train_cvae(
     cvae.baseline.eval()
     y_hat_train = batched(cvae.baseline_guess, splits.train.inputs)
     y_hat_val = batched(cvae.baseline_guess, splits.val.inputs)
-    elbo = Trace_ELBO()
+    pixels = hidden_pixels(splits.train.inputs)  # the same in every image of a setting
 
     def loss_fn(inputs, targets, y_hat):
-        return elbo.differentiable_loss(cvae.model, cvae.guide, inputs, targets, y_hat)
+        return cvae.neg_elbo(inputs, targets, y_hat, pixels)
 
     def val_loss() -> float:
         val = splits.val
@@ -311,6 +333,7 @@ def train_cvae(
                  val_loss_fn=val_loss, config=cvae_config(spec, cvae, baseline_cfg),
                  profile=spec.profile, seed=spec.seed,
                  label=f"CVAE, {quadrant_label(spec.num_quadrant_inputs)}",
-                 checkpoint_path=checkpoint_path, progress=progress, on_epoch_end=hook)
+                 checkpoint_path=checkpoint_path, progress=progress,
+                 autocast=autocast_dtype(spec.precision, spec.device), on_epoch_end=hook)
     cvae.eval()
     return cvae, result.history

@@ -9,7 +9,7 @@ import torch
 from pyro.infer import SVI, Predictive, Trace_ELBO
 
 from cvae_helpers.config import set_seed
-from cvae_helpers.data import mask_quadrants
+from cvae_helpers.data import hidden_pixels, mask_quadrants
 from cvae_helpers.models import CVAE, MIN_SCALE, BaselineNet, masked_bce
 from cvae_helpers.training import make_adam
 
@@ -127,3 +127,71 @@ def test_package_step_equals_pyro_svi_step():
         svi.step(xs, ys, y_hat)
     for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-5), name
+
+
+@pytest.mark.parametrize("sees_input", [False, True])
+@pytest.mark.parametrize("q", [1, 3])
+def test_hand_written_loss_equals_trace_elbo_loss_and_gradients(sees_input, q):
+    """The training loss skips Pyro's tracing; for the same random state it draws the same z and
+    gives the same loss and the same gradient for every parameter as Trace_ELBO."""
+    set_seed(0)
+    cvae = CVAE(z_dim=6, hidden_1=16, hidden_2=12, decoder_sees_input=sees_input)
+    xs, ys = _batch(q=q, n=5)
+    y_hat = torch.rand(5, 784)
+    pixels = hidden_pixels(xs)
+    assert pixels is not None and len(pixels) == 196 * (4 - q)
+
+    def loss_and_grads(loss_fn):
+        cvae.zero_grad()
+        set_seed(7)
+        loss = loss_fn()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in cvae.named_parameters()
+                               if p.grad is not None}
+
+    pyro_loss, pyro_grads = loss_and_grads(
+        lambda: Trace_ELBO().differentiable_loss(cvae.model, cvae.guide, xs, ys, y_hat))
+    for use_pixels in (None, pixels):
+        loss, grads = loss_and_grads(lambda p=use_pixels: cvae.neg_elbo(xs, ys, y_hat, p))
+        assert torch.allclose(loss, pyro_loss, rtol=1e-5), (loss, pyro_loss)
+        assert grads.keys() == pyro_grads.keys()
+        for name, grad in grads.items():
+            assert torch.allclose(grad, pyro_grads[name], rtol=1e-4, atol=1e-5), name
+    # another random state draws another z: the equality above is not an accident of the seed
+    set_seed(8)
+    assert not torch.allclose(cvae.neg_elbo(xs, ys, y_hat).detach(), pyro_loss)
+
+
+def test_likelihood_of_the_hidden_pixels_only():
+    set_seed(0)
+    cvae = CVAE(z_dim=4, hidden_1=16, hidden_2=16, decoder_sees_input=True)
+    xs, ys = _batch(q=2, n=3)
+    xs, ys = xs.reshape(3, 784), ys.reshape(3, 784)
+    pixels = hidden_pixels(xs)
+    z = torch.randn(7, 3, 4)
+    full = cvae.generation_net(z, xs)
+    assert torch.allclose(cvae.generation_net(z, xs, pixels), full[..., pixels])
+    assert torch.allclose(cvae.log_likelihood(z, xs, ys, pixels), -masked_bce(full, ys), atol=1e-4)
+    assert torch.equal(cvae.log_likelihood(z, xs, ys), -masked_bce(full, ys))
+
+
+def test_hidden_pixels_of_a_split():
+    xs, _ = _batch(q=2, n=4)
+    pixels = hidden_pixels(xs)
+    assert pixels.tolist() == [r * 28 + c for r in range(28) for c in range(14, 28)]
+    mixed = torch.cat([xs[:2], mask_quadrants(torch.rand(2, 28, 28), 3)[0]])
+    assert hidden_pixels(mixed) is None  # different settings: no shared pixels to slice
+
+
+def test_fast_inference_layers_equal_the_training_layers():
+    """Without gradients the generation network may run oneDNN's fused linear + ReLU; it must
+    compute what the autograd path computes."""
+    set_seed(0)
+    net = CVAE(z_dim=6, hidden_1=32, hidden_2=24, decoder_sees_input=True).generation_net
+    z, xs = torch.randn(5, 3, 6), torch.rand(3, 784)
+    pixels = torch.arange(100, 300)
+    with torch.no_grad():
+        fast, fast_part = net(z, xs), net(z, xs, pixels)
+    slow, slow_part = net(z, xs), net(z, xs, pixels)  # gradients enabled: plain F.linear
+    assert slow.requires_grad and fast.shape == (5, 3, 784) and fast_part.shape == (5, 3, 200)
+    assert torch.allclose(fast, slow, atol=1e-5) and torch.allclose(fast_part, slow_part, atol=1e-5)

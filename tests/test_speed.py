@@ -30,3 +30,25 @@ def test_pyro_example_dataset_masks_each_item():
 def test_unknown_pipeline_is_refused():
     with pytest.raises(ValueError, match="pipeline must be one of"):
         benchmark(pipeline="seed")
+
+
+def test_profile_parts_add_up_to_the_step():
+    from cvae_helpers.speed import STEP_PARTS, profile_cvae_step, profile_table
+
+    report = profile_cvae_step(num_steps=2, warmup=1, batch_size=16)
+    assert set(report) == {"trace_elbo", "neg_elbo"}
+    for parts in report.values():
+        assert set(parts) == {*STEP_PARTS, "total"} and parts["matmuls"] > 0
+        assert sum(parts[p] for p in STEP_PARTS) == pytest.approx(parts["total"], abs=1e-2)
+    table = profile_table(report)
+    assert table.splitlines()[0] == "| ms per CVAE step (batch 128) | Pyro `Trace_ELBO` | `CVAE.neg_elbo` |"
+    assert table.splitlines()[-1].startswith("| total | ")
+
+
+def test_step_parts_are_named_by_op():
+    from cvae_helpers.speed import _step_part
+
+    assert _step_part("aten::addmm") == _step_part("aten::mm") == "matmuls"
+    assert _step_part("aten::_fused_adam_") == "optimizer"
+    assert _step_part("aten::softplus") == "other tensor ops"
+    assert _step_part("autograd::engine::evaluate_function: AddmmBackward0") is None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -183,3 +184,23 @@ def test_config_diff_names_nested_keys_with_dots():
     assert checkpoints.config_diff(stored, stored) == {}
     # a dict against a scalar is one difference at that key, not a crash
     assert checkpoints.config_diff({"a": {"b": 1}}, {"a": 2}) == {"a": ({"b": 1}, 2)}
+
+
+def test_bf16_training_keeps_fp32_weights_and_its_own_cache_file(tiny_splits, tiny_spec, monkeypatch):
+    from cvae_helpers import config
+    from cvae_helpers.pipeline import checkpoint_paths
+
+    monkeypatch.setattr(config, "bf16_supported", lambda device: True)  # autocast works anywhere
+    spec = replace(tiny_spec, precision="bf16")
+    baseline, _ = train_baseline(tiny_splits, spec, progress=False)
+    cvae, history = train_cvae(tiny_splits, baseline, spec, baseline_cfg=baseline_config(spec),
+                               z_dim=8, hidden_1=32, hidden_2=32, progress=False)
+    assert all(p.dtype == torch.float32 for p in cvae.parameters())
+    assert all(math.isfinite(v) for v in history["val_loss"] + history["train_loss"])
+    fp32_paths, bf16_paths = checkpoint_paths(tiny_spec), checkpoint_paths(spec)
+    assert bf16_paths[1].name == "cvae_pyz_bf16.pt" and fp32_paths[1].name == "cvae_pyz.pt"
+    assert baseline_config(spec)["precision"] == "bf16"
+    # the same seed in fp32 trains to other numbers: the switch really changes the arithmetic
+    _, fp32_history = train_cvae(tiny_splits, baseline, tiny_spec, baseline_cfg={}, z_dim=8,
+                                 hidden_1=32, hidden_2=32, progress=False)
+    assert fp32_history["train_loss"] != history["train_loss"]

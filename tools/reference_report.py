@@ -25,11 +25,13 @@ from cvae_helpers.results import (
     decoder_label,
     load_reference,
     load_reference_json,
+    precision_table,
     results_table,
     run_table,
+    speed_table,
     timings_table,
 )
-from cvae_helpers.speed import bench_table
+from cvae_helpers.speed import bench_table, profile_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +59,8 @@ def machine_description() -> str:
 
 
 def write_timings(reference_dir: Path) -> Path:
-    """``timings.json``: wall time and peak memory of each decoder's ``train`` command."""
+    """``timings.json``: wall time and peak memory of each decoder's ``train`` command, and of
+    the whole ``make reference`` where ``logs/time_reference.txt`` was kept."""
     commands = []
     for decoder, folder in DECODER_DIRS.items():
         log = reference_dir / "logs" / f"time_{folder}.txt"
@@ -65,6 +68,9 @@ def write_timings(reference_dir: Path) -> Path:
             flag = " --decoder-sees-input" if decoder else ""
             commands.append({"command": f"train --profile full{flag}",
                              "decoder_sees_input": decoder, **read_time_log(log)})
+    whole = reference_dir / "logs" / "time_reference.txt"
+    if whole.is_file():
+        commands.append({"command": "make reference", **read_time_log(whole)})
     path = reference_dir / "timings.json"
     path.write_text(json.dumps({"source": "logs/time_*.txt (/usr/bin/time -v)",
                                 "commands": commands}, indent=1) + "\n")
@@ -110,6 +116,20 @@ def write_readme(reference_dir: Path, commit: str) -> Path:
     if bench is not None:
         parts += ["Seconds per 60,000-image training epoch (`bench --pipeline both`), in-memory "
                   "batches against the Pyro example's per-item `DataLoader`:\n", bench_table(bench)]
+    before = load_reference_json("bench_before.json", reference_dir)
+    bf16 = load_reference_json("bench_bf16.json", reference_dir)
+    if bench is not None and before is not None:
+        parts += ["Before and after the speed work (`bench_before.json` was measured by the "
+                  "previous reference run's code):\n", speed_table(before, bench, bf16)]
+    step_times = load_reference_json("step_times.json", reference_dir)
+    if step_times is not None:
+        parts += ["Where one CVAE training step's time goes (`step-times`, torch.profiler):\n",
+                  profile_table(step_times)]
+    precision = load_reference_json("precision.json", reference_dir)
+    if precision is not None:
+        parts += ["## bf16 mixed precision against fp32\n",
+                  "The default decoder trained in bf16 (`make reference-bf16`, `bf16/`), "
+                  "evaluated in fp32, against the fp32 run above:\n", precision_table(precision)]
     notes = reference_dir / "notes.md"
     if notes.is_file():
         parts += ["## Notes\n", notes.read_text()]
