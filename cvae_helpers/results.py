@@ -222,3 +222,10 @@ def speed_table(before: dict, after: dict, after_bf16: dict | None = None) -> st
             row.append(f"{after_bf16[key]:.2f}" if key in after_bf16 else "–")
         rows.append(row)
     return markdown_table(header, rows)
+
+
+def levers_table(levers: dict) -> str:
+    """Seconds per CVAE epoch for each lever tried (``levers.json``), fastest last."""
+    rows = sorted(levers["levers"].items(), key=lambda item: -item[1])
+    return markdown_table(["what the step does", "seconds per 60k-image CVAE epoch"],
+                          [[name, f"{seconds:.2f}"] for name, seconds in rows])

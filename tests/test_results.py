@@ -120,3 +120,22 @@ def test_the_committed_reference_files_are_readable(name):
     root = Path(__file__).resolve().parent.parent / "results" / "reference"
     assert load_reference_json(name, root) is not None
     assert set(load_reference(root)) == {False, True}
+
+
+def test_speed_precision_and_levers_tables():
+    from cvae_helpers.results import levers_table, precision_table, speed_table
+
+    before = {"baseline_epoch_s": 3.3, "cvae_epoch_s": 9.0, "pyro_example_baseline_epoch_s": 10.6,
+              "pyro_example_cvae_epoch_s": 17.3}
+    after = {**before, "cvae_epoch_s": 7.5}
+    lines = speed_table(before, after, {"cvae_epoch_s": 5.0}).splitlines()
+    assert lines[0] == "| seconds per 60k-image epoch | before | after, fp32 | after, bf16 |"
+    assert lines[3] == "| CVAE | 9.00 | 7.50 | 5.00 |" and lines[2].endswith("| – |")
+    comparison = {"all_within_noise": False, "settings": {
+        str(q): {"fp32": 68.0 / q, "bf16": 68.5 / q, "difference": 0.5 / q, "stderr": 0.3,
+                 "within_noise": q > 1, "epochs_fp32": 30, "epochs_bf16": 31} for q in (1, 2, 3)}}
+    rows = precision_table(comparison).splitlines()
+    assert rows[2] == "| 1 quadrant | 68.00 | 68.50 | +0.50 ± 0.30 | no | 30 / 31 |"
+    assert rows[3].split(" | ")[4] == "yes"
+    table = levers_table({"levers": {"fast": 6.0, "slow": 9.5, "middle": 7.0}})
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == ["| slow", "| middle", "| fast"]

@@ -66,3 +66,20 @@ def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
     assert "| `train --profile full` | 62.1 min | 2048 MiB |" in text
     assert "| CVAE | 8.0 | 32.0 | 4.0× |" in text
     assert text.rstrip().endswith("- a note only a person can write")
+
+
+def test_precision_quality_compares_settings_pairwise():
+    import pytest
+
+    from tools.precision_quality import compare
+
+    fp32 = [{**_record(q, False), "cvae_nll_is_stderr": 0.3} for q in (1, 2, 3)]
+    bf16 = [{**r, "cvae_nll_is": r["cvae_nll_is"] + (1.0 if r["num_quadrant_inputs"] == 1 else 0.1)}
+            for r in fp32]
+    result = compare(fp32, bf16)
+    one = result["settings"]["1"]
+    assert one["difference"] == pytest.approx(1.0) and one["stderr"] == pytest.approx(0.3 * 2 ** 0.5)
+    assert not one["within_noise"] and result["settings"]["2"]["within_noise"]
+    assert not result["all_within_noise"]
+    with pytest.raises(ValueError, match="settings differ"):
+        compare(fp32, list(reversed(bf16)))

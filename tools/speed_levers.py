@@ -1,0 +1,100 @@
+"""The levers tried for a faster CVAE step, each timed in one process: ``levers.json``.
+
+Usage (from the repository root, on an otherwise idle machine)::
+
+    python -m tools.speed_levers [--batches 100] [--output results/reference/levers.json]
+
+Seconds per 60k-image epoch (batch 128, 1 quadrant, fp32 unless named) for: Pyro's
+``Trace_ELBO``; ``TraceMeanField_ELBO`` (analytic KL); the hand-written ``CVAE.neg_elbo`` on all
+784 pixels and on the hidden ones only (what training uses); that loss under ``torch.compile``;
+one thread instead of two; and bf16 autocast. Each is the median of three timed runs, taken in
+turn so that a slow spell of the machine hits all of them; ``torch.compile`` comes last, since
+its worker processes stay alive in the process once it has compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+from cvae_helpers.config import library_versions, set_seed
+from cvae_helpers.data import NUM_TRAIN_VAL, TensorBatches, batched, hidden_pixels, load_splits
+from cvae_helpers.models import CVAE, BaselineNet
+from cvae_helpers.training import make_adam
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH = 128
+
+
+def _epoch_seconds(loss_fn, cvae, split, y_hat, num_batches: int, autocast=None) -> float:
+    optimizer = make_adam([p for n, p in cvae.named_parameters() if not n.startswith("baseline.")],
+                          1e-3)
+    loader = iter(TensorBatches(split.inputs, split.targets, y_hat, batch_size=BATCH, seed=0))
+
+    def step():
+        x, y, h = next(loader)
+        with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+            loss = loss_fn(x, y, h)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(5):
+        step()
+    started = time.perf_counter()
+    for _ in range(num_batches):
+        step()
+    return (time.perf_counter() - started) / num_batches * NUM_TRAIN_VAL / BATCH
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--output", type=Path, default=ROOT / "results" / "reference" / "levers.json")
+    args = parser.parse_args()
+    split = load_splits(1, train_size=BATCH * (3 * args.batches + 20)).train
+    set_seed(0)
+    cvae = CVAE(baseline=BaselineNet())
+    y_hat = batched(cvae.baseline_guess, split.inputs)
+    pixels = hidden_pixels(split.inputs)
+    levers = {
+        "Pyro Trace_ELBO": lambda x, y, h: Trace_ELBO().differentiable_loss(cvae.model, cvae.guide, x, y, h),
+        "Pyro TraceMeanField_ELBO (analytic KL)": lambda x, y, h: TraceMeanField_ELBO().differentiable_loss(
+            cvae.model, cvae.guide, x, y, h),
+        "neg_elbo, all 784 pixels": lambda x, y, h: cvae.neg_elbo(x, y, h),
+        "neg_elbo, hidden pixels (training's loss)": lambda x, y, h: cvae.neg_elbo(x, y, h, pixels),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in [*levers, "training's loss, 1 thread",
+                                                          "training's loss, bf16 autocast"]}
+    threads = torch.get_num_threads()
+    training_loss = levers["neg_elbo, hidden pixels (training's loss)"]
+    for _ in range(3):
+        for name, loss_fn in levers.items():
+            runs[name].append(_epoch_seconds(loss_fn, cvae, split, y_hat, args.batches))
+        torch.set_num_threads(1)
+        runs["training's loss, 1 thread"].append(
+            _epoch_seconds(training_loss, cvae, split, y_hat, args.batches))
+        torch.set_num_threads(threads)
+        runs["training's loss, bf16 autocast"].append(
+            _epoch_seconds(training_loss, cvae, split, y_hat, args.batches, torch.bfloat16))
+    # Last: once torch.compile has run, its worker processes and hooks stay in this process.
+    compiled = torch.compile(cvae.neg_elbo, dynamic=False)
+    name = "neg_elbo, hidden pixels, torch.compile"
+    _epoch_seconds(lambda x, y, h: compiled(x, y, h, pixels), cvae, split, y_hat, 3)  # compiles
+    runs[name] = [_epoch_seconds(lambda x, y, h: compiled(x, y, h, pixels), cvae, split, y_hat,
+                                 args.batches) for _ in range(3)]
+    report = {"unit": "seconds per 60k-image CVAE epoch (median of 3)", "threads": threads,
+              "batches": args.batches, "versions": library_versions(),
+              "levers": {name: round(statistics.median(times), 2) for name, times in runs.items()}}
+    args.output.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report["levers"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
