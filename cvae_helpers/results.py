@@ -49,10 +49,13 @@ def decoder_label(decoder_sees_input: bool, *, long: bool = False) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A GitHub/MyST Markdown table; cells are written with ``str``."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    """A GitHub/MyST Markdown table; cells are written with ``str``, and a ``|`` inside a cell
+    (as in ``p(y|z)``) is escaped so that it does not end the cell."""
+
+    def line(cells: Iterable[object]) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)]) + "\n"
 
 
 def quadrant_header(first: str) -> list[str]:
@@ -208,11 +211,13 @@ def precision_table(comparison: dict) -> str:
                            "within noise (< 2 s.e.)", "epochs (fp32 / bf16)"], rows)
 
 
-def speed_table(before: dict, after: dict, after_bf16: dict | None = None) -> str:
-    """Seconds per 60k-image epoch before and after the speed work, fp32 (and bf16)."""
-    header = ["seconds per 60k-image epoch", "before", "after, fp32"]
+def speed_table(before: dict, after: dict, after_bf16: dict | None = None,
+                columns: Sequence[str] = ("before", "after, fp32", "after, bf16")) -> str:
+    """Seconds per 60k-image epoch before and after the speed work, fp32 (and bf16), from
+    ``bench`` results; ``columns`` names the three columns of numbers."""
+    header = ["seconds per 60k-image epoch", *columns[:2]]
     if after_bf16 is not None:
-        header.append("after, bf16")
+        header.append(columns[2])
     rows = []
     for label, key in (("baseline", "baseline_epoch_s"), ("CVAE", "cvae_epoch_s"),
                        ("Pyro example's pipeline, baseline", "pyro_example_baseline_epoch_s"),

@@ -44,6 +44,8 @@ def test_labels():
 def test_markdown_table():
     assert markdown_table(["a", "b"], [[1, "x"], [2.5, "y"]]) == (
         "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |\n")
+    # a pipe inside a cell, as in p(y|z), is escaped instead of splitting the cell
+    assert markdown_table(["decoder"], [["p(y|z)"]]).splitlines()[2] == r"| p(y\|z) |"
 
 
 def test_results_table_rows_columns_and_missing_settings():
@@ -62,10 +64,10 @@ def test_headline_and_published_tables():
     lines = table.splitlines()
     assert lines[2] == "| Pyro tutorial: NN (baseline) | " + " | ".join(
         f"{PYRO_TUTORIAL['baseline_nll'][q]:.1f}" for q in (1, 2, 3)) + " |"
-    assert "| this book, p(y|z): CVAE (−ELBO) | 75.0 | 37.5 | 25.0 |" in lines
+    assert "| this book, p(y\\|z): CVAE (−ELBO) | 75.0 | 37.5 | 25.0 |" in lines
     # the baseline is shared by both decoders, so it appears once
     assert sum("NN (baseline)" in line and "this book" in line for line in lines) == 1
-    assert "| this book, p(y|x,z): CVAE (IS) | 70.0 | 35.0 | 23.3 |" in lines
+    assert "| this book, p(y\\|x,z): CVAE (IS) | 70.0 | 35.0 | 23.3 |" in lines
 
 
 def test_baseline_gap_run_and_timings_tables():
@@ -73,7 +75,7 @@ def test_baseline_gap_run_and_timings_tables():
                                  "refit_60k_val_epochs": 3.0} for q in (1, 2, 3)}}
     assert "| this book: 50k, epoch chosen on validation | 1.00 | 2.00 | 3.00 |" in baseline_gap_table(gap)
     runs = run_table({True: [_record(2, True)]})
-    assert runs.splitlines()[-1] == "| p(y|x,z) | 2 | 22 / 42 | 600 | 30 |"
+    assert runs.splitlines()[-1] == "| p(y\\|x,z) | 2 | 22 / 42 | 600 | 30 |"
     timings = {"commands": [{"command": "train --profile full", "wall_s": 1500.0, "peak_rss_mib": 2048.4}]}
     assert timings_table(timings).splitlines()[-1] == "| `train --profile full` | 25.0 min | 2048 MiB |"
 
@@ -131,6 +133,8 @@ def test_speed_precision_and_levers_tables():
     lines = speed_table(before, after, {"cvae_epoch_s": 5.0}).splitlines()
     assert lines[0] == "| seconds per 60k-image epoch | before | after, fp32 | after, bf16 |"
     assert lines[3] == "| CVAE | 9.00 | 7.50 | 5.00 |" and lines[2].endswith("| – |")
+    gpu = speed_table(before, after, columns=("CPU", "GPU", "unused")).splitlines()
+    assert gpu[0] == "| seconds per 60k-image epoch | CPU | GPU |" and gpu[3] == "| CVAE | 9.00 | 7.50 |"
     comparison = {"all_within_noise": False, "settings": {
         str(q): {"fp32": 68.0 / q, "bf16": 68.5 / q, "difference": 0.5 / q, "stderr": 0.3,
                  "within_noise": q > 1, "epochs_fp32": 30, "epochs_bf16": 31} for q in (1, 2, 3)}}

@@ -62,7 +62,7 @@ def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
     z, xz = text.index("## Decoder p(y|z), the Pyro example's"), text.index("## Decoder p(y|x,z)")
     assert z < xz and text.count("| CVAE (IS) | 70.00 ± 0.40 | 35.00 ± 0.40 | 23.33 ± 0.40 |") == 2
     # time, memory and speed, then the notes last
-    assert "| p(y|x,z) | 3 | 23 / 43 | 900 | 30 |" in text
+    assert "| p(y\\|x,z) | 3 | 23 / 43 | 900 | 30 |" in text
     assert "| `train --profile full` | 62.1 min | 2048 MiB |" in text
     assert "| CVAE | 8.0 | 32.0 | 4.0× |" in text
     assert text.rstrip().endswith("- a note only a person can write")
