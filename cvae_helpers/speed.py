@@ -34,7 +34,7 @@ from .data import (
 )
 from .models import CVAE, BaselineNet, masked_bce
 from .results import markdown_table
-from .training import make_adam
+from .training import make_adam, train_step
 
 PIPELINES = ("memory", "pyro_example", "both")
 
@@ -104,22 +104,16 @@ def _steps(seed: int, device: torch.device, precision: str,
     dtype = autocast_dtype(precision, device)
     elbo = Trace_ELBO()
 
-    def step(optimizer, loss_fn, *batch) -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = loss_fn(*batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
     def baseline_step(inputs, targets):
-        step(baseline_opt, lambda x, y: masked_bce(baseline.logits(x), y).sum(), inputs, targets)
+        train_step(lambda x, y: masked_bce(baseline.logits(x), y).sum(), (inputs, targets),
+                   baseline_opt, autocast=dtype)
 
     def cvae_step(inputs, targets, y_hat=None, pixels=None):  # y_hat None: computed in the step
         if cvae_loss == "trace_elbo":
             loss_fn = partial(elbo.differentiable_loss, cvae.model, cvae.guide)
         else:
             loss_fn = partial(cvae.neg_elbo, pixels=pixels)
-        step(cvae_opt, loss_fn, inputs, targets, y_hat)
+        train_step(loss_fn, (inputs, targets, y_hat), cvae_opt, autocast=dtype)
 
     return baseline_step, cvae_step, cvae
 

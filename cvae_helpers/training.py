@@ -106,29 +106,39 @@ class TrainingState:
         return cls(stored["history"], stored["best_state"], stored["bad_epochs"], stored["epoch"])
 
 
+def train_step(loss_fn: Callable[..., torch.Tensor], batch: tuple[torch.Tensor, ...],
+               optimizer: torch.optim.Optimizer, *, autocast: torch.dtype | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """One gradient step on ``loss_fn(*batch)``; returns the loss, detached, on its device.
+
+    ``autocast``: the dtype of mixed-precision matmuls (``None``: fp32); ``scaler`` scales fp16
+    losses so that small gradients survive. Training and the speed benchmark both step with it.
+    """
+    with torch.autocast(batch[0].device.type, dtype=autocast, enabled=autocast is not None):
+        loss = loss_fn(*batch)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return loss.detach()
+
+
 def train_epoch(loss_fn: Callable[..., torch.Tensor], loader: TensorBatches,
                 optimizer: torch.optim.Optimizer, *, label: str, epoch: int, lr: float,
                 checkpoint_path: str | Path | None, autocast: torch.dtype | None = None,
                 scaler: torch.amp.GradScaler | None = None) -> float:
-    """One pass over ``loader``: a gradient step per batch; returns the mean loss per item.
+    """One pass over ``loader``: a :func:`train_step` per batch; returns the mean loss per item.
 
-    ``autocast``: the dtype of mixed-precision matmuls (``None``: fp32); ``scaler`` scales fp16
-    losses so that small gradients survive. The losses stay on the device until the epoch ends:
-    one host round-trip per epoch, not per step, and a non-finite loss is reported then.
+    The losses stay on the device until the epoch ends: one host round-trip per epoch, not per
+    step, and a non-finite loss is reported then.
     """
     losses, count = [], 0
     for batch in loader:
-        with torch.autocast(batch[0].device.type, dtype=autocast, enabled=autocast is not None):
-            loss = loss_fn(*batch)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        losses.append(loss.detach())
+        losses.append(train_step(loss_fn, batch, optimizer, autocast=autocast, scaler=scaler))
         count += batch[0].shape[0]
     losses = torch.stack(losses).double().cpu()
     bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()

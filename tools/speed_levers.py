@@ -26,7 +26,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from cvae_helpers.config import library_versions, set_seed
 from cvae_helpers.data import NUM_TRAIN_VAL, TensorBatches, batched, hidden_pixels, load_splits
 from cvae_helpers.models import CVAE, BaselineNet
-from cvae_helpers.training import make_adam
+from cvae_helpers.training import make_adam, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 128
@@ -38,12 +38,7 @@ def _epoch_seconds(loss_fn, cvae, split, y_hat, num_batches: int, autocast=None)
     loader = iter(TensorBatches(split.inputs, split.targets, y_hat, batch_size=BATCH, seed=0))
 
     def step():
-        x, y, h = next(loader)
-        with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
-            loss = loss_fn(x, y, h)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(loss_fn, next(loader), optimizer, autocast=autocast)
 
     for _ in range(5):
         step()
