@@ -32,6 +32,7 @@ data: env
 book: data
 	$(BIN)/jupyter-book clean .
 	CVAE_PROFILE=full $(BIN)/jupyter-book build -W --keep-going .
+	$(PY) -m tools.alt_text --html _build/html
 	@echo "Open _build/html/index.html"
 
 test: lint unit notebooks book-quick
@@ -45,6 +46,7 @@ notebooks: data
 book-quick: data
 	$(BIN)/jupyter-book clean .
 	CVAE_PROFILE=quick $(BIN)/jupyter-book build -W --keep-going .
+	$(PY) -m tools.alt_text --html _build/html
 
 # The committed full-budget reference results (results/reference/README.md): both decoders,
 # seed 0, fp32, timed with /usr/bin/time -v, then the completion grids, the speed benchmark
