@@ -1,6 +1,6 @@
 # Two commands do all the setup on a fresh clone (see README.md):
 #   make book   - the main job: full budget, executes every chapter, writes the HTML book
-#   make test   - ruff, unit tests, every chapter under nbmake (quick), `jupyter-book build -W` (quick)
+#   make test   - ruff and actionlint, unit tests, every chapter under nbmake (quick), `jupyter-book build -W` (quick)
 # Both create the virtual environment if it is missing and find or download MNIST
 # (under $CVAE_DATA_DIR, else ./data).
 
@@ -32,6 +32,7 @@ data: env
 book: data
 	$(BIN)/jupyter-book clean .
 	CVAE_PROFILE=full $(BIN)/jupyter-book build -W --keep-going .
+	$(PY) -m tools.alt_text --html _build/html
 	@echo "Open _build/html/index.html"
 
 test: lint unit notebooks book-quick
@@ -45,6 +46,7 @@ notebooks: data
 book-quick: data
 	$(BIN)/jupyter-book clean .
 	CVAE_PROFILE=quick $(BIN)/jupyter-book build -W --keep-going .
+	$(PY) -m tools.alt_text --html _build/html
 
 # The committed full-budget reference results (results/reference/README.md): both decoders,
 # seed 0, fp32, timed with /usr/bin/time -v, then the completion grids, the speed benchmark
@@ -99,8 +101,13 @@ baseline-gap: data
 sync-repo-url: env
 	$(PY) -m tools.repo_url
 
+# ruff (lint, and the format of the files pyproject.toml does not exempt) and actionlint on
+# .github/workflows. actionlint's optional shellcheck/pyflakes passes are off so that the check is
+# the same on every machine, whether or not those programs are installed.
 lint: env
 	$(BIN)/ruff check cvae_helpers tests tools
+	$(BIN)/ruff format --check cvae_helpers tests tools
+	$(BIN)/actionlint -shellcheck= -pyflakes=
 
 clean:
 	$(BIN)/jupyter-book clean . || true
