@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import DATA_DIR_ENV, PRECISIONS, PROFILES, RunSpec
+from .config import DATA_DIR_ENV, FAMILIES, PRECISIONS, PROFILES, RunSpec
 
 
 def _positive(text: str) -> int:
@@ -32,6 +32,11 @@ def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> 
     command.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     command.add_argument("--decoder-sees-input", action="store_true",
                          help="the paper's generation network p(y|x,z) instead of p(y|z)")
+    command.add_argument("--family", choices=FAMILIES, default="cvae",
+                         help="the objective: cvae (default), gsnn (z from the prior network, "
+                              "no recognition network) or hybrid (alpha CVAE + (1-alpha) GSNN)")
+    command.add_argument("--alpha", type=float, default=0.5,
+                         help="the hybrid's weight on the CVAE's loss (default 0.5)")
     _add_machine_arguments(command)
 
 
@@ -104,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = RunSpec.create(1, args.profile, seed=args.seed,
                                   decoder_sees_input=args.decoder_sees_input,
                                   data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
-                                  device=args.device, precision=args.precision)
+                                  device=args.device, precision=args.precision,
+                                  family=args.family, alpha=args.alpha)
             specs = [spec.for_quadrants(q) for q in sorted(set(args.quadrants))]
         if args.command == "train":
             from .pipeline import run_setting

@@ -27,6 +27,8 @@ PROFILE_ENV = "CVAE_PROFILE"
 DEVICE_ENV = "CVAE_DEVICE"
 PRECISION_ENV = "CVAE_PRECISION"
 PRECISIONS = ("fp32", "bf16")
+# How the networks are trained (Sohn et al., 2015, §3.3-3.4); models.py holds the losses.
+FAMILIES = ("cvae", "gsnn", "hybrid")
 
 
 def project_root() -> Path:
@@ -160,6 +162,8 @@ class RunSpec:
     :meth:`RunSpec.create`, which resolves the profile, the folders and the device a single time,
     then pass it down. Every field that changes a trained model is part of the checkpoint's
     cache key; ``data_dir``, ``checkpoint_dir`` and ``device`` only say where things are.
+    ``family`` picks the objective (``cvae``, ``gsnn`` or ``hybrid``); ``alpha`` is the
+    hybrid's weight on the CVAE's loss, ignored by the other two.
     """
 
     num_quadrant_inputs: int
@@ -170,11 +174,18 @@ class RunSpec:
     checkpoint_dir: Path = field(default_factory=default_checkpoint_dir)
     device: torch.device = field(default_factory=lambda: resolve_device())
     precision: str = "fp32"
+    family: str = "cvae"
+    alpha: float = 0.5
 
     def __post_init__(self) -> None:
         check_num_quadrant_inputs(self.num_quadrant_inputs)
         if self.precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {self.precision!r}; choose one of {PRECISIONS}.")
+        if self.family not in FAMILIES:
+            raise ValueError(f"Unknown model family {self.family!r}; choose one of {FAMILIES}.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha weighs the CVAE's loss against the GSNN's and must lie in "
+                             f"[0, 1], got {self.alpha}.")
 
     @classmethod
     def create(
@@ -188,6 +199,8 @@ class RunSpec:
         checkpoint_dir: str | Path | None = None,
         device: str | torch.device | None = None,
         precision: str | None = None,
+        family: str = "cvae",
+        alpha: float = 0.5,
     ) -> RunSpec:
         """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_DATA_DIR``, ``$CVAE_CHECKPOINT_DIR``,
         ``$CVAE_DEVICE`` and ``$CVAE_PRECISION`` apply where an argument is ``None``."""
@@ -202,6 +215,8 @@ class RunSpec:
                             else default_checkpoint_dir()),
             device=device,
             precision=resolve_precision(precision, device),
+            family=family,
+            alpha=alpha,
         )
 
     def for_quadrants(self, num_quadrant_inputs: int) -> RunSpec:
@@ -211,6 +226,10 @@ class RunSpec:
     def with_decoder(self, decoder_sees_input: bool) -> RunSpec:
         """The same run with the other generation network."""
         return replace(self, decoder_sees_input=decoder_sees_input)
+
+    def with_family(self, family: str, alpha: float | None = None) -> RunSpec:
+        """The same run trained with another objective (and hybrid weight, if given)."""
+        return replace(self, family=family, alpha=self.alpha if alpha is None else alpha)
 
 
 def set_seed(seed: int) -> None:

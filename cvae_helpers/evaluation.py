@@ -135,27 +135,29 @@ def evaluate(baseline: BaselineNet, cvae: CVAE, split: MaskedSplit, num_samples:
 
     Per batch the prior and the recognition network run once; IS and the negative ELBO share
     their samples from q(z|x,y), MC draws its own from p(z|x); and only the hidden pixels' logits
-    are computed. Always in fp32, whatever precision the models were trained with.
+    are computed. Always in fp32, whatever precision the models were trained with. A model
+    without a recognition network (a GSNN) gets the baseline's NLL and MC only: its proposal is
+    its prior.
     """
     device = next(cvae.parameters()).device
     split = split.to(device)
     pixels = hidden_pixels(split.inputs)
+    recognition = cvae.recognition_net is not None
 
     def per_batch(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         xs, ys = flatten(inputs), flatten(targets)
         prior = Normal(*cvae.prior(xs))
-        posterior = Normal(*cvae.posterior(xs, ys))
-        is_weights = log_weights(cvae, xs, ys, num_samples, prior, posterior, pixels)
+        if recognition:
+            posterior = Normal(*cvae.posterior(xs, ys))
+            is_weights = log_weights(cvae, xs, ys, num_samples, prior, posterior, pixels)
         mc_weights = log_weights(cvae, xs, ys, num_samples, prior, prior, pixels)
-        return torch.stack([
-            baseline_nll(baseline, inputs, targets),
-            -_log_mean_exp(mc_weights),
-            -_log_mean_exp(is_weights),
-            -is_weights.mean(0),
-        ], dim=1)
+        columns = [baseline_nll(baseline, inputs, targets), -_log_mean_exp(mc_weights)]
+        if recognition:
+            columns += [-_log_mean_exp(is_weights), -is_weights.mean(0)]
+        return torch.stack(columns, dim=1)
 
     values = batched(per_batch, split.inputs, split.targets, batch_size=batch_size).cpu()
-    names = ["baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo"]
+    names = ["baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo"][:values.shape[1]]
     return {name: Estimate.of(values[:, i]) for i, name in enumerate(names)}
 
 

@@ -13,12 +13,19 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.infer import Trace_ELBO
 from torch import nn
 
+from .config import FAMILIES
 from .data import MASK_VALUE, NUM_PIXELS
 
 # Softplus keeps the encoders' scales positive; this floor keeps log(scale) finite in float32.
 MIN_SCALE = 1e-4
+# The three ways of training the same networks (FAMILIES, Sohn et al., 2015, §3.3-3.4): the
+# CVAE's ELBO, the GSNN's -log p(y|x,z) with z from the prior network, and their weighted sum.
+FAMILY_LABELS = {"cvae": "CVAE", "gsnn": "GSNN", "hybrid": "hybrid"}
+# The hybrid's weight on the CVAE's loss: the value of the authors' released code.
+DEFAULT_ALPHA = 0.5
 
 
 def flatten(images: torch.Tensor) -> torch.Tensor:
@@ -223,13 +230,15 @@ class CVAE(nn.Module):
         hidden_2: int = 500,
         baseline: BaselineNet | None = None,
         decoder_sees_input: bool = False,
+        recognition: bool = True,
     ) -> None:
         super().__init__()
         self.config = CVAEConfig(z_dim, hidden_1, hidden_2, decoder_sees_input)
         self.baseline = baseline if baseline is not None else BaselineNet(hidden_1, hidden_2)
         self.baseline.requires_grad_(False)
         self.prior_net = GaussianMLP(z_dim, hidden_1, hidden_2)
-        self.recognition_net = GaussianMLP(z_dim, hidden_1, hidden_2)
+        # A GSNN (``recognition=False``) has no q(z|x,y): it is trained and tested with p(z|x).
+        self.recognition_net = GaussianMLP(z_dim, hidden_1, hidden_2) if recognition else None
         self.generation_net = GenerationNet(z_dim, hidden_1, hidden_2, decoder_sees_input)
 
     @torch.no_grad()
@@ -247,6 +256,9 @@ class CVAE(nn.Module):
 
     def posterior(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loc and scale ``(batch, z_dim)`` of q(z|x,y)."""
+        if self.recognition_net is None:
+            raise ValueError("This model has no recognition network q(z|x,y) (a GSNN): use its "
+                             "prior network, e.g. the Monte Carlo estimator, instead.")
         xs = flatten(xs)
         return self.recognition_net(fill_hidden(xs, flatten(ys)))
 
@@ -291,6 +303,20 @@ class CVAE(nn.Module):
                 loc, scale = self.posterior(xs, ys)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
+    def gsnn_guide(
+        self, xs: torch.Tensor, ys: torch.Tensor | None = None, y_hat: torch.Tensor | None = None
+    ) -> None:
+        """The GSNN's guide: z ~ p(z|x) from the prior network, reparameterised, whatever ``ys``.
+
+        With :meth:`model` it makes ``Trace_ELBO`` compute -[log p(y|x,z) + log p(z|x) - log p(z|x)]
+        = -log p(y|x,z) for one z: the GSNN's loss, the objective that is also used at test time.
+        """
+        pyro.module("prior_net", self.prior_net)
+        xs = flatten(xs)
+        with pyro.plate("data", xs.shape[0]):
+            loc, scale = self.prior(xs, y_hat)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
     def log_likelihood(self, z: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
                        pixels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(y|x,z) ``(..., batch)`` of the hidden pixels, for z ``(..., batch, z_dim)``.
@@ -326,6 +352,34 @@ class CVAE(nn.Module):
                       - posterior.log_prob(z).sum(-1))
         return -log_weight.sum()
 
+    def gsnn_loss(self, xs: torch.Tensor, ys: torch.Tensor, y_hat: torch.Tensor | None = None,
+                  pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss ``Trace_ELBO`` computes from :meth:`model` and :meth:`gsnn_guide`, without
+        tracing: -log p(y|x,z), z ~ p(z|x) reparameterised, summed over the batch (L_GSNN)."""
+        xs, ys = flatten(xs), flatten(ys)
+        z = dist.Normal(*self.prior(xs, y_hat), validate_args=False).rsample()
+        return -self.log_likelihood(z, xs, ys, pixels).sum()
+
+    def hybrid_loss(self, xs: torch.Tensor, ys: torch.Tensor, y_hat: torch.Tensor | None = None,
+                    pixels: torch.Tensor | None = None,
+                    alpha: float = DEFAULT_ALPHA) -> torch.Tensor:
+        """alpha * L_CVAE + (1 - alpha) * L_GSNN on one batch, summed: z from q(z|x,y) for the
+        first term, then another z from p(z|x) for the second (the order :func:`pyro_loss` draws
+        them in). The two terms share the prior and generation networks."""
+        return (alpha * self.neg_elbo(xs, ys, y_hat, pixels)
+                + (1 - alpha) * self.gsnn_loss(xs, ys, y_hat, pixels))
+
+    def training_loss(self, family: str, alpha: float = DEFAULT_ALPHA):
+        """The hand-written loss of ``family`` as ``loss(xs, ys, y_hat, pixels)``, summed over the
+        batch; :func:`pyro_loss` computes the same from the model and guides."""
+        check_family(family)
+        if family == "cvae":
+            return self.neg_elbo
+        if family == "gsnn":
+            return self.gsnn_loss
+        return lambda xs, ys, y_hat=None, pixels=None: self.hybrid_loss(xs, ys, y_hat, pixels,
+                                                                       alpha)
+
     def latent_noise(self, num_samples: int, batch: int,
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """Standard-normal draws ``(num_samples, batch, z_dim)`` on this model's device.
@@ -357,3 +411,28 @@ class CVAE(nn.Module):
         else:
             z = loc + scale * noise
         return torch.sigmoid(self.generation_net(z, xs))
+
+
+def check_family(family: object) -> str:
+    """``family`` if it is one of :data:`FAMILIES`, else a ``ValueError`` that says so."""
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown model family {family!r}; choose one of {FAMILIES}.")
+    return str(family)
+
+
+def pyro_loss(cvae: CVAE, family: str, xs: torch.Tensor, ys: torch.Tensor,
+              y_hat: torch.Tensor | None = None, alpha: float = DEFAULT_ALPHA) -> torch.Tensor:
+    """The family's loss in Pyro's idiom, differentiable, summed over the batch.
+
+    - ``"cvae"``: ``Trace_ELBO`` of :meth:`CVAE.model` with :meth:`CVAE.guide`, z ~ q(z|x,y).
+    - ``"gsnn"``: ``Trace_ELBO`` of the same model with :meth:`CVAE.gsnn_guide`, z ~ p(z|x).
+    - ``"hybrid"``: the two ELBO losses added with weights ``alpha`` and ``1 - alpha``.
+    """
+    check_family(family)
+    elbo = Trace_ELBO()
+    if family == "cvae":
+        return elbo.differentiable_loss(cvae.model, cvae.guide, xs, ys, y_hat)
+    if family == "gsnn":
+        return elbo.differentiable_loss(cvae.model, cvae.gsnn_guide, xs, ys, y_hat)
+    return (alpha * elbo.differentiable_loss(cvae.model, cvae.guide, xs, ys, y_hat)
+            + (1 - alpha) * elbo.differentiable_loss(cvae.model, cvae.gsnn_guide, xs, ys, y_hat))

@@ -39,11 +39,16 @@ class TrainedModels:
 
 
 def checkpoint_paths(spec: RunSpec) -> tuple[Path, Path]:
-    """Where the baseline and the CVAE of ``spec`` are cached (the folder names the cache key)."""
+    """Where the baseline and the CVAE (or GSNN, or hybrid) of ``spec`` are cached (the folder
+    and file names spell the cache key): ``cvae_pyz.pt``, ``gsnn_pyz.pt``, ``hybrid_pyz.pt``,
+    and ``hybrid_a0.25_pyz.pt`` for a hybrid weight other than 0.5."""
     folder = spec.checkpoint_dir / spec.profile.name / f"q{spec.num_quadrant_inputs}_seed{spec.seed}"
     suffix = "" if spec.precision == "fp32" else f"_{spec.precision}"
+    name = spec.family
+    if spec.family == "hybrid" and spec.alpha != 0.5:
+        name += f"_a{spec.alpha:g}"
     return (folder / f"baseline{suffix}.pt",
-            folder / f"cvae_{DECODER_FILE_TAGS[spec.decoder_sees_input]}{suffix}.pt")
+            folder / f"{name}_{DECODER_FILE_TAGS[spec.decoder_sees_input]}{suffix}.pt")
 
 
 def get_splits(spec: RunSpec) -> QuadrantSplits:
@@ -80,7 +85,10 @@ def get_trained_models(spec: RunSpec, *, progress: bool = True) -> TrainedModels
 
 
 def metrics_record(models: TrainedModels) -> dict:
-    """Evaluate on the test split and collect the numbers with the config that made them."""
+    """Evaluate on the test split and collect the numbers with the config that made them.
+
+    A GSNN has no recognition network, so its record has the baseline's NLL and MC only.
+    """
     spec, profile = models.spec, models.spec.profile
     started = time.perf_counter()
     set_seed(spec.seed)  # the same numbers whether the models were just trained or reused
@@ -90,7 +98,10 @@ def metrics_record(models: TrainedModels) -> dict:
         "profile": profile.name,
         "seed": spec.seed,
         "decoder_sees_input": spec.decoder_sees_input,
+        "family": spec.family,
     }
+    if spec.family == "hybrid":
+        record["alpha"] = spec.alpha
     for name, estimate in estimates.items():
         record[name] = estimate.mean
         record[f"{name}_stderr"] = estimate.stderr

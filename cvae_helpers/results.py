@@ -40,6 +40,10 @@ PYRO_TUTORIAL = {
 }
 
 
+# The families as the text names them; the table rows follow the paper's Table 1.
+FAMILY_NAMES = {"cvae": "a CVAE", "gsnn": "a GSNN", "hybrid": "the hybrid"}
+
+
 def decoder_label(decoder_sees_input: bool, *, long: bool = False) -> str:
     """``"p(y|z)"`` or ``"p(y|x,z)"``; with ``long``, also whose choice it is."""
     short = "p(y|x,z)" if decoder_sees_input else "p(y|z)"
@@ -75,10 +79,13 @@ def results_table(records: list[dict]) -> str:
     def cells(fmt) -> list[str]:
         return [fmt(by_q[q]) if q in by_q else "–" for q in QUADRANT_SETTINGS]
 
-    rows = [[label, *cells(lambda r, k=key: f"{r[k]:.2f} ± {r[k + '_stderr']:.2f}")]
-            for label, key in ESTIMATOR_ROWS]
-    rows.append(["gap: NN − CVAE (IS)",
-                 *cells(lambda r: f"{r['baseline_nll'] - r['cvae_nll_is']:.2f}")])
+    rows = [[label, *cells(lambda r, k=key: (f"{r[k]:.2f} ± {r[k + '_stderr']:.2f}" if k in r
+                                             else "–"))]
+            for label, key in ESTIMATOR_ROWS
+            if any(key in r for r in records)]  # a GSNN has no IS or −ELBO
+    if all("cvae_nll_is" in r for r in records):
+        rows.append(["gap: NN − CVAE (IS)",
+                     *cells(lambda r: f"{r['baseline_nll'] - r['cvae_nll_is']:.2f}")])
     return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
 
 
@@ -125,16 +132,27 @@ def write_results(records: list[dict], output_dir: str | Path) -> None:
         path = output_dir / f"metrics_q{record['num_quadrant_inputs']}.json"
         path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     first = records[0]
-    same_run = ("profile", "seed", "decoder_sees_input")
+    same_run = ("profile", "seed", "decoder_sees_input", "family", "alpha")
     all_records = [r for r in load_results(output_dir)
-                   if all(r[k] == first[k] for k in same_run)]
-    text = (f"# Negative conditional log-likelihood on the MNIST test set\n\n"
+                   if all(record_key(r, k) == record_key(first, k) for k in same_run)]
+    family = record_key(first, "family")
+    trained = "" if family == "cvae" else f"Trained as {FAMILY_NAMES[family]}. "
+    if family == "hybrid":
+        trained = f"Trained as the hybrid, alpha = {first['alpha']:g}. "
+    text = (f"# Negative conditional log-likelihood on the MNIST test set\n\n{trained}"
             f"Profile `{first['profile']}`, seed {first['seed']}, decoder "
             f"{decoder_label(first['decoder_sees_input'], long=True)}, "
             f"S = {first['num_samples']} samples, {first['num_test_images']} test images; "
             "mean ± standard error over images. Lower is better.\n\n"
             + results_table(all_records))
     (output_dir / "results.md").write_text(text)
+
+
+def record_key(record: dict, key: str) -> object:
+    """``record[key]``; records written before the model families existed are CVAEs."""
+    if key == "family":
+        return record.get("family", "cvae")
+    return record.get(key)
 
 
 def load_results(output_dir: str | Path) -> list[dict]:
@@ -172,6 +190,61 @@ def load_reference(root: str | Path | None = None) -> dict[bool, list[dict]]:
     found = {decoder: load_results(folder / name) for decoder, name in DECODER_DIRS.items()}
     return {decoder: records for decoder, records in found.items()
             if len(records) == len(QUADRANT_SETTINGS)}
+
+
+# Where the reference run keeps the GSNN's and the hybrid's metrics: <family>/<decoder dir>/.
+FAMILY_REFERENCE_DIRS = {"gsnn": "gsnn", "hybrid": "hybrid"}
+
+# The four-way table's rows, in the order of the paper's Table 1: (label, family, key).
+FAMILY_ROWS = (
+    ("NN (baseline)", "cvae", "baseline_nll"),
+    ("GSNN (MC)", "gsnn", "cvae_nll_mc"),
+    ("CVAE (MC)", "cvae", "cvae_nll_mc"),
+    ("CVAE (IS)", "cvae", "cvae_nll_is"),
+    ("hybrid (MC)", "hybrid", "cvae_nll_mc"),
+    ("hybrid (IS)", "hybrid", "cvae_nll_is"),
+)
+
+
+def load_family_reference(root: str | Path | None = None) -> dict[bool, dict[str, list[dict]]]:
+    """The reference run's records per decoder and family: ``{decoder: {"cvae": [...],
+    "gsnn": [...], "hybrid": [...]}}``, three records each.
+
+    Only decoders whose three families are all complete are kept, so an empty dict means that
+    the four-way reference results are not available here (``make reference-gsnn`` makes them).
+    """
+    folder = reference_dir(root)
+    if folder is None:
+        return {}
+    cvae = load_reference(folder)
+    found = {}
+    for decoder, name in DECODER_DIRS.items():
+        families = {"cvae": cvae.get(decoder, [])}
+        for family, sub in FAMILY_REFERENCE_DIRS.items():
+            families[family] = load_results(folder / sub / name)
+        if all(len(r) == len(QUADRANT_SETTINGS) for r in families.values()):
+            found[decoder] = families
+    return found
+
+
+def family_table(by_family: dict[str, list[dict]]) -> str:
+    """NN / GSNN / CVAE / hybrid as rows, 1/2/3 quadrants as columns, mean ± standard error.
+
+    ``by_family`` maps ``"cvae"``, ``"gsnn"`` and ``"hybrid"`` to their records (one decoder).
+    The GSNN is estimated by Monte Carlo only (its proposal is its prior); the CVAE and the
+    hybrid by MC and by importance sampling. A missing family or setting shows as "–".
+    """
+    by_q = {family: by_quadrants(records) for family, records in by_family.items()}
+
+    def cell(family: str, key: str, q: int) -> str:
+        record = by_q.get(family, {}).get(q)
+        if record is None or key not in record:
+            return "–"
+        return f"{record[key]:.2f} ± {record[key + '_stderr']:.2f}"
+
+    rows = [[label, *(cell(family, key, q) for q in QUADRANT_SETTINGS)]
+            for label, family, key in FAMILY_ROWS]
+    return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
 
 
 def load_reference_json(name: str, root: str | Path | None = None) -> dict | None:

@@ -21,7 +21,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .config import Profile, RunSpec, autocast_dtype, set_seed
 from .data import QuadrantSplits, TensorBatches, batched, hidden_pixels, quadrant_label
 from .evaluation import baseline_nll
-from .models import CVAE, BaselineNet, masked_bce
+from .models import CVAE, FAMILY_LABELS, BaselineNet, masked_bce
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -272,11 +272,24 @@ def train_baseline(
     return net, result.history
 
 
+# The training loss each family's checkpoints record.
+FAMILY_LOSSES = {"cvae": "neg_elbo", "gsnn": "gsnn_nll", "hybrid": "hybrid"}
+
+
 def cvae_config(spec: RunSpec, model: CVAE, baseline_cfg: dict) -> dict:
-    """Everything that determines a trained CVAE, including the baseline it leans on."""
-    return {"model": "cvae", "num_quadrant_inputs": spec.num_quadrant_inputs, "seed": spec.seed,
-            **model.config.as_dict(), "loss": "neg_elbo", "precision": spec.precision,
-            "profile": spec.profile.as_dict(), "baseline": baseline_cfg}
+    """Everything that determines a trained CVAE (or GSNN, or hybrid), including the baseline it
+    leans on. The family (and the hybrid's alpha) is a key only for the GSNN and the hybrid, so
+    that the CVAE's key, and every CVAE checkpoint cached before the families existed, stay valid.
+    """
+    config = {"model": "cvae", "num_quadrant_inputs": spec.num_quadrant_inputs, "seed": spec.seed,
+              **model.config.as_dict(), "loss": FAMILY_LOSSES[spec.family],
+              "precision": spec.precision, "profile": spec.profile.as_dict(),
+              "baseline": baseline_cfg}
+    if spec.family != "cvae":
+        config["family"] = spec.family
+    if spec.family == "hybrid":
+        config["alpha"] = spec.alpha
+    return config
 
 
 def train_cvae(
@@ -302,6 +315,11 @@ def train_cvae(
     computed once per split instead of at every step. ``spec.decoder_sees_input`` picks the
     generation network, ``spec.precision`` the arithmetic of the training steps.
 
+    ``spec.family`` picks the objective, and validation early-stops on the same one:
+    ``"gsnn"`` trains the prior and generation networks alone with :meth:`CVAE.gsnn_loss` (the
+    model has no recognition network); ``"hybrid"`` minimises :meth:`CVAE.hybrid_loss` with
+    weight ``spec.alpha`` on the CVAE's term.
+
     ``snapshot_inputs`` ``(k, 28, 28)``: held-out inputs whose completions are recorded after
     every epoch (``history["snapshots"]``, uint8 ``(epochs, snapshot_samples, k, 784)``), with
     fixed noise drawn from its own generator so that recording them changes no training number.
@@ -311,14 +329,17 @@ def train_cvae(
     splits = splits.to(spec.device)
     set_seed(spec.seed)
     cvae = CVAE(z_dim, hidden_1, hidden_2, baseline=copy.deepcopy(baseline),
-                decoder_sees_input=spec.decoder_sees_input).to(spec.device)
+                decoder_sees_input=spec.decoder_sees_input,
+                recognition=spec.family != "gsnn").to(spec.device)
     cvae.baseline.eval()
     y_hat_train = batched(cvae.baseline_guess, splits.train.inputs)
     y_hat_val = batched(cvae.baseline_guess, splits.val.inputs)
     pixels = hidden_pixels(splits.train.inputs)  # the same in every image of a setting
 
+    family_loss = cvae.training_loss(spec.family, spec.alpha)
+
     def loss_fn(inputs, targets, y_hat):
-        return cvae.neg_elbo(inputs, targets, y_hat, pixels)
+        return family_loss(inputs, targets, y_hat, pixels)
 
     def val_loss() -> float:
         val = splits.val
@@ -337,12 +358,13 @@ def train_cvae(
             history.setdefault("snapshots", []).append((probs * 255).round().to(torch.uint8).cpu())
             history["snapshot_inputs"] = snapshot_inputs.cpu()
 
-    result = fit(module=cvae, trainable=[cvae.prior_net, cvae.recognition_net, cvae.generation_net],
-                 loss_fn=loss_fn,
+    trainable = [net for net in (cvae.prior_net, cvae.recognition_net, cvae.generation_net)
+                 if net is not None]
+    result = fit(module=cvae, trainable=trainable, loss_fn=loss_fn,
                  train_tensors=(splits.train.inputs, splits.train.targets, y_hat_train),
                  val_loss_fn=val_loss, config=cvae_config(spec, cvae, baseline_cfg),
                  profile=spec.profile, seed=spec.seed,
-                 label=f"CVAE, {quadrant_label(spec.num_quadrant_inputs)}",
+                 label=f"{FAMILY_LABELS[spec.family]}, {quadrant_label(spec.num_quadrant_inputs)}",
                  checkpoint_path=checkpoint_path, progress=progress,
                  autocast=autocast_dtype(spec.precision, spec.device), on_epoch_end=hook)
     cvae.eval()
