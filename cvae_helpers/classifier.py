@@ -1,0 +1,97 @@
+"""A small MNIST classifier, trained on the training split only and cached like the other models.
+
+It reads completions, not the book's results: the diversity measurements
+(:mod:`cvae_helpers.diversity`) ask it which digit each completed image shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import RunSpec, set_seed
+from .data import IMAGE_SIZE, batched, load_splits
+from .training import fit
+
+NUM_CLASSES = 10
+
+
+class DigitClassifier(nn.Module):
+    """Two 3×3 convolutions with max pooling, then a 128-unit layer: ``(batch, 28, 28)`` or
+    ``(batch, 784)`` images in [0, 1] to ``(batch, 10)`` logits."""
+
+    def __init__(self, channels_1: int = 16, channels_2: int = 32, hidden: int = 128) -> None:
+        super().__init__()
+        self.config = {"channels_1": channels_1, "channels_2": channels_2, "hidden": hidden}
+        self.conv1 = nn.Conv2d(1, channels_1, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels_1, channels_2, 3, padding=1)
+        self.fc1 = nn.Linear(channels_2 * 7 * 7, hidden)
+        self.fc2 = nn.Linear(hidden, NUM_CLASSES)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (batch, c1, 14, 14)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (batch, c2, 7, 7)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+@dataclass
+class TrainedClassifier:
+    """The classifier in eval mode, its training history and its test accuracy."""
+
+    net: DigitClassifier
+    history: dict
+    test_accuracy: float
+    num_test_images: int
+
+
+def classifier_config(spec: RunSpec, net: DigitClassifier) -> dict:
+    """Everything that determines a trained classifier: its checkpoint's cache key. It sees whole
+    digits, so the number of given quadrants, the decoder and the family play no part."""
+    return {"model": "classifier", **net.config, "seed": spec.seed, "profile": spec.profile.as_dict()}
+
+
+def classifier_path(spec: RunSpec) -> Path:
+    """Where the classifier of ``spec``'s budget and seed is cached."""
+    return spec.checkpoint_dir / spec.profile.name / f"classifier_seed{spec.seed}.pt"
+
+
+@torch.no_grad()
+def accuracy(net: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """The fraction of ``images`` ``(N, 28, 28)`` classified as their ``labels`` ``(N,)``."""
+    predicted = batched(lambda x: net(x).argmax(-1), images)
+    return (predicted == labels).double().mean().item()
+
+
+def get_classifier(spec: RunSpec, *, progress: bool = True) -> TrainedClassifier:
+    """The cached classifier of ``spec``'s budget and seed, trained (or resumed) first if need be.
+
+    Trained with Adam on the cross-entropy of the whole training-split digits (the same
+    50,000 images, or the quick subset, as the other models), with early stopping on the
+    validation split's cross-entropy; its accuracy is measured on the test split.
+    """
+    profile = spec.profile
+    # The masks do not matter here: the split's whole images are put back together.
+    splits = load_splits(1, spec.data_dir, train_size=profile.train_size, val_subset=profile.val_size,
+                         test_size=profile.test_size).to(spec.device)  # fmt: skip
+    set_seed(spec.seed)
+    net = DigitClassifier().to(spec.device)
+    train, val, test = splits.train, splits.val, splits.test
+
+    def loss_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(net(images), labels, reduction="sum")
+
+    def val_loss() -> float:
+        losses = batched(lambda x, y: loss_fn(x, y).reshape(1), val.images, val.labels)
+        return losses.sum().item() / len(val)
+
+    result = fit(module=net, trainable=net, loss_fn=loss_fn, train_tensors=(train.images, train.labels),
+                 val_loss_fn=val_loss, config=classifier_config(spec, net), profile=profile,
+                 seed=spec.seed, label="classifier", checkpoint_path=classifier_path(spec),
+                 progress=progress)  # fmt: skip
+    net.eval()
+    return TrainedClassifier(net, result.history, accuracy(net, test.images, test.labels), len(test))

@@ -1,0 +1,185 @@
+"""Diversity, measured: a classifier names the digit of each of S completions per test input.
+
+A completion is the input's given quadrants with the model's sampled pixels pasted into the
+hidden ones, as Bernoulli means (probabilities, not thresholded), exactly as the book draws
+them. Per input, from the S predicted labels:
+
+- the entropy (bits) of the predicted-label distribution;
+- "ambiguous": at least two labels each get at least 10% of the samples;
+- best-of-k accuracy: whether any of the first k samples is classified as the true digit;
+- the classifier's confidence (its largest softmax probability), averaged over the samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from .classifier import TrainedClassifier
+from .config import RunSpec
+from .data import MaskedSplit
+from .evaluation import Estimate
+from .models import CVAE, FAMILY_LABELS, BaselineNet, fill_hidden, flatten
+from .pipeline import get_trained_models
+
+BEST_OF = (1, 5, 20)
+AMBIGUOUS_SHARE = 0.1  # a label "counts" once it gets this share of the samples
+NUM_CLASSES = 10
+# S completions per input, and how many test inputs (the first ones) each budget measures.
+DIVERSITY_SAMPLES = 100
+DIVERSITY_IMAGES = {"full": 1000, "quick": 200}
+
+
+@torch.no_grad()
+def completions(
+    model: CVAE | BaselineNet, inputs: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``num_samples`` completed images ``(num_samples, batch, 784)`` of ``inputs`` ``(batch, 28, 28)``.
+
+    For a CVAE (or GSNN, or hybrid) each is a draw z ~ p(z|x) decoded into Bernoulli means; the
+    deterministic baseline gives its one guess ``num_samples`` times, the zero-diversity reference.
+    """
+    xs = flatten(inputs)
+    if isinstance(model, BaselineNet):
+        probs = model(xs).expand(num_samples, *xs.shape)
+    else:
+        probs = model.sample(xs, noise=model.latent_noise(num_samples, len(xs), generator))
+    return fill_hidden(xs, probs)
+
+
+@torch.no_grad()
+def classify(
+    classifier: torch.nn.Module, images: torch.Tensor, batch_size: int = 2000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted labels and the classifier's confidence (largest softmax probability), both
+    ``(...)``, for images ``(..., 784)``."""
+    flat = images.reshape(-1, images.shape[-1])
+    probs = torch.cat([classifier(part).softmax(-1) for part in flat.split(batch_size)])
+    confidence, labels = probs.max(-1)
+    return labels.reshape(images.shape[:-1]), confidence.reshape(images.shape[:-1])
+
+
+def label_shares(labels: torch.Tensor) -> torch.Tensor:
+    """The share of each digit among the S labels of each input: ``(S, N)`` to ``(N, 10)``."""
+    counts = torch.zeros(labels.shape[1], NUM_CLASSES, dtype=torch.float64, device=labels.device)
+    counts.scatter_add_(1, labels.T, torch.ones_like(labels.T, dtype=torch.float64))
+    return counts / labels.shape[0]
+
+
+def diversity_metrics(
+    labels: torch.Tensor, truth: torch.Tensor, best_of: Sequence[int] = BEST_OF, share: float = AMBIGUOUS_SHARE
+) -> dict[str, torch.Tensor]:
+    """Per-input diversity ``(N,)`` from predicted labels ``(S, N)`` and true labels ``(N,)``.
+
+    Returns ``entropy_bits`` (of the predicted-label distribution; 0 when every sample gets the
+    same label), ``ambiguous`` (1.0 when at least two labels each get at least ``share`` of the
+    samples) and ``best_of_{k}`` (1.0 when one of the first k samples is classified as the truth).
+    """
+    if labels.shape[0] < max(best_of):
+        raise ValueError(f"best-of-{max(best_of)} needs at least {max(best_of)} samples per input, "
+                         f"got {labels.shape[0]}.")  # fmt: skip
+    shares = label_shares(labels)
+    logs = torch.where(shares > 0, shares.log2(), 0.0)
+    metrics = {
+        "entropy_bits": -(shares * logs).sum(-1),
+        "ambiguous": ((shares >= share - 1e-12).sum(-1) >= 2).double(),
+    }
+    for k in best_of:
+        metrics[f"best_of_{k}"] = (labels[:k] == truth).any(0).double()
+    return metrics
+
+
+@torch.no_grad()
+def measure_diversity(
+    model: CVAE | BaselineNet,
+    classifier: torch.nn.Module,
+    split: MaskedSplit,
+    num_samples: int = 100,
+    seed: int = 0,
+    batch_size: int = 100,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-input metrics (:func:`diversity_metrics` plus ``confidence``) over ``split``, and the
+    predicted labels ``(num_samples, N)``; the latent noise is drawn from a generator seeded by
+    ``seed``, so the numbers do not depend on what ran before."""
+    generator = torch.Generator().manual_seed(seed)
+    labels, confidence = [], []
+    for start in range(0, len(split), batch_size):
+        images = completions(model, split.inputs[start : start + batch_size], num_samples, generator)
+        batch_labels, batch_confidence = classify(classifier, images)
+        labels.append(batch_labels)
+        confidence.append(batch_confidence)
+    labels = torch.cat(labels, dim=1).cpu()
+    metrics = diversity_metrics(labels, split.labels.cpu())
+    metrics["confidence"] = torch.cat(confidence, dim=1).double().mean(0).cpu()
+    return metrics, labels
+
+
+def summarise(metrics: dict[str, torch.Tensor]) -> dict[str, Estimate]:
+    """Mean ± standard error over inputs of each per-input metric."""
+    return {name: Estimate.of(values) for name, values in metrics.items()}
+
+
+def identity_switches(
+    labels: torch.Tensor, count: int, share: float = AMBIGUOUS_SHARE
+) -> list[tuple[int, int, int, float, float]]:
+    """The ``count`` inputs whose completions split most evenly between two digits.
+
+    From predicted labels ``(S, N)``: among the inputs whose two most frequent labels each get at
+    least ``share`` of the samples, those whose second label's share is largest. Returns
+    ``(index, first label, second label, first share, second share)`` tuples, most even first.
+    """
+    shares = label_shares(labels)
+    top = shares.topk(2, dim=-1)
+    second = top.values[:, 1]
+    eligible = (second >= share - 1e-12).nonzero().flatten()
+    order = eligible[second[eligible].argsort(descending=True, stable=True)][:count]
+    return [(int(i), int(top.indices[i, 0]), int(top.indices[i, 1]), float(top.values[i, 0]),
+             float(top.values[i, 1])) for i in order]  # fmt: skip
+
+
+def entropy_bits_of(shares: Sequence[float]) -> float:
+    """The entropy in bits of a distribution given as shares (a helper for checks and prose)."""
+    return -sum(p * math.log2(p) for p in shares if p > 0)
+
+
+def diversity_study(
+    spec: RunSpec,
+    classifier: TrainedClassifier,
+    *,
+    families: Sequence[str] = ("gsnn", "cvae", "hybrid"),
+    quadrants: Sequence[int] = (1, 2, 3),
+    num_samples: int = DIVERSITY_SAMPLES,
+    num_images: int | None = None,
+    switches: int = 8,
+    progress: bool = False,
+) -> dict:
+    """The baseline (NN) and each family, for each number of given quadrants, measured on the
+    first ``num_images`` test inputs (default: :data:`DIVERSITY_IMAGES` of the budget).
+
+    Returns a JSON-ready record: per setting and model the mean and standard error of every
+    metric, and the CVAE's most even identity switches (:func:`identity_switches`). Models come
+    from the checkpoint cache (trained first if missing), with ``spec``'s decoder.
+    """
+    num_images = num_images or DIVERSITY_IMAGES.get(spec.profile.name, 1000)
+    record: dict = {
+        "profile": spec.profile.name, "seed": spec.seed, "decoder_sees_input": spec.decoder_sees_input,
+        "num_samples": num_samples, "classifier_test_accuracy": classifier.test_accuracy,
+        "classifier_test_images": classifier.num_test_images, "settings": {}, "switches": {},
+    }  # fmt: skip
+    for q in quadrants:
+        setting: dict[str, dict] = {}
+        for family in families:
+            models = get_trained_models(spec.for_quadrants(q).with_family(family), progress=progress)
+            split = models.splits.test.take(slice(0, num_images))
+            record["num_images"] = len(split)
+            if "NN" not in setting:
+                metrics, _ = measure_diversity(models.baseline, classifier.net, split, num_samples, spec.seed)
+                setting["NN"] = {k: [e.mean, e.stderr] for k, e in summarise(metrics).items()}
+            metrics, labels = measure_diversity(models.cvae, classifier.net, split, num_samples, spec.seed)
+            setting[FAMILY_LABELS[family]] = {k: [e.mean, e.stderr] for k, e in summarise(metrics).items()}
+            if family == "cvae":
+                record["switches"][str(q)] = identity_switches(labels, switches)
+        record["settings"][str(q)] = setting
+    return record
