@@ -87,6 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
                             "example's per-item Dataset + DataLoader, or both side by side")
     _add_machine_arguments(bench)
 
+    diversity = commands.add_parser(
+        "diversity", help="measure the diversity of NN, GSNN, CVAE and hybrid completions (JSON)",
+        description="Train (or load) the classifier, then label 100 completions of each of the first "
+                    "test inputs for the baseline and each model family, per quadrant setting; write "
+                    "the study as JSON to --output.")
+    _add_model_arguments(diversity, output_help="the JSON file to write")
+    diversity.add_argument("--images", type=_positive, default=None,
+                           help="test inputs measured (default: 1,000 at the full budget, 200 quick)")
+
+    convergence = commands.add_parser(
+        "convergence", help="MC, IS and -ELBO against S, and IS on the whole test set at large S (JSON)",
+        description="For each quadrant setting's CVAE: the three estimators against the number of "
+                    "samples S on the first test images, and the IS estimate on the whole test set at "
+                    "--full-test-sizes; written as JSON to --output.")
+    _add_model_arguments(convergence, output_help="the JSON file to write")
+    convergence.add_argument("--sizes", type=_positive, nargs="+", default=None,
+                             help="S of the curves (default: 1 ... 5,000 full, 1 ... 100 quick)")
+    convergence.add_argument("--images", type=_positive, default=None,
+                             help="test images of the curves (default: 500 full, 100 quick)")
+    convergence.add_argument("--full-test-sizes", type=_positive, nargs="+", default=[100, 1000, 5000],
+                             help="S of the whole-test-set IS estimates (default: 100 1000 5000)")
+
     step_times = commands.add_parser(
         "step-times", help="print where a CVAE training step's time goes, as one line of JSON",
         description="Profile CVAE training steps on the CPU with torch.profiler, for Pyro's "
@@ -97,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _write_json(record: dict, path: Path) -> None:
+    from .config import library_versions
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**record, "versions": library_versions()}, indent=2) + "\n")
+    print(f"Wrote {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported here so that --help answers at once, without loading torch and Pyro.
@@ -105,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .training import NonFiniteLossError
 
     try:
-        if args.command in ("train", "figures"):
+        if args.command in ("train", "figures", "diversity", "convergence"):
             spec = RunSpec.create(1, args.profile, seed=args.seed,
                                   decoder_sees_input=args.decoder_sees_input,
                                   data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
@@ -135,6 +165,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 path = args.output / f"grid_q{spec.num_quadrant_inputs}.png"
                 completion_grid(models, seed=args.seed).savefig(path, dpi=80)
                 print(f"Wrote {path}")
+        elif args.command == "diversity":
+            from .classifier import get_classifier
+            from .diversity import diversity_study
+
+            classifier = get_classifier(spec, progress=False)
+            study = diversity_study(spec, classifier, quadrants=[s.num_quadrant_inputs for s in specs],
+                                    num_images=args.images)
+            _write_json(study, args.output)
+        elif args.command == "convergence":
+            from .convergence import convergence_study
+
+            study = convergence_study(spec, [s.num_quadrant_inputs for s in specs], sample_sizes=args.sizes,
+                                      num_images=args.images, full_test_sizes=args.full_test_sizes)
+            _write_json(study, args.output)
         elif args.command == "step-times":
             from .speed import profile_cvae_step
 

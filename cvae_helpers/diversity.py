@@ -183,3 +183,26 @@ def diversity_study(
                 record["switches"][str(q)] = identity_switches(labels, switches)
         record["settings"][str(q)] = setting
     return record
+
+
+@torch.no_grad()
+def draw_switch_gallery(
+    model: CVAE,
+    classifier: torch.nn.Module,
+    split: MaskedSplit,
+    switches: Sequence[Sequence],
+    num_samples: int = 6,
+    seed: int = 0,
+):
+    """The identity switches (from :func:`identity_switches` or a study's ``switches``) drawn:
+    each input, its truth and ``num_samples`` fresh completions with the classifier's labels;
+    column titles give the true digit and the measured split over the study's samples."""
+    from .plotting import switch_gallery
+
+    index = torch.tensor([int(s[0]) for s in switches])
+    inputs, targets = split.inputs[index], split.targets[index]
+    samples = completions(model, inputs, num_samples, torch.Generator().manual_seed(seed))
+    labels, _ = classify(classifier, samples)
+    titles = [f"{int(split.labels[i])}: {a}/{b} ({pa:.0%}/{pb:.0%})" for i, a, b, pa, pb in
+              ((int(s[0]), *s[1:]) for s in switches)]  # fmt: skip
+    return switch_gallery(flatten(inputs).cpu(), flatten(targets).cpu(), samples.cpu(), labels.cpu(), titles)

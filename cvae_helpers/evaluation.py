@@ -14,6 +14,7 @@ logsumexp, so nothing underflows.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -159,6 +160,47 @@ def evaluate(baseline: BaselineNet, cvae: CVAE, split: MaskedSplit, num_samples:
     values = batched(per_batch, split.inputs, split.targets, batch_size=batch_size).cpu()
     names = ["baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo"][:values.shape[1]]
     return {name: Estimate.of(values[:, i]) for i, name in enumerate(names)}
+
+
+@torch.no_grad()
+def estimates_against_samples(cvae: CVAE, split: MaskedSplit, sample_sizes: Sequence[int],
+                              estimators: Sequence[str] = ("mc", "is", "neg_elbo"),
+                              batch_size: int = EVAL_BATCH_SIZE) -> dict[str, torch.Tensor]:
+    """Per-image estimates ``(len(sample_sizes), N)`` of each estimator at each number of samples S.
+
+    One set of max(S) draws per image and proposal; the estimate at S uses the first S of them,
+    so the curve is the running estimate a reader would see while adding samples (its points are
+    correlated along S). ``estimators``: any of ``"mc"`` (z ~ p(z|x)), ``"is"`` and
+    ``"neg_elbo"`` (z ~ q(z|x,y), shared).
+    """
+    unknown = set(estimators) - {"mc", "is", "neg_elbo"}
+    if unknown:
+        raise ValueError(f"Unknown estimators {sorted(unknown)}; choose from mc, is, neg_elbo.")
+    device = next(cvae.parameters()).device
+    split = split.to(device)
+    pixels = hidden_pixels(split.inputs)
+    most = max(sample_sizes)
+
+    def per_batch(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        xs, ys = flatten(inputs), flatten(targets)
+        prior = Normal(*cvae.prior(xs))
+        weights = {}
+        if "mc" in estimators:
+            weights["mc"] = log_weights(cvae, xs, ys, most, prior, prior, pixels)
+        if "is" in estimators or "neg_elbo" in estimators:
+            posterior = Normal(*cvae.posterior(xs, ys))
+            weights["is"] = log_weights(cvae, xs, ys, most, prior, posterior, pixels)
+        rows = []
+        for name in estimators:
+            source = weights["mc" if name == "mc" else "is"]
+            for size in sample_sizes:
+                part = source[:size]
+                rows.append(-part.mean(0) if name == "neg_elbo" else -_log_mean_exp(part))
+        return torch.stack(rows, dim=1)  # (batch, estimators × sizes)
+
+    values = batched(per_batch, split.inputs, split.targets, batch_size=batch_size).cpu()
+    values = values.T.reshape(len(estimators), len(sample_sizes), -1)
+    return {name: values[i] for i, name in enumerate(estimators)}
 
 
 @torch.no_grad()

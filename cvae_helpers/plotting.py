@@ -250,3 +250,83 @@ def completion_grid(models: TrainedModels, fixed: int = 5, ambiguous: int = 5,
                  f"fixed + {ambiguous} most ambiguous); labels {test.labels[indices].tolist()}",
                  fontsize=10)
     return fig
+
+
+ESTIMATOR_STYLES = {"mc": ("MC, z ~ p(z|x)", "C0", "o"), "is": ("IS, z ~ q(z|x,y)", "C1", "s"),
+                    "neg_elbo": ("−ELBO, z ~ q(z|x,y)", "C2", "^")}
+
+
+def plot_convergence(curve: dict) -> plt.Figure:
+    """The estimators against S (``convergence.convergence_curve``): left, the estimate ± one
+    standard error over images; right, its difference from IS at the largest S ± the paired
+    standard error."""
+    sizes = curve["sample_sizes"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, values in curve["estimators"].items():
+        label, color, marker = ESTIMATOR_STYLES[name]
+        left.errorbar(sizes, values["mean"], yerr=values["stderr"], label=label, color=color,
+                      marker=marker, ms=4, capsize=2)
+        right.errorbar(sizes, values["minus_best_is_mean"], yerr=values["minus_best_is_stderr"],
+                       label=label, color=color, marker=marker, ms=4, capsize=2)
+    right.axhline(0.0, color="0.5", lw=0.8)
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("number of samples S")
+    left.set_ylabel("−log p(y|x) estimate (nats/image)")
+    right.set_ylabel(f"minus IS at S = {sizes[-1]:,} (nats/image)")
+    left.legend(fontsize=8)
+    fig.suptitle(f"{quadrant_label(curve['num_quadrant_inputs'])} given, {curve['num_images']} test "
+                 f"images, mean ± standard error", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+DIVERSITY_MODELS = ("NN", "GSNN", "CVAE", "hybrid")
+
+
+def plot_diversity(study: dict) -> plt.Figure:
+    """The diversity study (``diversity.diversity_study``) against the number of given quadrants:
+    label entropy, the share of ambiguous inputs, and best-of-1 (solid) and best-of-20 (dashed)
+    accuracy, per model, mean ± standard error over the test inputs."""
+    quadrants = sorted(int(q) for q in study["settings"])
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    panels = (("entropy_bits", "label entropy (bits)", 1.0), ("ambiguous", "ambiguous inputs (%)", 100.0))
+    for m, model in enumerate(DIVERSITY_MODELS):
+        rows = [study["settings"][str(q)].get(model) for q in quadrants]
+        if any(r is None for r in rows):
+            continue
+        for ax, (key, title, scale) in zip(axes[:2], panels, strict=True):
+            ax.errorbar(quadrants, [scale * r[key][0] for r in rows], yerr=[scale * r[key][1] for r in rows],
+                        color=f"C{m}", marker="o", ms=4, capsize=2, label=model)
+            ax.set_ylabel(title)
+        for k, style in ((1, "-"), (20, "--")):
+            axes[2].errorbar(quadrants, [100 * r[f"best_of_{k}"][0] for r in rows],
+                             yerr=[100 * r[f"best_of_{k}"][1] for r in rows], color=f"C{m}", ls=style,
+                             marker="o", ms=4, capsize=2, label=f"{model}, best of {k}")
+    axes[2].set_ylabel("best-of-k accuracy (%)")
+    axes[0].legend(fontsize=8)
+    axes[2].legend(fontsize=7, ncol=2)
+    for ax in axes:
+        ax.set_xticks(quadrants)
+        ax.set_xlabel("quadrants given")
+    fig.suptitle(f"{study['num_samples']} completions of each of {study['num_images']} test inputs, "
+                 "labelled by the classifier", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def switch_gallery(inputs: torch.Tensor, targets: torch.Tensor, samples: torch.Tensor,
+                   sample_labels: torch.Tensor, titles: Sequence[str]) -> plt.Figure:
+    """Inputs whose completions switch identity: rows input, truth and the samples
+    ``(num_samples, k, 784)`` (already pasted into the inputs), each sample captioned with the
+    classifier's label ``(num_samples, k)``; ``titles`` head the k columns."""
+    truth = torch.where(inputs == MASK_VALUE, targets, inputs)
+    rows = [("input", inputs), ("truth", truth)]
+    rows += [(f"sample {s + 1}", sample) for s, sample in enumerate(samples)]
+    fig = show_digits(rows, scale=1.0, col_titles=titles)
+    columns = inputs.shape[0]
+    for s in range(samples.shape[0]):
+        for c in range(columns):
+            ax = fig.axes[(s + 2) * columns + c]
+            ax.text(1, 5, str(int(sample_labels[s, c])), color="C3", fontsize=9, weight="bold")
+    return fig

@@ -247,6 +247,44 @@ def family_table(by_family: dict[str, list[dict]]) -> str:
     return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
 
 
+# The diversity table's columns: (header, metric, scale, decimals).
+DIVERSITY_COLUMNS = (
+    ("label entropy (bits)", "entropy_bits", 1, 2),
+    ("ambiguous (%)", "ambiguous", 100, 1),
+    ("best of 1 (%)", "best_of_1", 100, 1),
+    ("best of 5 (%)", "best_of_5", 100, 1),
+    ("best of 20 (%)", "best_of_20", 100, 1),
+    ("confidence (%)", "confidence", 100, 1),
+)
+
+
+def diversity_table(study: dict) -> str:
+    """Per setting and model (NN, GSNN, CVAE, hybrid), each diversity metric as mean ± standard
+    error over the test inputs (``diversity.diversity_study``)."""
+    rows = []
+    for q in sorted(study["settings"], key=int):
+        for model, metrics in study["settings"][q].items():
+            rows.append([quadrant_label(int(q)), model,
+                         *(f"{scale * metrics[key][0]:.{d}f} ± {scale * metrics[key][1]:.{d}f}"
+                           for _, key, scale, d in DIVERSITY_COLUMNS)])
+    return markdown_table(["given", "model", *(header for header, *_ in DIVERSITY_COLUMNS)], rows)
+
+
+def convergence_table(studies: dict[bool, dict]) -> str:
+    """The IS estimate on the whole test set at each S of the full-test runs, per decoder and
+    setting (``convergence.convergence_study``), mean ± standard error."""
+    sizes = next(iter(next(iter(studies.values()))["settings"].values()))["full_test_is"]["sample_sizes"]
+    rows = []
+    for decoder, study in studies.items():
+        for q in sorted(study["settings"], key=int):
+            full = study["settings"][q]["full_test_is"]
+            rows.append([decoder_label(decoder), quadrant_label(int(q)),
+                         *(f"{m:.2f} ± {e:.2f}" for m, e in zip(full["mean"], full["stderr"], strict=True)),
+                         f"{full['mean'][0] - full['mean'][-1]:.2f}"])
+    return markdown_table(["decoder", "given", *(f"IS, S = {s:,}" for s in sizes),
+                           f"S = {sizes[0]:,} minus S = {sizes[-1]:,}"], rows)
+
+
 def load_reference_json(name: str, root: str | Path | None = None) -> dict | None:
     """A JSON file of the reference run (``bench.json``, ``baseline_gap.json``, ...), or None."""
     folder = reference_dir(root)

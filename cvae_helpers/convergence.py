@@ -1,0 +1,83 @@
+"""How the three estimators move with the number of samples S, and how far S = 100 is from
+converged: the curves of the estimators chapter and the reference run's ``convergence_*.json``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .config import RunSpec, set_seed
+from .evaluation import Estimate, estimates_against_samples
+from .pipeline import TrainedModels, get_trained_models
+
+# (numbers of samples S, test images) of the curves, per budget: S up to 5,000 on 500 images at
+# the full budget; a few small S on 100 images for CI.
+CURVE_BUDGETS = {
+    "full": ((1, 3, 10, 30, 100, 300, 1000, 3000, 5000), 500),
+    "quick": ((1, 3, 10, 30, 100), 100),
+}
+# The importance-sampling estimate on the whole test set at these S (the tables use S = 100).
+FULL_TEST_SIZES = (100, 1000, 5000)
+ESTIMATORS = ("mc", "is", "neg_elbo")
+
+
+def _summary(values) -> dict[str, list[float]]:
+    estimates = [Estimate.of(row) for row in values]
+    return {"mean": [e.mean for e in estimates], "stderr": [e.stderr for e in estimates]}
+
+
+def convergence_curve(
+    models: TrainedModels, sample_sizes: Sequence[int] | None = None, num_images: int | None = None
+) -> dict:
+    """MC, IS and −ELBO against S on the first ``num_images`` test images (default: the budget's
+    :data:`CURVE_BUDGETS`), as a JSON-ready record.
+
+    For each estimator and S: the mean and standard error over images, and the mean and paired
+    standard error of its difference from IS at the largest S (the best estimate available), which
+    shows the convergence without the spread between images that dominates the first.
+    """
+    default_sizes, default_images = CURVE_BUDGETS.get(models.spec.profile.name, CURVE_BUDGETS["full"])
+    sizes = list(sample_sizes or default_sizes)
+    split = models.splits.test.take(slice(0, num_images or default_images))
+    set_seed(models.spec.seed)
+    values = estimates_against_samples(models.cvae, split, sizes, ESTIMATORS)
+    best = values["is"][-1]
+    record = {
+        "num_quadrant_inputs": models.spec.num_quadrant_inputs,
+        "decoder_sees_input": models.spec.decoder_sees_input,
+        "profile": models.spec.profile.name, "seed": models.spec.seed, "num_images": len(split),
+        "sample_sizes": sizes, "estimators": {},
+    }  # fmt: skip
+    for name, rows in values.items():
+        summary = _summary(rows)
+        difference = _summary(rows - best)
+        summary.update(minus_best_is_mean=difference["mean"], minus_best_is_stderr=difference["stderr"])
+        record["estimators"][name] = summary
+    return record
+
+
+def full_test_is(models: TrainedModels, sample_sizes: Sequence[int] = FULL_TEST_SIZES) -> dict:
+    """The IS estimate on the whole test split at each S (prefixes of one set of draws)."""
+    set_seed(models.spec.seed)
+    values = estimates_against_samples(models.cvae, models.splits.test, list(sample_sizes), ("is",))["is"]
+    return {"sample_sizes": list(sample_sizes), "num_images": len(models.splits.test), **_summary(values)}
+
+
+def convergence_study(
+    spec: RunSpec,
+    quadrants: Sequence[int] = (1, 2, 3),
+    *,
+    sample_sizes: Sequence[int] | None = None,
+    num_images: int | None = None,
+    full_test_sizes: Sequence[int] = FULL_TEST_SIZES,
+    progress: bool = False,
+) -> dict:
+    """Per setting, the curve and the full-test IS at ``full_test_sizes`` of ``spec``'s CVAE."""
+    study = {"profile": spec.profile.name, "seed": spec.seed, "decoder_sees_input": spec.decoder_sees_input,
+             "settings": {}}  # fmt: skip
+    for q in quadrants:
+        models = get_trained_models(spec.for_quadrants(q), progress=progress)
+        study["settings"][str(q)] = {
+            "curve": convergence_curve(models, sample_sizes, num_images),
+            "full_test_is": full_test_is(models, full_test_sizes),
+        }
+    return study
