@@ -15,6 +15,7 @@ CHAPTERS := $(sort $(wildcard book/*.ipynb))
 REF := results/reference
 
 .PHONY: book test env data unit notebooks book-quick reference reference-eval reference-bf16 baseline-gap \
+	reference-gsnn reference-convergence \
 	sync-repo-url lint clean
 
 env: $(VENV)/.installed
@@ -96,6 +97,36 @@ reference-bf16: data
 # `reference`: it trains nine baselines, and only a change to the baseline's training affects it.
 baseline-gap: data
 	$(PY) -m tools.baseline_gap --quadrants 1 2 3 --output $(REF)/baseline_gap.json
+
+# The paper's other half (book/09_beyond.md), seed 0, fp32: the GSNN and the hybrid (alpha = 0.5)
+# trained with the CVAE's protocol for both decoders ($(REF)/{gsnn,hybrid}/p_y_given_*/), then the
+# classifier and the diversity study of the default decoder ($(REF)/diversity.json). The CVAEs and
+# baselines come from the cache `make reference` filled. GAP_PROFILE=quick REF=/tmp/ref tries it
+# on the CI budget.
+GAP_PROFILE ?= full
+reference-gsnn: data
+	mkdir -p $(REF)/logs
+	set -e; for family in gsnn hybrid; do \
+	  /usr/bin/time -v -o $(REF)/logs/time_$${family}_p_y_given_z.txt $(PY) -m cvae_helpers train \
+	    --profile $(GAP_PROFILE) --seed 0 --precision fp32 --family $$family \
+	    --output $(REF)/$$family/p_y_given_z --no-progress; \
+	  /usr/bin/time -v -o $(REF)/logs/time_$${family}_p_y_given_xz.txt $(PY) -m cvae_helpers train \
+	    --profile $(GAP_PROFILE) --seed 0 --precision fp32 --family $$family --decoder-sees-input \
+	    --output $(REF)/$$family/p_y_given_xz --no-progress; \
+	done
+	/usr/bin/time -v -o $(REF)/logs/time_diversity.txt $(PY) -m cvae_helpers diversity \
+	  --profile $(GAP_PROFILE) --seed 0 --precision fp32 --output $(REF)/diversity.json
+
+# How the estimators converge (book/04_estimators.md): per decoder and setting, MC, IS and -ELBO
+# against S = 1 ... 5,000 on 500 test images, and IS on the whole test set at S = 100, 1,000 and
+# 5,000 ($(REF)/convergence_p_y_given_*.json). Needs the reference CVAEs (cached or trained).
+reference-convergence: data
+	mkdir -p $(REF)/logs
+	/usr/bin/time -v -o $(REF)/logs/time_convergence_p_y_given_z.txt $(PY) -m cvae_helpers convergence \
+	  --profile $(GAP_PROFILE) --seed 0 --precision fp32 --output $(REF)/convergence_p_y_given_z.json
+	/usr/bin/time -v -o $(REF)/logs/time_convergence_p_y_given_xz.txt $(PY) -m cvae_helpers convergence \
+	  --profile $(GAP_PROFILE) --seed 0 --precision fp32 --decoder-sees-input \
+	  --output $(REF)/convergence_p_y_given_xz.json
 
 # After changing repository.url in _config.yml: rewrite every chapter's Colab install cell.
 sync-repo-url: env

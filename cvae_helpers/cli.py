@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the study as JSON to --output.")
     _add_model_arguments(diversity, output_help="the JSON file to write")
     diversity.add_argument("--images", type=_positive, default=None,
-                           help="test inputs measured (default: 1,000 at the full budget, 200 quick)")
+                           help="test inputs measured (default: 1,000 at the full budget, 50 quick)")
 
     convergence = commands.add_parser(
         "convergence", help="MC, IS and -ELBO against S, and IS on the whole test set at large S (JSON)",

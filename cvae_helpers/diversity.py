@@ -29,7 +29,7 @@ AMBIGUOUS_SHARE = 0.1  # a label "counts" once it gets this share of the samples
 NUM_CLASSES = 10
 # S completions per input, and how many test inputs (the first ones) each budget measures.
 DIVERSITY_SAMPLES = 100
-DIVERSITY_IMAGES = {"full": 1000, "quick": 200}
+DIVERSITY_IMAGES = {"full": 1000, "quick": 50}
 
 
 @torch.no_grad()
