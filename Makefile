@@ -102,10 +102,12 @@ baseline-gap: data
 # trained with the CVAE's protocol for both decoders ($(REF)/{gsnn,hybrid}/p_y_given_*/), then the
 # classifier and the diversity study of the default decoder ($(REF)/diversity.json). The CVAEs and
 # baselines come from the cache `make reference` filled. GAP_PROFILE=quick REF=/tmp/ref tries it
-# on the CI budget.
+# on the CI budget. Afterwards, `python -m tools.reference_report --commit <the commit that
+# trained the CVAEs>` adds these results (and those of reference-convergence) to the README.
 GAP_PROFILE ?= full
 reference-gsnn: data
 	mkdir -p $(REF)/logs
+	git rev-parse --short HEAD > $(REF)/logs/commit_reference-gsnn.txt
 	set -e; for family in gsnn hybrid; do \
 	  /usr/bin/time -v -o $(REF)/logs/time_$${family}_p_y_given_z.txt $(PY) -m cvae_helpers train \
 	    --profile $(GAP_PROFILE) --seed 0 --precision fp32 --family $$family \
@@ -122,6 +124,7 @@ reference-gsnn: data
 # 5,000 ($(REF)/convergence_p_y_given_*.json). Needs the reference CVAEs (cached or trained).
 reference-convergence: data
 	mkdir -p $(REF)/logs
+	git rev-parse --short HEAD > $(REF)/logs/commit_reference-convergence.txt
 	/usr/bin/time -v -o $(REF)/logs/time_convergence_p_y_given_z.txt $(PY) -m cvae_helpers convergence \
 	  --profile $(GAP_PROFILE) --seed 0 --precision fp32 --output $(REF)/convergence_p_y_given_z.json
 	/usr/bin/time -v -o $(REF)/logs/time_convergence_p_y_given_xz.txt $(PY) -m cvae_helpers convergence \

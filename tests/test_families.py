@@ -278,3 +278,37 @@ def test_quick_train_of_a_gsnn_from_the_command_line(tmp_path, capsys):
     assert record["cvae_nll_mc"] > 0 and "CVAE (MC)" in capsys.readouterr().out
     assert (tmp_path / "ckpt" / "quick" / "q3_seed0" / "gsnn_pyz.pt").is_file()
     assert not (tmp_path / "ckpt" / "quick" / "q3_seed0" / "cvae_pyz.pt").exists()
+
+
+def test_reference_report_adds_the_four_way_diversity_and_convergence_sections(tmp_path):
+    import json
+
+    from cvae_helpers.results import write_results
+    from tools.reference_report import write_readme, write_timings
+
+    extra = {"epochs_baseline": 20, "epochs_cvae": 40, "epoch_seconds_baseline": 60.0,
+             "epoch_seconds_cvae": 240.0, "eval_seconds": 30.0, "versions": {"torch": "2.14.1"}}  # fmt: skip
+    for family, sub in (("cvae", ""), ("gsnn", "gsnn"), ("hybrid", "hybrid")):
+        for decoder, name in ((False, "p_y_given_z"), (True, "p_y_given_xz")):
+            write_results([{**_record(q, family, decoder), **extra} for q in (1, 2, 3)], tmp_path / sub / name)
+    metrics = {k: [0.25, 0.01] for k in ("entropy_bits", "ambiguous", "best_of_1", "best_of_5", "best_of_20")}
+    diversity = {"classifier_test_accuracy": 0.9899, "classifier_test_images": 10000, "num_samples": 100,
+                 "num_images": 1000, "decoder_sees_input": False,
+                 "settings": {"1": {"NN": {**metrics, "confidence": [0.9, 0.0]}}}}  # fmt: skip
+    (tmp_path / "diversity.json").write_text(json.dumps(diversity))
+    full = {"sample_sizes": [100, 1000, 5000], "mean": [70.3, 70.1, 70.0], "stderr": [0.3, 0.3, 0.3]}
+    (tmp_path / "convergence_p_y_given_z.json").write_text(json.dumps({"settings": {"1": {"full_test_is": full}}}))
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "commit_reference-gsnn.txt").write_text("feed123\n")
+    (tmp_path / "logs" / "time_gsnn_p_y_given_xz.txt").write_text(
+        "\tElapsed (wall clock) time (h:mm:ss or m:ss): 10:00.0\n\tMaximum resident set size (kbytes): 1048576\n"
+    )
+    timings = json.loads(write_timings(tmp_path).read_text())["commands"]
+    assert timings == [{"command": "train --profile full --family gsnn --decoder-sees-input",
+                        "decoder_sees_input": True, "wall_s": 600.0, "peak_rss_mib": 1024.0}]  # fmt: skip
+    text = write_readme(tmp_path, "abc1234").read_text()
+    assert "## NN, GSNN, CVAE and hybrid" in text and "`make reference-gsnn` at commit `feed123`" in text
+    assert text.count("| GSNN (MC) |") == 2 and "98.99% test accuracy" in text
+    assert "| 1 quadrant | NN | 0.25 ± 0.01 |" in text
+    assert "| p(y\\|z) | 1 quadrant | 70.30 ± 0.30 | 70.10 ± 0.30 | 70.00 ± 0.30 | 0.30 |" in text
+    assert "`make reference-convergence` at commit `unknown`" in text

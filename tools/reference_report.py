@@ -22,7 +22,11 @@ from pathlib import Path
 
 from cvae_helpers.results import (
     DECODER_DIRS,
+    convergence_table,
     decoder_label,
+    diversity_table,
+    family_table,
+    load_family_reference,
     load_reference,
     load_reference_json,
     precision_table,
@@ -68,6 +72,21 @@ def write_timings(reference_dir: Path) -> Path:
             flag = " --decoder-sees-input" if decoder else ""
             commands.append({"command": f"train --profile full{flag}",
                              "decoder_sees_input": decoder, **read_time_log(log)})
+    # make reference-gsnn and reference-convergence: one log per command
+    for family in ("gsnn", "hybrid"):
+        for decoder, folder in DECODER_DIRS.items():
+            log = reference_dir / "logs" / f"time_{family}_{folder}.txt"
+            if log.is_file():
+                flag = " --decoder-sees-input" if decoder else ""
+                commands.append({"command": f"train --profile full --family {family}{flag}",
+                                 "decoder_sees_input": decoder, **read_time_log(log)})
+    for name, command in [("diversity", "diversity --profile full"),
+                          *((f"convergence_{folder}", "convergence --profile full"
+                             + (" --decoder-sees-input" if decoder else ""))
+                            for decoder, folder in DECODER_DIRS.items())]:
+        log = reference_dir / "logs" / f"time_{name}.txt"
+        if log.is_file():
+            commands.append({"command": command, **read_time_log(log)})
     whole = reference_dir / "logs" / "time_reference.txt"
     # `make reference` runs this report before its own time log is complete; rerun it afterwards
     if whole.is_file() and "Elapsed (wall clock)" in whole.read_text():
@@ -134,12 +153,51 @@ def write_readme(reference_dir: Path, commit: str, eval_commit: str | None = Non
         parts += ["## bf16 mixed precision against fp32\n",
                   "The default decoder trained in bf16 (`make reference-bf16`, `bf16/`), "
                   "evaluated in fp32, against the fp32 run above:\n", precision_table(precision)]
+    parts += _gap_sections(reference_dir)
     notes = reference_dir / "notes.md"
     if notes.is_file():
         parts += ["## Notes\n", notes.read_text()]
     path = reference_dir / "README.md"
     path.write_text("\n".join(parts))
     return path
+
+
+def _made_by(reference_dir: Path, target: str) -> str:
+    """Which commit ran ``make <target>`` (its ``logs/commit_<target>.txt``), as a sentence."""
+    log = reference_dir / "logs" / f"commit_{target}.txt"
+    commit = log.read_text().strip() if log.is_file() else "unknown"
+    return f"Made by `make {target}` at commit `{commit}`, seed 0, fp32."
+
+
+def _gap_sections(reference_dir: Path) -> list[str]:
+    """The GSNN chapter's results, where present: the four-way tables, the diversity study and
+    the estimators' convergence."""
+    parts = []
+    families = load_family_reference(reference_dir)
+    if families:
+        parts += ["## NN, GSNN, CVAE and hybrid\n",
+                  _made_by(reference_dir, "reference-gsnn") + " The GSNN and the hybrid (alpha = "
+                  "0.5) in `gsnn/` and `hybrid/`, one folder per decoder; NN and CVAE from the run "
+                  "above. Negative CLL, nats per image, S = 100, mean ± standard error.\n"]
+        for decoder, by_family in families.items():
+            parts += [f"Decoder {decoder_label(decoder, long=True)}:\n", family_table(by_family)]
+    diversity = load_reference_json("diversity.json", reference_dir)
+    if diversity is not None:
+        parts += ["## Diversity (`diversity.json`)\n",
+                  f"The classifier: {100 * diversity['classifier_test_accuracy']:.2f}% test accuracy on "
+                  f"{diversity['classifier_test_images']:,} test digits. {diversity['num_samples']} "
+                  f"completions of each of the first {diversity['num_images']:,} test inputs, decoder "
+                  f"{decoder_label(diversity['decoder_sees_input'])}, mean ± standard error over inputs:\n",
+                  diversity_table(diversity)]
+    studies = {decoder: load_reference_json(f"convergence_{folder}.json", reference_dir)
+               for decoder, folder in DECODER_DIRS.items()}
+    studies = {decoder: study for decoder, study in studies.items() if study is not None}
+    if studies:
+        parts += ["## Convergence of the estimators (`convergence_*.json`)\n",
+                  _made_by(reference_dir, "reference-convergence") + " IS on the whole test set; "
+                  "each S is a prefix of the same draws (the curves against S are in the files):\n",
+                  convergence_table(studies)]
+    return parts
 
 
 def main() -> None:
