@@ -42,6 +42,7 @@ PYRO_TUTORIAL = {
 
 # The families as the text names them; the table rows follow the paper's Table 1.
 FAMILY_NAMES = {"cvae": "a CVAE", "gsnn": "a GSNN", "hybrid": "the hybrid"}
+FAMILY_ROW_NAMES = {"cvae": "CVAE", "gsnn": "GSNN", "hybrid": "hybrid"}
 
 
 def decoder_label(decoder_sees_input: bool, *, long: bool = False) -> str:
@@ -73,18 +74,22 @@ def by_quadrants(records: Iterable[dict]) -> dict[int, dict]:
 
 
 def results_table(records: list[dict]) -> str:
-    """Estimators as rows, 1/2/3 quadrants as columns, mean ± standard error, then the gap."""
+    """Estimators as rows, 1/2/3 quadrants as columns, mean ± standard error, then the gap.
+
+    The rows name the records' family (CVAE, GSNN or hybrid); a GSNN has MC only.
+    """
     by_q = by_quadrants(records)
+    name = FAMILY_ROW_NAMES[record_key(records[0], "family")] if records else "CVAE"
 
     def cells(fmt) -> list[str]:
         return [fmt(by_q[q]) if q in by_q else "–" for q in QUADRANT_SETTINGS]
 
     rows = [[label, *cells(lambda r, k=key: (f"{r[k]:.2f} ± {r[k + '_stderr']:.2f}" if k in r
                                              else "–"))]
-            for label, key in ESTIMATOR_ROWS
+            for label, key in ((label.replace("CVAE", name), key) for label, key in ESTIMATOR_ROWS)
             if any(key in r for r in records)]  # a GSNN has no IS or −ELBO
     if all("cvae_nll_is" in r for r in records):
-        rows.append(["gap: NN − CVAE (IS)",
+        rows.append([f"gap: NN − {name} (IS)",
                      *cells(lambda r: f"{r['baseline_nll'] - r['cvae_nll_is']:.2f}")])
     return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
 

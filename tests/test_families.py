@@ -237,8 +237,11 @@ def test_family_table_rows_columns_and_what_a_gsnn_lacks():
     assert "| GSNN (MC) | – | – | – |" in partial
     # a GSNN's own results table has no IS, −ELBO or gap rows
     gsnn_table = results_table(by_family["gsnn"])
-    assert "GSNN" not in gsnn_table and "CVAE (IS)" not in gsnn_table and "gap" not in gsnn_table
-    assert "CVAE (MC)" in gsnn_table
+    assert "CVAE" not in gsnn_table and "(IS)" not in gsnn_table and "gap" not in gsnn_table
+    assert "| GSNN (MC) | 88.00 ± 0.50 |" in gsnn_table
+    assert "| hybrid (IS) |" in results_table(by_family["hybrid"]) and "gap: NN − hybrid (IS)" in results_table(
+        by_family["hybrid"]
+    )
 
 
 def test_family_reference_is_found_only_when_complete(tmp_path):
@@ -275,7 +278,7 @@ def test_quick_train_of_a_gsnn_from_the_command_line(tmp_path, capsys):
     assert main(["train", "--family", "gsnn", "--output", str(out), *common]) == 0
     record = json.loads((out / "metrics_q3.json").read_text())
     assert record["family"] == "gsnn" and "cvae_nll_is" not in record
-    assert record["cvae_nll_mc"] > 0 and "CVAE (MC)" in capsys.readouterr().out
+    assert record["cvae_nll_mc"] > 0 and "GSNN (MC)" in capsys.readouterr().out
     assert (tmp_path / "ckpt" / "quick" / "q3_seed0" / "gsnn_pyz.pt").is_file()
     assert not (tmp_path / "ckpt" / "quick" / "q3_seed0" / "cvae_pyz.pt").exists()
 
