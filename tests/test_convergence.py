@@ -71,8 +71,18 @@ def test_diversity_and_convergence_tables():
     assert "IS, S = 1,000" in table and "| p(y\\|z) | 2 quadrants | 70.00 ± 0.30 | 69.50 ± 0.30 | 0.50 |" in table
 
 
-def test_diversity_and_convergence_commands_at_the_quick_budget(tmp_path):
+def _smaller_quick_budget(monkeypatch):
+    """The quick profile cut down further, so that the commands run end to end in seconds."""
+    from cvae_helpers import config
+
+    smaller = config.get_profile("quick", train_size=500, val_size=200, test_size=200, max_epochs=1)
+    monkeypatch.setitem(config.PROFILES, "quick", smaller)
+
+
+def test_diversity_and_convergence_commands_at_the_quick_budget(tmp_path, monkeypatch):
     from cvae_helpers.cli import main
+
+    _smaller_quick_budget(monkeypatch)
 
     common = ["--profile", "quick", "--quadrants", "3", "--checkpoint-dir", str(tmp_path / "ckpt")]
     out = tmp_path / "convergence.json"
@@ -80,7 +90,7 @@ def test_diversity_and_convergence_commands_at_the_quick_budget(tmp_path):
                  "--full-test-sizes", "2", "4", *common]) == 0  # fmt: skip
     study = json.loads(out.read_text())
     setting = study["settings"]["3"]
-    assert setting["curve"]["num_images"] == 20 and setting["full_test_is"]["num_images"] == 1000
+    assert setting["curve"]["num_images"] == 20 and setting["full_test_is"]["num_images"] == 200
     assert setting["full_test_is"]["sample_sizes"] == [2, 4] and "versions" in study
     out = tmp_path / "diversity.json"
     assert main(["diversity", "--output", str(out), "--images", "30", *common]) == 0

@@ -260,10 +260,15 @@ def test_family_reference_is_found_only_when_complete(tmp_path):
     assert load_family_reference(tmp_path / "nothing") == {}
 
 
-def test_quick_train_of_a_gsnn_from_the_command_line(tmp_path, capsys):
+def test_quick_train_of_a_gsnn_from_the_command_line(tmp_path, capsys, monkeypatch):
     import json
 
+    from cvae_helpers import config
     from cvae_helpers.cli import main
+
+    # the quick profile cut down further: the command runs end to end in seconds
+    smaller = config.get_profile("quick", train_size=500, val_size=200, test_size=200, max_epochs=1)
+    monkeypatch.setitem(config.PROFILES, "quick", smaller)
 
     out = tmp_path / "out"
     common = [
