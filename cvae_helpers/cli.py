@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "--full-test-sizes; written as JSON to --output.")
     _add_model_arguments(convergence, output_help="the JSON file to write")
     convergence.add_argument("--sizes", type=_positive, nargs="+", default=None,
-                             help="S of the curves (default: 1 ... 5,000 full, 1 ... 100 quick)")
+                             help="S of the curves (default: 1 ... 5,000 full, 1 ... 300 quick)")
     convergence.add_argument("--images", type=_positive, default=None,
                              help="test images of the curves (default: 500 full, 100 quick)")
     convergence.add_argument("--full-test-sizes", type=_positive, nargs="+", default=[100, 1000, 5000],
