@@ -29,6 +29,7 @@ PRECISION_ENV = "CVAE_PRECISION"
 PRECISIONS = ("fp32", "bf16")
 # How the networks are trained (Sohn et al., 2015, §3.3-3.4); models.py holds the losses.
 FAMILIES = ("cvae", "gsnn", "hybrid")
+FAMILY_LABELS = {"cvae": "CVAE", "gsnn": "GSNN", "hybrid": "hybrid"}  # as tables and progress bars name them
 
 
 def project_root() -> Path:

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 import torch
 
 from .classifier import TrainedClassifier
-from .config import RunSpec
+from .config import FAMILY_LABELS, RunSpec
 from .data import MaskedSplit
 from .evaluation import Estimate
-from .models import CVAE, FAMILY_LABELS, BaselineNet, fill_hidden, flatten
+from .models import CVAE, BaselineNet, fill_hidden, flatten
 from .pipeline import get_trained_models
 
 BEST_OF = (1, 5, 20)

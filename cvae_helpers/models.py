@@ -21,9 +21,8 @@ from .data import MASK_VALUE, NUM_PIXELS
 
 # Softplus keeps the encoders' scales positive; this floor keeps log(scale) finite in float32.
 MIN_SCALE = 1e-4
-# The three ways of training the same networks (FAMILIES, Sohn et al., 2015, §3.3-3.4): the
+# The three ways of training the same networks (FAMILIES, Sohn et al., 2015, §3.3-3.4) are the
 # CVAE's ELBO, the GSNN's -log p(y|x,z) with z from the prior network, and their weighted sum.
-FAMILY_LABELS = {"cvae": "CVAE", "gsnn": "GSNN", "hybrid": "hybrid"}
 # The hybrid's weight on the CVAE's loss: the value of the authors' released code.
 DEFAULT_ALPHA = 0.5
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .config import FAMILY_LABELS
 from .data import quadrant_label
 
 QUADRANT_SETTINGS = (1, 2, 3)
@@ -42,7 +43,6 @@ PYRO_TUTORIAL = {
 
 # The families as the text names them; the table rows follow the paper's Table 1.
 FAMILY_NAMES = {"cvae": "a CVAE", "gsnn": "a GSNN", "hybrid": "the hybrid"}
-FAMILY_ROW_NAMES = {"cvae": "CVAE", "gsnn": "GSNN", "hybrid": "hybrid"}
 
 
 def decoder_label(decoder_sees_input: bool, *, long: bool = False) -> str:
@@ -79,7 +79,7 @@ def results_table(records: list[dict]) -> str:
     The rows name the records' family (CVAE, GSNN or hybrid); a GSNN has MC only.
     """
     by_q = by_quadrants(records)
-    name = FAMILY_ROW_NAMES[record_key(records[0], "family")] if records else "CVAE"
+    name = FAMILY_LABELS[record_key(records[0], "family")] if records else "CVAE"
 
     def cells(fmt) -> list[str]:
         return [fmt(by_q[q]) if q in by_q else "–" for q in QUADRANT_SETTINGS]

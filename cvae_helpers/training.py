@@ -18,10 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoints import load_checkpoint, save_checkpoint
-from .config import Profile, RunSpec, autocast_dtype, set_seed
+from .config import FAMILY_LABELS, Profile, RunSpec, autocast_dtype, set_seed
 from .data import QuadrantSplits, TensorBatches, batched, hidden_pixels, quadrant_label
 from .evaluation import baseline_nll
-from .models import CVAE, FAMILY_LABELS, BaselineNet, masked_bce
+from .models import CVAE, BaselineNet, masked_bce
 
 
 class NonFiniteLossError(FloatingPointError):
