@@ -7,9 +7,10 @@ Usage (from the repository root, on an otherwise idle machine)::
 Seconds per 60k-image epoch (batch 128, 1 quadrant, fp32 unless named) for: Pyro's
 ``Trace_ELBO``; ``TraceMeanField_ELBO`` (analytic KL); the hand-written ``CVAE.neg_elbo`` on all
 784 pixels and on the hidden ones only (what training uses); that loss under ``torch.compile``;
-one thread instead of two; bf16 autocast; and, as the floor, the step's matrix products alone. Each is the median of three timed runs, taken in
-turn so that a slow spell of the machine hits all of them; ``torch.compile`` comes last, since
-its worker processes stay alive in the process once it has compiled.
+one thread instead of two; bf16 autocast; and, as the floor, the step's matrix products alone.
+Each is the median of three timed runs, taken in turn so that a slow spell of the machine hits
+all of them; ``torch.compile`` comes last, since its worker processes stay alive in the process
+once it has compiled.
 """
 
 from __future__ import annotations
