@@ -10,7 +10,8 @@
 - :class:`BrowserExplorer` is the widget, ``browser_explorer.js`` next to this file. In a
   notebook (Jupyter, Colab) its HTML carries the weights inline (base64, decoded only when the
   reader picks that setting); in the HTML book its Markdown form loads them from the static
-  files. The chapter tells MyST-NB to prefer the Markdown form (its ``mime_priority_overrides``).
+  files. The book tells MyST-NB to prefer the Markdown form (``nb_mime_priority_overrides`` in
+  ``_config.yml``).
 
 Blob layout, per layer in :data:`LAYERS` order: the weight ``(rows, cols)`` row-major (int8 or
 fp16), then for int8 the scales ``(rows,)`` float32, then the bias ``(rows,)`` float32, each
