@@ -37,9 +37,17 @@ from .results import decoder_label
 
 # The layers sampling needs, in the order the JavaScript runs them (the recognition network is
 # only for training and is not exported).
-LAYERS = ("baseline.fc1", "baseline.fc2", "baseline.fc3",
-          "prior_net.fc1", "prior_net.fc2", "prior_net.head",
-          "generation_net.fc1", "generation_net.fc2", "generation_net.fc3")
+LAYERS = (
+    "baseline.fc1",
+    "baseline.fc2",
+    "baseline.fc3",
+    "prior_net.fc1",
+    "prior_net.fc2",
+    "prior_net.head",
+    "generation_net.fc1",
+    "generation_net.fc2",
+    "generation_net.fc3",
+)
 FORMATS = ("int8", "fp16")
 MAX_SAMPLES = 16
 # The export measures its pixel error on the embedded digits with this many draws of epsilon.
@@ -77,8 +85,7 @@ def pack_layers(cvae: CVAE, fmt: str = "int8") -> tuple[bytes, list[dict]]:
     for name in LAYERS:
         layer = cvae.get_submodule(name)
         weight = layer.weight.detach().float().cpu()
-        entry = {"name": name, "rows": weight.shape[0], "cols": weight.shape[1],
-                 "weight": _align(blob)}
+        entry = {"name": name, "rows": weight.shape[0], "cols": weight.shape[1], "weight": _align(blob)}
         if fmt == "int8":
             q, scale = quantize_rows(weight)
             blob.extend(q.numpy().tobytes())
@@ -105,16 +112,20 @@ def unpack_layers(blob: bytes, table: list[dict], fmt: str) -> dict[str, torch.T
             half = np.frombuffer(blob, "<f2", rows * cols, entry["weight"]).reshape(rows, cols)
             weight = torch.from_numpy(half.astype(np.float32))
         state[f"{entry['name']}.weight"] = weight
-        state[f"{entry['name']}.bias"] = torch.from_numpy(
-            np.frombuffer(blob, "<f4", rows, entry["bias"]).copy())
+        state[f"{entry['name']}.bias"] = torch.from_numpy(np.frombuffer(blob, "<f4", rows, entry["bias"]).copy())
     return state
 
 
 def exported_cvae(cvae: CVAE, blob: bytes, table: list[dict], fmt: str) -> CVAE:
     """A CPU copy of ``cvae`` whose sampling layers hold the exported (rounded) weights."""
     config = cvae.config
-    copy = CVAE(config.z_dim, config.hidden_1, config.hidden_2,
-                BaselineNet(**cvae.baseline.config), config.decoder_sees_input)
+    copy = CVAE(
+        config.z_dim,
+        config.hidden_1,
+        config.hidden_2,
+        BaselineNet(**cvae.baseline.config),
+        config.decoder_sees_input,
+    )
     copy.load_state_dict({k: v.detach().cpu() for k, v in cvae.state_dict().items()})
     copy.load_state_dict(unpack_layers(blob, table, fmt), strict=False)
     return copy.eval()
@@ -126,8 +137,7 @@ def fixed_noise(num_samples: int, z_dim: int, seed: int = ERROR_NOISE_SEED) -> t
 
 
 @torch.no_grad()
-def pixel_error(original: CVAE, exported: CVAE, inputs: torch.Tensor,
-                num_samples: int = MAX_SAMPLES) -> float:
+def pixel_error(original: CVAE, exported: CVAE, inputs: torch.Tensor, num_samples: int = MAX_SAMPLES) -> float:
     """Largest |pixel| change that rounding the weights causes on ``inputs`` ``(n, 28, 28)``.
 
     Over the baseline's guess and ``num_samples`` CVAE samples per input (the same epsilon for
@@ -139,8 +149,10 @@ def pixel_error(original: CVAE, exported: CVAE, inputs: torch.Tensor,
         x = x[None]
         hidden = x[0] == MASK_VALUE
         noise = fixed_noise(num_samples, original.config.z_dim)
-        pairs = [(original.baseline(x), exported.baseline(x)),
-                 (original.sample(x, noise=noise), exported.sample(x, noise=noise))]
+        pairs = [
+            (original.baseline(x), exported.baseline(x)),
+            (original.sample(x, noise=noise), exported.sample(x, noise=noise)),
+        ]
         worst = max([worst] + [float((a - b)[..., hidden].abs().max()) for a, b in pairs])
     return worst
 
@@ -162,8 +174,7 @@ class ExportedWeights:
         return folder
 
 
-def export_weights(models_by_q: dict[int, TrainedModels], digits: list[int],
-                   fmt: str = "int8") -> ExportedWeights:
+def export_weights(models_by_q: dict[int, TrainedModels], digits: list[int], fmt: str = "int8") -> ExportedWeights:
     """Pack each setting's sampling layers and embed the test digits at ``digits``.
 
     Args:
@@ -189,27 +200,33 @@ def export_weights(models_by_q: dict[int, TrainedModels], digits: list[int],
         inputs = torch.where(given_quadrants_mask(q), images, MASK_VALUE)
         error = pixel_error(models.cvae, exported_cvae(models.cvae, blob, table, fmt), inputs)
         blobs[q] = blob
-        settings[str(q)] = {"file": f"q{q}.bin", "bytes": len(blob), "layers": table,
-                            "max_pixel_error": error}
+        settings[str(q)] = {"file": f"q{q}.bin", "bytes": len(blob), "layers": table, "max_pixel_error": error}
     profile = first.profile
     config = models_by_q[min(models_by_q)].cvae.config
-    return ExportedWeights(blobs=blobs, manifest={
-        "format": fmt,
-        "budget": profile.name,
-        "training_images": profile.train_size or 50_000,
-        "max_epochs": profile.max_epochs,
-        "seed": first.seed,
-        "precision": first.precision,
-        "decoder": decoder_label(first.decoder_sees_input, long=True),
-        "decoder_sees_input": first.decoder_sees_input,
-        "z_dim": config.z_dim,
-        "min_scale": 1e-4,
-        "settings": settings,
-        "digits": [{"index": int(i), "label": int(test.labels[i]),
-                    "pixels": base64.b64encode(
-                        (image * 255).round().to(torch.uint8).numpy().tobytes()).decode()}
-                   for i, image in zip(digits, images, strict=True)],
-    })
+    return ExportedWeights(
+        blobs=blobs,
+        manifest={
+            "format": fmt,
+            "budget": profile.name,
+            "training_images": profile.train_size or 50_000,
+            "max_epochs": profile.max_epochs,
+            "seed": first.seed,
+            "precision": first.precision,
+            "decoder": decoder_label(first.decoder_sees_input, long=True),
+            "decoder_sees_input": first.decoder_sees_input,
+            "z_dim": config.z_dim,
+            "min_scale": 1e-4,
+            "settings": settings,
+            "digits": [
+                {
+                    "index": int(i),
+                    "label": int(test.labels[i]),
+                    "pixels": base64.b64encode((image * 255).round().to(torch.uint8).numpy().tobytes()).decode(),
+                }
+                for i, image in zip(digits, images, strict=True)
+            ],
+        },
+    )
 
 
 def _script_json(value: object) -> str:
@@ -251,26 +268,35 @@ class BrowserExplorer:
       ``weights_url + "q{N}.bin"`` when the reader picks that setting; the page stays small.
     """
 
-    def __init__(self, weights: ExportedWeights, weights_url: str = "explorer/",
-                 element_id: str | None = None) -> None:
+    def __init__(
+        self, weights: ExportedWeights, weights_url: str = "explorer/", element_id: str | None = None
+    ) -> None:
         self.weights, self.weights_url = weights, weights_url
         self.element_id = element_id or f"cvae-browser-{uuid.uuid4().hex[:8]}"
 
     def html(self, inline: bool) -> str:
         """The widget's HTML: a container, the manifest, optionally the weights, the script."""
         eid = html.escape(self.element_id)
-        config = {"manifest": self.weights.manifest, "inline": inline,
-                  "weightsUrl": None if inline else self.weights_url}
-        parts = [f'<div class="cvae-browser-explorer" id="{eid}">'
-                 "<noscript>This explorer runs the CVAE in your browser and needs JavaScript."
-                 "</noscript></div>",
-                 f'<script type="application/json" id="{eid}-config">{_script_json(config)}</script>']
+        config = {
+            "manifest": self.weights.manifest,
+            "inline": inline,
+            "weightsUrl": None if inline else self.weights_url,
+        }
+        parts = [
+            f'<div class="cvae-browser-explorer" id="{eid}">'
+            "<noscript>This explorer runs the CVAE in your browser and needs JavaScript."
+            "</noscript></div>",
+            f'<script type="application/json" id="{eid}-config">{_script_json(config)}</script>',
+        ]
         if inline:
-            parts += [f'<script type="application/octet-stream" id="{eid}-q{q}">'
-                      f"{base64.b64encode(blob).decode()}</script>"
-                      for q, blob in sorted(self.weights.blobs.items())]
-        parts.append(f"<script>{javascript_source()}\n"
-                     f'CVAEExplorer.mount(document.getElementById("{eid}"));</script>')
+            parts += [
+                f'<script type="application/octet-stream" id="{eid}-q{q}">'
+                f"{base64.b64encode(blob).decode()}</script>"
+                for q, blob in sorted(self.weights.blobs.items())
+            ]
+        parts.append(
+            f'<script>{javascript_source()}\nCVAEExplorer.mount(document.getElementById("{eid}"));</script>'
+        )
         # No blank line anywhere: Markdown would end the raw HTML block there.
         return "\n".join(line for line in "\n".join(parts).splitlines() if line.strip())
 
@@ -283,8 +309,10 @@ class BrowserExplorer:
     def __repr__(self) -> str:
         manifest = self.weights.manifest
         settings = ", ".join(quadrant_label(int(q)) for q in manifest["settings"])
-        return (f"<in-browser CVAE explorer: {settings}; {manifest['budget']} budget, "
-                f"{manifest['decoder']}; {manifest['format']} weights>")
+        return (
+            f"<in-browser CVAE explorer: {settings}; {manifest['budget']} budget, "
+            f"{manifest['decoder']}; {manifest['format']} weights>"
+        )
 
 
 def browser_explorer(weights: ExportedWeights, weights_url: str = "explorer/") -> BrowserExplorer:

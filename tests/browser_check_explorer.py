@@ -46,7 +46,6 @@ SAME_WEIGHTS_TOLERANCE = 1e-5
 FP16_TOLERANCE = 1e-3  # fp16 weights against the trained fp32 network, as the issue asks
 
 
-
 def missing(reason: str) -> None:
     """Skip, or fail where the browser test must run (CI sets CVAE_REQUIRE_BROWSER=1)."""
     if os.environ.get("CVAE_REQUIRE_BROWSER") == "1":
@@ -107,18 +106,29 @@ def browser():
 def weights(built) -> ExportedWeights:
     folder = HTML / "explorer"
     manifest = json.loads((folder / "manifest.json").read_text())
-    return ExportedWeights(manifest, {int(q): (folder / s["file"]).read_bytes()
-                                      for q, s in manifest["settings"].items()})
+    return ExportedWeights(
+        manifest, {int(q): (folder / s["file"]).read_bytes() for q, s in manifest["settings"].items()}
+    )
 
 
 @pytest.fixture(scope="module")
 def models(weights):
     """The trained models the book exported (from the checkpoint cache), per setting."""
     manifest = weights.manifest
-    return {int(q): get_trained_models(RunSpec.create(
-        int(q), manifest["budget"], seed=manifest["seed"], device="cpu",
-        decoder_sees_input=manifest["decoder_sees_input"], precision=manifest["precision"]),
-        progress=False) for q in manifest["settings"]}
+    return {
+        int(q): get_trained_models(
+            RunSpec.create(
+                int(q),
+                manifest["budget"],
+                seed=manifest["seed"],
+                device="cpu",
+                decoder_sees_input=manifest["decoder_sees_input"],
+                precision=manifest["precision"],
+            ),
+            progress=False,
+        )
+        for q in manifest["settings"]
+    }
 
 
 # Requests to other hosts (the book's theme loads MathJax, RequireJS and the widget manager from
@@ -145,12 +155,14 @@ class Page:
         self.page.route(ELSEWHERE, lambda route: route.abort())
         self.errors: list[str] = []
         self.requested: list[str] = []
-        self.page.on("console", lambda m: m.type == "error" and counts(m)
-                     and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: not any(known in str(e) for known in THEME_ERRORS)
-                     and self.errors.append(str(e)))
-        self.page.on("request", lambda r: r.url.endswith(".bin") and self.requested.append(
-            r.url.rsplit("/", 1)[1]))
+        self.page.on("console", lambda m: m.type == "error" and counts(m) and self.errors.append(m.text))
+        self.page.on(
+            "pageerror",
+            lambda e: not any(known in str(e) for known in THEME_ERRORS) and self.errors.append(str(e)),
+        )
+        self.page.on(
+            "request", lambda r: r.url.endswith(".bin") and self.requested.append(r.url.rsplit("/", 1)[1])
+        )
         if url is not None:
             self.page.goto(url)
         elif html is not None:
@@ -162,7 +174,8 @@ class Page:
 
     def run(self, quadrants: int, ink: torch.Tensor, noise: torch.Tensor) -> dict:
         """Pick a setting, draw ``ink`` (784,), fix epsilon ``(n, z_dim)``; the page's result."""
-        return self.page.evaluate(f"""async ([q, ink, noise]) => {{
+        return self.page.evaluate(
+            f"""async ([q, ink, noise]) => {{
             const api = document.querySelector('{ROOT}').cvaeExplorer;
             await api.select(q);
             const next = api.update();
@@ -172,7 +185,9 @@ class Page:
             return {{quadrants: r.quadrants, input: Array.from(r.input),
                      baseline: Array.from(r.baseline), samples: r.samples.map((s) => Array.from(s)),
                      timing: api.timing}};
-        }}""", [quadrants, ink.tolist(), noise.tolist()])
+        }}""",
+            [quadrants, ink.tolist(), noise.tolist()],
+        )
 
     def result(self) -> dict:
         return self.page.evaluate(f"""() => {{
@@ -192,8 +207,10 @@ def largest_difference(result: dict, cvae, noise: torch.Tensor) -> float:
         samples = cvae.sample(x, noise=noise[:, None])[:, 0]
     page_baseline = torch.tensor(result["baseline"])
     page_samples = torch.tensor(result["samples"])
-    return max(float((baseline - page_baseline)[hidden].abs().max()),
-               float((samples - page_samples)[:, hidden].abs().max()))
+    return max(
+        float((baseline - page_baseline)[hidden].abs().max()),
+        float((samples - page_samples)[:, hidden].abs().max()),
+    )
 
 
 def test_book_page_samples_what_pytorch_samples(server, browser, weights, models):
@@ -217,8 +234,7 @@ def test_book_page_samples_what_pytorch_samples(server, browser, weights, models
         assert largest_difference(result, exported, noise) <= SAME_WEIGHTS_TOLERANCE
         # ... and within the error the export measured (on these digits, with this epsilon)
         # of the trained network.
-        assert largest_difference(result, cvae, noise) <= (setting["max_pixel_error"]
-                                                           + SAME_WEIGHTS_TOLERANCE)
+        assert largest_difference(result, cvae, noise) <= (setting["max_pixel_error"] + SAME_WEIGHTS_TOLERANCE)
         timings.append(result["timing"])
     assert page.requested == ["q1.bin", "q2.bin"]
     print(f"\nbrowser time per setting: {timings}")
@@ -230,7 +246,8 @@ def test_drawing_and_keyboard_change_the_output(server, browser):
     page.wait_ready()
     page.page.locator(f"{ROOT} button", has_text="Clear").click()
     page.page.wait_for_function(
-        f"() => document.querySelector('{ROOT}').cvaeExplorer.result.input.every(v => v <= 0)")
+        f"() => document.querySelector('{ROOT}').cvaeExplorer.result.input.every(v => v <= 0)"
+    )
     blank = page.result()
     # A stroke with the mouse (pointer events) across the bottom-left quadrant.
     box = page.page.locator(f"{ROOT} canvas.cvae-bx-draw").bounding_box()
@@ -241,23 +258,26 @@ def test_drawing_and_keyboard_change_the_output(server, browser):
         page.page.mouse.move(box["x"] + (4 + step) * cell, box["y"] + (18 + step) * cell)
     page.page.mouse.up()
     page.page.wait_for_function(
-        f"() => document.querySelector('{ROOT}').cvaeExplorer.result.input.some(v => v > 0.5)")
+        f"() => document.querySelector('{ROOT}').cvaeExplorer.result.input.some(v => v > 0.5)"
+    )
     drawn = page.result()
     assert drawn["baseline"] != blank["baseline"] and drawn["samples"] != blank["samples"]
     # The quadrant selector with the keyboard: focus it, arrow down to the next setting.
     with page.page.expect_request("**/q2.bin"):
         page.page.locator(f"{ROOT} select").first.focus()
         page.page.keyboard.press("ArrowDown")
-    page.page.wait_for_function(
-        f"() => document.querySelector('{ROOT}').cvaeExplorer.result.quadrants === 2")
+    page.page.wait_for_function(f"() => document.querySelector('{ROOT}').cvaeExplorer.result.quadrants === 2")
     # The keyboard pen: focus the drawing, lower the pen (Space), move it with the arrows.
     before = page.result()
     page.page.locator(f"{ROOT} canvas.cvae-bx-draw").focus()
     for key in ("Space", "ArrowUp", "ArrowUp", "ArrowUp", "ArrowRight"):
         page.page.keyboard.press(key)
-    page.page.wait_for_function(f"""(before) => {{
+    page.page.wait_for_function(
+        f"""(before) => {{
         const r = document.querySelector('{ROOT}').cvaeExplorer.result;
-        return r.baseline.some((v, i) => v !== before[i]); }}""", arg=before["baseline"])
+        return r.baseline.some((v, i) => v !== before[i]); }}""",
+        arg=before["baseline"],
+    )
     assert page.requested == ["q1.bin", "q2.bin"]
     assert page.errors == []
 
@@ -277,24 +297,25 @@ def test_a_missing_weight_file_says_so(server, browser):
 
 def test_notebook_output_runs_with_inline_weights(browser, weights, models):
     """What Jupyter and Colab show: the HTML form, weights inside it, no server at all."""
-    page = Page(browser, html="<!doctype html><meta charset='utf-8'><body>"
-                f"{browser_explorer(weights)._repr_html_()}</body>")
+    page = Page(
+        browser,
+        html=f"<!doctype html><meta charset='utf-8'><body>{browser_explorer(weights)._repr_html_()}</body>",
+    )
     page.wait_ready()
     noise = fixed_noise(4, weights.manifest["z_dim"])[:, 0]
     digit = models[3].splits.test.images[weights.manifest["digits"][0]["index"]].flatten()
     result = page.run(3, digit, noise)
     setting = weights.manifest["settings"]["3"]
-    exported = exported_cvae(models[3].cvae.cpu(), weights.blobs[3], setting["layers"],
-                             weights.manifest["format"])
+    exported = exported_cvae(models[3].cvae.cpu(), weights.blobs[3], setting["layers"], weights.manifest["format"])
     assert largest_difference(result, exported, noise) <= SAME_WEIGHTS_TOLERANCE
     assert page.requested == [] and page.errors == []
 
 
 def test_fp16_weights_match_pytorch_to_1e_3(browser, weights, models):
-    fp16 = export_weights({1: models[1]}, [d["index"] for d in weights.manifest["digits"][:2]],
-                          fmt="fp16")
-    page = Page(browser, html="<!doctype html><meta charset='utf-8'><body>"
-                f"{browser_explorer(fp16)._repr_html_()}</body>")
+    fp16 = export_weights({1: models[1]}, [d["index"] for d in weights.manifest["digits"][:2]], fmt="fp16")
+    page = Page(
+        browser, html=f"<!doctype html><meta charset='utf-8'><body>{browser_explorer(fp16)._repr_html_()}</body>"
+    )
     page.wait_ready()
     noise = fixed_noise(16, fp16.manifest["z_dim"], seed=3)[:, 0]
     digit = models[1].splits.test.images[fp16.manifest["digits"][1]["index"]].flatten()
@@ -307,8 +328,10 @@ def test_the_book_page_stays_small(built):
     """The weights are separate files; the page grows by the widget's script and digits only."""
     page_bytes = built.stat().st_size
     assert page_bytes < 1_000_000, f"{PAGE} is {page_bytes:,} bytes"
-    assert all(s["bytes"] <= 3_000_000 for s in json.loads(
-        (HTML / "explorer" / "manifest.json").read_text())["settings"].values())
+    assert all(
+        s["bytes"] <= 3_000_000
+        for s in json.loads((HTML / "explorer" / "manifest.json").read_text())["settings"].values()
+    )
 
 
 def test_file_url_explains_how_to_serve_the_book(browser, built):

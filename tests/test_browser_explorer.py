@@ -93,8 +93,7 @@ def test_manifest_describes_models_blobs_and_digits(models_by_q, int8):
 def test_fp16_is_closer_than_int8(models_by_q, int8):
     fp16 = export_weights(models_by_q, DIGITS, fmt="fp16")
     for q in ("1", "2", "3"):
-        assert fp16.manifest["settings"][q]["max_pixel_error"] < int8.manifest["settings"][q][
-            "max_pixel_error"]
+        assert fp16.manifest["settings"][q]["max_pixel_error"] < int8.manifest["settings"][q]["max_pixel_error"]
 
 
 def test_export_refuses_mixed_decoders(models_by_q):
@@ -126,8 +125,11 @@ def test_notebook_form_carries_the_weights_and_book_form_loads_them(int8):
         assert "\n\n" not in page  # Markdown would end the raw HTML block at a blank line
         assert "CVAEExplorer.mount(" in page and "function dense(" in page
     assert config_of(inline, eid)["inline"] is True
-    assert config_of(book, eid) == {"manifest": json.loads(json.dumps(int8.manifest)),
-                                    "inline": False, "weightsUrl": "../explorer/"}
+    assert config_of(book, eid) == {
+        "manifest": json.loads(json.dumps(int8.manifest)),
+        "inline": False,
+        "weightsUrl": "../explorer/",
+    }
     for q, blob in int8.blobs.items():
         found = re.search(rf'id="{eid}-q{q}">([A-Za-z0-9+/=]+)</script>', inline)
         assert base64.b64decode(found.group(1)) == blob
