@@ -200,7 +200,7 @@ def fit(
             print(f"reusing {label}: finished after {stored['epoch']} epochs ({_shown(checkpoint_path)})")
             return FitResult(stored["history"], resumed_from_epoch=stored["epoch"], reused=True)
         state = TrainingState.load(stored, module, optimizer, loader)
-        print(f"resuming {label} after epoch {state.epoch} of at most {profile.max_epochs} "
+        print(f"resuming {label}, after epoch {state.epoch} of at most {profile.max_epochs} "
               f"({_shown(checkpoint_path)})")
     resumed_from = state.epoch
 
