@@ -22,6 +22,10 @@ QUADRANT_SETTINGS = (1, 2, 3)
 DECODER_DIRS = {False: "p_y_given_z", True: "p_y_given_xz"}
 REFERENCE_DIR_ENV = "CVAE_REFERENCE_DIR"
 REFERENCE_SUBPATH = Path("results") / "reference"
+# What a chapter prints where the reference run's files are not available.
+REFERENCE_MISSING = ("No reference results here: they come with a checkout of the repository "
+                     "(results/reference/) or, at the full budget, from its release, and neither "
+                     "was available.")
 
 # The estimators of a metrics record, as table rows: (label, key).
 ESTIMATOR_ROWS = (
