@@ -87,7 +87,8 @@ baseline-gap: data
 release-assets: env
 	$(PY) -m tools.release_assets --output release
 
-# After changing repository.url in _config.yml: rewrite every chapter's Colab install cell.
+# After changing repository.url in _config.yml: rewrite every chapter's Colab install cell and
+# the address of the pretrained weights (cvae_helpers/pretrained.py).
 sync-repo-url: env
 	$(PY) -m tools.repo_url
 

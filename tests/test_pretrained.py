@@ -25,7 +25,7 @@ from cvae_helpers.checkpoints import load_checkpoint
 from cvae_helpers.config import RunSpec, get_profile
 from cvae_helpers.pipeline import checkpoint_paths, get_trained_models, metrics_record, restore_pretrained
 from tools.release_assets import REFERENCE, export_assets
-from tools.repo_url import repository_url
+from tools.repo_url import repository_url, sync_pretrained_url
 
 ESTIMATES = ("baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo")
 
@@ -248,6 +248,11 @@ def test_export_names_missing_models(tmp_path):
     assert str(checkpoint_paths(spec)[1]) in str(error.value)
 
 
-def test_default_address_is_a_release_of_the_repository():
+def test_default_address_is_a_release_of_the_repository(tmp_path):
     assert pretrained.DEFAULT_BASE_URL.startswith(repository_url() + "/releases/download/")
     assert pretrained.base_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/"
+    # make sync-repo-url moves it along with repository.url
+    copy = tmp_path / "pretrained.py"
+    copy.write_text(Path(pretrained.__file__).read_text().replace(repository_url(), "https://old/x"))
+    assert sync_pretrained_url(copy) and not sync_pretrained_url(copy)
+    assert f'DEFAULT_BASE_URL = "{pretrained.DEFAULT_BASE_URL}"' in copy.read_text()

@@ -1,4 +1,5 @@
-"""Keep every chapter's Colab install cell pointed at ``repository.url`` of ``_config.yml``.
+"""Keep every chapter's Colab install cell, and the address of the pretrained weights, pointed
+at ``repository.url`` of ``_config.yml``.
 
 Usage (from the repository root): ``python -m tools.repo_url`` (what ``make sync-repo-url`` runs).
 """
@@ -12,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # The Colab setup cell of every chapter installs the package from the repository whose URL is
 # `repository.url` in _config.yml; tests/test_notebooks.py checks that they agree.
 INSTALL_PATTERN = re.compile(r'(%pip install -q "cvae-helpers @ git\+)([^"]+)(")')
+# The release that holds the pretrained weights (cvae_helpers/pretrained.py); tests/test_pretrained.py
+# checks that it belongs to the same repository.
+PRETRAINED_FILE = ROOT / "cvae_helpers" / "pretrained.py"
+PRETRAINED_PATTERN = re.compile(r'^(DEFAULT_BASE_URL = ")(.+?)(/releases/download/[^"]*")', re.M)
 
 
 def repository_url(config: str | Path | None = None) -> str:
@@ -43,9 +48,21 @@ def sync_repo_url(book_dir: str | Path | None = None) -> list[Path]:
     return changed
 
 
+def sync_pretrained_url(path: str | Path = PRETRAINED_FILE) -> bool:
+    """Point ``DEFAULT_BASE_URL`` in ``path`` at a release of :func:`repository_url`; whether it changed."""
+    path = Path(path)
+    text = path.read_text()
+    new = PRETRAINED_PATTERN.sub(lambda m: m.group(1) + repository_url() + m.group(3), text)
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
 def main() -> None:
     for path in sync_repo_url():
         print(f"updated {path}")
+    if sync_pretrained_url():
+        print(f"updated {PRETRAINED_FILE}")
 
 
 if __name__ == "__main__":
