@@ -14,7 +14,7 @@ Environment variables:
 
 - ``CVAE_PRETRAINED_URL``: where the release assets live (default :data:`DEFAULT_BASE_URL`).
 - ``CVAE_FORCE_TRAINING``: ``1`` trains instead of downloading, and retrains a cached model that
-  came from a download (``make reference`` sets it).
+  came from a download (as ``--force-training`` does; ``make reference`` passes it).
 """
 
 from __future__ import annotations
