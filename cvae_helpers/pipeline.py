@@ -165,6 +165,9 @@ def metrics_record(models: TrainedModels) -> dict:
         "best_epoch_baseline": models.baseline_history["best_epoch"],
         "best_epoch_cvae": models.cvae_history["best_epoch"],
         "train_seconds": models.train_seconds,
+        # what the epochs took when the models were trained: the same if they came from the cache
+        "epoch_seconds_baseline": sum(models.baseline_history["epoch_seconds"]),
+        "epoch_seconds_cvae": sum(models.cvae_history["epoch_seconds"]),
         "eval_seconds": time.perf_counter() - started,
         "profile_settings": profile.as_dict(),
         "versions": library_versions(),

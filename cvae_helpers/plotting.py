@@ -7,6 +7,7 @@ column per test digit and the rows input, truth, the baseline's guess (NN) and C
 from __future__ import annotations
 
 import base64
+import html
 import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -200,6 +201,22 @@ def training_animation(inputs: torch.Tensor, snapshots: Sequence[torch.Tensor],
                                    blit=False)
     plt.close(fig)
     return anim
+
+
+def animation_html(anim: animation.Animation, alt: str) -> str:
+    """``anim`` as a self-contained HTML player (matplotlib's ``to_jshtml``) whose frame has ``alt``.
+
+    The player shows its frames in one ``<img>``; ``alt`` says what they show, for readers who
+    cannot see them (the book's other figures get theirs from their cells' ``mystnb`` metadata).
+    """
+    if not alt.strip():
+        raise ValueError("animation_html needs alt text that says what the animation shows.")
+    player = anim.to_jshtml(default_mode="once")
+    frame_tag = '<img id="_anim_img'
+    if player.count(frame_tag) != 1:
+        raise RuntimeError("matplotlib's to_jshtml no longer draws its frames in one "
+                           f"'{frame_tag}...'> tag; update animation_html to set the alt text.")
+    return player.replace(frame_tag, f'<img alt="{html.escape(alt)}" id="_anim_img')
 
 
 def figure_to_data_uri(fig: plt.Figure, dpi: int = 72) -> str:

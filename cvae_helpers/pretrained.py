@@ -93,6 +93,7 @@ def asset_name(relative_checkpoint: str | Path) -> str:
 
 # --- writing (tools/release_assets.py) ------------------------------------------------------
 
+
 def checkpoint_to_safetensors(payload: dict, path: str | Path, commit: str) -> None:
     """Write a finished checkpoint's weights and history tensors to ``path`` (safetensors).
 
@@ -110,9 +111,14 @@ def checkpoint_to_safetensors(payload: dict, path: str | Path, commit: str) -> N
         tensors[HISTORY_PREFIX + "snapshots"] = torch.stack(history.pop("snapshots")).contiguous()
     if "snapshot_inputs" in history:
         tensors[HISTORY_PREFIX + "snapshot_inputs"] = history.pop("snapshot_inputs").contiguous()
-    metadata = {"format_version": str(MANIFEST_FORMAT), "config": json.dumps(payload["config"]),
-                "history": json.dumps(history), "epoch": str(payload["epoch"]),
-                "versions": json.dumps(payload.get("versions", {})), "commit": commit}
+    metadata = {
+        "format_version": str(MANIFEST_FORMAT),
+        "config": json.dumps(payload["config"]),
+        "history": json.dumps(history),
+        "epoch": str(payload["epoch"]),
+        "versions": json.dumps(payload.get("versions", {})),
+        "commit": commit,
+    }
     save_file(tensors, str(path), metadata=metadata)
 
 
@@ -126,8 +132,10 @@ def safetensors_to_checkpoint(path: str | Path, provenance: dict) -> dict:
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     if metadata.get("format_version") != str(MANIFEST_FORMAT):
-        raise PretrainedError(f"{path} is not a weights file of this project (format "
-                              f"{metadata.get('format_version')!r}, expected {MANIFEST_FORMAT}).")
+        raise PretrainedError(
+            f"{path} is not a weights file of this project (format "
+            f"{metadata.get('format_version')!r}, expected {MANIFEST_FORMAT})."
+        )
     tensors = load_file(str(path))
     history = json.loads(metadata["history"])
     if HISTORY_PREFIX + "snapshots" in tensors:
@@ -135,13 +143,22 @@ def safetensors_to_checkpoint(path: str | Path, provenance: dict) -> dict:
     if HISTORY_PREFIX + "snapshot_inputs" in tensors:
         history["snapshot_inputs"] = tensors[HISTORY_PREFIX + "snapshot_inputs"]
     history["pretrained"] = dict(provenance)
-    model_state = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
-    return {"config": json.loads(metadata["config"]), "status": "finished",
-            "epoch": int(metadata["epoch"]), "history": history, "model_state": model_state,
-            "optimizer_state": None, "best_state": None, "bad_epochs": 0, "rng": None}
+    model_state = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+    return {
+        "config": json.loads(metadata["config"]),
+        "status": "finished",
+        "epoch": int(metadata["epoch"]),
+        "history": history,
+        "model_state": model_state,
+        "optimizer_state": None,
+        "best_state": None,
+        "bad_epochs": 0,
+        "rng": None,
+    }
 
 
 # --- fetching --------------------------------------------------------------------------------
+
 
 def _download(url: str, folder: Path, name: str, sha256: str | None) -> Path:
     """``url`` into ``folder/name`` with pooch, checked against ``sha256`` when one is given."""
@@ -150,18 +167,25 @@ def _download(url: str, folder: Path, name: str, sha256: str | None) -> Path:
 
     pooch.get_logger().setLevel("WARNING")  # this module says in one line what it fetched
     try:
-        return Path(pooch.retrieve(url, known_hash=f"sha256:{sha256}" if sha256 else None,
-                                   fname=name, path=folder, progressbar=False,
-                                   downloader=pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S)))
+        return Path(
+            pooch.retrieve(
+                url,
+                known_hash=f"sha256:{sha256}" if sha256 else None,
+                fname=name,
+                path=folder,
+                progressbar=False,
+                downloader=pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S),
+            )
+        )
     except requests.exceptions.RequestException as error:
-        reason = (f"HTTP {error.response.status_code}" if error.response is not None
-                  else type(error).__name__)
+        reason = f"HTTP {error.response.status_code}" if error.response is not None else type(error).__name__
         raise PretrainedUnavailableError(f"could not download {url} ({reason})") from error
     except ValueError as error:  # pooch's hash mismatch
         raise PretrainedIntegrityError(
             f"{url} does not match the SHA-256 its manifest lists ({sha256}): the file was "
             f"changed or damaged after it was exported, and nothing of it was stored. Fetch it "
-            f"again later, or set {FORCE_TRAINING_ENV}=1 to train here instead.") from error
+            f"again later, or set {FORCE_TRAINING_ENV}=1 to train here instead."
+        ) from error
 
 
 def fetch_manifest(folder: Path, url: str | None = None) -> dict:
@@ -175,7 +199,8 @@ def fetch_manifest(folder: Path, url: str | None = None) -> dict:
     found = manifest.get("format_version") if isinstance(manifest, dict) else None
     if found != MANIFEST_FORMAT:
         raise PretrainedUnavailableError(
-            f"{address} has manifest format {found!r}; this package reads format {MANIFEST_FORMAT}")
+            f"{address} has manifest format {found!r}; this package reads format {MANIFEST_FORMAT}"
+        )
     return manifest
 
 
@@ -212,15 +237,23 @@ def restore_checkpoints(wanted: Sequence[WantedCheckpoint], url: str | None = No
                 raise PretrainedUnavailableError(f"the release has no weights for {item.relative}")
             _check_config(entry["config"], item, "manifest")
             path = _download(base_url(url) + entry["file"], folder, entry["file"], entry["sha256"])
-            payload = safetensors_to_checkpoint(path, {
-                "sha256": entry["sha256"], "file": entry["file"], "commit": entry["commit"],
-                "url": base_url(url) + entry["file"]})
+            payload = safetensors_to_checkpoint(
+                path,
+                {
+                    "sha256": entry["sha256"],
+                    "file": entry["file"],
+                    "commit": entry["commit"],
+                    "url": base_url(url) + entry["file"],
+                },
+            )
             _check_config(payload["config"], item, "weights file")
             restored.append((item, payload, entry))
         for item, payload, entry in restored:
             save_checkpoint(item.path, payload)
-            print(f"loaded pretrained weights of {item.label} (sha256 {entry['sha256'][:12]}…, "
-                  f"trained by commit {entry['commit']}) into {item.relative}")
+            print(
+                f"loaded pretrained weights of {item.label} (sha256 {entry['sha256'][:12]}…, "
+                f"trained by commit {entry['commit']}) into {item.relative}"
+            )
         return [entry for _, _, entry in restored]
 
 
@@ -230,7 +263,8 @@ def _check_config(stored: dict, item: WantedCheckpoint, where: str) -> None:
         shown = "; ".join(f"{k}: release has {a!r}, wanted {b!r}" for k, (a, b) in list(diff.items())[:3])
         more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
         raise PretrainedMismatchError(
-            f"the release's {item.relative} ({where}) was made by another configuration: {shown}{more}")
+            f"the release's {item.relative} ({where}) was made by another configuration: {shown}{more}"
+        )
 
 
 def pretrained_origin(path: str | Path) -> dict | None:
@@ -239,6 +273,7 @@ def pretrained_origin(path: str | Path) -> dict | None:
 
 
 # --- reference results ------------------------------------------------------------------------
+
 
 def fetch_reference_results(cache_dir: str | Path, url: str | None = None) -> Path:
     """The release's ``results/reference/`` folder, unpacked (once) into ``cache_dir/reference``.

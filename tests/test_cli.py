@@ -53,7 +53,8 @@ def test_quick_train_writes_metrics_and_table_and_reuses_checkpoints(tmp_path):
     keys = {"num_quadrant_inputs", "profile", "seed", "decoder_sees_input", "baseline_nll",
             "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo", "baseline_nll_stderr",
             "cvae_nll_mc_stderr", "cvae_nll_is_stderr", "cvae_neg_elbo_stderr", "num_samples",
-            "epochs_baseline", "epochs_cvae", "train_seconds", "versions"}
+            "epochs_baseline", "epochs_cvae", "train_seconds", "epoch_seconds_baseline",
+            "epoch_seconds_cvae", "versions"}
     assert keys <= set(record)
     assert record["profile"] == "quick" and record["num_quadrant_inputs"] == 2
     assert record["cvae_nll_is"] <= record["cvae_neg_elbo"]

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from pyro.distributions import Normal
 from pyro.infer import Trace_ELBO
 
 from cvae_helpers.config import set_seed
@@ -16,6 +17,8 @@ from cvae_helpers.evaluation import (
     cvae_nll_is,
     cvae_nll_mc,
     evaluate,
+    gaussian_log_ratio,
+    log_weights,
     most_diverse,
 )
 from cvae_helpers.models import CVAE, BaselineNet, flatten, masked_bce
@@ -93,6 +96,29 @@ def test_neg_elbo_matches_pyro_trace_elbo(tiny_cvae):
     with torch.no_grad():
         pyros = elbo.loss(cvae.model, cvae.guide, xs, ys)
     assert ours == pytest.approx(pyros, abs=0.05)
+
+
+def test_log_weights_draw_what_the_proposal_samples_and_score_it_by_log_prob():
+    """The shortcut log p(z|x) - log q(z|x,y) from the noise equals the Normals' log_prob, and
+    the noise gives the z that ``proposal.sample`` draws from the same random state."""
+    set_seed(0)
+    cvae = CVAE(z_dim=8, hidden_1=32, hidden_2=32, baseline=BaselineNet(32, 32)).eval()
+    xs, ys = mask_quadrants(torch.rand(5, 28, 28) ** 3, 1)
+    xs, ys = flatten(xs), flatten(ys)
+    with torch.no_grad():
+        prior, posterior = Normal(*cvae.prior(xs)), Normal(*cvae.posterior(xs, ys))
+        set_seed(1)
+        z = posterior.sample((30,))
+        expected = (cvae.log_likelihood(z, xs, ys) + prior.log_prob(z).sum(-1)
+                    - posterior.log_prob(z).sum(-1))
+        set_seed(1)
+        weights = log_weights(cvae, xs, ys, 30, prior, posterior)
+        noise = (z - posterior.loc) / posterior.scale
+        ratio = gaussian_log_ratio(z, noise, prior, posterior)
+    assert weights.shape == (30, 5)
+    assert torch.allclose(weights, expected, rtol=1e-5, atol=1e-3)
+    assert torch.allclose(ratio, prior.log_prob(z).sum(-1) - posterior.log_prob(z).sum(-1),
+                          rtol=1e-5, atol=1e-3)
 
 
 def test_evaluate_reports_all_estimators_with_stderr():

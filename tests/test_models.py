@@ -6,11 +6,12 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+import torch.nn.functional as F
 from pyro.infer import SVI, Predictive, Trace_ELBO
 
 from cvae_helpers.config import set_seed
 from cvae_helpers.data import hidden_pixels, mask_quadrants
-from cvae_helpers.models import CVAE, MIN_SCALE, BaselineNet, masked_bce
+from cvae_helpers.models import CVAE, MIN_SCALE, BaselineNet, masked_bce, softplus_sum
 from cvae_helpers.training import make_adam
 
 
@@ -195,3 +196,27 @@ def test_fast_inference_layers_equal_the_training_layers():
     slow, slow_part = net(z, xs), net(z, xs, pixels)  # gradients enabled: plain F.linear
     assert slow.requires_grad and fast.shape == (5, 3, 784) and fast_part.shape == (5, 3, 200)
     assert torch.allclose(fast, slow, atol=1e-5) and torch.allclose(fast_part, slow_part, atol=1e-5)
+    prior_net, filled = CVAE(z_dim=6, hidden_1=32, hidden_2=24).prior_net, torch.rand(3, 784)
+    with torch.no_grad():
+        fast_loc, fast_scale = prior_net(filled)
+    slow_loc, slow_scale = prior_net(filled)
+    assert slow_loc.requires_grad and not fast_loc.requires_grad
+    assert torch.allclose(fast_loc, slow_loc, atol=1e-5)
+    assert torch.allclose(fast_scale, slow_scale, atol=1e-5)
+
+
+@pytest.mark.parametrize("pixels", [588, 392, 196, 784, 7])
+def test_fast_softplus_sum_equals_softplus(pixels):
+    """Evaluation's grouped-product softplus sum against torch's softplus, in float64, on logits
+    from the saturated tails to 0 (e^{-|l|} underflows, or 1 + e^{-|l|} rounds to 1)."""
+    set_seed(0)
+    logits = torch.cat([torch.randn(50, 3, pixels) * 8, torch.full((1, 3, pixels), -120.0),
+                        torch.full((1, 3, pixels), 95.0), torch.zeros(1, 3, pixels)])
+    exact = F.softplus(logits.double()).sum(-1)
+    with torch.no_grad():
+        fast = softplus_sum(logits)
+    assert fast.shape == (53, 3) and fast.dtype == torch.float32
+    assert torch.allclose(fast.double(), exact, rtol=1e-6, atol=pixels * 1e-7)
+    slow = softplus_sum(logits.requires_grad_())  # the training path: torch's softplus
+    assert slow.requires_grad and torch.allclose(slow.detach().double(), exact, rtol=1e-6,
+                                                 atol=pixels * 1e-7)

@@ -10,6 +10,7 @@ import jupytext
 import nbformat
 import pytest
 
+from tools.notebook_outputs import cells_with_outputs
 from tools.repo_url import INSTALL_PATTERN, repository_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,11 +31,8 @@ def test_every_text_chapter_has_its_notebook_and_back():
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_pair_in_sync_and_without_outputs(notebook):
-    ipynb = nbformat.read(notebook, as_version=4)
-    for cell in ipynb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, (
-                f"{notebook.name} holds outputs; clear them (jupytext --sync writes none)")
+    assert cells_with_outputs(notebook) == [], (
+        f"{notebook.name} holds outputs; clear them (jupytext --sync writes none)")
     markdown = jupytext.read(notebook.with_suffix(".md"))
     assert _cells(jupytext.read(notebook)) == _cells(markdown), (
         f"{notebook.name} and its .md differ; run: jupytext --sync {notebook.with_suffix('.md')}")
@@ -78,3 +76,20 @@ def test_sync_repo_url_rewrites_both_files_of_a_pair(tmp_path):
         text = (tmp_path / f"01_data{suffix}").read_text()
         assert repository_url() in text and "https://old/x" not in text
     assert sync_repo_url(tmp_path) == []  # nothing left to change
+
+
+def test_the_output_check_finds_cells_with_outputs(tmp_path):
+    from tools.notebook_outputs import main
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# title"),
+                                               nbformat.v4.new_code_cell("1 + 1"),
+                                               nbformat.v4.new_code_cell("2 + 2")])
+    clean = tmp_path / "clean.ipynb"
+    nbformat.write(notebook, clean)
+    notebook.cells[2].outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "4"})]
+    notebook.cells[2].execution_count = 1
+    dirty = tmp_path / "dirty.ipynb"
+    nbformat.write(notebook, dirty)
+    assert cells_with_outputs(clean) == [] and cells_with_outputs(dirty) == [2]
+    assert main([str(clean)]) == 0 and main([str(clean), str(dirty)]) == 1
+

@@ -25,7 +25,7 @@ from cvae_helpers.checkpoints import load_checkpoint
 from cvae_helpers.config import RunSpec, get_profile
 from cvae_helpers.pipeline import checkpoint_paths, get_trained_models, metrics_record, restore_pretrained
 from tools.release_assets import REFERENCE, export_assets
-from tools.repo_url import repository_url, sync_pretrained_url
+from tools.repo_url import repository_url
 
 ESTIMATES = ("baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo")
 
@@ -64,8 +64,9 @@ def files_under(folder: Path) -> list[Path]:
 def exported(tmp_path_factory):
     """Models trained here (cache ``trained/``) and their release assets (``release/``)."""
     root = tmp_path_factory.mktemp("pretrained")
-    profile = get_profile("full", train_size=256, val_size=128, test_size=64, max_epochs=2,
-                          batch_size=64, num_samples=4)
+    profile = get_profile(
+        "full", train_size=256, val_size=128, test_size=64, max_epochs=2, batch_size=64, num_samples=4
+    )
     spec = RunSpec.create(2, profile, checkpoint_dir=root / "trained", device="cpu")
     models = get_trained_models(spec, progress=False, force_training=True)
     manifest = export_assets([spec], root / "release", commit="abc1234", reference_dir=REFERENCE)
@@ -86,8 +87,10 @@ def fresh(exported, tmp_path):
 
 def test_manifest_lists_each_file_with_its_sha256_configuration_and_commit(exported):
     spec, _, manifest, folder = exported
-    assert [m["checkpoint"] for m in manifest["models"]] == ["full/q2_seed0/baseline.pt",
-                                                             "full/q2_seed0/cvae_pyz.pt"]
+    assert [m["checkpoint"] for m in manifest["models"]] == [
+        "full/q2_seed0/baseline.pt",
+        "full/q2_seed0/cvae_pyz.pt",
+    ]
     for entry in manifest["models"]:
         path = folder / entry["file"]
         assert path.suffix == ".safetensors" and entry["sha256"] == pretrained.file_sha256(path)
@@ -124,7 +127,8 @@ def test_round_trip_export_fetch_load_gives_identical_models(exported, fresh, mo
     assert history == {k: v for k, v in trained.cvae_history.items() if not k.startswith("snapshot")}
     assert fetched.origin() == (
         f"2 quadrants: baseline loaded pretrained weights (sha256 {manifest['models'][0]['sha256'][:12]}…), "
-        f"CVAE loaded pretrained weights (sha256 {manifest['models'][1]['sha256'][:12]}…)")
+        f"CVAE loaded pretrained weights (sha256 {manifest['models'][1]['sha256'][:12]}…)"
+    )
     assert "trained here in" in trained.origin()
     # stored as ordinary checkpoints: the next call reads the cache without any download
     with serve(folder) as server:
@@ -168,13 +172,23 @@ def test_manifest_from_another_configuration_is_refused(release, fresh, monkeypa
         restore_pretrained(fresh)
         # asking for what the edited manifest claims: the weights file itself says otherwise
         with pytest.raises(pretrained.PretrainedMismatchError, match="weights file"):
-            pretrained.restore_checkpoints([pretrained.WantedCheckpoint(
-                "baseline", checkpoint_paths(fresh)[0], manifest["models"][0]["config"],
-                "full/q2_seed0/baseline.pt")], server.url)
+            pretrained.restore_checkpoints(
+                [
+                    pretrained.WantedCheckpoint(
+                        "baseline",
+                        checkpoint_paths(fresh)[0],
+                        manifest["models"][0]["config"],
+                        "full/q2_seed0/baseline.pt",
+                    )
+                ],
+                server.url,
+            )
     note = capsys.readouterr().out.strip()
-    assert note.startswith("pretrained weights not used: the release's full/q2_seed0/baseline.pt "
-                           "(manifest) was made by another configuration: profile.max_epochs: "
-                           "release has 3, wanted 2")
+    assert note.startswith(
+        "pretrained weights not used: the release's full/q2_seed0/baseline.pt "
+        "(manifest) was made by another configuration: profile.max_epochs: "
+        "release has 3, wanted 2"
+    )
     assert "\n" not in note and files_under(fresh.checkpoint_dir) == []
 
 
@@ -187,7 +201,8 @@ def test_offline_falls_back_with_one_line(fresh, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith(
         f"pretrained weights not used: could not download http://127.0.0.1:{port}/manifest.json "
-        "(ConnectionError); training here")
+        "(ConnectionError); training here"
+    )
     assert files_under(fresh.checkpoint_dir) == []
 
 
@@ -211,7 +226,8 @@ def test_forced_training_drops_downloaded_models_only(exported, fresh, monkeypat
     restore_pretrained(fresh, force_training=True)
     assert baseline_path.is_file() and not cvae_path.exists()
     assert capsys.readouterr().out == (
-        "forced training: the cached CVAE p(y|z), 2 quadrants came from the release; training it here\n")
+        "forced training: the cached CVAE p(y|z), 2 quadrants came from the release; training it here\n"
+    )
 
 
 def test_reference_results_reach_a_reader_without_a_checkout(exported, tmp_path, monkeypatch, capsys):
@@ -248,11 +264,7 @@ def test_export_names_missing_models(tmp_path):
     assert str(checkpoint_paths(spec)[1]) in str(error.value)
 
 
-def test_default_address_is_a_release_of_the_repository(tmp_path):
+def test_default_address_is_a_release_of_the_repository():
+    # make sync-repo-url moves it with repository.url (tools/repo_url.py LINKS)
     assert pretrained.DEFAULT_BASE_URL.startswith(repository_url() + "/releases/download/")
     assert pretrained.base_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/"
-    # make sync-repo-url moves it along with repository.url
-    copy = tmp_path / "pretrained.py"
-    copy.write_text(Path(pretrained.__file__).read_text().replace(repository_url(), "https://old/x"))
-    assert sync_pretrained_url(copy) and not sync_pretrained_url(copy)
-    assert f'DEFAULT_BASE_URL = "{pretrained.DEFAULT_BASE_URL}"' in copy.read_text()

@@ -31,7 +31,8 @@ def _record(q, decoder=False):
             "cvae_neg_elbo": 75.0 / q, "baseline_nll_stderr": 0.5, "cvae_nll_mc_stderr": 0.5,
             "cvae_nll_is_stderr": 0.4, "cvae_neg_elbo_stderr": 0.4, "num_samples": 100,
             "num_test_images": 10000, "epochs_baseline": 20 + q, "epochs_cvae": 40 + q,
-            "train_seconds": 300.0 * q, "eval_seconds": 30.0}
+            "train_seconds": 300.0 * q, "eval_seconds": 30.0,
+            "epoch_seconds_baseline": 60.0 * q, "epoch_seconds_cvae": 240.0 * q}
 
 
 def test_labels():
@@ -75,7 +76,7 @@ def test_baseline_gap_run_and_timings_tables():
                                  "refit_60k_val_epochs": 3.0} for q in (1, 2, 3)}}
     assert "| this book: 50k, epoch chosen on validation | 1.00 | 2.00 | 3.00 |" in baseline_gap_table(gap)
     runs = run_table({True: [_record(2, True)]})
-    assert runs.splitlines()[-1] == "| p(y\\|x,z) | 2 | 22 / 42 | 600 | 30 |"
+    assert runs.splitlines()[-1] == "| p(y\\|x,z) | 2 | 22 / 42 | 120 / 480 | 30.0 |"
     timings = {"commands": [{"command": "train --profile full", "wall_s": 1500.0, "peak_rss_mib": 2048.4}]}
     assert timings_table(timings).splitlines()[-1] == "| `train --profile full` | 25.0 min | 2048 MiB |"
 

@@ -34,6 +34,7 @@ def _record(q, decoder):
             "cvae_nll_is_stderr": 0.4, "cvae_neg_elbo_stderr": 0.4, "num_samples": 100,
             "num_test_images": 10000, "epochs_baseline": 20 + q, "epochs_cvae": 40 + q,
             "train_seconds": 300.0 * q, "eval_seconds": 30.0,
+            "epoch_seconds_baseline": 60.0 * q, "epoch_seconds_cvae": 240.0 * q,
             "versions": {"torch": "2.14.1", "pyro": "1.9.2"}}
 
 
@@ -62,10 +63,14 @@ def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
     z, xz = text.index("## Decoder p(y|z), the Pyro example's"), text.index("## Decoder p(y|x,z)")
     assert z < xz and text.count("| CVAE (IS) | 70.00 ± 0.40 | 35.00 ± 0.40 | 23.33 ± 0.40 |") == 2
     # time, memory and speed, then the notes last
-    assert "| p(y\\|x,z) | 3 | 23 / 43 | 900 | 30 |" in text
+    assert "| p(y\\|x,z) | 3 | 23 / 43 | 180 / 720 | 30.0 |" in text
     assert "| `train --profile full` | 62.1 min | 2048 MiB |" in text
     assert "| CVAE | 8.0 | 32.0 | 4.0× |" in text
     assert text.rstrip().endswith("- a note only a person can write")
+    # an evaluation-only rerun names both commits
+    again = write_readme(tmp_path, "abc1234", "def5678").read_text()
+    assert "`abc1234` trained these models; `def5678` evaluated them again" in again
+    assert "(the code that trained and evaluated these models)" not in again
 
 
 def test_precision_quality_compares_settings_pairwise():

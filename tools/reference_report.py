@@ -2,7 +2,7 @@
 
 Usage (from the repository root; ``make reference`` runs it last)::
 
-    python -m tools.reference_report [--dir results/reference] [--commit abc1234]
+    python -m tools.reference_report [--dir results/reference] [--commit abc1234] [--eval-commit HEAD]
 
 It reads what the run saved (metrics, ``bench.json``, ``logs/time_*.txt`` written by
 ``/usr/bin/time -v``), writes ``timings.json`` (which the speed appendix reads through the
@@ -78,7 +78,7 @@ def write_timings(reference_dir: Path) -> Path:
     return path
 
 
-def write_readme(reference_dir: Path, commit: str) -> Path:
+def write_readme(reference_dir: Path, commit: str, eval_commit: str | None = None) -> Path:
     """``README.md`` of the reference run from what it saved: provenance and tables."""
     logs = reference_dir / "logs"
     started = (logs / "started.txt").read_text().strip() if (logs / "started.txt").is_file() else "?"
@@ -95,7 +95,10 @@ def write_readme(reference_dir: Path, commit: str) -> Path:
         "  `python -m cvae_helpers train --profile full --seed 0` once per decoder under\n"
         "  `/usr/bin/time -v`, then `figures`, `bench --pipeline both --batches 100`,\n"
         "  `tools/baseline_gap.py` and this report (`python -m tools.reference_report`).",
-        f"- Commit: `{commit}` (the code that trained and evaluated these models).",
+        f"- Commit: `{commit}` (the code that trained and evaluated these models)."
+        if eval_commit in (None, commit) else
+        f"- Commits: `{commit}` trained these models; `{eval_commit}` evaluated them again and "
+        "made the grids (`make reference-eval TRAINED=...`: the cached models, no retraining).",
         f"- Started: {started} (UTC).",
         f"- Machine: {machine_description()}, CPU only, no GPU.",
         f"- Versions: {versions}.",
@@ -145,12 +148,15 @@ def main() -> None:
                         help="the reference run's folder (default: results/reference)")
     parser.add_argument("--commit", default=None,
                         help="the commit that trained the models (default: git's HEAD)")
+    parser.add_argument("--eval-commit", default=None,
+                        help="the commit that evaluated them, if another one (make reference-eval)")
     args = parser.parse_args()
-    commit = args.commit or subprocess.run(
+    head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip() or "unknown"
+    eval_commit = head if args.eval_commit == "HEAD" else args.eval_commit
     print(f"Wrote {write_timings(args.dir)}")
-    print(f"Wrote {write_readme(args.dir, commit)}")
+    print(f"Wrote {write_readme(args.dir, args.commit or head, eval_commit)}")
 
 
 if __name__ == "__main__":

@@ -31,25 +31,32 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "results" / "reference"
 
 
-def reference_specs(checkpoint_dir: str | Path | None = None, profile: str = "full",
-                    quadrants: Sequence[int] = QUADRANT_SETTINGS) -> list[RunSpec]:
+def reference_specs(
+    checkpoint_dir: str | Path | None = None, profile: str = "full", quadrants: Sequence[int] = QUADRANT_SETTINGS
+) -> list[RunSpec]:
     """The reference run's specs: seed 0, fp32, both decoders, each number of quadrants."""
-    base = RunSpec.create(1, profile, seed=0, checkpoint_dir=checkpoint_dir, device="cpu",
-                          precision="fp32")
+    base = RunSpec.create(1, profile, seed=0, checkpoint_dir=checkpoint_dir, device="cpu", precision="fp32")
     return [base.for_quadrants(q).with_decoder(d) for q in quadrants for d in (False, True)]
 
 
 def training_commit(reference_dir: Path = REFERENCE) -> str:
     """The commit that trained the reference models, as its README records it."""
     readme = reference_dir / "README.md"
-    match = re.search(r"^- Commit: `([0-9a-f]+)`", readme.read_text(), re.M) if readme.is_file() else None
+    # "- Commit: `X` (...)", or "- Commits: `X` trained these models; `Y` evaluated them again"
+    match = re.search(r"^- Commits?: `([0-9a-f]+)`", readme.read_text(), re.M) if readme.is_file() else None
     if match is None:
         raise SystemExit(f"{readme} records no training commit; pass --commit.")
     return match.group(1)
 
 
-def export_assets(specs: Sequence[RunSpec], output: str | Path, *, commit: str,
-                  reference_dir: str | Path | None = REFERENCE, exported_by: str = "unknown") -> dict:
+def export_assets(
+    specs: Sequence[RunSpec],
+    output: str | Path,
+    *,
+    commit: str,
+    reference_dir: str | Path | None = REFERENCE,
+    exported_by: str = "unknown",
+) -> dict:
     """Write the weights of ``specs`` (from their checkpoint cache), the reference results and
     the manifest into ``output``; returns the manifest. ``commit`` trained the models,
     ``exported_by`` is the commit of the code that exports them.
@@ -72,21 +79,38 @@ def export_assets(specs: Sequence[RunSpec], output: str | Path, *, commit: str,
             payload = load_checkpoint(path, config)
             name = pretrained.asset_name(relative)
             pretrained.checkpoint_to_safetensors(payload, output / name, commit)
-            models.append({"checkpoint": relative, "file": name,
-                           "sha256": pretrained.file_sha256(output / name),
-                           "size": (output / name).stat().st_size, "config": payload["config"],
-                           "versions": payload.get("versions", {}), "commit": commit})
+            models.append(
+                {
+                    "checkpoint": relative,
+                    "file": name,
+                    "sha256": pretrained.file_sha256(output / name),
+                    "size": (output / name).stat().st_size,
+                    "config": payload["config"],
+                    "versions": payload.get("versions", {}),
+                    "commit": commit,
+                }
+            )
     if missing:
-        raise SystemExit("These reference models are not in the checkpoint cache (train them with "
-                         "`make reference`, or pass --checkpoint-dir):\n  " + "\n  ".join(missing))
-    manifest = {"format_version": pretrained.MANIFEST_FORMAT, "commit": commit,
-                "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "exported_by_commit": exported_by, "models": models}
+        raise SystemExit(
+            "These reference models are not in the checkpoint cache (train them with "
+            "`make reference`, or pass --checkpoint-dir):\n  " + "\n  ".join(missing)
+        )
+    manifest = {
+        "format_version": pretrained.MANIFEST_FORMAT,
+        "commit": commit,
+        "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "exported_by_commit": exported_by,
+        "models": models,
+    }
     if reference_dir is not None:
         archive = output / pretrained.REFERENCE_ARCHIVE
         count = pretrained.write_reference_archive(reference_dir, archive)
-        manifest["reference"] = {"file": archive.name, "sha256": pretrained.file_sha256(archive),
-                                 "size": archive.stat().st_size, "files": count}
+        manifest["reference"] = {
+            "file": archive.name,
+            "sha256": pretrained.file_sha256(archive),
+            "size": archive.stat().st_size,
+            "files": count,
+        }
     (output / pretrained.MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -101,19 +125,28 @@ def size_table(manifest: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint-dir", type=Path, default=None,
-                        help="the cache holding the reference models (default: $CVAE_CHECKPOINT_DIR, "
-                             "else ./checkpoints)")
-    parser.add_argument("--output", type=Path, default=ROOT / "release",
-                        help="where to write the assets (default: release/)")
-    parser.add_argument("--commit", default=None, help="the commit that trained the models "
-                        "(default: the one results/reference/README.md records)")
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="the cache holding the reference models (default: $CVAE_CHECKPOINT_DIR, else ./checkpoints)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "release", help="where to write the assets (default: release/)"
+    )
+    parser.add_argument(
+        "--commit",
+        default=None,
+        help="the commit that trained the models (default: the one results/reference/README.md records)",
+    )
     args = parser.parse_args(argv)
     commit = args.commit or training_commit()
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=ROOT).stdout.strip()
-    manifest = export_assets(reference_specs(args.checkpoint_dir), args.output, commit=commit,
-                             exported_by=head or "unknown")
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    manifest = export_assets(
+        reference_specs(args.checkpoint_dir), args.output, commit=commit, exported_by=head or "unknown"
+    )
     print(size_table(manifest))
     print(f"Wrote {args.output}; attach its files to the release at {pretrained.DEFAULT_BASE_URL}")
 

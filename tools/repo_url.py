@@ -1,5 +1,6 @@
-"""Keep every chapter's Colab install cell, and the address of the pretrained weights, pointed
-at ``repository.url`` of ``_config.yml``.
+"""Keep everything that names the repository in step with ``repository.url`` of ``_config.yml``:
+every chapter's Colab install cell, the published book's address in README.md (GitHub Pages),
+the links of CITATION.cff and the address of the pretrained weights (cvae_helpers/pretrained.py).
 
 Usage (from the repository root): ``python -m tools.repo_url`` (what ``make sync-repo-url`` runs).
 """
@@ -13,10 +14,20 @@ ROOT = Path(__file__).resolve().parent.parent
 # The Colab setup cell of every chapter installs the package from the repository whose URL is
 # `repository.url` in _config.yml; tests/test_notebooks.py checks that they agree.
 INSTALL_PATTERN = re.compile(r'(%pip install -q "cvae-helpers @ git\+)([^"]+)(")')
-# The release that holds the pretrained weights (cvae_helpers/pretrained.py); tests/test_pretrained.py
-# checks that it belongs to the same repository.
-PRETRAINED_FILE = ROOT / "cvae_helpers" / "pretrained.py"
-PRETRAINED_PATTERN = re.compile(r'^(DEFAULT_BASE_URL = ")(.+?)(/releases/download/[^"]*")', re.M)
+# Outside the chapters, each file that names the repository or the published book, the pattern
+# of that address (group 2) and whether it is the book's Pages address or the repository's.
+LINKS = (
+    ("README.md", re.compile(r"(The book is published at <)([^>]+)(>)"), "pages"),
+    ("CITATION.cff", re.compile(r'^(repository-code: ")([^"]+)(")', re.M), "repository"),
+    ("CITATION.cff", re.compile(r'^(url: ")([^"]+)(")', re.M), "pages"),
+    # the release that holds the pretrained weights and the reference results
+    (
+        "cvae_helpers/pretrained.py",
+        re.compile(r'^(DEFAULT_BASE_URL = ")(.+?)(/releases/download/[^"]*")', re.M),
+        "repository",
+    ),
+)
+GITHUB_REPO = re.compile(r"^https://github\.com/([A-Za-z0-9-]+)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
 
 
 def repository_url(config: str | Path | None = None) -> str:
@@ -26,6 +37,54 @@ def repository_url(config: str | Path | None = None) -> str:
     if match is None:
         raise ValueError(f"{path} has no repository.url")
     return match.group(1)
+
+
+def pages_url(repo_url: str) -> str:
+    """The GitHub Pages address at which ``.github/workflows/book.yml`` publishes the book.
+
+    ``https://github.com/OWNER/REPO`` publishes at ``https://owner.github.io/REPO/`` (a repository
+    named ``OWNER.github.io`` at the root of that host).
+    """
+    match = GITHUB_REPO.match(repo_url)
+    if match is None:
+        raise ValueError(
+            f"repository.url {repo_url!r} is not https://github.com/OWNER/REPO; "
+            "the book workflow publishes to GitHub Pages, which needs a GitHub repository"
+        )
+    owner, repo = match.group(1).lower(), match.group(2)
+    host = f"https://{owner}.github.io/"
+    return host if repo.lower() == f"{owner}.github.io" else f"{host}{repo}/"
+
+
+def expected_links(config: str | Path | None = None) -> dict[str, str]:
+    """The address each kind of link in :data:`LINKS` must hold, from ``repository.url``."""
+    url = repository_url(config)
+    return {"repository": url, "pages": pages_url(url)}
+
+
+def sync_links(root: str | Path | None = None) -> list[Path]:
+    """Rewrite the addresses of :data:`LINKS` under ``root`` from its ``_config.yml``.
+
+    Returns the files that changed.
+    """
+    root = Path(root) if root is not None else ROOT
+    wanted = expected_links(root / "_config.yml")
+    changed = []
+    for name in dict.fromkeys(name for name, _, _ in LINKS):
+        path = root / name
+        text = new = path.read_text()
+        for link_file, pattern, kind in LINKS:
+            if link_file == name:
+                if pattern.search(new) is None:
+                    raise ValueError(
+                        f"{path} no longer holds the line that names the {kind} address "
+                        f"(pattern {pattern.pattern!r}); tools/repo_url.py LINKS needs updating"
+                    )
+                new = pattern.sub(lambda m, k=kind: m.group(1) + wanted[k] + m.group(3), new)
+        if new != text:
+            path.write_text(new)
+            changed.append(path)
+    return changed
 
 
 def sync_repo_url(book_dir: str | Path | None = None) -> list[Path]:
@@ -48,21 +107,9 @@ def sync_repo_url(book_dir: str | Path | None = None) -> list[Path]:
     return changed
 
 
-def sync_pretrained_url(path: str | Path = PRETRAINED_FILE) -> bool:
-    """Point ``DEFAULT_BASE_URL`` in ``path`` at a release of :func:`repository_url`; whether it changed."""
-    path = Path(path)
-    text = path.read_text()
-    new = PRETRAINED_PATTERN.sub(lambda m: m.group(1) + repository_url() + m.group(3), text)
-    if new != text:
-        path.write_text(new)
-    return new != text
-
-
 def main() -> None:
-    for path in sync_repo_url():
+    for path in sync_repo_url() + sync_links():
         print(f"updated {path}")
-    if sync_pretrained_url():
-        print(f"updated {PRETRAINED_FILE}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""The repository's own files agree with the project: the license, the citation file, the
+published book's address (which follows repository.url), the workflows and the pre-commit hooks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tools.repo_url import LINKS, expected_links, pages_url, repository_url, sync_links
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("repo", "pages"),
+    [
+        ("https://github.com/cvae-book/cvae-pyro-book", "https://cvae-book.github.io/cvae-pyro-book/"),
+        ("https://github.com/Some-One/book.git", "https://some-one.github.io/book/"),
+        ("https://github.com/some-one/Some-One.github.io/", "https://some-one.github.io/"),
+    ],
+)
+def test_pages_url_follows_the_repository(repo, pages):
+    assert pages_url(repo) == pages
+
+
+def test_pages_url_needs_a_github_repository():
+    with pytest.raises(ValueError, match="GitHub Pages"):
+        pages_url("https://gitlab.com/owner/repo")
+
+
+def test_readme_and_citation_name_the_configured_repository_and_book():
+    wanted = expected_links()
+    for name, pattern, kind in LINKS:
+        match = pattern.search((ROOT / name).read_text())
+        assert match, f"{name} lost the line that names the {kind} address"
+        assert match.group(2) == wanted[kind], f"{name}: run make sync-repo-url"
+
+
+def test_sync_links_rewrites_readme_and_citation(tmp_path):
+    config = (ROOT / "_config.yml").read_text().replace(repository_url(), "https://github.com/me/fork")
+    (tmp_path / "_config.yml").write_text(config)
+    names = list(dict.fromkeys(name for name, _, _ in LINKS))
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    assert sync_links(tmp_path) == [tmp_path / name for name in names]
+    assert "The book is published at <https://me.github.io/fork/>" in (tmp_path / "README.md").read_text()
+    citation = (tmp_path / "CITATION.cff").read_text()
+    assert 'repository-code: "https://github.com/me/fork"' in citation
+    assert 'url: "https://me.github.io/fork/"' in citation
+    assert (
+        'DEFAULT_BASE_URL = "https://github.com/me/fork/releases/download/'
+        in (tmp_path / "cvae_helpers" / "pretrained.py").read_text()
+    )
+    assert expected_links(tmp_path / "_config.yml")["pages"] == "https://me.github.io/fork/"
+    assert sync_links(tmp_path) == []  # nothing left to change
+
+
+def test_license_file_is_the_license_pyproject_declares():
+    declared = re.search(r'^license = \{ text = "([^"]+)" \}', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert declared and declared.group(1) == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+
+
+def test_citation_cites_the_book_and_references_the_paper():
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0"
+    assert citation["license"] == "Apache-2.0"
+    assert citation["title"] == yaml.safe_load((ROOT / "_config.yml").read_text())["title"]
+    bib = (ROOT / "references.bib").read_text()
+    paper_title = re.search(r"@inproceedings\{sohn2015cvae,.*?title\s*=\s*\{(.+?)\},", bib, re.S).group(1)
+    (paper,) = [ref for ref in citation["references"] if ref["title"] == paper_title]
+    assert [a["family-names"] for a in paper["authors"]] == ["Sohn", "Lee", "Yan"]
+    assert paper["year"] == 2015
+    readme = (ROOT / "README.md").read_text()
+    how_to_cite = readme[readme.index("## How to cite") :]
+    assert "CITATION.cff" in how_to_cite and paper_title in how_to_cite
+
+
+def test_the_workflows_run_the_readme_commands():
+    workflows = ROOT / ".github" / "workflows"
+    tests = (workflows / "tests.yml").read_text()
+    book = (workflows / "book.yml").read_text()
+    assert "make test" in (ROOT / "README.md").read_text() and "run: make test" in tests
+    assert "run: make book" in book
+    for action in ("actions/configure-pages@", "actions/upload-pages-artifact@", "actions/deploy-pages@"):
+        assert action in book
+
+
+def test_pre_commit_hooks_run_offline():
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    hooks = [hook for repo in config["repos"] for hook in repo["hooks"]]
+    assert all(repo["repo"] == "local" for repo in config["repos"])
+    assert all(hook["language"] == "system" for hook in hooks)
+    entries = " ".join(hook["entry"] for hook in hooks)
+    for command in ("ruff check", "ruff format --check", "jupytext --sync", "tools.notebook_outputs"):
+        assert command in entries
