@@ -45,6 +45,9 @@ DOWNLOAD_TIMEOUT_S = 60
 # Tensors of the training history (the animation's snapshots) travel in the weights file
 # under this prefix; the model's weights under MODEL_PREFIX.
 MODEL_PREFIX, HISTORY_PREFIX = "model.", "history."
+# The one metadata key of a weights file: a JSON object (safetensors writes several keys in a
+# random order, which would change a file's SHA-256 from one export to the next).
+METADATA_KEY = "cvae_helpers"
 
 
 class PretrainedError(ValueError):
@@ -99,6 +102,7 @@ def checkpoint_to_safetensors(payload: dict, path: str | Path, commit: str) -> N
 
     The metadata carries the configuration, the rest of the history, the versions and
     ``commit``, so that the file describes itself; :func:`safetensors_to_checkpoint` reverses it.
+    The same checkpoint always gives the same bytes.
     """
     from safetensors.torch import save_file
 
@@ -111,15 +115,15 @@ def checkpoint_to_safetensors(payload: dict, path: str | Path, commit: str) -> N
         tensors[HISTORY_PREFIX + "snapshots"] = torch.stack(history.pop("snapshots")).contiguous()
     if "snapshot_inputs" in history:
         tensors[HISTORY_PREFIX + "snapshot_inputs"] = history.pop("snapshot_inputs").contiguous()
-    metadata = {
-        "format_version": str(MANIFEST_FORMAT),
-        "config": json.dumps(payload["config"]),
-        "history": json.dumps(history),
-        "epoch": str(payload["epoch"]),
-        "versions": json.dumps(payload.get("versions", {})),
+    described = {
+        "format_version": MANIFEST_FORMAT,
+        "config": payload["config"],
+        "history": history,
+        "epoch": payload["epoch"],
+        "versions": payload.get("versions", {}),
         "commit": commit,
     }
-    save_file(tensors, str(path), metadata=metadata)
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(described, sort_keys=True)})
 
 
 def safetensors_to_checkpoint(path: str | Path, provenance: dict) -> dict:
@@ -130,14 +134,14 @@ def safetensors_to_checkpoint(path: str | Path, provenance: dict) -> dict:
     from safetensors.torch import load_file
 
     with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get("format_version") != str(MANIFEST_FORMAT):
+        metadata = json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
+    if metadata.get("format_version") != MANIFEST_FORMAT:
         raise PretrainedError(
             f"{path} is not a weights file of this project (format "
             f"{metadata.get('format_version')!r}, expected {MANIFEST_FORMAT})."
         )
     tensors = load_file(str(path))
-    history = json.loads(metadata["history"])
+    history = metadata["history"]
     if HISTORY_PREFIX + "snapshots" in tensors:
         history["snapshots"] = list(tensors[HISTORY_PREFIX + "snapshots"].unbind(0))
     if HISTORY_PREFIX + "snapshot_inputs" in tensors:
@@ -145,9 +149,9 @@ def safetensors_to_checkpoint(path: str | Path, provenance: dict) -> dict:
     history["pretrained"] = dict(provenance)
     model_state = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
     return {
-        "config": json.loads(metadata["config"]),
+        "config": metadata["config"],
         "status": "finished",
-        "epoch": int(metadata["epoch"]),
+        "epoch": metadata["epoch"],
         "history": history,
         "model_state": model_state,
         "optimizer_state": None,

@@ -101,6 +101,13 @@ def test_manifest_lists_each_file_with_its_sha256_configuration_and_commit(expor
     assert json.loads((folder / "manifest.json").read_text()) == manifest
 
 
+def test_export_is_reproducible(exported, tmp_path):
+    spec, _, manifest, _ = exported
+    again = export_assets([spec], tmp_path / "again", commit="abc1234", reference_dir=REFERENCE)
+    assert [m["sha256"] for m in again["models"]] == [m["sha256"] for m in manifest["models"]]
+    assert again["reference"]["sha256"] == manifest["reference"]["sha256"]
+
+
 def test_round_trip_export_fetch_load_gives_identical_models(exported, fresh, monkeypatch, capsys):
     spec, trained, manifest, folder = exported
     with serve(folder) as server:
