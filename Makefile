@@ -1,6 +1,7 @@
 # Two commands do all the setup on a fresh clone (see README.md):
 #   make book   - the main job: full budget, executes every chapter, writes the HTML book
-#   make test   - ruff and actionlint, unit tests, every chapter under nbmake (quick), `jupyter-book build -W` (quick)
+#   make test   - ruff and actionlint, unit tests, every chapter under nbmake (quick),
+#                 `jupyter-book build -W` (quick), then the built explorer page in headless Chromium
 # Both create the virtual environment if it is missing and find or download MNIST
 # (under $CVAE_DATA_DIR, else ./data).
 
@@ -14,8 +15,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 CHAPTERS := $(sort $(wildcard book/*.ipynb))
 REF := results/reference
 
-.PHONY: book test env data unit notebooks book-quick reference reference-eval reference-bf16 baseline-gap \
-	release-assets sync-repo-url lint clean
+.PHONY: book test env data unit notebooks book-quick browser reference reference-eval reference-bf16 \
+	baseline-gap release-assets sync-repo-url lint clean
 
 env: $(VENV)/.installed
 
@@ -35,7 +36,7 @@ book: data
 	$(PY) -m tools.alt_text --html _build/html
 	@echo "Open _build/html/index.html"
 
-test: lint unit notebooks book-quick
+test: lint unit notebooks book-quick browser
 
 unit: data
 	$(BIN)/pytest tests
@@ -47,6 +48,11 @@ book-quick: data
 	$(BIN)/jupyter-book clean .
 	CVAE_PROFILE=quick $(BIN)/jupyter-book build -W --keep-going .
 	$(PY) -m tools.alt_text --html _build/html
+
+# The built book's in-browser explorer in headless Chromium, against PyTorch (after a build;
+# skipped, with the reason, where Chromium is missing unless CVAE_REQUIRE_BROWSER=1).
+browser: env
+	$(BIN)/pytest tests/browser_check_explorer.py
 
 # The committed full-budget reference results (results/reference/README.md): both decoders,
 # seed 0, fp32, always trained here (--force-training: never the release's pretrained weights),
