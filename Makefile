@@ -16,8 +16,7 @@ CHAPTERS := $(sort $(wildcard book/*.ipynb))
 REF := results/reference
 
 .PHONY: book test env data unit notebooks book-quick browser reference reference-eval reference-bf16 \
-	baseline-gap \
-	sync-repo-url lint clean
+	baseline-gap release-assets sync-repo-url lint clean
 
 env: $(VENV)/.installed
 
@@ -56,20 +55,22 @@ browser: env
 	$(BIN)/pytest tests/browser_check_explorer.py
 
 # The committed full-budget reference results (results/reference/README.md): both decoders,
-# seed 0, fp32, timed with /usr/bin/time -v, then the completion grids, the speed benchmark
-# (fp32 and bf16) and the report (timings.json, README). Time the whole with /usr/bin/time -v:
+# seed 0, fp32, always trained here (--force-training: never the release's pretrained weights),
+# timed with /usr/bin/time -v, then the completion grids, the speed benchmark (fp32 and bf16)
+# and the report (timings.json, README). Time the whole with /usr/bin/time -v:
 #   /usr/bin/time -v -o results/reference/logs/time_reference.txt make reference
 reference: data
 	mkdir -p $(REF)/logs
 	date -u +%FT%TZ > $(REF)/logs/started.txt
 	/usr/bin/time -v -o $(REF)/logs/time_p_y_given_z.txt $(PY) -m cvae_helpers train \
-	  --profile full --seed 0 --precision fp32 --output $(REF)/p_y_given_z --no-progress
+	  --profile full --seed 0 --precision fp32 --output $(REF)/p_y_given_z --no-progress \
+	  --force-training
 	/usr/bin/time -v -o $(REF)/logs/time_p_y_given_xz.txt $(PY) -m cvae_helpers train \
 	  --profile full --seed 0 --precision fp32 --decoder-sees-input --output $(REF)/p_y_given_xz \
-	  --no-progress
-	$(PY) -m cvae_helpers figures --profile full --seed 0 --output $(REF)/p_y_given_z
+	  --no-progress --force-training
+	$(PY) -m cvae_helpers figures --profile full --seed 0 --output $(REF)/p_y_given_z --force-training
 	$(PY) -m cvae_helpers figures --profile full --seed 0 --decoder-sees-input \
-	  --output $(REF)/p_y_given_xz
+	  --output $(REF)/p_y_given_xz --force-training
 	$(PY) -m cvae_helpers bench --pipeline both --batches 100 --precision fp32 > $(REF)/bench.json
 	$(PY) -m cvae_helpers bench --batches 100 --precision bf16 > $(REF)/bench_bf16.json
 	$(PY) -m cvae_helpers step-times --steps 50 > $(REF)/step_times.json
@@ -95,7 +96,7 @@ reference-eval: data
 # bf16 (seed 0), evaluated in fp32, against the fp32 reference run (results/reference/precision.json).
 reference-bf16: data
 	$(PY) -m cvae_helpers train --profile full --seed 0 --precision bf16 --output $(REF)/bf16 \
-	  --no-progress
+	  --no-progress --force-training
 	$(PY) -m tools.precision_quality --dir $(REF)
 	$(PY) -m tools.reference_report --dir $(REF)
 
@@ -104,7 +105,13 @@ reference-bf16: data
 baseline-gap: data
 	$(PY) -m tools.baseline_gap --quadrants 1 2 3 --output $(REF)/baseline_gap.json
 
-# After changing repository.url in _config.yml: rewrite every chapter's Colab install cell.
+# The release assets (pretrained weights, reference results, manifest) in release/, exported from
+# the reference models in the checkpoint cache ($CVAE_CHECKPOINT_DIR, else checkpoints/).
+release-assets: env
+	$(PY) -m tools.release_assets --output release
+
+# After changing repository.url in _config.yml: rewrite every chapter's Colab install cell, the
+# book's address in README.md, CITATION.cff and the pretrained weights' address.
 sync-repo-url: env
 	$(PY) -m tools.repo_url
 
