@@ -1,6 +1,7 @@
 # Two commands do all the setup on a fresh clone (see README.md):
 #   make book   - the main job: full budget, executes every chapter, writes the HTML book
-#   make test   - ruff and actionlint, unit tests, every chapter under nbmake (quick), `jupyter-book build -W` (quick)
+#   make test   - ruff and actionlint, unit tests, every chapter under nbmake (quick),
+#                 `jupyter-book build -W` (quick), then the built explorer page in headless Chromium
 # Both create the virtual environment if it is missing and find or download MNIST
 # (under $CVAE_DATA_DIR, else ./data).
 
@@ -14,9 +15,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 CHAPTERS := $(sort $(wildcard book/*.ipynb))
 REF := results/reference
 
-.PHONY: book test env data unit notebooks book-quick reference reference-eval reference-bf16 baseline-gap \
-	reference-gsnn reference-convergence \
-	sync-repo-url lint clean
+.PHONY: book test env data unit notebooks book-quick browser reference reference-eval reference-bf16 \
+	baseline-gap reference-gsnn reference-convergence release-assets sync-repo-url lint clean
 
 env: $(VENV)/.installed
 
@@ -36,7 +36,7 @@ book: data
 	$(PY) -m tools.alt_text --html _build/html
 	@echo "Open _build/html/index.html"
 
-test: lint unit notebooks book-quick
+test: lint unit notebooks book-quick browser
 
 unit: data
 	$(BIN)/pytest tests
@@ -49,21 +49,28 @@ book-quick: data
 	CVAE_PROFILE=quick $(BIN)/jupyter-book build -W --keep-going .
 	$(PY) -m tools.alt_text --html _build/html
 
+# The built book's in-browser explorer in headless Chromium, against PyTorch (after a build;
+# skipped, with the reason, where Chromium is missing unless CVAE_REQUIRE_BROWSER=1).
+browser: env
+	$(BIN)/pytest tests/browser_check_explorer.py
+
 # The committed full-budget reference results (results/reference/README.md): both decoders,
-# seed 0, fp32, timed with /usr/bin/time -v, then the completion grids, the speed benchmark
-# (fp32 and bf16) and the report (timings.json, README). Time the whole with /usr/bin/time -v:
+# seed 0, fp32, always trained here (--force-training: never the release's pretrained weights),
+# timed with /usr/bin/time -v, then the completion grids, the speed benchmark (fp32 and bf16)
+# and the report (timings.json, README). Time the whole with /usr/bin/time -v:
 #   /usr/bin/time -v -o results/reference/logs/time_reference.txt make reference
 reference: data
 	mkdir -p $(REF)/logs
 	date -u +%FT%TZ > $(REF)/logs/started.txt
 	/usr/bin/time -v -o $(REF)/logs/time_p_y_given_z.txt $(PY) -m cvae_helpers train \
-	  --profile full --seed 0 --precision fp32 --output $(REF)/p_y_given_z --no-progress
+	  --profile full --seed 0 --precision fp32 --output $(REF)/p_y_given_z --no-progress \
+	  --force-training
 	/usr/bin/time -v -o $(REF)/logs/time_p_y_given_xz.txt $(PY) -m cvae_helpers train \
 	  --profile full --seed 0 --precision fp32 --decoder-sees-input --output $(REF)/p_y_given_xz \
-	  --no-progress
-	$(PY) -m cvae_helpers figures --profile full --seed 0 --output $(REF)/p_y_given_z
+	  --no-progress --force-training
+	$(PY) -m cvae_helpers figures --profile full --seed 0 --output $(REF)/p_y_given_z --force-training
 	$(PY) -m cvae_helpers figures --profile full --seed 0 --decoder-sees-input \
-	  --output $(REF)/p_y_given_xz
+	  --output $(REF)/p_y_given_xz --force-training
 	$(PY) -m cvae_helpers bench --pipeline both --batches 100 --precision fp32 > $(REF)/bench.json
 	$(PY) -m cvae_helpers bench --batches 100 --precision bf16 > $(REF)/bench_bf16.json
 	$(PY) -m cvae_helpers step-times --steps 50 > $(REF)/step_times.json
@@ -89,7 +96,7 @@ reference-eval: data
 # bf16 (seed 0), evaluated in fp32, against the fp32 reference run (results/reference/precision.json).
 reference-bf16: data
 	$(PY) -m cvae_helpers train --profile full --seed 0 --precision bf16 --output $(REF)/bf16 \
-	  --no-progress
+	  --no-progress --force-training
 	$(PY) -m tools.precision_quality --dir $(REF)
 	$(PY) -m tools.reference_report --dir $(REF)
 
@@ -131,7 +138,13 @@ reference-convergence: data
 	  --profile $(GAP_PROFILE) --seed 0 --precision fp32 --decoder-sees-input \
 	  --output $(REF)/convergence_p_y_given_xz.json
 
-# After changing repository.url in _config.yml: rewrite every chapter's Colab install cell.
+# The release assets (pretrained weights, reference results, manifest) in release/, exported from
+# the reference models in the checkpoint cache ($CVAE_CHECKPOINT_DIR, else checkpoints/).
+release-assets: env
+	$(PY) -m tools.release_assets --output release
+
+# After changing repository.url in _config.yml: rewrite every chapter's Colab install cell, the
+# book's address in README.md, CITATION.cff and the pretrained weights' address.
 sync-repo-url: env
 	$(PY) -m tools.repo_url
 

@@ -37,6 +37,9 @@ def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> 
                               "no recognition network) or hybrid (alpha CVAE + (1-alpha) GSNN)")
     command.add_argument("--alpha", type=float, default=0.5,
                          help="the hybrid's weight on the CVAE's loss (default 0.5)")
+    command.add_argument("--force-training", action="store_true", default=None,
+                         help="train here instead of downloading the release's pretrained weights "
+                              "(default: $CVAE_FORCE_TRAINING; the quick profile never downloads)")
     _add_machine_arguments(command)
 
 
@@ -148,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             records = []
             for spec in specs:
-                records.append(run_setting(spec, progress=not args.no_progress))
+                records.append(run_setting(spec, progress=not args.no_progress,
+                                           force_training=args.force_training))
                 write_results(records, args.output)
             print(results_table(records), end="")
             print(f"Wrote {args.output}/metrics_q*.json and {args.output}/results.md")
@@ -161,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             args.output.mkdir(parents=True, exist_ok=True)
             for spec in specs:
-                models = get_trained_models(spec, progress=False)
+                models = get_trained_models(spec, progress=False,
+                                            force_training=args.force_training)
                 path = args.output / f"grid_q{spec.num_quadrant_inputs}.png"
                 completion_grid(models, seed=args.seed).savefig(path, dpi=80)
                 print(f"Wrote {path}")
@@ -189,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(benchmark(args.quadrants, args.batches, args.batch_size,
                                        data_dir=args.data_dir, pipeline=args.pipeline,
                                        device=args.device, precision=args.precision)))
+    # ValueError includes pretrained.PretrainedError (a file that fails its SHA-256 check)
     except (MNISTDataError, CheckpointMismatchError, NonFiniteLossError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

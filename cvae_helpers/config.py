@@ -7,6 +7,9 @@ Environment variables (each also has a function argument that wins over it):
 - ``CVAE_PROFILE``: ``full`` (default) or ``quick``, the budget of every chapter and command.
 - ``CVAE_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default: CUDA when available).
 - ``CVAE_PRECISION``: ``fp32`` (default) or ``bf16``, the arithmetic of training's matmuls.
+
+``CVAE_PRETRAINED_URL`` and ``CVAE_FORCE_TRAINING`` (where pretrained weights come from, and
+training instead) are read by :mod:`cvae_helpers.pretrained`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""The explorer: completions of one test digit, live (ipywidgets) or pre-rendered (static HTML).
+"""The live explorer: completions of one test digit, drawn by the Python kernel.
 
 - :func:`digit_completion_grid` draws input / truth / baseline / CVAE samples for one test digit.
 - :func:`interactive_explorer` wraps it in sliders and a "Resample" button; it needs a kernel.
-- :func:`static_explorer` renders a grid of frames once and returns HTML whose JavaScript sliders
-  flip between them, so a static page (the HTML book) can show it with no kernel.
+  (:mod:`cvae_helpers.browser_explorer` is the one that runs in the reader's browser.)
 
 Randomness: the CVAE's latent noise comes from a private ``torch.Generator`` seeded by ``seed``,
 so the same ``(index, num_samples, seed)`` gives the same picture and the global random state
@@ -12,9 +11,7 @@ is left untouched.
 
 from __future__ import annotations
 
-import html
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -77,64 +74,6 @@ def _check_quadrants(models_by_q: Mapping[int, TrainedModels]) -> list[int]:
     if not quadrants or quadrants != list(range(quadrants[0], quadrants[-1] + 1)):
         raise ValueError(f"models_by_q needs consecutive quadrant settings, got {quadrants}.")
     return quadrants
-
-
-def static_explorer_html(frames: dict[tuple[int, int], str], quadrants: Sequence[int],
-                         digits: Sequence[int], element_id: str = "cvae-explorer") -> str:
-    """An HTML block with two range sliders (quadrants, test digit) over pre-rendered frames.
-
-    ``frames`` maps ``(num_quadrants, digit_position)`` to an image ``data:`` URI. Runs in any
-    browser with no kernel; the frames were computed when the book was built.
-    """
-    keyed = {f"{q}-{d}": uri for (q, d), uri in frames.items()}
-    eid = html.escape(element_id)
-    return f"""
-<div id="{eid}" style="font-family: sans-serif; max-width: 720px">
-  <label>quadrants given: <input type="range" id="{eid}-q" min="0" max="{len(quadrants) - 1}"
-    step="1" value="0"> <b id="{eid}-qv">{quadrants[0]}</b></label><br>
-  <label>test digit: <input type="range" id="{eid}-d" min="0" max="{len(digits) - 1}"
-    step="1" value="0"> <b id="{eid}-dv">#{digits[0]}</b></label><br>
-  <img id="{eid}-img" style="max-width: 100%" alt="input, truth, baseline and CVAE samples">
-</div>
-<script>
-(function() {{
-  const frames = {json.dumps(keyed)};
-  const quadrants = {json.dumps(list(quadrants))};
-  const digits = {json.dumps(list(digits))};
-  const q = document.getElementById("{eid}-q"), d = document.getElementById("{eid}-d");
-  function show() {{
-    document.getElementById("{eid}-qv").textContent = quadrants[q.value];
-    document.getElementById("{eid}-dv").textContent = "#" + digits[d.value];
-    document.getElementById("{eid}-img").src = frames[quadrants[q.value] + "-" + d.value];
-  }}
-  q.addEventListener("input", show);
-  d.addEventListener("input", show);
-  show();
-}})();
-</script>
-"""
-
-
-def static_explorer(models_by_q: Mapping[int, TrainedModels], digits: Sequence[int],
-                    num_samples: int = 8, seed: int = 0, *, dpi: int = 72,
-                    element_id: str = "cvae-explorer") -> str:
-    """HTML with two JavaScript sliders (quadrants, test digit) over pre-rendered PNG frames.
-
-    One :func:`digit_completion_grid` per ``(quadrants, digit)``, embedded as ``data:`` URIs, so
-    the page needs no kernel and no image files. ``digits`` are positions in the test split; the
-    frames are keyed by ``(quadrants, position in digits)`` as :func:`static_explorer_html`
-    expects.
-    """
-    quadrants = sorted(models_by_q)
-    if not quadrants or not digits:
-        raise ValueError("static_explorer needs at least one quadrant setting and one digit.")
-    frames = {
-        (q, position): figure_to_data_uri(
-            digit_completion_grid(models_by_q[q], index, num_samples, seed), dpi=dpi)
-        for q in quadrants
-        for position, index in enumerate(digits)
-    }
-    return static_explorer_html(frames, quadrants, list(digits), element_id=element_id)
 
 
 class CompletionExplorer(widgets.VBox):

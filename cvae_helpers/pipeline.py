@@ -2,7 +2,8 @@
 
 The command line and every chapter go through :func:`get_trained_models` with a
 :class:`~cvae_helpers.config.RunSpec`, so a model trained by one is reused by the others
-whenever the configuration matches.
+whenever the configuration matches. At the full budget, a model the cache lacks is first
+fetched from the release's pretrained weights (:mod:`~cvae_helpers.pretrained`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import torch
 
+from . import pretrained
 from .config import RunSpec, library_versions, set_seed
-from .data import QuadrantSplits, load_splits
+from .data import QuadrantSplits, load_splits, quadrant_label
 from .evaluation import evaluate
 from .models import CVAE, BaselineNet
-from .training import baseline_config, train_baseline, train_cvae
+from .training import baseline_config, cvae_config, train_baseline, train_cvae
 
 # Held-out test digits whose completions are recorded after every CVAE epoch (for the animation).
 SNAPSHOT_INDICES = (18, 30, 61, 3, 4, 8)
@@ -37,6 +39,20 @@ class TrainedModels:
     cvae_history: dict
     train_seconds: float
 
+    def origin(self) -> str:
+        """Where the two models came from, in one line: the release's pretrained weights (with
+        their SHA-256) or training on this machine (with its minutes)."""
+        return (f"{quadrant_label(self.spec.num_quadrant_inputs)}: baseline "
+                f"{describe_origin(self.baseline_history)}, CVAE {describe_origin(self.cvae_history)}")
+
+
+def describe_origin(history: dict) -> str:
+    """"loaded pretrained weights (sha256 …)" or "trained here in N min", from a history."""
+    source = history.get("pretrained")
+    if source is not None:
+        return f"loaded pretrained weights (sha256 {source['sha256'][:12]}…)"
+    return f"trained here in {sum(history['epoch_seconds']) / 60:.1f} min"
+
 
 def checkpoint_paths(spec: RunSpec) -> tuple[Path, Path]:
     """Where the baseline and the CVAE (or GSNN, or hybrid) of ``spec`` are cached (the folder
@@ -51,6 +67,47 @@ def checkpoint_paths(spec: RunSpec) -> tuple[Path, Path]:
             folder / f"{name}_{DECODER_FILE_TAGS[spec.decoder_sees_input]}{suffix}.pt")
 
 
+def checkpoint_configs(spec: RunSpec) -> tuple[dict, dict]:
+    """The configurations the cached baseline and CVAE of ``spec`` must have (their cache keys)."""
+    with torch.device("meta"):  # only the architecture is read: no weights are allocated
+        cvae = CVAE(decoder_sees_input=spec.decoder_sees_input)
+    base = baseline_config(spec)
+    return base, cvae_config(spec, cvae, base)
+
+
+def restore_pretrained(spec: RunSpec, which: tuple[int, ...] = (0, 1), *,
+                       force_training: bool | None = None) -> None:
+    """Fetch the release's weights of the models of ``spec`` the cache lacks (``which``: 0 the
+    baseline, 1 the CVAE), at the full budget only: the quick budget never downloads.
+
+    ``force_training`` (default ``$CVAE_FORCE_TRAINING``) downloads nothing, and a cached model
+    that came from the release is deleted so that it is trained here. Without network, or when
+    the release has nothing for this configuration, one line says so and training goes ahead;
+    a file that fails its SHA-256 check is an error (:class:`~cvae_helpers.pretrained.PretrainedIntegrityError`).
+    """
+    if spec.profile.name != "full":
+        return
+    paths, configs = checkpoint_paths(spec), checkpoint_configs(spec)
+    labels = (f"baseline, {quadrant_label(spec.num_quadrant_inputs)}",
+              f"CVAE {'p(y|x,z)' if spec.decoder_sees_input else 'p(y|z)'}, "
+              f"{quadrant_label(spec.num_quadrant_inputs)}")
+    if pretrained.force_training(force_training):
+        for i in which:
+            if paths[i].is_file() and pretrained.pretrained_origin(paths[i]) is not None:
+                print(f"forced training: the cached {labels[i]} came from the release; training it here")
+                paths[i].unlink()
+        return
+    missing = [pretrained.WantedCheckpoint(labels[i], paths[i], configs[i],
+                                           paths[i].relative_to(spec.checkpoint_dir).as_posix())
+               for i in which if not paths[i].exists()]
+    if not missing:
+        return
+    try:
+        pretrained.restore_checkpoints(missing)
+    except (pretrained.PretrainedUnavailableError, pretrained.PretrainedMismatchError) as error:
+        print(f"pretrained weights not used: {error}; training here")
+
+
 def get_splits(spec: RunSpec) -> QuadrantSplits:
     """The masked splits at the size the profile asks for (quick mode keeps a subset).
 
@@ -62,19 +119,25 @@ def get_splits(spec: RunSpec) -> QuadrantSplits:
     return splits.to(spec.device)
 
 
-def get_baseline(spec: RunSpec, splits: QuadrantSplits | None = None, *,
-                 progress: bool = True) -> tuple[BaselineNet, dict]:
-    """The cached baseline of ``spec``, trained (or resumed) first if need be."""
+def get_baseline(spec: RunSpec, splits: QuadrantSplits | None = None, *, progress: bool = True,
+                 force_training: bool | None = None) -> tuple[BaselineNet, dict]:
+    """The cached baseline of ``spec``, fetched (:func:`restore_pretrained`) or trained (or
+    resumed) first if need be."""
+    restore_pretrained(spec, (0,), force_training=force_training)
     splits = get_splits(spec) if splits is None else splits
     return train_baseline(splits, spec, checkpoint_path=checkpoint_paths(spec)[0],
                           progress=progress)
 
 
-def get_trained_models(spec: RunSpec, *, progress: bool = True) -> TrainedModels:
-    """Load the cached models of ``spec``, or train (or resume) them first."""
+def get_trained_models(spec: RunSpec, *, progress: bool = True,
+                       force_training: bool | None = None) -> TrainedModels:
+    """Load the cached models of ``spec``, or fetch the release's pretrained weights (full
+    budget, unless ``force_training`` or ``$CVAE_FORCE_TRAINING``), or train (or resume) them."""
+    restore_pretrained(spec, force_training=force_training)
     splits = get_splits(spec)
     started = time.perf_counter()
-    baseline, baseline_history = get_baseline(spec, splits, progress=progress)
+    baseline, baseline_history = train_baseline(splits, spec, checkpoint_path=checkpoint_paths(spec)[0],
+                                                progress=progress)
     snapshot = torch.tensor([i for i in SNAPSHOT_INDICES if i < len(splits.test)])
     cvae, cvae_history = train_cvae(
         splits, baseline, spec, baseline_cfg=baseline_config(spec),
@@ -123,6 +186,6 @@ def metrics_record(models: TrainedModels) -> dict:
     return record
 
 
-def run_setting(spec: RunSpec, *, progress: bool = True) -> dict:
-    """Train (or reuse) and evaluate one setting; returns the metrics record."""
-    return metrics_record(get_trained_models(spec, progress=progress))
+def run_setting(spec: RunSpec, *, progress: bool = True, force_training: bool | None = None) -> dict:
+    """Train (or reuse, or fetch) and evaluate one setting; returns the metrics record."""
+    return metrics_record(get_trained_models(spec, progress=progress, force_training=force_training))

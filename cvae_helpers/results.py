@@ -7,12 +7,14 @@ and the library versions. Everything here reads or formats such files; nothing t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .config import FAMILY_LABELS
+from . import pretrained
+from .config import FAMILY_LABELS, default_checkpoint_dir, get_profile
 from .data import quadrant_label
 
 QUADRANT_SETTINGS = (1, 2, 3)
@@ -20,6 +22,10 @@ QUADRANT_SETTINGS = (1, 2, 3)
 DECODER_DIRS = {False: "p_y_given_z", True: "p_y_given_xz"}
 REFERENCE_DIR_ENV = "CVAE_REFERENCE_DIR"
 REFERENCE_SUBPATH = Path("results") / "reference"
+# What a chapter prints where the reference run's files are not available.
+REFERENCE_MISSING = ("No reference results here: they come with a checkout of the repository "
+                     "(results/reference/) or, at the full budget, from its release, and neither "
+                     "was available.")
 
 # The estimators of a metrics record, as table rows: (label, key).
 ESTIMATOR_ROWS = (
@@ -171,7 +177,9 @@ def reference_dir(root: str | Path | None = None) -> Path | None:
 
     ``root`` if given; else ``$CVAE_REFERENCE_DIR``; else ``results/reference`` in the working
     directory or the nearest folder above it that has one (a chapter runs in ``book/`` of a
-    checkout). A pip install without the repository (Colab) has none.
+    checkout). A pip install without the repository (Colab) fetches the same files from the
+    release, checked against their SHA-256, into the checkpoint cache, once; the quick budget
+    never downloads.
     """
     if root is not None:
         return Path(root)
@@ -180,7 +188,20 @@ def reference_dir(root: str | Path | None = None) -> Path | None:
     for folder in (Path.cwd(), *Path.cwd().parents):
         if (folder / REFERENCE_SUBPATH).is_dir():
             return folder / REFERENCE_SUBPATH
-    return None
+    if get_profile().name != "full":
+        return None
+    return _fetched_reference_dir(pretrained.base_url(), default_checkpoint_dir())
+
+
+@functools.cache
+def _fetched_reference_dir(url: str, cache_dir: Path) -> Path | None:
+    """The release's reference results, or ``None`` with one line saying why (asked once per
+    process, so that a chapter reading several files tries the network once)."""
+    try:
+        return pretrained.fetch_reference_results(cache_dir, url)
+    except pretrained.PretrainedUnavailableError as error:
+        print(f"no reference results here: not in a checkout, and {error}")
+        return None
 
 
 def load_reference(root: str | Path | None = None) -> dict[bool, list[dict]]:

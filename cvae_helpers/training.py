@@ -197,8 +197,11 @@ def fit(
         stored = load_checkpoint(checkpoint_path, config)
         if stored["status"] == "finished":
             module.load_state_dict(stored["model_state"])
+            print(f"reusing {label}: finished after {stored['epoch']} epochs ({_shown(checkpoint_path)})")
             return FitResult(stored["history"], resumed_from_epoch=stored["epoch"], reused=True)
         state = TrainingState.load(stored, module, optimizer, loader)
+        print(f"resuming {label}, after epoch {state.epoch} of at most {profile.max_epochs} "
+              f"({_shown(checkpoint_path)})")
     resumed_from = state.epoch
 
     epochs = tqdm(range(state.epoch + 1, profile.max_epochs + 1), desc=label, unit="epoch",
@@ -228,6 +231,16 @@ def fit(
     module.load_state_dict(state.best_state)
     state.save(checkpoint_path, "finished", config, module, optimizer, loader)
     return FitResult(state.history, resumed_from_epoch=resumed_from, reused=False)
+
+
+def _shown(path: str | Path) -> str:
+    """A checkpoint path as a message shows it: relative to the working directory when below it,
+    else its last three parts (profile, setting, file), which name it within any cache."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(Path("…", *path.parts[-3:]))
 
 
 def baseline_config(spec: RunSpec, hidden_1: int = 500, hidden_2: int = 500) -> dict:

@@ -14,6 +14,13 @@ def _cpu_only(monkeypatch):
     monkeypatch.setenv("CVAE_DEVICE", "cpu")
 
 
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch):
+    """Pretrained weights come from 127.0.0.1 only: a test that wants them serves them itself
+    (tests/test_pretrained.py); elsewhere a download fails at once and training goes ahead."""
+    monkeypatch.setenv("CVAE_PRETRAINED_URL", "http://127.0.0.1:9/")
+
+
 def synthetic_split(n: int, q: int, seed: int) -> MaskedSplit:
     """Blobby fake digits in [0, 1]: fast stand-ins where real MNIST is not the point."""
     g = torch.Generator().manual_seed(seed)

@@ -97,3 +97,12 @@ def test_bench_times_both_pipelines_side_by_side():
     for model in ("baseline", "cvae"):
         ratio = figures[f"pyro_example_{model}_epoch_s"] / figures[f"{model}_epoch_s"]
         assert figures[f"{model}_speedup"] == round(ratio, 2)
+
+
+def test_force_training_switch_is_off_unless_given():
+    from cvae_helpers.cli import build_parser
+
+    for command in ("train", "figures"):
+        args = build_parser().parse_args([command, "--output", "out"])
+        assert args.force_training is None  # then $CVAE_FORCE_TRAINING decides
+        assert build_parser().parse_args([command, "--output", "out", "--force-training"]).force_training

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
-import re
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -18,7 +16,6 @@ from cvae_helpers.explorer import (
     digit_completion_grid,
     figure_png_base64,
     interactive_explorer,
-    static_explorer,
 )
 from cvae_helpers.models import CVAE, BaselineNet
 from cvae_helpers.pipeline import TrainedModels
@@ -66,37 +63,6 @@ def test_digit_completion_grid_is_seeded_and_leaves_global_rng_alone(models_by_q
     assert png_of(models, 5, 4, seed=7) == first
     assert png_of(models, 5, 4, seed=8) != first
     assert png_of(models, 6, 4, seed=7) != first
-
-
-def frames_of(page: str) -> dict[str, str]:
-    match = re.search(r"const frames = (\{.*?\});", page, re.S)
-    assert match, "no frames in the static explorer"
-    return json.loads(match.group(1))
-
-
-def test_static_explorer_has_one_png_frame_per_setting_and_digit(models_by_q):
-    digits = [0, 4, 9]
-    page = static_explorer(models_by_q, digits, num_samples=3, seed=0)
-    frames = frames_of(page)
-    assert sorted(frames) == sorted(f"{q}-{d}" for q in (1, 2, 3) for d in range(len(digits)))
-    for uri in frames.values():
-        assert uri.startswith("data:image/png;base64,")
-        assert base64.b64decode(uri.split(",", 1)[1]).startswith(PNG_MAGIC)
-    assert len(set(frames.values())) == len(frames)  # every frame is a different picture
-    assert 'id="cvae-explorer-q" min="0" max="2"' in page
-    assert 'id="cvae-explorer-d" min="0" max="2"' in page.replace("\n    ", " ")
-    # the frame of (q, digit position) is the figure of that test digit
-    expected = png_of(models_by_q[3], digits[1], 3, seed=0)
-    assert base64.b64decode(frames["3-1"].split(",", 1)[1]) == expected
-
-
-def test_static_explorer_same_seed_same_frames_other_seed_other(models_by_q):
-    one = {q: models_by_q[q] for q in (2,)}
-    same = frames_of(static_explorer(one, [1, 2], num_samples=2, seed=5))
-    again = frames_of(static_explorer(one, [1, 2], num_samples=2, seed=5))
-    other = frames_of(static_explorer(one, [1, 2], num_samples=2, seed=6))
-    assert same == again
-    assert all(same[key] != other[key] for key in same)
 
 
 def shown_png(explorer) -> str:

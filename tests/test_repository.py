@@ -42,13 +42,19 @@ def test_readme_and_citation_name_the_configured_repository_and_book():
 def test_sync_links_rewrites_readme_and_citation(tmp_path):
     config = (ROOT / "_config.yml").read_text().replace(repository_url(), "https://github.com/me/fork")
     (tmp_path / "_config.yml").write_text(config)
-    for name in ("README.md", "CITATION.cff"):
+    names = list(dict.fromkeys(name for name, _, _ in LINKS))
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text((ROOT / name).read_text())
-    assert sync_links(tmp_path) == [tmp_path / "README.md", tmp_path / "CITATION.cff"]
+    assert sync_links(tmp_path) == [tmp_path / name for name in names]
     assert "The book is published at <https://me.github.io/fork/>" in (tmp_path / "README.md").read_text()
     citation = (tmp_path / "CITATION.cff").read_text()
     assert 'repository-code: "https://github.com/me/fork"' in citation
     assert 'url: "https://me.github.io/fork/"' in citation
+    assert (
+        'DEFAULT_BASE_URL = "https://github.com/me/fork/releases/download/'
+        in (tmp_path / "cvae_helpers" / "pretrained.py").read_text()
+    )
     assert expected_links(tmp_path / "_config.yml")["pages"] == "https://me.github.io/fork/"
     assert sync_links(tmp_path) == []  # nothing left to change
 

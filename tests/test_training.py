@@ -68,9 +68,10 @@ def test_early_stopping_keeps_the_best_epoch(tiny_splits):
     assert torch.equal(module.weight, weights_at[2])
 
 
-def test_checkpoint_round_trip_and_reuse(tiny_splits, tiny_spec, tmp_path):
+def test_checkpoint_round_trip_and_reuse(tiny_splits, tiny_spec, tmp_path, capsys):
     path = tmp_path / "baseline.pt"
     net, history = train_baseline(tiny_splits, tiny_spec, checkpoint_path=path, progress=False)
+    assert "reusing" not in capsys.readouterr().out
     state = load_checkpoint(path, baseline_config(tiny_spec))
     assert state["status"] == "finished" and state["epoch"] == 3
     assert {"torch", "pyro", "torchvision"} <= set(state["versions"])
@@ -85,11 +86,16 @@ def test_checkpoint_round_trip_and_reuse(tiny_splits, tiny_spec, tmp_path):
     reused, reused_history = train_baseline(tiny_splits, tiny_spec, checkpoint_path=path,
                                             progress=False, after_save=no_training)
     assert reused_history == history and not calls
+    # one line says so, naming the model, its epochs and the file
+    assert capsys.readouterr().out.splitlines() == [
+        f"reusing baseline, 2 quadrants: finished after 3 epochs (…/{path.parent.parent.name}/"
+        f"{path.parent.name}/baseline.pt)"]
     pairs = zip(net.state_dict().values(), reused.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_splits, tiny_spec, tmp_path):
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_splits, tiny_spec, tmp_path,
+                                                              capsys):
     spec = replace(tiny_spec, profile=get_profile("quick", max_epochs=4, patience=10, batch_size=32))
     straight, straight_history = train_baseline(tiny_splits, spec, progress=False)
 
@@ -105,8 +111,11 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_splits, tiny_
         train_baseline(tiny_splits, spec, checkpoint_path=path, progress=False,
                        after_save=stop_after_two)
     assert load_checkpoint(path)["status"] == "running" and load_checkpoint(path)["epoch"] == 2
+    capsys.readouterr()
     resumed, resumed_history = train_baseline(tiny_splits, spec, checkpoint_path=path,
                                               progress=False)
+    assert capsys.readouterr().out.startswith(
+        "resuming baseline, 2 quadrants, after epoch 2 of at most 4 (")
     assert resumed_history["val_loss"] == straight_history["val_loss"]
     pairs = zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)

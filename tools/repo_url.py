@@ -1,6 +1,6 @@
 """Keep everything that names the repository in step with ``repository.url`` of ``_config.yml``:
-every chapter's Colab install cell, the published book's address in README.md (GitHub Pages) and
-the links of CITATION.cff.
+every chapter's Colab install cell, the published book's address in README.md (GitHub Pages),
+the links of CITATION.cff and the address of the pretrained weights (cvae_helpers/pretrained.py).
 
 Usage (from the repository root): ``python -m tools.repo_url`` (what ``make sync-repo-url`` runs).
 """
@@ -20,6 +20,12 @@ LINKS = (
     ("README.md", re.compile(r"(The book is published at <)([^>]+)(>)"), "pages"),
     ("CITATION.cff", re.compile(r'^(repository-code: ")([^"]+)(")', re.M), "repository"),
     ("CITATION.cff", re.compile(r'^(url: ")([^"]+)(")', re.M), "pages"),
+    # the release that holds the pretrained weights and the reference results
+    (
+        "cvae_helpers/pretrained.py",
+        re.compile(r'^(DEFAULT_BASE_URL = ")(.+?)(/releases/download/[^"]*")', re.M),
+        "repository",
+    ),
 )
 GITHUB_REPO = re.compile(r"^https://github\.com/([A-Za-z0-9-]+)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
 

@@ -7,9 +7,10 @@ Usage (from the repository root, on an otherwise idle machine)::
 Seconds per 60k-image epoch (batch 128, 1 quadrant, fp32 unless named) for: Pyro's
 ``Trace_ELBO``; ``TraceMeanField_ELBO`` (analytic KL); the hand-written ``CVAE.neg_elbo`` on all
 784 pixels and on the hidden ones only (what training uses); that loss under ``torch.compile``;
-one thread instead of two; and bf16 autocast. Each is the median of three timed runs, taken in
-turn so that a slow spell of the machine hits all of them; ``torch.compile`` comes last, since
-its worker processes stay alive in the process once it has compiled.
+one thread instead of two; bf16 autocast; and, as the floor, the step's matrix products alone.
+Each is the median of three timed runs, taken in turn so that a slow spell of the machine hits
+all of them; ``torch.compile`` comes last, since its worker processes stay alive in the process
+once it has compiled.
 """
 
 from __future__ import annotations
@@ -48,6 +49,39 @@ def _epoch_seconds(loss_fn, cvae, split, y_hat, num_batches: int, autocast=None)
     return (time.perf_counter() - started) / num_batches * NUM_TRAIN_VAL / BATCH
 
 
+def _matmul_seconds(cvae: CVAE, num_hidden_pixels: int, num_batches: int) -> float:
+    """The matrix products of a training step alone, replayed without autograd: the floor.
+
+    Per linear layer ``(in, out)``: the forward ``X Wᵀ + b``, the weight gradient ``dYᵀ X`` and,
+    except where the input is data (the encoders' first layers), the input gradient ``dY W``.
+    The generation network's last layer has only the hidden pixels' rows, as in training.
+    """
+    layers = []
+    for net in (cvae.recognition_net, cvae.prior_net):
+        layers += [(net.fc1, False), (net.fc2, True), (net.head, True)]
+    gen = cvae.generation_net
+    layers += [(gen.fc1, True), (gen.fc2, True), (gen.fc3, True)]
+    shapes = [(layer.in_features, layer.out_features, needs_input_grad)
+              for layer, needs_input_grad in layers]
+    shapes[-1] = (shapes[-1][0], num_hidden_pixels, True)
+    tensors = [(torch.randn(BATCH, i), torch.randn(o, i), torch.randn(o), torch.randn(BATCH, o), g)
+               for i, o, g in shapes]
+
+    def step():
+        for x, w, b, dy, needs_input_grad in tensors:
+            torch.addmm(b, x, w.t())
+            dy.t().mm(x)
+            if needs_input_grad:
+                dy.mm(w)
+
+    for _ in range(5):
+        step()
+    started = time.perf_counter()
+    for _ in range(num_batches):
+        step()
+    return (time.perf_counter() - started) / num_batches * NUM_TRAIN_VAL / BATCH
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=100)
@@ -65,8 +99,9 @@ def main() -> None:
         "neg_elbo, all 784 pixels": lambda x, y, h: cvae.neg_elbo(x, y, h),
         "neg_elbo, hidden pixels (training's loss)": lambda x, y, h: cvae.neg_elbo(x, y, h, pixels),
     }
+    floor = "matrix products alone (the floor: no autograd, no elementwise work, no optimizer)"
     runs: dict[str, list[float]] = {name: [] for name in [*levers, "training's loss, 1 thread",
-                                                          "training's loss, bf16 autocast"]}
+                                                          "training's loss, bf16 autocast", floor]}
     threads = torch.get_num_threads()
     training_loss = levers["neg_elbo, hidden pixels (training's loss)"]
     for _ in range(3):
@@ -78,6 +113,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         runs["training's loss, bf16 autocast"].append(
             _epoch_seconds(training_loss, cvae, split, y_hat, args.batches, torch.bfloat16))
+        runs[floor].append(_matmul_seconds(cvae, len(pixels), args.batches))
     # Last: once torch.compile has run, its worker processes and hooks stay in this process.
     compiled = torch.compile(cvae.neg_elbo, dynamic=False)
     name = "neg_elbo, hidden pixels, torch.compile"

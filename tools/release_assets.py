@@ -1,0 +1,155 @@
+"""Export the reference models and results as release assets (what ``make release-assets`` runs).
+
+Usage (from the repository root)::
+
+    python -m tools.release_assets [--checkpoint-dir checkpoints] [--output release] [--commit abc1234]
+
+Writes, into ``--output`` (git-ignored), one ``.safetensors`` file per cached reference model
+(the baselines and both CVAE decoders for 1, 2 and 3 quadrants, seed 0, fp32), the zipped
+``results/reference/`` folder and ``manifest.json``, which lists each file's SHA-256, size,
+configuration, library versions and the commit that trained it. Attach every file of the
+folder to the release that :data:`cvae_helpers.pretrained.DEFAULT_BASE_URL` points at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cvae_helpers import pretrained
+from cvae_helpers.checkpoints import load_checkpoint
+from cvae_helpers.config import RunSpec
+from cvae_helpers.pipeline import checkpoint_configs, checkpoint_paths
+from cvae_helpers.results import QUADRANT_SETTINGS
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "results" / "reference"
+
+
+def reference_specs(
+    checkpoint_dir: str | Path | None = None, profile: str = "full", quadrants: Sequence[int] = QUADRANT_SETTINGS
+) -> list[RunSpec]:
+    """The reference run's specs: seed 0, fp32, both decoders, each number of quadrants."""
+    base = RunSpec.create(1, profile, seed=0, checkpoint_dir=checkpoint_dir, device="cpu", precision="fp32")
+    return [base.for_quadrants(q).with_decoder(d) for q in quadrants for d in (False, True)]
+
+
+def training_commit(reference_dir: Path = REFERENCE) -> str:
+    """The commit that trained the reference models, as its README records it."""
+    readme = reference_dir / "README.md"
+    # "- Commit: `X` (...)", or "- Commits: `X` trained these models; `Y` evaluated them again"
+    match = re.search(r"^- Commits?: `([0-9a-f]+)`", readme.read_text(), re.M) if readme.is_file() else None
+    if match is None:
+        raise SystemExit(f"{readme} records no training commit; pass --commit.")
+    return match.group(1)
+
+
+def export_assets(
+    specs: Sequence[RunSpec],
+    output: str | Path,
+    *,
+    commit: str,
+    reference_dir: str | Path | None = REFERENCE,
+    exported_by: str = "unknown",
+) -> dict:
+    """Write the weights of ``specs`` (from their checkpoint cache), the reference results and
+    the manifest into ``output``; returns the manifest. ``commit`` trained the models,
+    ``exported_by`` is the commit of the code that exports them.
+
+    Each checkpoint must be finished and made by the configuration this code asks for, so that
+    what is published is what the package will accept.
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    models, seen, missing = [], set(), []
+    for spec in specs:
+        for path, config in zip(checkpoint_paths(spec), checkpoint_configs(spec), strict=True):
+            relative = path.relative_to(spec.checkpoint_dir).as_posix()
+            if relative in seen:
+                continue  # both decoders share their setting's baseline
+            seen.add(relative)
+            if not path.is_file():
+                missing.append(str(path))
+                continue
+            payload = load_checkpoint(path, config)
+            name = pretrained.asset_name(relative)
+            pretrained.checkpoint_to_safetensors(payload, output / name, commit)
+            models.append(
+                {
+                    "checkpoint": relative,
+                    "file": name,
+                    "sha256": pretrained.file_sha256(output / name),
+                    "size": (output / name).stat().st_size,
+                    "config": payload["config"],
+                    "versions": payload.get("versions", {}),
+                    "commit": commit,
+                }
+            )
+    if missing:
+        raise SystemExit(
+            "These reference models are not in the checkpoint cache (train them with "
+            "`make reference`, or pass --checkpoint-dir):\n  " + "\n  ".join(missing)
+        )
+    manifest = {
+        "format_version": pretrained.MANIFEST_FORMAT,
+        "commit": commit,
+        "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "exported_by_commit": exported_by,
+        "models": models,
+    }
+    if reference_dir is not None:
+        archive = output / pretrained.REFERENCE_ARCHIVE
+        count = pretrained.write_reference_archive(reference_dir, archive)
+        manifest["reference"] = {
+            "file": archive.name,
+            "sha256": pretrained.file_sha256(archive),
+            "size": archive.stat().st_size,
+            "files": count,
+        }
+    (output / pretrained.MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def size_table(manifest: dict) -> str:
+    """One line per asset with its size in MB, and the total."""
+    entries = [*manifest["models"], *([manifest["reference"]] if "reference" in manifest else [])]
+    lines = [f"{entry['size'] / 1e6:7.2f} MB  {entry['file']}" for entry in entries]
+    total = sum(entry["size"] for entry in entries)
+    return "\n".join([*lines, f"{total / 1e6:7.2f} MB  in all ({len(entries)} files and the manifest)"])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="the cache holding the reference models (default: $CVAE_CHECKPOINT_DIR, else ./checkpoints)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "release", help="where to write the assets (default: release/)"
+    )
+    parser.add_argument(
+        "--commit",
+        default=None,
+        help="the commit that trained the models (default: the one results/reference/README.md records)",
+    )
+    args = parser.parse_args(argv)
+    commit = args.commit or training_commit()
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    manifest = export_assets(
+        reference_specs(args.checkpoint_dir), args.output, commit=commit, exported_by=head or "unknown"
+    )
+    print(size_table(manifest))
+    print(f"Wrote {args.output}; attach its files to the release at {pretrained.DEFAULT_BASE_URL}")
+
+
+if __name__ == "__main__":
+    main()
