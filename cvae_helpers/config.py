@@ -114,6 +114,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(choice)
 
 
+def describe_device(device: torch.device) -> str:
+    """``device`` in words for a result's provenance: the GPU's name, or the CPU's."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
 def bf16_supported(device: torch.device) -> bool:
     """Whether ``device`` has fast bf16 matmuls: AVX512-BF16 or AMX on a CPU, Ampere or later on
     a GPU. Elsewhere bf16 is emulated and slower than fp32."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .config import RunSpec, set_seed
+from .config import RunSpec, describe_device, set_seed
 from .evaluation import Estimate, estimates_against_samples
 from .pipeline import TrainedModels, get_trained_models
 
@@ -73,7 +73,7 @@ def convergence_study(
 ) -> dict:
     """Per setting, the curve and the full-test IS at ``full_test_sizes`` of ``spec``'s CVAE."""
     study = {"profile": spec.profile.name, "seed": spec.seed, "decoder_sees_input": spec.decoder_sees_input,
-             "settings": {}}  # fmt: skip
+             "device": describe_device(spec.device), "settings": {}}  # fmt: skip
     for q in quadrants:
         models = get_trained_models(spec.for_quadrants(q), progress=progress)
         study["settings"][str(q)] = {

@@ -88,3 +88,27 @@ def test_precision_quality_compares_settings_pairwise():
     assert not result["all_within_noise"]
     with pytest.raises(ValueError, match="settings differ"):
         compare(fp32, list(reversed(bf16)))
+
+
+def test_merge_studies_joins_settings_and_refuses_mixed_runs(tmp_path):
+    import pytest
+
+    from tools.merge_studies import main, merge_studies
+
+    def part(q, **header):
+        return {"profile": "full", "seed": 0, "versions": {"torch": "2.11"}, **header,
+                "settings": {str(q): {"curve": q}}}
+
+    merged = merge_studies([part(3), part(1), part(2)])
+    assert list(merged["settings"]) == ["1", "2", "3"]
+    assert merged["settings"]["2"] == {"curve": 2} and merged["seed"] == 0
+    with pytest.raises(ValueError, match=r"differs from part 0 in \['seed'\]"):
+        merge_studies([part(1), part(2, seed=1)])
+    with pytest.raises(ValueError, match=r"more than one part"):
+        merge_studies([part(1), part(1)])
+    paths = []
+    for q in (1, 2):
+        paths.append(tmp_path / f"q{q}.json")
+        paths[-1].write_text(json.dumps(part(q)))
+    main([str(tmp_path / "all.json"), *map(str, paths)])
+    assert json.loads((tmp_path / "all.json").read_text()) == merge_studies([part(1), part(2)])
