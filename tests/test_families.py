@@ -305,7 +305,7 @@ def test_reference_report_adds_the_four_way_diversity_and_convergence_sections(t
                  "settings": {"1": {"NN": {**metrics, "confidence": [0.9, 0.0]}}}}  # fmt: skip
     (tmp_path / "diversity.json").write_text(json.dumps(diversity))
     full = {"sample_sizes": [100, 1000, 5000], "mean": [70.3, 70.1, 70.0], "stderr": [0.3, 0.3, 0.3]}
-    (tmp_path / "convergence_p_y_given_z.json").write_text(json.dumps({"settings": {"1": {"full_test_is": full}}}))
+    (tmp_path / "convergence_p_y_given_z.json").write_text(json.dumps({"device": "cuda (H100)", "settings": {"1": {"full_test_is": full}}}))
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "commit_reference-gsnn.txt").write_text("feed123\n")
     (tmp_path / "logs" / "time_gsnn_p_y_given_xz.txt").write_text(
@@ -319,4 +319,4 @@ def test_reference_report_adds_the_four_way_diversity_and_convergence_sections(t
     assert text.count("| GSNN (MC) |") == 2 and "98.99% test accuracy" in text
     assert "| 1 quadrant | NN | 0.25 ± 0.01 |" in text
     assert "| p(y\\|z) | 1 quadrant | 70.30 ± 0.30 | 70.10 ± 0.30 | 70.00 ± 0.30 | 0.30 |" in text
-    assert "`make reference-convergence` at commit `unknown`" in text
+    assert "`make reference-convergence` at commit `unknown`, seed 0, fp32. Computed on cuda (H100)." in text

@@ -193,9 +193,11 @@ def _gap_sections(reference_dir: Path) -> list[str]:
                for decoder, folder in DECODER_DIRS.items()}
     studies = {decoder: study for decoder, study in studies.items() if study is not None}
     if studies:
+        devices = sorted({study.get("device", "unrecorded") for study in studies.values()})
         parts += ["## Convergence of the estimators (`convergence_*.json`)\n",
-                  _made_by(reference_dir, "reference-convergence") + " IS on the whole test set; "
-                  "each S is a prefix of the same draws (the curves against S are in the files):\n",
+                  _made_by(reference_dir, "reference-convergence") + f" Computed on {', '.join(devices)}. "
+                  "IS on the whole test set; each S is a prefix of the same draws (the curves "
+                  "against S are in the files):\n",
                   convergence_table(studies)]
     return parts
 
