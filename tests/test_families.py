@@ -305,7 +305,8 @@ def test_reference_report_adds_the_four_way_diversity_and_convergence_sections(t
                  "settings": {"1": {"NN": {**metrics, "confidence": [0.9, 0.0]}}}}  # fmt: skip
     (tmp_path / "diversity.json").write_text(json.dumps(diversity))
     full = {"sample_sizes": [100, 1000, 5000], "mean": [70.3, 70.1, 70.0], "stderr": [0.3, 0.3, 0.3]}
-    (tmp_path / "convergence_p_y_given_z.json").write_text(json.dumps({"device": "cuda (H100)", "settings": {"1": {"full_test_is": full}}}))
+    study = {"device": "cuda (H100)", "settings": {"1": {"full_test_is": full}}}
+    (tmp_path / "convergence_p_y_given_z.json").write_text(json.dumps(study))
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "commit_reference-gsnn.txt").write_text("feed123\n")
     (tmp_path / "logs" / "time_gsnn_p_y_given_xz.txt").write_text(

@@ -28,8 +28,7 @@ def merge_studies(parts: Sequence[dict]) -> dict:
     for index, part in enumerate(parts):
         other = {key: value for key, value in part.items() if key != "settings"}
         if other != header:
-            differing = sorted(key for key in header.keys() | other.keys()
-                               if header.get(key) != other.get(key))
+            differing = sorted(key for key in header.keys() | other.keys() if header.get(key) != other.get(key))
             raise ValueError(f"Part {index} is from another run: it differs from part 0 in {differing}.")
         repeated = settings.keys() & part["settings"].keys()
         if repeated:
