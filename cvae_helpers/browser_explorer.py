@@ -145,10 +145,10 @@ def pixel_error(original: CVAE, exported: CVAE, inputs: torch.Tensor, num_sample
     """
     original = original.cpu().eval()
     worst = 0.0
+    noise = fixed_noise(num_samples, original.config.z_dim)
     for x in flatten(inputs.cpu()):
         x = x[None]
         hidden = x[0] == MASK_VALUE
-        noise = fixed_noise(num_samples, original.config.z_dim)
         pairs = [
             (original.baseline(x), exported.baseline(x)),
             (original.sample(x, noise=noise), exported.sample(x, noise=noise)),

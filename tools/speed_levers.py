@@ -33,6 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 BATCH = 128
 
 
+def _seconds_per_epoch(step, num_batches: int) -> float:
+    """Seconds per 60k-image epoch of ``step()`` (one batch of 128), after five warm-up steps."""
+    for _ in range(5):
+        step()
+    started = time.perf_counter()
+    for _ in range(num_batches):
+        step()
+    return (time.perf_counter() - started) / num_batches * NUM_TRAIN_VAL / BATCH
+
+
 def _epoch_seconds(loss_fn, cvae, split, y_hat, num_batches: int, autocast=None) -> float:
     optimizer = make_adam([p for n, p in cvae.named_parameters() if not n.startswith("baseline.")],
                           1e-3)
@@ -41,12 +51,7 @@ def _epoch_seconds(loss_fn, cvae, split, y_hat, num_batches: int, autocast=None)
     def step():
         train_step(loss_fn, next(loader), optimizer, autocast=autocast)
 
-    for _ in range(5):
-        step()
-    started = time.perf_counter()
-    for _ in range(num_batches):
-        step()
-    return (time.perf_counter() - started) / num_batches * NUM_TRAIN_VAL / BATCH
+    return _seconds_per_epoch(step, num_batches)
 
 
 def _matmul_seconds(cvae: CVAE, num_hidden_pixels: int, num_batches: int) -> float:
@@ -74,12 +79,7 @@ def _matmul_seconds(cvae: CVAE, num_hidden_pixels: int, num_batches: int) -> flo
             if needs_input_grad:
                 dy.mm(w)
 
-    for _ in range(5):
-        step()
-    started = time.perf_counter()
-    for _ in range(num_batches):
-        step()
-    return (time.perf_counter() - started) / num_batches * NUM_TRAIN_VAL / BATCH
+    return _seconds_per_epoch(step, num_batches)
 
 
 def main() -> None:
