@@ -123,6 +123,7 @@ reference-gsnn: data
 	    --profile $(GAP_PROFILE) --seed 0 --precision fp32 --family $$family --decoder-sees-input \
 	    --output $(REF)/$$family/p_y_given_xz --no-progress; \
 	done
+	git rev-parse --short HEAD > $(REF)/logs/commit_diversity.txt
 	/usr/bin/time -v -o $(REF)/logs/time_diversity.txt $(PY) -m cvae_helpers diversity \
 	  --profile $(GAP_PROFILE) --seed 0 --precision fp32 --output $(REF)/diversity.json
 

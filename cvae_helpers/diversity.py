@@ -7,7 +7,10 @@ them. Per input, from the S predicted labels:
 - the entropy (bits) of the predicted-label distribution;
 - "ambiguous": at least two labels each get at least 10% of the samples;
 - best-of-k accuracy: whether any of the first k samples is classified as the true digit;
-- the classifier's confidence (its largest softmax probability), averaged over the samples.
+- the classifier's confidence (its largest softmax probability), averaged over the samples;
+- for a model with a latent code, the spread of its prior network: the standard deviation of
+  p(z|x), averaged over the code's dimensions. Completions can only differ as much as the codes
+  they are decoded from.
 """
 
 from __future__ import annotations
@@ -113,7 +116,16 @@ def measure_diversity(
     labels = torch.cat(labels, dim=1).cpu()
     metrics = diversity_metrics(labels, split.labels.cpu())
     metrics["confidence"] = torch.cat(confidence, dim=1).double().mean(0).cpu()
+    if isinstance(model, CVAE):
+        metrics["prior_scale"] = prior_spread(model, split.inputs, batch_size)
     return metrics, labels
+
+
+@torch.no_grad()
+def prior_spread(model: CVAE, inputs: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
+    """Per input ``(N,)``: the standard deviation of p(z|x), averaged over the code's dimensions,
+    for inputs ``(N, 28, 28)``. Near 0, every draw decodes to the same completion."""
+    return torch.cat([model.prior(flatten(part))[1].double().mean(-1) for part in inputs.split(batch_size)]).cpu()
 
 
 def summarise(metrics: dict[str, torch.Tensor]) -> dict[str, Estimate]:

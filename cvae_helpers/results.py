@@ -281,6 +281,7 @@ DIVERSITY_COLUMNS = (
     ("best of 5 (%)", "best_of_5", 100, 1),
     ("best of 20 (%)", "best_of_20", 100, 1),
     ("confidence (%)", "confidence", 100, 1),
+    ("prior σ", "prior_scale", 1, 3),
 )
 
 
@@ -292,6 +293,7 @@ def diversity_table(study: dict) -> str:
         for model, metrics in study["settings"][q].items():
             rows.append([quadrant_label(int(q)), model,
                          *(f"{scale * metrics[key][0]:.{d}f} ± {scale * metrics[key][1]:.{d}f}"
+                           if key in metrics else "–"  # the NN has no latent code
                            for _, key, scale, d in DIVERSITY_COLUMNS)])
     return markdown_table(["given", "model", *(header for header, *_ in DIVERSITY_COLUMNS)], rows)
 

@@ -60,11 +60,15 @@ def test_diversity_and_convergence_tables():
     metrics = {k: [0.5, 0.01] for k in ("entropy_bits", "ambiguous", "best_of_1", "best_of_5", "best_of_20")}
     study = {
         "settings": {
-            "1": {"NN": {**metrics, "confidence": [0.9, 0.01]}, "CVAE": {**metrics, "confidence": [0.8, 0.0]}}
+            "1": {
+                "NN": {**metrics, "confidence": [0.9, 0.01]},
+                "CVAE": {**metrics, "confidence": [0.8, 0.0], "prior_scale": [0.7023, 0.001]},
+            }
         }
     }
     table = diversity_table(study)
     assert "| 1 quadrant | CVAE | 0.50 ± 0.01 | 50.0 ± 1.0 |" in table and table.count("\n") == 4
+    assert "| 80.0 ± 0.0 | 0.702 ± 0.001 |" in table and "| 90.0 ± 1.0 | – |" in table
     full = {"sample_sizes": [100, 1000], "mean": [70.0, 69.5], "stderr": [0.3, 0.3]}
     studies = {False: {"settings": {"2": {"full_test_is": full}}}}
     table = convergence_table(studies)

@@ -19,8 +19,9 @@ from cvae_helpers.diversity import (
     identity_switches,
     label_shares,
     measure_diversity,
+    prior_spread,
 )
-from cvae_helpers.models import CVAE, BaselineNet
+from cvae_helpers.models import CVAE, MIN_SCALE, BaselineNet
 
 
 def _hand_built_labels() -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,6 +89,22 @@ def test_the_baseline_has_zero_diversity_and_a_cvae_samples_many(tiny_splits):
     first = completions(cvae, split.inputs, 20, torch.Generator().manual_seed(1))
     again = completions(cvae, split.inputs, 20, torch.Generator().manual_seed(1))
     assert torch.equal(first, again) and not torch.equal(first[0], first[1])
+    assert "prior_scale" not in metrics  # the baseline has no latent code
+    metrics, _ = measure_diversity(cvae, _Constant(), split, num_samples=20, batch_size=4)
+    _, scale = cvae.prior(split.inputs.reshape(6, 784))
+    assert torch.allclose(metrics["prior_scale"], scale.double().mean(-1))
+    assert metrics["prior_scale"].shape == (6,) and metrics["prior_scale"].min() > 0
+
+
+def test_a_point_mass_prior_has_zero_spread_and_identical_completions(tiny_splits):
+    split = tiny_splits.test.take(slice(0, 5))
+    cvae = CVAE(z_dim=4, hidden_1=16, hidden_2=16)
+    with torch.no_grad():  # the prior network's scale head pushed far down: sigma -> its floor
+        cvae.prior_net.head.bias[4:] = -60.0
+        cvae.prior_net.head.weight[4:] = 0.0
+    assert torch.allclose(prior_spread(cvae, split.inputs), torch.full((5,), MIN_SCALE, dtype=torch.float64))
+    images = completions(cvae, split.inputs, 10, torch.Generator().manual_seed(0))
+    assert torch.allclose(images[0], images[9], atol=1e-3)
 
 
 def test_classifier_is_trained_once_cached_and_refuses_another_configuration(tiny_spec):

@@ -309,6 +309,7 @@ def test_reference_report_adds_the_four_way_diversity_and_convergence_sections(t
     (tmp_path / "convergence_p_y_given_z.json").write_text(json.dumps(study))
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "commit_reference-gsnn.txt").write_text("feed123\n")
+    (tmp_path / "logs" / "commit_diversity.txt").write_text("beef456\n")
     (tmp_path / "logs" / "time_gsnn_p_y_given_xz.txt").write_text(
         "\tElapsed (wall clock) time (h:mm:ss or m:ss): 10:00.0\n\tMaximum resident set size (kbytes): 1048576\n"
     )
@@ -318,6 +319,7 @@ def test_reference_report_adds_the_four_way_diversity_and_convergence_sections(t
     text = write_readme(tmp_path, "abc1234").read_text()
     assert "## NN, GSNN, CVAE and hybrid" in text and "`make reference-gsnn` at commit `feed123`" in text
     assert text.count("| GSNN (MC) |") == 2 and "98.99% test accuracy" in text
+    assert "`make reference-gsnn` at commit `beef456`, seed 0, fp32. The classifier" in text
     assert "| 1 quadrant | NN | 0.25 ± 0.01 |" in text
     assert "| p(y\\|z) | 1 quadrant | 70.30 ± 0.30 | 70.10 ± 0.30 | 70.00 ± 0.30 | 0.30 |" in text
     assert "`make reference-convergence` at commit `unknown`, seed 0, fp32. Computed on cuda (H100)." in text

@@ -162,9 +162,12 @@ def write_readme(reference_dir: Path, commit: str, eval_commit: str | None = Non
     return path
 
 
-def _made_by(reference_dir: Path, target: str) -> str:
-    """Which commit ran ``make <target>`` (its ``logs/commit_<target>.txt``), as a sentence."""
-    log = reference_dir / "logs" / f"commit_{target}.txt"
+def _made_by(reference_dir: Path, target: str, step: str | None = None) -> str:
+    """Which commit ran ``make <target>`` (its ``logs/commit_<target>.txt``), or that target's
+    ``step`` (``logs/commit_<step>.txt``, where the step records its own), as a sentence."""
+    logs = reference_dir / "logs"
+    log = logs / f"commit_{step}.txt" if step and (logs / f"commit_{step}.txt").is_file() else None
+    log = log or logs / f"commit_{target}.txt"
     commit = log.read_text().strip() if log.is_file() else "unknown"
     return f"Made by `make {target}` at commit `{commit}`, seed 0, fp32."
 
@@ -184,7 +187,8 @@ def _gap_sections(reference_dir: Path) -> list[str]:
     diversity = load_reference_json("diversity.json", reference_dir)
     if diversity is not None:
         parts += ["## Diversity (`diversity.json`)\n",
-                  f"The classifier: {100 * diversity['classifier_test_accuracy']:.2f}% test accuracy on "
+                  _made_by(reference_dir, "reference-gsnn", "diversity")
+                  + f" The classifier: {100 * diversity['classifier_test_accuracy']:.2f}% test accuracy on "
                   f"{diversity['classifier_test_images']:,} test digits. {diversity['num_samples']} "
                   f"completions of each of the first {diversity['num_images']:,} test inputs, decoder "
                   f"{decoder_label(diversity['decoder_sees_input'])}, mean ± standard error over inputs:\n",
