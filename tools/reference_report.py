@@ -66,19 +66,14 @@ def write_timings(reference_dir: Path) -> Path:
     """``timings.json``: wall time and peak memory of each decoder's ``train`` command, and of
     the whole ``make reference`` where ``logs/time_reference.txt`` was kept."""
     commands = []
-    for decoder, folder in DECODER_DIRS.items():
-        log = reference_dir / "logs" / f"time_{folder}.txt"
-        if log.is_file():
-            flag = " --decoder-sees-input" if decoder else ""
-            commands.append({"command": f"train --profile full{flag}",
-                             "decoder_sees_input": decoder, **read_time_log(log)})
-    # make reference-gsnn and reference-convergence: one log per command
-    for family in ("gsnn", "hybrid"):
+    # make reference (the CVAE), then make reference-gsnn: one log per train command
+    for family in ("cvae", "gsnn", "hybrid"):
         for decoder, folder in DECODER_DIRS.items():
-            log = reference_dir / "logs" / f"time_{family}_{folder}.txt"
+            prefix, flags = ("", "") if family == "cvae" else (f"{family}_", f" --family {family}")
+            log = reference_dir / "logs" / f"time_{prefix}{folder}.txt"
             if log.is_file():
-                flag = " --decoder-sees-input" if decoder else ""
-                commands.append({"command": f"train --profile full --family {family}{flag}",
+                flags += " --decoder-sees-input" if decoder else ""
+                commands.append({"command": f"train --profile full{flags}",
                                  "decoder_sees_input": decoder, **read_time_log(log)})
     for name, command in [("diversity", "diversity --profile full"),
                           *((f"convergence_{folder}", "convergence --profile full"
