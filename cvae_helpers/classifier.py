@@ -1,4 +1,5 @@
-"""A small MNIST classifier, trained on the training split only and cached like the other models.
+"""A small MNIST classifier, trained on the training split only and cached like the other models
+(and, like them, fetched from the release's pretrained weights at the full budget).
 
 It reads completions, not the book's results: the diversity measurements
 (:mod:`cvae_helpers.diversity`) ask it which digit each completed image shows.
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import pretrained
 from .config import RunSpec, set_seed
 from .data import IMAGE_SIZE, batched, load_splits
 from .training import fit
@@ -60,6 +62,17 @@ def classifier_path(spec: RunSpec) -> Path:
     return spec.checkpoint_dir / spec.profile.name / f"classifier_seed{spec.seed}.pt"
 
 
+def wanted_classifier(spec: RunSpec) -> pretrained.WantedCheckpoint:
+    """The classifier of ``spec``'s budget and seed as the release lists it: its label, cache path,
+    configuration and path inside the cache (``full/classifier_seed0.pt``)."""
+    with torch.device("meta"):  # only the architecture is read: no weights are allocated
+        net = DigitClassifier()
+    path = classifier_path(spec)
+    return pretrained.WantedCheckpoint(
+        "classifier", path, classifier_config(spec, net), path.relative_to(spec.checkpoint_dir).as_posix()
+    )
+
+
 @torch.no_grad()
 def accuracy(net: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
     """The fraction of ``images`` ``(N, 28, 28)`` classified as their ``labels`` ``(N,)``."""
@@ -67,14 +80,21 @@ def accuracy(net: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -
     return (predicted == labels).double().mean().item()
 
 
-def get_classifier(spec: RunSpec, *, progress: bool = True) -> TrainedClassifier:
-    """The cached classifier of ``spec``'s budget and seed, trained (or resumed) first if need be.
+def get_classifier(
+    spec: RunSpec, *, progress: bool = True, force_training: bool | None = None
+) -> TrainedClassifier:
+    """The cached classifier of ``spec``'s budget and seed, fetched from the release (full budget,
+    unless ``force_training`` or ``$CVAE_FORCE_TRAINING``; see
+    :func:`~cvae_helpers.pretrained.fetch_missing`) or trained (or resumed) first if need be.
 
     Trained with Adam on the cross-entropy of the whole training-split digits (the same
     50,000 images, or the quick subset, as the other models), with early stopping on the
-    validation split's cross-entropy; its accuracy is measured on the test split.
+    validation split's cross-entropy; its accuracy is measured on the test split, also when
+    its weights came from the release.
     """
     profile = spec.profile
+    if profile.name == "full":  # the quick budget never downloads
+        pretrained.fetch_missing([wanted_classifier(spec)], force=force_training)
     # The masks do not matter here: the split's whole images are put back together.
     splits = load_splits(1, spec.data_dir, train_size=profile.train_size, val_subset=profile.val_size,
                          test_size=profile.test_size).to(spec.device)  # fmt: skip

@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .classifier import get_classifier
             from .diversity import diversity_study
 
-            classifier = get_classifier(spec, progress=False)
+            classifier = get_classifier(spec, progress=False, force_training=args.force_training)
             study = diversity_study(spec, classifier, quadrants=[s.num_quadrant_inputs for s in specs],
                                     num_images=args.images)
             _write_json(study, args.output)

@@ -81,7 +81,8 @@ def restore_pretrained(spec: RunSpec, which: tuple[int, ...] = (0, 1), *,
     baseline, 1 the CVAE), at the full budget only: the quick budget never downloads.
 
     ``force_training`` (default ``$CVAE_FORCE_TRAINING``) downloads nothing, and a cached model
-    that came from the release is deleted so that it is trained here. Without network, or when
+    that came from the release is deleted so that it is trained here
+    (:func:`~cvae_helpers.pretrained.fetch_missing`, which the classifier uses too). Without network, or when
     the release has nothing for this configuration, one line says so and training goes ahead;
     a file that fails its SHA-256 check is an error (:class:`~cvae_helpers.pretrained.PretrainedIntegrityError`).
     """
@@ -91,21 +92,9 @@ def restore_pretrained(spec: RunSpec, which: tuple[int, ...] = (0, 1), *,
     labels = (f"baseline, {quadrant_label(spec.num_quadrant_inputs)}",
               f"CVAE {'p(y|x,z)' if spec.decoder_sees_input else 'p(y|z)'}, "
               f"{quadrant_label(spec.num_quadrant_inputs)}")
-    if pretrained.force_training(force_training):
-        for i in which:
-            if paths[i].is_file() and pretrained.pretrained_origin(paths[i]) is not None:
-                print(f"forced training: the cached {labels[i]} came from the release; training it here")
-                paths[i].unlink()
-        return
-    missing = [pretrained.WantedCheckpoint(labels[i], paths[i], configs[i],
-                                           paths[i].relative_to(spec.checkpoint_dir).as_posix())
-               for i in which if not paths[i].exists()]
-    if not missing:
-        return
-    try:
-        pretrained.restore_checkpoints(missing)
-    except (pretrained.PretrainedUnavailableError, pretrained.PretrainedMismatchError) as error:
-        print(f"pretrained weights not used: {error}; training here")
+    pretrained.fetch_missing([pretrained.WantedCheckpoint(labels[i], paths[i], configs[i],
+                                                          paths[i].relative_to(spec.checkpoint_dir).as_posix())
+                              for i in which], force=force_training)
 
 
 def get_splits(spec: RunSpec) -> QuadrantSplits:

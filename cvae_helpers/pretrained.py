@@ -1,8 +1,9 @@
 """Pretrained weights and reference results from the release assets, verified by SHA-256.
 
-A release holds one ``manifest.json`` and, for every reference model, a ``.safetensors`` file
-(weights and the training history's tensors, no pickle; the configuration, history and library
-versions in its metadata), plus ``reference-results.zip``, the committed ``results/reference/``
+A release holds one ``manifest.json`` and, for every reference model (and the digit classifier
+of :mod:`~cvae_helpers.classifier`), a ``.safetensors`` file (weights and the training
+history's tensors, no pickle; the configuration, history and library versions in its
+metadata), plus ``reference-results.zip``, the committed ``results/reference/``
 folder. The manifest lists each file's SHA-256, size, configuration and the commit that trained
 it; ``tools/release_assets.py`` (``make release-assets``) writes all of it.
 
@@ -259,6 +260,32 @@ def restore_checkpoints(wanted: Sequence[WantedCheckpoint], url: str | None = No
                 f"trained by commit {entry['commit']}) into {item.relative}"
             )
         return [entry for _, _, entry in restored]
+
+
+def fetch_missing(
+    wanted: Sequence[WantedCheckpoint], *, force: bool | None = None, url: str | None = None
+) -> None:
+    """Fetch the release's weights of those of ``wanted`` the cache lacks, or train them here.
+
+    What the pipeline's models and the classifier share: ``force`` (default
+    ``$CVAE_FORCE_TRAINING``) downloads nothing and deletes a cached checkpoint of ``wanted``
+    that came from the release, so that it is trained here. Without network, or when the release
+    has nothing for this configuration, one line says so and the caller trains; a file that fails
+    its SHA-256 check is an error (:class:`PretrainedIntegrityError`).
+    """
+    if force_training(force):
+        for item in wanted:
+            if item.path.is_file() and pretrained_origin(item.path) is not None:
+                print(f"forced training: the cached {item.label} came from the release; training it here")
+                item.path.unlink()
+        return
+    missing = [item for item in wanted if not item.path.exists()]
+    if not missing:
+        return
+    try:
+        restore_checkpoints(missing, url)
+    except (PretrainedUnavailableError, PretrainedMismatchError) as error:
+        print(f"pretrained weights not used: {error}; training here")
 
 
 def _check_config(stored: dict, item: WantedCheckpoint, where: str) -> None:

@@ -1,8 +1,9 @@
 """Pretrained weights: export → serve on 127.0.0.1 → fetch → load, offline and verified.
 
-The exported set is small: one setting (2 quadrants, default decoder) trained on a few hundred
-MNIST images for two epochs, under a profile that keeps the name "full" (the only budget that
-downloads) with small sizes, served by a threading ``http.server`` started by the test.
+The exported set is small: one setting (2 quadrants, default decoder) and the digit classifier,
+trained on a few hundred MNIST images for two epochs, under a profile that keeps the name "full"
+(the only budget that downloads) with small sizes, served by a threading ``http.server`` started
+by the test.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from cvae_helpers import pretrained, results
 from cvae_helpers.checkpoints import load_checkpoint
+from cvae_helpers.classifier import classifier_path, get_classifier
 from cvae_helpers.config import RunSpec, get_profile
 from cvae_helpers.pipeline import checkpoint_paths, get_trained_models, metrics_record, restore_pretrained
 from tools.release_assets import REFERENCE, export_assets
@@ -62,15 +64,17 @@ def files_under(folder: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """Models trained here (cache ``trained/``) and their release assets (``release/``)."""
+    """Models and the classifier trained here (cache ``trained/``) and their release assets
+    (``release/``)."""
     root = tmp_path_factory.mktemp("pretrained")
     profile = get_profile(
         "full", train_size=256, val_size=128, test_size=64, max_epochs=2, batch_size=64, num_samples=4
     )
     spec = RunSpec.create(2, profile, checkpoint_dir=root / "trained", device="cpu")
     models = get_trained_models(spec, progress=False, force_training=True)
+    classifier = get_classifier(spec, progress=False, force_training=True)
     manifest = export_assets([spec], root / "release", commit="abc1234", reference_dir=REFERENCE)
-    return spec, models, manifest, root / "release"
+    return spec, models, manifest, root / "release", classifier
 
 
 @pytest.fixture
@@ -86,10 +90,11 @@ def fresh(exported, tmp_path):
 
 
 def test_manifest_lists_each_file_with_its_sha256_configuration_and_commit(exported):
-    spec, _, manifest, folder = exported
+    spec, _, manifest, folder, _ = exported
     assert [m["checkpoint"] for m in manifest["models"]] == [
         "full/q2_seed0/baseline.pt",
         "full/q2_seed0/cvae_pyz.pt",
+        "full/classifier_seed0.pt",
     ]
     for entry in manifest["models"]:
         path = folder / entry["file"]
@@ -102,14 +107,14 @@ def test_manifest_lists_each_file_with_its_sha256_configuration_and_commit(expor
 
 
 def test_export_is_reproducible(exported, tmp_path):
-    spec, _, manifest, _ = exported
+    spec, _, manifest, _, _ = exported
     again = export_assets([spec], tmp_path / "again", commit="abc1234", reference_dir=REFERENCE)
     assert [m["sha256"] for m in again["models"]] == [m["sha256"] for m in manifest["models"]]
     assert again["reference"]["sha256"] == manifest["reference"]["sha256"]
 
 
 def test_round_trip_export_fetch_load_gives_identical_models(exported, fresh, monkeypatch, capsys):
-    spec, trained, manifest, folder = exported
+    spec, trained, manifest, folder, _ = exported
     with serve(folder) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
         fetched = get_trained_models(fresh, progress=False)
@@ -142,6 +147,47 @@ def test_round_trip_export_fetch_load_gives_identical_models(exported, fresh, mo
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
         get_trained_models(fresh, progress=False)
     assert server.requested == [] and "reusing CVAE, 2 quadrants" in capsys.readouterr().out
+
+
+def test_classifier_round_trip_gives_identical_weights_history_and_accuracy(exported, fresh, monkeypatch, capsys):
+    spec, _, manifest, folder, trained = exported
+    entry = manifest["models"][-1]
+    assert entry["file"] == "full_classifier_seed0.safetensors"
+    assert entry["config"] == load_checkpoint(classifier_path(spec))["config"]
+    with serve(folder) as server:
+        monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
+        fetched = get_classifier(fresh, progress=False)
+    assert server.requested == ["/manifest.json", "/" + entry["file"]]
+    out = capsys.readouterr().out
+    assert out.startswith("loaded pretrained weights of classifier (sha256 ") and "Traceback" not in out
+    a, b = trained.net.state_dict(), fetched.net.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history = dict(fetched.history)
+    assert history.pop("pretrained")["sha256"] == entry["sha256"]
+    assert history == trained.history  # the loss curves and early stopping's record, exactly
+    # measured again on the test split after loading: the same digits, the same answer
+    assert (fetched.test_accuracy, fetched.num_test_images) == (trained.test_accuracy, trained.num_test_images)
+    assert load_checkpoint(classifier_path(fresh))["status"] == "finished"
+
+
+def test_forced_training_ignores_and_replaces_the_released_classifier(exported, fresh, monkeypatch, capsys):
+    with serve(exported[3]) as server:
+        monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
+        monkeypatch.setenv(pretrained.FORCE_TRAINING_ENV, "1")
+        trained = get_classifier(fresh, progress=False)
+        assert server.requested == [] and "pretrained" not in trained.history
+        assert "pretrained" not in load_checkpoint(classifier_path(fresh))["history"]
+        monkeypatch.delenv(pretrained.FORCE_TRAINING_ENV)
+        classifier_path(fresh).unlink()
+        assert "pretrained" in get_classifier(fresh, progress=False).history  # fetched
+        capsys.readouterr()
+        retrained = get_classifier(fresh, progress=False, force_training=True)
+    assert capsys.readouterr().out.startswith(
+        "forced training: the cached classifier came from the release; training it here\n"
+    )
+    assert server.requested == ["/manifest.json", "/full_classifier_seed0.safetensors"]
+    assert "pretrained" not in retrained.history
+    assert "pretrained" not in load_checkpoint(classifier_path(fresh))["history"]
 
 
 def test_tampered_file_is_refused_and_nothing_is_cached(release, fresh, monkeypatch):
@@ -269,6 +315,7 @@ def test_export_names_missing_models(tmp_path):
     with pytest.raises(SystemExit, match="make reference") as error:
         export_assets([spec], tmp_path / "release", commit="abc1234", reference_dir=None)
     assert str(checkpoint_paths(spec)[1]) in str(error.value)
+    assert str(classifier_path(spec)) in str(error.value)  # in the same list
 
 
 def test_default_address_is_a_release_of_the_repository():

@@ -5,7 +5,8 @@ Usage (from the repository root)::
     python -m tools.release_assets [--checkpoint-dir checkpoints] [--output release] [--commit abc1234]
 
 Writes, into ``--output`` (git-ignored), one ``.safetensors`` file per cached reference model
-(the baselines and both CVAE decoders for 1, 2 and 3 quadrants, seed 0, fp32), the zipped
+(the baselines and both CVAE decoders for 1, 2 and 3 quadrants, seed 0, fp32, and the digit
+classifier of the diversity measurements, ``full/classifier_seed0.pt``), the zipped
 ``results/reference/`` folder and ``manifest.json``, which lists each file's SHA-256, size,
 configuration, library versions and the commit that trained it. Attach every file of the
 folder to the release that :data:`cvae_helpers.pretrained.DEFAULT_BASE_URL` points at.
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from cvae_helpers import pretrained
 from cvae_helpers.checkpoints import load_checkpoint
+from cvae_helpers.classifier import wanted_classifier
 from cvae_helpers.config import RunSpec
 from cvae_helpers.pipeline import checkpoint_configs, checkpoint_paths
 from cvae_helpers.results import QUADRANT_SETTINGS
@@ -49,6 +51,18 @@ def training_commit(reference_dir: Path = REFERENCE) -> str:
     return match.group(1)
 
 
+def reference_checkpoints(specs: Sequence[RunSpec]) -> list[tuple[str, Path, dict]]:
+    """The models of ``specs`` as (path inside the cache, path, the configuration it must have):
+    the baselines and CVAEs, then the classifier of each spec's budget and seed (repeats included)."""
+    models = [
+        (path.relative_to(spec.checkpoint_dir).as_posix(), path, config)
+        for spec in specs
+        for path, config in zip(checkpoint_paths(spec), checkpoint_configs(spec), strict=True)
+    ]
+    classifiers = [(item.relative, item.path, item.config) for item in map(wanted_classifier, specs)]
+    return models + classifiers
+
+
 def export_assets(
     specs: Sequence[RunSpec],
     output: str | Path,
@@ -57,8 +71,9 @@ def export_assets(
     reference_dir: str | Path | None = REFERENCE,
     exported_by: str = "unknown",
 ) -> dict:
-    """Write the weights of ``specs`` (from their checkpoint cache), the reference results and
-    the manifest into ``output``; returns the manifest. ``commit`` trained the models,
+    """Write the weights of ``specs`` and of the classifier of their budget and seed (from their
+    checkpoint cache), the reference results and the manifest into ``output``; returns the
+    manifest. ``commit`` trained the models,
     ``exported_by`` is the commit of the code that exports them.
 
     Each checkpoint must be finished and made by the configuration this code asks for, so that
@@ -67,33 +82,32 @@ def export_assets(
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     models, seen, missing = [], set(), []
-    for spec in specs:
-        for path, config in zip(checkpoint_paths(spec), checkpoint_configs(spec), strict=True):
-            relative = path.relative_to(spec.checkpoint_dir).as_posix()
-            if relative in seen:
-                continue  # both decoders share their setting's baseline
-            seen.add(relative)
-            if not path.is_file():
-                missing.append(str(path))
-                continue
-            payload = load_checkpoint(path, config)
-            name = pretrained.asset_name(relative)
-            pretrained.checkpoint_to_safetensors(payload, output / name, commit)
-            models.append(
-                {
-                    "checkpoint": relative,
-                    "file": name,
-                    "sha256": pretrained.file_sha256(output / name),
-                    "size": (output / name).stat().st_size,
-                    "config": payload["config"],
-                    "versions": payload.get("versions", {}),
-                    "commit": commit,
-                }
-            )
+    for relative, path, config in reference_checkpoints(specs):
+        if relative in seen:
+            continue  # both decoders share their setting's baseline; all settings share the classifier
+        seen.add(relative)
+        if not path.is_file():
+            missing.append(str(path))
+            continue
+        payload = load_checkpoint(path, config)
+        name = pretrained.asset_name(relative)
+        pretrained.checkpoint_to_safetensors(payload, output / name, commit)
+        models.append(
+            {
+                "checkpoint": relative,
+                "file": name,
+                "sha256": pretrained.file_sha256(output / name),
+                "size": (output / name).stat().st_size,
+                "config": payload["config"],
+                "versions": payload.get("versions", {}),
+                "commit": commit,
+            }
+        )
     if missing:
         raise SystemExit(
             "These reference models are not in the checkpoint cache (train them with "
-            "`make reference`, or pass --checkpoint-dir):\n  " + "\n  ".join(missing)
+            "`make reference`, the classifier with `make reference-gsnn`, or pass --checkpoint-dir):\n  "
+            + "\n  ".join(missing)
         )
     manifest = {
         "format_version": pretrained.MANIFEST_FORMAT,
