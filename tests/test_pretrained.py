@@ -73,7 +73,9 @@ def exported(tmp_path_factory):
     spec = RunSpec.create(2, profile, checkpoint_dir=root / "trained", device="cpu")
     models = get_trained_models(spec, progress=False, force_training=True)
     classifier = get_classifier(spec, progress=False, force_training=True)
-    manifest = export_assets([spec], root / "release", commit="abc1234", reference_dir=REFERENCE)
+    manifest = export_assets(
+        [spec], root / "release", commit="abc1234", classifier_commit="cafe567", reference_dir=REFERENCE
+    )
     return spec, models, manifest, root / "release", classifier
 
 
@@ -99,7 +101,8 @@ def test_manifest_lists_each_file_with_its_sha256_configuration_and_commit(expor
     for entry in manifest["models"]:
         path = folder / entry["file"]
         assert path.suffix == ".safetensors" and entry["sha256"] == pretrained.file_sha256(path)
-        assert entry["size"] == path.stat().st_size and entry["commit"] == "abc1234"
+        trained_by = "cafe567" if entry["checkpoint"] == "full/classifier_seed0.pt" else "abc1234"
+        assert entry["size"] == path.stat().st_size and entry["commit"] == trained_by
         assert entry["config"] == load_checkpoint(spec.checkpoint_dir / entry["checkpoint"])["config"]
         assert {"torch", "pyro"} <= set(entry["versions"])
     assert manifest["reference"]["sha256"] == pretrained.file_sha256(folder / "reference-results.zip")
@@ -108,7 +111,9 @@ def test_manifest_lists_each_file_with_its_sha256_configuration_and_commit(expor
 
 def test_export_is_reproducible(exported, tmp_path):
     spec, _, manifest, _, _ = exported
-    again = export_assets([spec], tmp_path / "again", commit="abc1234", reference_dir=REFERENCE)
+    again = export_assets(
+        [spec], tmp_path / "again", commit="abc1234", classifier_commit="cafe567", reference_dir=REFERENCE
+    )
     assert [m["sha256"] for m in again["models"]] == [m["sha256"] for m in manifest["models"]]
     assert again["reference"]["sha256"] == manifest["reference"]["sha256"]
 

@@ -51,6 +51,14 @@ def training_commit(reference_dir: Path = REFERENCE) -> str:
     return match.group(1)
 
 
+def recorded_commit(name: str, reference_dir: Path = REFERENCE) -> str:
+    """The commit a reference step recorded in ``logs/commit_<name>.txt``."""
+    log = reference_dir / "logs" / f"commit_{name}.txt"
+    if not log.is_file():
+        raise SystemExit(f"{log} is missing: pass the commit that trained the {name} (--{name}-commit).")
+    return log.read_text().strip()
+
+
 def reference_checkpoints(specs: Sequence[RunSpec]) -> list[tuple[str, Path, dict]]:
     """The models of ``specs`` as (path inside the cache, path, the configuration it must have):
     the baselines and CVAEs, then the classifier of each spec's budget and seed (repeats included)."""
@@ -68,13 +76,14 @@ def export_assets(
     output: str | Path,
     *,
     commit: str,
+    classifier_commit: str | None = None,
     reference_dir: str | Path | None = REFERENCE,
     exported_by: str = "unknown",
 ) -> dict:
     """Write the weights of ``specs`` and of the classifier of their budget and seed (from their
     checkpoint cache), the reference results and the manifest into ``output``; returns the
-    manifest. ``commit`` trained the models,
-    ``exported_by`` is the commit of the code that exports them.
+    manifest. ``commit`` trained the models, ``classifier_commit`` (default ``commit``) the
+    classifier, and ``exported_by`` is the commit of the code that exports them.
 
     Each checkpoint must be finished and made by the configuration this code asks for, so that
     what is published is what the package will accept.
@@ -91,7 +100,8 @@ def export_assets(
             continue
         payload = load_checkpoint(path, config)
         name = pretrained.asset_name(relative)
-        pretrained.checkpoint_to_safetensors(payload, output / name, commit)
+        trained_by = (classifier_commit or commit) if config.get("model") == "classifier" else commit
+        pretrained.checkpoint_to_safetensors(payload, output / name, trained_by)
         models.append(
             {
                 "checkpoint": relative,
@@ -100,7 +110,7 @@ def export_assets(
                 "size": (output / name).stat().st_size,
                 "config": payload["config"],
                 "versions": payload.get("versions", {}),
-                "commit": commit,
+                "commit": trained_by,
             }
         )
     if missing:
@@ -153,13 +163,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="the commit that trained the models (default: the one results/reference/README.md records)",
     )
+    parser.add_argument(
+        "--classifier-commit",
+        default=None,
+        help="the commit that trained the classifier (default: results/reference/logs/commit_classifier.txt)",
+    )
     args = parser.parse_args(argv)
     commit = args.commit or training_commit()
+    classifier_commit = args.classifier_commit or recorded_commit("classifier")
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
     manifest = export_assets(
-        reference_specs(args.checkpoint_dir), args.output, commit=commit, exported_by=head or "unknown"
+        reference_specs(args.checkpoint_dir),
+        args.output,
+        commit=commit,
+        classifier_commit=classifier_commit,
+        exported_by=head or "unknown",
     )
     print(size_table(manifest))
     print(f"Wrote {args.output}; attach its files to the release at {pretrained.DEFAULT_BASE_URL}")
