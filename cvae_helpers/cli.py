@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import DATA_DIR_ENV, FAMILIES, PRECISIONS, PROFILES, RunSpec
+from .config import DATA_DIR_ENV, DEFAULT_ALPHA, FAMILIES, PRECISIONS, PROFILES, RunSpec
 
 
 def _positive(text: str) -> int:
@@ -35,8 +35,8 @@ def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> 
     command.add_argument("--family", choices=FAMILIES, default="cvae",
                          help="the objective: cvae (default), gsnn (z from the prior network, "
                               "no recognition network) or hybrid (alpha CVAE + (1-alpha) GSNN)")
-    command.add_argument("--alpha", type=float, default=0.5,
-                         help="the hybrid's weight on the CVAE's loss (default 0.5)")
+    command.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                         help=f"the hybrid's weight on the CVAE's loss (default {DEFAULT_ALPHA})")
     command.add_argument("--force-training", action="store_true", default=None,
                          help="train here instead of downloading the release's pretrained weights "
                               "(default: $CVAE_FORCE_TRAINING; the quick profile never downloads)")

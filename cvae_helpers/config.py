@@ -33,6 +33,15 @@ PRECISIONS = ("fp32", "bf16")
 # How the networks are trained (Sohn et al., 2015, §3.3-3.4); models.py holds the losses.
 FAMILIES = ("cvae", "gsnn", "hybrid")
 FAMILY_LABELS = {"cvae": "CVAE", "gsnn": "GSNN", "hybrid": "hybrid"}  # as tables and progress bars name them
+# The hybrid's weight on the CVAE's loss: the value of the authors' released code.
+DEFAULT_ALPHA = 0.5
+
+
+def check_family(family: object) -> str:
+    """``family`` if it is one of :data:`FAMILIES`, else a ``ValueError`` that says so."""
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown model family {family!r}; choose one of {FAMILIES}.")
+    return str(family)
 
 
 def project_root() -> Path:
@@ -186,14 +195,13 @@ class RunSpec:
     device: torch.device = field(default_factory=lambda: resolve_device())
     precision: str = "fp32"
     family: str = "cvae"
-    alpha: float = 0.5
+    alpha: float = DEFAULT_ALPHA
 
     def __post_init__(self) -> None:
         check_num_quadrant_inputs(self.num_quadrant_inputs)
         if self.precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {self.precision!r}; choose one of {PRECISIONS}.")
-        if self.family not in FAMILIES:
-            raise ValueError(f"Unknown model family {self.family!r}; choose one of {FAMILIES}.")
+        check_family(self.family)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha weighs the CVAE's loss against the GSNN's and must lie in "
                              f"[0, 1], got {self.alpha}.")
@@ -211,7 +219,7 @@ class RunSpec:
         device: str | torch.device | None = None,
         precision: str | None = None,
         family: str = "cvae",
-        alpha: float = 0.5,
+        alpha: float = DEFAULT_ALPHA,
     ) -> RunSpec:
         """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_DATA_DIR``, ``$CVAE_CHECKPOINT_DIR``,
         ``$CVAE_DEVICE`` and ``$CVAE_PRECISION`` apply where an argument is ``None``."""

@@ -134,32 +134,23 @@ def evaluate(baseline: BaselineNet, cvae: CVAE, split: MaskedSplit, num_samples:
              batch_size: int = EVAL_BATCH_SIZE) -> dict[str, Estimate]:
     """All four estimators over ``split``, each as mean ± standard error over its images.
 
-    Per batch the prior and the recognition network run once; IS and the negative ELBO share
+    The three CVAE estimators are :func:`estimates_against_samples` at one S, ``num_samples``:
+    per batch the prior and the recognition network run once; IS and the negative ELBO share
     their samples from q(z|x,y), MC draws its own from p(z|x); and only the hidden pixels' logits
     are computed. Always in fp32, whatever precision the models were trained with. A model
     without a recognition network (a GSNN) gets the baseline's NLL and MC only: its proposal is
     its prior.
     """
-    device = next(cvae.parameters()).device
-    split = split.to(device)
-    pixels = hidden_pixels(split.inputs)
-    recognition = cvae.recognition_net is not None
+    split = split.to(next(cvae.parameters()).device)
+    estimators = ("mc", "is", "neg_elbo") if cvae.recognition_net is not None else ("mc",)
+    values = estimates_against_samples(cvae, split, [num_samples], estimators, batch_size)
+    estimates = {"baseline_nll": baseline_nll(baseline, split.inputs, split.targets, batch_size).cpu()}
+    estimates.update({f"cvae_{ESTIMATOR_KEYS[name]}": values[name][0] for name in estimators})
+    return {name: Estimate.of(per_image) for name, per_image in estimates.items()}
 
-    def per_batch(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        xs, ys = flatten(inputs), flatten(targets)
-        prior = Normal(*cvae.prior(xs))
-        if recognition:
-            posterior = Normal(*cvae.posterior(xs, ys))
-            is_weights = log_weights(cvae, xs, ys, num_samples, prior, posterior, pixels)
-        mc_weights = log_weights(cvae, xs, ys, num_samples, prior, prior, pixels)
-        columns = [baseline_nll(baseline, inputs, targets), -_log_mean_exp(mc_weights)]
-        if recognition:
-            columns += [-_log_mean_exp(is_weights), -is_weights.mean(0)]
-        return torch.stack(columns, dim=1)
 
-    values = batched(per_batch, split.inputs, split.targets, batch_size=batch_size).cpu()
-    names = ["baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo"][:values.shape[1]]
-    return {name: Estimate.of(values[:, i]) for i, name in enumerate(names)}
+# The metrics records' names of the estimators of :func:`estimates_against_samples`.
+ESTIMATOR_KEYS = {"mc": "nll_mc", "is": "nll_is", "neg_elbo": "neg_elbo"}
 
 
 @torch.no_grad()
@@ -171,9 +162,9 @@ def estimates_against_samples(cvae: CVAE, split: MaskedSplit, sample_sizes: Sequ
     One set of max(S) draws per image and proposal; the estimate at S uses the first S of them,
     so the curve is the running estimate a reader would see while adding samples (its points are
     correlated along S). ``estimators``: any of ``"mc"`` (z ~ p(z|x)), ``"is"`` and
-    ``"neg_elbo"`` (z ~ q(z|x,y), shared).
+    ``"neg_elbo"`` (z ~ q(z|x,y), shared); the samples from q(z|x,y) are drawn first.
     """
-    unknown = set(estimators) - {"mc", "is", "neg_elbo"}
+    unknown = set(estimators) - set(ESTIMATOR_KEYS)
     if unknown:
         raise ValueError(f"Unknown estimators {sorted(unknown)}; choose from mc, is, neg_elbo.")
     device = next(cvae.parameters()).device
@@ -185,11 +176,11 @@ def estimates_against_samples(cvae: CVAE, split: MaskedSplit, sample_sizes: Sequ
         xs, ys = flatten(inputs), flatten(targets)
         prior = Normal(*cvae.prior(xs))
         weights = {}
-        if "mc" in estimators:
-            weights["mc"] = log_weights(cvae, xs, ys, most, prior, prior, pixels)
         if "is" in estimators or "neg_elbo" in estimators:
             posterior = Normal(*cvae.posterior(xs, ys))
             weights["is"] = log_weights(cvae, xs, ys, most, prior, posterior, pixels)
+        if "mc" in estimators:
+            weights["mc"] = log_weights(cvae, xs, ys, most, prior, prior, pixels)
         rows = []
         for name in estimators:
             source = weights["mc" if name == "mc" else "is"]

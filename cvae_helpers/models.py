@@ -16,15 +16,14 @@ import torch.nn.functional as F
 from pyro.infer import Trace_ELBO
 from torch import nn
 
-from .config import FAMILIES
+from .config import DEFAULT_ALPHA, check_family
 from .data import MASK_VALUE, NUM_PIXELS
 
 # Softplus keeps the encoders' scales positive; this floor keeps log(scale) finite in float32.
 MIN_SCALE = 1e-4
-# The three ways of training the same networks (FAMILIES, Sohn et al., 2015, §3.3-3.4) are the
-# CVAE's ELBO, the GSNN's -log p(y|x,z) with z from the prior network, and their weighted sum.
-# The hybrid's weight on the CVAE's loss: the value of the authors' released code.
-DEFAULT_ALPHA = 0.5
+# The three ways of training the same networks (config.FAMILIES, Sohn et al., 2015, §3.3-3.4)
+# are the CVAE's ELBO, the GSNN's -log p(y|x,z) with z from the prior network, and their
+# weighted sum (config.DEFAULT_ALPHA on the first).
 
 
 def flatten(images: torch.Tensor) -> torch.Tensor:
@@ -410,13 +409,6 @@ class CVAE(nn.Module):
         else:
             z = loc + scale * noise
         return torch.sigmoid(self.generation_net(z, xs))
-
-
-def check_family(family: object) -> str:
-    """``family`` if it is one of :data:`FAMILIES`, else a ``ValueError`` that says so."""
-    if family not in FAMILIES:
-        raise ValueError(f"Unknown model family {family!r}; choose one of {FAMILIES}.")
-    return str(family)
 
 
 def pyro_loss(cvae: CVAE, family: str, xs: torch.Tensor, ys: torch.Tensor,

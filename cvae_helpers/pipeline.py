@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import pretrained
-from .config import RunSpec, library_versions, set_seed
+from .config import DEFAULT_ALPHA, RunSpec, library_versions, set_seed
 from .data import QuadrantSplits, load_splits, quadrant_label
 from .evaluation import evaluate
 from .models import CVAE, BaselineNet
@@ -61,7 +61,7 @@ def checkpoint_paths(spec: RunSpec) -> tuple[Path, Path]:
     folder = spec.checkpoint_dir / spec.profile.name / f"q{spec.num_quadrant_inputs}_seed{spec.seed}"
     suffix = "" if spec.precision == "fp32" else f"_{spec.precision}"
     name = spec.family
-    if spec.family == "hybrid" and spec.alpha != 0.5:
+    if spec.family == "hybrid" and spec.alpha != DEFAULT_ALPHA:
         name += f"_a{spec.alpha:g}"
     return (folder / f"baseline{suffix}.pt",
             folder / f"{name}_{DECODER_FILE_TAGS[spec.decoder_sees_input]}{suffix}.pt")
