@@ -11,7 +11,7 @@ import torch
 
 from cvae_helpers.config import set_seed
 from cvae_helpers.convergence import convergence_curve
-from cvae_helpers.evaluation import cvae_nll_is, cvae_nll_mc, estimates_against_samples
+from cvae_helpers.evaluation import cvae_nll_is, cvae_nll_mc, estimates_against_samples, evaluate
 from cvae_helpers.models import CVAE, BaselineNet
 from cvae_helpers.pipeline import TrainedModels
 from cvae_helpers.plotting import plot_convergence
@@ -31,13 +31,21 @@ def test_estimates_against_samples_are_prefixes_of_the_package_estimators(tiny_s
     set_seed(3)
     values = estimates_against_samples(cvae, split, [1, 4, 16], ("mc", "is", "neg_elbo"))
     assert {k: v.shape for k, v in values.items()} == {k: (3, 10) for k in ("mc", "is", "neg_elbo")}
-    # MC draws first, then IS: the same seed gives the package's estimators at the largest S
+    # IS draws first, then MC: the same seed gives the package's estimators at the largest S
     set_seed(3)
-    assert torch.allclose(values["mc"][-1], cvae_nll_mc(cvae, split.inputs, split.targets, 16), atol=1e-4)
+    assert torch.allclose(values["is"][-1], cvae_nll_is(cvae, split.inputs, split.targets, 16), atol=1e-4)
     set_seed(3)
-    only_is = estimates_against_samples(cvae, split, [16], ("is",))["is"][0]
+    only_mc = estimates_against_samples(cvae, split, [16], ("mc",))["mc"][0]
     set_seed(3)
-    assert torch.allclose(only_is, cvae_nll_is(cvae, split.inputs, split.targets, 16), atol=1e-4)
+    assert torch.allclose(only_mc, cvae_nll_mc(cvae, split.inputs, split.targets, 16), atol=1e-4)
+    # evaluate() is the same computation at one S, with the same draws
+    baseline = BaselineNet(16, 16)
+    set_seed(3)
+    evaluated = evaluate(baseline, cvae, split, 16)
+    set_seed(3)
+    at_16 = estimates_against_samples(cvae, split, [16])
+    for name, key in (("mc", "cvae_nll_mc"), ("is", "cvae_nll_is"), ("neg_elbo", "cvae_neg_elbo")):
+        assert evaluated[key].mean == pytest.approx(at_16[name][0].double().mean().item(), abs=1e-9)
     # one sample: IS and −ELBO are the same number; more samples: IS never above −ELBO (Jensen)
     assert torch.allclose(values["is"][0], values["neg_elbo"][0])
     assert (values["is"][1:] <= values["neg_elbo"][1:] + 1e-4).all()
