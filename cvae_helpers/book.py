@@ -24,13 +24,8 @@ def setup_chapter(seed: int = 0, profile: str | None = None) -> RunSpec:
     set_seed(seed)
     _inline_figures()
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "font.size": 10})
-    if spec.profile.name == "quick":
-        note = ("small subsets and two epochs, a smoke test: the numbers below are NOT the "
-                "paper's; unset it for the full budget")
-    else:
-        note = "the full data and early stopping, as in the paper"
-    print(f"Budget: {spec.profile.name} ({PROFILE_ENV}={spec.profile.name}): {note}. "
-          f"Device: {spec.device}. Seed: {seed}.")
+    print(f"{PROFILE_ENV}={spec.profile.name}: {spec.profile.description}; "
+          f"{spec.device}, seed {seed}")
     return spec
 
 

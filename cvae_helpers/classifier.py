@@ -93,7 +93,7 @@ def get_classifier(
     its weights came from the release.
     """
     profile = spec.profile
-    if profile.name == "full":  # the quick budget never downloads
+    if profile.fetch_pretrained:
         pretrained.fetch_missing([wanted_classifier(spec)], force=force_training)
     # The masks do not matter here: the split's whole images are put back together.
     splits = load_splits(1, spec.data_dir, train_size=profile.train_size, val_subset=profile.val_size,

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import DATA_DIR_ENV, DEFAULT_ALPHA, FAMILIES, PRECISIONS, PROFILES, RunSpec
+from .config import DATA_DIR_ENV, ENGINES, PRECISIONS, PROFILES, RunSpec
+from .families import DEFAULT_ALPHA, FAMILIES
 
 
 def _positive(text: str) -> int:
@@ -32,7 +33,7 @@ def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> 
     command.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     command.add_argument("--decoder-sees-input", action="store_true",
                          help="the paper's generation network p(y|x,z) instead of p(y|z)")
-    command.add_argument("--family", choices=FAMILIES, default="cvae",
+    command.add_argument("--family", choices=list(FAMILIES), default="cvae",
                          help="the objective: cvae (default), gsnn (z from the prior network, "
                               "no recognition network) or hybrid (alpha CVAE + (1-alpha) GSNN)")
     command.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
@@ -49,7 +50,12 @@ def _add_machine_arguments(command: argparse.ArgumentParser) -> None:
                          help="cpu, cuda or auto (default: $CVAE_DEVICE, else auto)")
     command.add_argument("--precision", choices=PRECISIONS, default=None,
                          help="fp32, or bf16 mixed-precision training where the hardware has it "
-                              "(default: $CVAE_PRECISION, else fp32); evaluation is always fp32")
+                              "(fast engine only; default: $CVAE_PRECISION, else fp32); "
+                              "evaluation is always fp32")
+    command.add_argument("--engine", choices=ENGINES, default=None,
+                         help="pyro (Pyro's SVI and the plain estimators, what the book shows) or "
+                              "fast (the same numbers with the speed tricks of "
+                              "cvae_helpers.fast); default: $CVAE_ENGINE, else pyro")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quadrants", type=int, choices=[1, 2, 3], default=1,
                        help="number of quadrants given (default 1)")
     bench.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
-    bench.add_argument("--pipeline", choices=["memory", "pyro_example", "both"], default="memory",
-                       help="data path: this package's in-memory batches (default), the Pyro "
-                            "example's per-item Dataset + DataLoader, or both side by side")
+    bench.add_argument("--paths", choices=["pyro", "fast", "pyro_example"], nargs="+",
+                       default=["pyro", "fast", "pyro_example"],
+                       help="what to time, side by side in one run: this book's Pyro SVI, the "
+                            "fast engine, and the Pyro example's per-item Dataset + DataLoader "
+                            "with SVI (default: all three)")
     _add_machine_arguments(bench)
 
     diversity = commands.add_parser(
@@ -115,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     step_times = commands.add_parser(
         "step-times", help="print where a CVAE training step's time goes, as one line of JSON",
         description="Profile CVAE training steps on the CPU with torch.profiler, for Pyro's "
-                    "Trace_ELBO and for the hand-written loss that training uses: milliseconds "
+                    "SVI with Trace_ELBO and for the fast engine: milliseconds "
                     "per step in matmuls, the optimizer, other tensor ops, and Python/framework.")
     step_times.add_argument("--steps", type=_positive, default=30, help="profiled steps (default 30)")
     step_times.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
@@ -143,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   decoder_sees_input=args.decoder_sees_input,
                                   data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
                                   device=args.device, precision=args.precision,
-                                  family=args.family, alpha=args.alpha)
+                                  family=args.family, alpha=args.alpha, engine=args.engine)
             specs = [spec.for_quadrants(q) for q in sorted(set(args.quadrants))]
         if args.command == "train":
             from .pipeline import run_setting
@@ -192,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .speed import benchmark
 
             print(json.dumps(benchmark(args.quadrants, args.batches, args.batch_size,
-                                       data_dir=args.data_dir, pipeline=args.pipeline,
+                                       data_dir=args.data_dir, paths=args.paths,
                                        device=args.device, precision=args.precision)))
     # ValueError includes pretrained.PretrainedError (a file that fails its SHA-256 check)
     except (MNISTDataError, CheckpointMismatchError, NonFiniteLossError, ValueError) as error:

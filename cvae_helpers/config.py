@@ -7,6 +7,8 @@ Environment variables (each also has a function argument that wins over it):
 - ``CVAE_PROFILE``: ``full`` (default) or ``quick``, the budget of every chapter and command.
 - ``CVAE_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default: CUDA when available).
 - ``CVAE_PRECISION``: ``fp32`` (default) or ``bf16``, the arithmetic of training's matmuls.
+- ``CVAE_ENGINE``: ``pyro`` (default: Pyro's ``SVI`` trains, the plain estimators evaluate) or
+  ``fast`` (the same computations with the speed tricks of :mod:`cvae_helpers.fast`).
 
 ``CVAE_PRETRAINED_URL`` and ``CVAE_FORCE_TRAINING`` (where pretrained weights come from, and
 training instead) are read by :mod:`cvae_helpers.pretrained`.
@@ -24,24 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .families import DEFAULT_ALPHA, Family, get_family
+
 DATA_DIR_ENV = "CVAE_DATA_DIR"
 CHECKPOINT_DIR_ENV = "CVAE_CHECKPOINT_DIR"
 PROFILE_ENV = "CVAE_PROFILE"
 DEVICE_ENV = "CVAE_DEVICE"
 PRECISION_ENV = "CVAE_PRECISION"
+ENGINE_ENV = "CVAE_ENGINE"
 PRECISIONS = ("fp32", "bf16")
-# How the networks are trained (Sohn et al., 2015, §3.3-3.4); models.py holds the losses.
-FAMILIES = ("cvae", "gsnn", "hybrid")
-FAMILY_LABELS = {"cvae": "CVAE", "gsnn": "GSNN", "hybrid": "hybrid"}  # as tables and progress bars name them
-# The hybrid's weight on the CVAE's loss: the value of the authors' released code.
-DEFAULT_ALPHA = 0.5
-
-
-def check_family(family: object) -> str:
-    """``family`` if it is one of :data:`FAMILIES`, else a ``ValueError`` that says so."""
-    if family not in FAMILIES:
-        raise ValueError(f"Unknown model family {family!r}; choose one of {FAMILIES}.")
-    return str(family)
+# pyro: what the chapters show (SVI, plain layers, the estimators' formulas); fast: the same
+# numbers computed with the tricks of cvae_helpers.fast, tested equal (tests/test_fast.py).
+ENGINES = ("pyro", "fast")
 
 
 def project_root() -> Path:
@@ -64,12 +60,14 @@ def default_checkpoint_dir() -> Path:
 
 @dataclass(frozen=True)
 class Profile:
-    """A training and evaluation budget.
+    """A budget: how much data, training and sampling every part of the package uses.
 
-    ``None`` sizes mean the whole split (50k train, 10k validation, 10k test).
+    ``None`` sizes mean the whole split (50k train, 10k validation, 10k test). Only the training
+    fields (:meth:`training_dict`) are part of a trained model's cache key.
     """
 
     name: str
+    description: str  # what the budget is for, as a chapter's banner says it
     train_size: int | None
     val_size: int | None
     test_size: int | None
@@ -77,22 +75,40 @@ class Profile:
     patience: int
     batch_size: int
     learning_rate: float
-    num_samples: int
+    num_samples: int  # S of the test-set estimators
+    reference: bool  # the committed reference run's budget: chapters read its results
+    fetch_pretrained: bool  # a model the cache lacks is fetched from the release first
+    diversity_images: int  # test inputs of the diversity measurements
+    curve_sample_sizes: tuple[int, ...]  # the S of the estimators' convergence curves
+    curve_images: int  # test images of those curves
+    bench_batches: int  # timed batches per speed measurement in the speed appendix
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def training_dict(self) -> dict:
+        """The fields that change a trained model: its cache key."""
+        keys = ("name", "train_size", "val_size", "max_epochs", "patience", "batch_size",
+                "learning_rate")
+        return {key: getattr(self, key) for key in keys}
 
 
 PROFILES: dict[str, Profile] = {
     # The paper's and Pyro tutorial's setup: Adam 1e-3, early stopping with patience 3, <= 50 epochs.
     "full": Profile(
-        name="full", train_size=None, val_size=None, test_size=None, max_epochs=50, patience=3,
-        batch_size=128, learning_rate=1e-3, num_samples=100,
+        name="full", description="the real experiment", train_size=None, val_size=None,
+        test_size=None, max_epochs=50, patience=3, batch_size=128, learning_rate=1e-3,
+        num_samples=100, reference=True, fetch_pretrained=True, diversity_images=1000,
+        curve_sample_sizes=(1, 3, 10, 30, 100, 300, 1000, 3000, 5000), curve_images=500,
+        bench_batches=30,
     ),
-    # A smoke-test budget for CI: small subsets, two epochs, few samples.
+    # A smoke-test budget for CI: small subsets, two epochs, few samples; never downloads.
     "quick": Profile(
-        name="quick", train_size=3000, val_size=1000, test_size=1000, max_epochs=2, patience=3,
-        batch_size=128, learning_rate=1e-3, num_samples=10,
+        name="quick", description="a smoke test on small subsets, numbers not meaningful",
+        train_size=3000, val_size=1000, test_size=1000, max_epochs=2, patience=3,
+        batch_size=128, learning_rate=1e-3, num_samples=10, reference=False,
+        fetch_pretrained=False, diversity_images=50,
+        curve_sample_sizes=(1, 3, 10, 30, 100, 300), curve_images=100, bench_batches=5,
     ),
 }
 
@@ -174,6 +190,15 @@ def check_num_quadrant_inputs(num_quadrant_inputs: object) -> int:
     return int(num_quadrant_inputs)
 
 
+def resolve_engine(engine: str | None) -> str:
+    """``engine`` if given, else ``$CVAE_ENGINE``, else ``pyro``; checked."""
+    choice = engine or os.environ.get(ENGINE_ENV, "pyro")
+    if choice not in ENGINES:
+        raise ValueError(f"Unknown engine {choice!r}; choose one of {ENGINES} "
+                         f"(argument or the {ENGINE_ENV} environment variable).")
+    return choice
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run's configuration: which setting, which budget, which seed and decoder, and where.
@@ -181,9 +206,10 @@ class RunSpec:
     Build it once at the edge (the command line or a chapter's setup cell) with
     :meth:`RunSpec.create`, which resolves the profile, the folders and the device a single time,
     then pass it down. Every field that changes a trained model is part of the checkpoint's
-    cache key; ``data_dir``, ``checkpoint_dir`` and ``device`` only say where things are.
-    ``family`` picks the objective (``cvae``, ``gsnn`` or ``hybrid``); ``alpha`` is the
-    hybrid's weight on the CVAE's loss, ignored by the other two.
+    cache key; ``data_dir``, ``checkpoint_dir``, ``device`` and ``engine`` only say where and how
+    fast things run (a model records the engine that trained it). ``family`` picks the
+    objective (:mod:`~cvae_helpers.families`); ``alpha`` is the hybrid's weight on the CVAE's
+    loss, ignored by the other two.
     """
 
     num_quadrant_inputs: int
@@ -194,17 +220,23 @@ class RunSpec:
     checkpoint_dir: Path = field(default_factory=default_checkpoint_dir)
     device: torch.device = field(default_factory=lambda: resolve_device())
     precision: str = "fp32"
-    family: str = "cvae"
+    family: Family = field(default_factory=lambda: get_family("cvae"))
     alpha: float = DEFAULT_ALPHA
+    engine: str = "pyro"
 
     def __post_init__(self) -> None:
         check_num_quadrant_inputs(self.num_quadrant_inputs)
         if self.precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {self.precision!r}; choose one of {PRECISIONS}.")
-        check_family(self.family)
+        object.__setattr__(self, "family", get_family(self.family))
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha weighs the CVAE's loss against the GSNN's and must lie in "
                              f"[0, 1], got {self.alpha}.")
+        if self.engine not in ENGINES:
+            raise ValueError(f"Unknown engine {self.engine!r}; choose one of {ENGINES}.")
+        if self.precision == "bf16" and self.engine != "fast":
+            raise ValueError("bf16 mixed precision is a speed lever of the fast engine: add "
+                             "--engine fast (or CVAE_ENGINE=fast), or train in fp32.")
 
     @classmethod
     def create(
@@ -218,11 +250,13 @@ class RunSpec:
         checkpoint_dir: str | Path | None = None,
         device: str | torch.device | None = None,
         precision: str | None = None,
-        family: str = "cvae",
+        family: str | Family = "cvae",
         alpha: float = DEFAULT_ALPHA,
+        engine: str | None = None,
     ) -> RunSpec:
-        """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_DATA_DIR``, ``$CVAE_CHECKPOINT_DIR``,
-        ``$CVAE_DEVICE`` and ``$CVAE_PRECISION`` apply where an argument is ``None``."""
+        """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_DATA_DIR``,
+        ``$CVAE_CHECKPOINT_DIR``, ``$CVAE_DEVICE``, ``$CVAE_PRECISION`` and ``$CVAE_ENGINE``
+        apply where an argument is ``None``."""
         device = resolve_device(device)
         return cls(
             num_quadrant_inputs=num_quadrant_inputs,
@@ -236,6 +270,7 @@ class RunSpec:
             precision=resolve_precision(precision, device),
             family=family,
             alpha=alpha,
+            engine=resolve_engine(engine),
         )
 
     def for_quadrants(self, num_quadrant_inputs: int) -> RunSpec:
@@ -246,7 +281,7 @@ class RunSpec:
         """The same run with the other generation network."""
         return replace(self, decoder_sees_input=decoder_sees_input)
 
-    def with_family(self, family: str, alpha: float | None = None) -> RunSpec:
+    def with_family(self, family: str | Family, alpha: float | None = None) -> RunSpec:
         """The same run trained with another objective (and hybrid weight, if given)."""
         return replace(self, family=family, alpha=self.alpha if alpha is None else alpha)
 

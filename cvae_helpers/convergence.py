@@ -6,15 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .config import RunSpec, describe_device, set_seed
+from .engines import engine_of
 from .evaluation import Estimate, estimates_against_samples
 from .pipeline import TrainedModels, get_trained_models
 
-# (numbers of samples S, test images) of the curves, per budget: S up to 5,000 on 500 images at
-# the full budget; S up to 300 on 100 images for CI.
-CURVE_BUDGETS = {
-    "full": ((1, 3, 10, 30, 100, 300, 1000, 3000, 5000), 500),
-    "quick": ((1, 3, 10, 30, 100, 300), 100),
-}
 # The importance-sampling estimate on the whole test set at these S (the tables use S = 100).
 FULL_TEST_SIZES = (100, 1000, 5000)
 ESTIMATORS = ("mc", "is", "neg_elbo")
@@ -29,17 +24,19 @@ def convergence_curve(
     models: TrainedModels, sample_sizes: Sequence[int] | None = None, num_images: int | None = None
 ) -> dict:
     """MC, IS and −ELBO against S on the first ``num_images`` test images (default: the budget's
-    :data:`CURVE_BUDGETS`), as a JSON-ready record.
+    ``curve_sample_sizes`` and ``curve_images``), as a JSON-ready record.
 
     For each estimator and S: the mean and standard error over images, and the mean and paired
     standard error of its difference from IS at the largest S (the best estimate available), which
     shows the convergence without the spread between images that dominates the first.
     """
-    default_sizes, default_images = CURVE_BUDGETS.get(models.spec.profile.name, CURVE_BUDGETS["full"])
+    profile = models.spec.profile
+    default_sizes, default_images = profile.curve_sample_sizes, profile.curve_images
     sizes = list(sample_sizes or default_sizes)
     split = models.splits.test.take(slice(0, num_images or default_images))
     set_seed(models.spec.seed)
-    values = estimates_against_samples(models.cvae, split, sizes, ESTIMATORS)
+    weigh = engine_of(models.spec).log_weights
+    values = estimates_against_samples(models.cvae, split, sizes, ESTIMATORS, weigh=weigh)
     best = values["is"][-1]
     record = {
         "num_quadrant_inputs": models.spec.num_quadrant_inputs,
@@ -58,7 +55,9 @@ def convergence_curve(
 def full_test_is(models: TrainedModels, sample_sizes: Sequence[int] = FULL_TEST_SIZES) -> dict:
     """The IS estimate on the whole test split at each S (prefixes of one set of draws)."""
     set_seed(models.spec.seed)
-    values = estimates_against_samples(models.cvae, models.splits.test, list(sample_sizes), ("is",))["is"]
+    weigh = engine_of(models.spec).log_weights
+    values = estimates_against_samples(models.cvae, models.splits.test, list(sample_sizes),
+                                       ("is",), weigh=weigh)["is"]
     return {"sample_sizes": list(sample_sizes), "num_images": len(models.splits.test), **_summary(values)}
 
 

@@ -287,20 +287,26 @@ class TensorBatches:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
+        self.position = 0  # batches handed out in the current pass (an error names the batch)
 
     def __len__(self) -> int:
         return -(-self.tensors[0].shape[0] // self.batch_size)
 
+    @property
+    def num_items(self) -> int:
+        return self.tensors[0].shape[0]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = self.tensors[0].shape[0]
-        if not self.shuffle:
-            for start in range(0, n, self.batch_size):
+        order = None
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.tensors[0].device)
+        for self.position, start in enumerate(range(0, n, self.batch_size), 1):
+            if order is None:
                 yield tuple(t[start : start + self.batch_size] for t in self.tensors)
-            return
-        order = torch.randperm(n, generator=self.generator).to(self.tensors[0].device)
-        for start in range(0, n, self.batch_size):
-            index = order[start : start + self.batch_size]
-            yield tuple(t[index] for t in self.tensors)
+            else:
+                index = order[start : start + self.batch_size]
+                yield tuple(t[index] for t in self.tensors)
 
 
 @torch.no_grad()

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 import torch
 
 from .classifier import TrainedClassifier
-from .config import FAMILY_LABELS, RunSpec
+from .config import RunSpec
+from .families import CVAE, get_family
 from .data import MaskedSplit
 from .evaluation import Estimate
 from .models import CVAE, BaselineNet, fill_hidden, flatten
@@ -32,7 +33,6 @@ AMBIGUOUS_SHARE = 0.1  # a label "counts" once it gets this share of the samples
 NUM_CLASSES = 10
 # S completions per input, and how many test inputs (the first ones) each budget measures.
 DIVERSITY_SAMPLES = 100
-DIVERSITY_IMAGES = {"full": 1000, "quick": 50}
 
 
 @torch.no_grad()
@@ -168,13 +168,13 @@ def diversity_study(
     progress: bool = False,
 ) -> dict:
     """The baseline (NN) and each family, for each number of given quadrants, measured on the
-    first ``num_images`` test inputs (default: :data:`DIVERSITY_IMAGES` of the budget).
+    first ``num_images`` test inputs (default: the budget's ``diversity_images``).
 
     Returns a JSON-ready record: per setting and model the mean and standard error of every
     metric, and the CVAE's most even identity switches (:func:`identity_switches`). Models come
     from the checkpoint cache (trained first if missing), with ``spec``'s decoder.
     """
-    num_images = num_images or DIVERSITY_IMAGES.get(spec.profile.name, 1000)
+    num_images = num_images or spec.profile.diversity_images
     record: dict = {
         "profile": spec.profile.name, "seed": spec.seed, "decoder_sees_input": spec.decoder_sees_input,
         "num_samples": num_samples, "classifier_test_accuracy": classifier.test_accuracy,
@@ -182,7 +182,7 @@ def diversity_study(
     }  # fmt: skip
     for q in quadrants:
         setting: dict[str, dict] = {}
-        for family in families:
+        for family in map(get_family, families):
             models = get_trained_models(spec.for_quadrants(q).with_family(family), progress=progress)
             split = models.splits.test.take(slice(0, num_images))
             record["num_images"] = len(split)
@@ -190,8 +190,8 @@ def diversity_study(
                 metrics, _ = measure_diversity(models.baseline, classifier.net, split, num_samples, spec.seed)
                 setting["NN"] = {k: [e.mean, e.stderr] for k, e in summarise(metrics).items()}
             metrics, labels = measure_diversity(models.cvae, classifier.net, split, num_samples, spec.seed)
-            setting[FAMILY_LABELS[family]] = {k: [e.mean, e.stderr] for k, e in summarise(metrics).items()}
-            if family == "cvae":
+            setting[family.label] = {k: [e.mean, e.stderr] for k, e in summarise(metrics).items()}
+            if family is CVAE:  # the switches shown are the CVAE's
                 record["switches"][str(q)] = identity_switches(labels, switches)
         record["settings"][str(q)] = setting
     return record

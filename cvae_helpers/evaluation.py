@@ -14,16 +14,14 @@ logsumexp, so nothing underflows.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from pyro.distributions import Normal
 
-from .data import EVAL_BATCH_SIZE, MASK_VALUE, MaskedSplit, batched, hidden_pixels
+from .data import EVAL_BATCH_SIZE, MASK_VALUE, MaskedSplit, batched
 from .models import CVAE, BaselineNet, flatten, masked_bce
-
-CHUNK_ROWS = 5000  # samples × images scored at once by log_weights
 
 
 @dataclass
@@ -54,99 +52,46 @@ def baseline_nll(baseline: BaselineNet, inputs: torch.Tensor, targets: torch.Ten
                    batch_size=batch_size)
 
 
-def _log_mean_exp(log_values: torch.Tensor) -> torch.Tensor:
-    """log (1/S) Σ_s exp(v_s) over the first dimension."""
+def log_mean_exp(log_values: torch.Tensor) -> torch.Tensor:
+    """log (1/S) Σ_s exp(v_s) over the first dimension, without underflow."""
     return torch.logsumexp(log_values, dim=0) - math.log(log_values.shape[0])
 
 
-def log_weights(cvae: CVAE, xs: torch.Tensor, ys: torch.Tensor, num_samples: int,
-                prior: Normal, proposal: Normal, pixels: torch.Tensor | None = None) -> torch.Tensor:
-    """Log importance weights ``(num_samples, batch)`` for z_s drawn from ``proposal``.
-
-    The weight is log p(y|x,z_s) + log p(z_s|x) - log proposal(z_s); with the prior as the
-    proposal the two prior terms cancel and only the likelihood is left (Monte Carlo). ``xs``,
-    ``ys``: ``(batch, 784)``; ``prior`` and ``proposal``: Normals over ``(batch, z_dim)``.
-    """
-    noise = torch.randn((num_samples, *proposal.loc.shape), dtype=proposal.loc.dtype,
-                        device=proposal.loc.device)
-    # Scored a few samples at a time: a chunk's logits (about 5,000 rows) stay in the CPU's
-    # cache, and its temporaries reuse memory instead of mapping fresh pages each time.
-    weights = []
-    for part in noise.split(max(1, CHUNK_ROWS // xs.shape[0])):
-        z = proposal.loc + proposal.scale * part  # proposal.sample(), bit for bit
-        log_weight = cvae.log_likelihood(z, xs, ys, pixels)
-        if proposal is not prior:
-            log_weight += gaussian_log_ratio(z, part, prior, proposal)
-        weights.append(log_weight)
-    return torch.cat(weights)
-
-
-def gaussian_log_ratio(z: torch.Tensor, noise: torch.Tensor, prior: Normal,
-                       proposal: Normal) -> torch.Tensor:
-    """log p(z|x) - log q(z|x,y) summed over z's dimensions: ``(S, batch, z_dim)`` to ``(S, batch)``.
-
-    For z = loc_q + scale_q * noise this equals
-    ``prior.log_prob(z).sum(-1) - proposal.log_prob(z).sum(-1)``, in fewer passes over the
-    samples: the log(2π) terms cancel, (z - loc_q) / scale_q is the noise itself, and the
-    log-scales are one number per image.
-    """
-    standardized = (z - prior.loc) / prior.scale
-    squares = torch.linalg.vecdot(noise, noise) - torch.linalg.vecdot(standardized, standardized)
-    return 0.5 * squares + (proposal.scale.log() - prior.scale.log()).sum(-1)
-
-
 @torch.no_grad()
-def cvae_log_weights(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor, num_samples: int,
-                     proposal: str = "posterior") -> torch.Tensor:
-    """Log importance weights ``(num_samples, batch)`` for inputs and targets ``(batch, 28, 28)``.
+def log_weights(cvae: CVAE, xs: torch.Tensor, ys: torch.Tensor, num_samples: int,
+                proposal: str = "posterior") -> torch.Tensor:
+    """Log importance weights ``(num_samples, batch)``; ``xs``, ``ys``: ``(batch, 784)``.
 
-    ``proposal="posterior"``: z_s ~ q(z|x,y), weight log p(y|x,z_s) + log p(z_s|x) - log q(z_s|x,y).
-    ``proposal="prior"``: z_s ~ p(z|x), weight log p(y|x,z_s) (the prior terms cancel).
+    ``"posterior"``: z_s ~ q(z|x,y), log p(y|x,z_s) + log p(z_s|x) - log q(z_s|x,y).
+    ``"prior"``: z_s ~ p(z|x), and the prior terms cancel: log p(y|x,z_s).
     """
     if proposal not in ("prior", "posterior"):
         raise ValueError(f"proposal must be 'prior' or 'posterior', got {proposal!r}.")
-    xs, ys = flatten(inputs), flatten(targets)
     prior = Normal(*cvae.prior(xs))
-    chosen = prior if proposal == "prior" else Normal(*cvae.posterior(xs, ys))
-    return log_weights(cvae, xs, ys, num_samples, prior, chosen, hidden_pixels(inputs))
+    if proposal == "prior":
+        return cvae.log_likelihood(prior.sample((num_samples,)), xs, ys)
+    posterior = Normal(*cvae.posterior(xs, ys))
+    z = posterior.sample((num_samples,))
+    return (cvae.log_likelihood(z, xs, ys)
+            + prior.log_prob(z).sum(-1) - posterior.log_prob(z).sum(-1))
 
 
 def cvae_nll_mc(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor,
                 num_samples: int = 100) -> torch.Tensor:
     """Monte Carlo estimate ``(batch,)`` of -log p(y|x) with z_s ~ p(z|x)."""
-    return -_log_mean_exp(cvae_log_weights(cvae, inputs, targets, num_samples, "prior"))
+    return -log_mean_exp(log_weights(cvae, inputs, targets, num_samples, "prior"))
 
 
 def cvae_nll_is(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor,
                 num_samples: int = 100) -> torch.Tensor:
     """Importance-sampling estimate ``(batch,)`` of -log p(y|x) with z_s ~ q(z|x,y)."""
-    return -_log_mean_exp(cvae_log_weights(cvae, inputs, targets, num_samples, "posterior"))
+    return -log_mean_exp(log_weights(cvae, inputs, targets, num_samples, "posterior"))
 
 
 def cvae_neg_elbo(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor,
                   num_samples: int = 100) -> torch.Tensor:
     """Negative ELBO ``(batch,)``, averaged over ``num_samples`` draws from q(z|x,y)."""
-    return -cvae_log_weights(cvae, inputs, targets, num_samples, "posterior").mean(0)
-
-
-@torch.no_grad()
-def evaluate(baseline: BaselineNet, cvae: CVAE, split: MaskedSplit, num_samples: int = 100,
-             batch_size: int = EVAL_BATCH_SIZE) -> dict[str, Estimate]:
-    """All four estimators over ``split``, each as mean ± standard error over its images.
-
-    The three CVAE estimators are :func:`estimates_against_samples` at one S, ``num_samples``:
-    per batch the prior and the recognition network run once; IS and the negative ELBO share
-    their samples from q(z|x,y), MC draws its own from p(z|x); and only the hidden pixels' logits
-    are computed. Always in fp32, whatever precision the models were trained with. A model
-    without a recognition network (a GSNN) gets the baseline's NLL and MC only: its proposal is
-    its prior.
-    """
-    split = split.to(next(cvae.parameters()).device)
-    estimators = ("mc", "is", "neg_elbo") if cvae.recognition_net is not None else ("mc",)
-    values = estimates_against_samples(cvae, split, [num_samples], estimators, batch_size)
-    estimates = {"baseline_nll": baseline_nll(baseline, split.inputs, split.targets, batch_size).cpu()}
-    estimates.update({f"cvae_{ESTIMATOR_KEYS[name]}": values[name][0] for name in estimators})
-    return {name: Estimate.of(per_image) for name, per_image in estimates.items()}
+    return -log_weights(cvae, inputs, targets, num_samples, "posterior").mean(0)
 
 
 # The metrics records' names of the estimators of :func:`estimates_against_samples`.
@@ -154,39 +99,56 @@ ESTIMATOR_KEYS = {"mc": "nll_mc", "is": "nll_is", "neg_elbo": "neg_elbo"}
 
 
 @torch.no_grad()
+def evaluate(baseline: BaselineNet, cvae: CVAE, split: MaskedSplit, num_samples: int = 100,
+             batch_size: int = EVAL_BATCH_SIZE,
+             weigh: Callable = log_weights) -> dict[str, Estimate]:
+    """All four estimators over ``split``, each as mean ± standard error over its images.
+
+    The three CVAE estimators are :func:`estimates_against_samples` at one S,
+    ``num_samples``; a model without a recognition network (a GSNN) gets the baseline's NLL
+    and MC only. Always in fp32. ``weigh``: :func:`log_weights`, or the fast engine's.
+    """
+    split = split.to(next(cvae.parameters()).device)
+    estimators = ("mc", "is", "neg_elbo") if cvae.recognition_net is not None else ("mc",)
+    values = estimates_against_samples(cvae, split, [num_samples], estimators, batch_size,
+                                       weigh)
+    nll = baseline_nll(baseline, split.inputs, split.targets, batch_size).cpu()
+    estimates = {"baseline_nll": nll}
+    estimates.update({f"cvae_{ESTIMATOR_KEYS[name]}": values[name][0] for name in estimators})
+    return {name: Estimate.of(per_image) for name, per_image in estimates.items()}
+
+
+@torch.no_grad()
 def estimates_against_samples(cvae: CVAE, split: MaskedSplit, sample_sizes: Sequence[int],
                               estimators: Sequence[str] = ("mc", "is", "neg_elbo"),
-                              batch_size: int = EVAL_BATCH_SIZE) -> dict[str, torch.Tensor]:
-    """Per-image estimates ``(len(sample_sizes), N)`` of each estimator at each number of samples S.
+                              batch_size: int = EVAL_BATCH_SIZE,
+                              weigh: Callable = log_weights) -> dict[str, torch.Tensor]:
+    """Per-image estimates ``(len(sample_sizes), N)`` of each estimator at each S.
 
-    One set of max(S) draws per image and proposal; the estimate at S uses the first S of them,
-    so the curve is the running estimate a reader would see while adding samples (its points are
+    One set of max(S) draws per image and proposal; the estimate at S uses the first S of
+    them, the running estimate a reader would see while adding samples (its points are
     correlated along S). ``estimators``: any of ``"mc"`` (z ~ p(z|x)), ``"is"`` and
-    ``"neg_elbo"`` (z ~ q(z|x,y), shared); the samples from q(z|x,y) are drawn first.
+    ``"neg_elbo"`` (z ~ q(z|x,y), shared, drawn first).
     """
     unknown = set(estimators) - set(ESTIMATOR_KEYS)
     if unknown:
         raise ValueError(f"Unknown estimators {sorted(unknown)}; choose from mc, is, neg_elbo.")
-    device = next(cvae.parameters()).device
-    split = split.to(device)
-    pixels = hidden_pixels(split.inputs)
+    split = split.to(next(cvae.parameters()).device)
     most = max(sample_sizes)
 
     def per_batch(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         xs, ys = flatten(inputs), flatten(targets)
-        prior = Normal(*cvae.prior(xs))
         weights = {}
         if "is" in estimators or "neg_elbo" in estimators:
-            posterior = Normal(*cvae.posterior(xs, ys))
-            weights["is"] = log_weights(cvae, xs, ys, most, prior, posterior, pixels)
+            weights["is"] = weigh(cvae, xs, ys, most, "posterior")
         if "mc" in estimators:
-            weights["mc"] = log_weights(cvae, xs, ys, most, prior, prior, pixels)
+            weights["mc"] = weigh(cvae, xs, ys, most, "prior")
         rows = []
         for name in estimators:
             source = weights["mc" if name == "mc" else "is"]
             for size in sample_sizes:
                 part = source[:size]
-                rows.append(-part.mean(0) if name == "neg_elbo" else -_log_mean_exp(part))
+                rows.append(-part.mean(0) if name == "neg_elbo" else -log_mean_exp(part))
         return torch.stack(rows, dim=1)  # (batch, estimators × sizes)
 
     values = batched(per_batch, split.inputs, split.targets, batch_size=batch_size).cpu()

@@ -15,9 +15,11 @@ from pathlib import Path
 import torch
 
 from . import pretrained
-from .config import DEFAULT_ALPHA, RunSpec, library_versions, set_seed
+from .config import RunSpec, library_versions, set_seed
 from .data import QuadrantSplits, load_splits, quadrant_label
+from .engines import engine_of
 from .evaluation import evaluate
+from .families import DEFAULT_ALPHA
 from .models import CVAE, BaselineNet
 from .training import baseline_config, cvae_config, train_baseline, train_cvae
 
@@ -54,14 +56,20 @@ def describe_origin(history: dict) -> str:
     return f"trained here in {sum(history['epoch_seconds']) / 60:.1f} min"
 
 
+def trained_by(history: dict) -> str:
+    """The engines that trained a model's epochs, e.g. ``"pyro"`` or ``"fast+pyro"`` for a run
+    resumed with the other one; ``"unknown"`` for a history that predates the record."""
+    return "+".join(sorted(set(history.get("engines", [])))) or "unknown"
+
+
 def checkpoint_paths(spec: RunSpec) -> tuple[Path, Path]:
     """Where the baseline and the CVAE (or GSNN, or hybrid) of ``spec`` are cached (the folder
     and file names spell the cache key): ``cvae_pyz.pt``, ``gsnn_pyz.pt``, ``hybrid_pyz.pt``,
     and ``hybrid_a0.25_pyz.pt`` for a hybrid weight other than 0.5."""
     folder = spec.checkpoint_dir / spec.profile.name / f"q{spec.num_quadrant_inputs}_seed{spec.seed}"
     suffix = "" if spec.precision == "fp32" else f"_{spec.precision}"
-    name = spec.family
-    if spec.family == "hybrid" and spec.alpha != DEFAULT_ALPHA:
+    name = spec.family.name
+    if spec.family.cvae_share is None and spec.alpha != DEFAULT_ALPHA:  # a hybrid's weight
         name += f"_a{spec.alpha:g}"
     return (folder / f"baseline{suffix}.pt",
             folder / f"{name}_{DECODER_FILE_TAGS[spec.decoder_sees_input]}{suffix}.pt")
@@ -86,11 +94,11 @@ def restore_pretrained(spec: RunSpec, which: tuple[int, ...] = (0, 1), *,
     the release has nothing for this configuration, one line says so and training goes ahead;
     a file that fails its SHA-256 check is an error (:class:`~cvae_helpers.pretrained.PretrainedIntegrityError`).
     """
-    if spec.profile.name != "full":
+    if not spec.profile.fetch_pretrained:
         return
     paths, configs = checkpoint_paths(spec), checkpoint_configs(spec)
     labels = (f"baseline, {quadrant_label(spec.num_quadrant_inputs)}",
-              f"CVAE {'p(y|x,z)' if spec.decoder_sees_input else 'p(y|z)'}, "
+              f"{spec.family.label} {'p(y|x,z)' if spec.decoder_sees_input else 'p(y|z)'}, "
               f"{quadrant_label(spec.num_quadrant_inputs)}")
     pretrained.fetch_missing([pretrained.WantedCheckpoint(labels[i], paths[i], configs[i],
                                                           paths[i].relative_to(spec.checkpoint_dir).as_posix())
@@ -115,7 +123,7 @@ def get_baseline(spec: RunSpec, splits: QuadrantSplits | None = None, *, progres
     restore_pretrained(spec, (0,), force_training=force_training)
     splits = get_splits(spec) if splits is None else splits
     return train_baseline(splits, spec, checkpoint_path=checkpoint_paths(spec)[0],
-                          progress=progress)
+                          progress=progress, make_steps=engine_of(spec).baseline_steps)
 
 
 def get_trained_models(spec: RunSpec, *, progress: bool = True,
@@ -125,13 +133,14 @@ def get_trained_models(spec: RunSpec, *, progress: bool = True,
     restore_pretrained(spec, force_training=force_training)
     splits = get_splits(spec)
     started = time.perf_counter()
-    baseline, baseline_history = train_baseline(splits, spec, checkpoint_path=checkpoint_paths(spec)[0],
-                                                progress=progress)
+    engine = engine_of(spec)
+    baseline, baseline_history = train_baseline(
+        splits, spec, checkpoint_path=checkpoint_paths(spec)[0], progress=progress,
+        make_steps=engine.baseline_steps)
     snapshot = torch.tensor([i for i in SNAPSHOT_INDICES if i < len(splits.test)])
     cvae, cvae_history = train_cvae(
-        splits, baseline, spec, baseline_cfg=baseline_config(spec),
-        checkpoint_path=checkpoint_paths(spec)[1], progress=progress,
-        snapshot_inputs=splits.test.inputs[snapshot])
+        splits, baseline, spec, checkpoint_path=checkpoint_paths(spec)[1], progress=progress,
+        make_steps=engine.cvae_steps, snapshot_inputs=splits.test.inputs[snapshot])
     return TrainedModels(spec, splits, baseline, cvae, baseline_history, cvae_history,
                          time.perf_counter() - started)
 
@@ -144,15 +153,16 @@ def metrics_record(models: TrainedModels) -> dict:
     spec, profile = models.spec, models.spec.profile
     started = time.perf_counter()
     set_seed(spec.seed)  # the same numbers whether the models were just trained or reused
-    estimates = evaluate(models.baseline, models.cvae, models.splits.test, profile.num_samples)
+    estimates = evaluate(models.baseline, models.cvae, models.splits.test, profile.num_samples,
+                         weigh=engine_of(spec).log_weights)
     record: dict = {
         "num_quadrant_inputs": spec.num_quadrant_inputs,
         "profile": profile.name,
         "seed": spec.seed,
         "decoder_sees_input": spec.decoder_sees_input,
-        "family": spec.family,
+        "family": spec.family.name,
     }
-    if spec.family == "hybrid":
+    if spec.family.cvae_share is None:
         record["alpha"] = spec.alpha
     for name, estimate in estimates.items():
         record[name] = estimate.mean
@@ -169,6 +179,10 @@ def metrics_record(models: TrainedModels) -> dict:
         "epoch_seconds_baseline": sum(models.baseline_history["epoch_seconds"]),
         "epoch_seconds_cvae": sum(models.cvae_history["epoch_seconds"]),
         "eval_seconds": time.perf_counter() - started,
+        # which code trained each model (per epoch, joined) and which evaluated them
+        "trained_by": {"baseline": trained_by(models.baseline_history),
+                       "cvae": trained_by(models.cvae_history)},
+        "engine": spec.engine,
         "profile_settings": profile.as_dict(),
         "versions": library_versions(),
     })

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from . import pretrained
-from .config import FAMILY_LABELS, default_checkpoint_dir, get_profile
+from .config import default_checkpoint_dir, get_profile
+from .families import CVAE, FAMILIES, get_family
 from .data import quadrant_label
 
 QUADRANT_SETTINGS = (1, 2, 3)
@@ -48,7 +49,6 @@ PYRO_TUTORIAL = {
 
 
 # The families as the text names them; the table rows follow the paper's Table 1.
-FAMILY_NAMES = {"cvae": "a CVAE", "gsnn": "a GSNN", "hybrid": "the hybrid"}
 
 
 def decoder_label(decoder_sees_input: bool, *, long: bool = False) -> str:
@@ -85,7 +85,7 @@ def results_table(records: list[dict]) -> str:
     The rows name the records' family (CVAE, GSNN or hybrid); a GSNN has MC only.
     """
     by_q = by_quadrants(records)
-    name = FAMILY_LABELS[record_key(records[0], "family")] if records else "CVAE"
+    name = get_family(record_key(records[0], "family")).label if records else "CVAE"
 
     def cells(fmt) -> list[str]:
         return [fmt(by_q[q]) if q in by_q else "–" for q in QUADRANT_SETTINGS]
@@ -146,10 +146,10 @@ def write_results(records: list[dict], output_dir: str | Path) -> None:
     same_run = ("profile", "seed", "decoder_sees_input", "family", "alpha")
     all_records = [r for r in load_results(output_dir)
                    if all(record_key(r, k) == record_key(first, k) for k in same_run)]
-    family = record_key(first, "family")
-    trained = "" if family == "cvae" else f"Trained as {FAMILY_NAMES[family]}. "
-    if family == "hybrid":
-        trained = f"Trained as the hybrid, alpha = {first['alpha']:g}. "
+    family = get_family(record_key(first, "family"))
+    trained = "" if family is CVAE else f"Trained as {family.article}. "
+    if family.cvae_share is None:
+        trained = f"Trained as {family.article}, alpha = {first['alpha']:g}. "
     text = (f"# Negative conditional log-likelihood on the MNIST test set\n\n{trained}"
             f"Profile `{first['profile']}`, seed {first['seed']}, decoder "
             f"{decoder_label(first['decoder_sees_input'], long=True)}, "
@@ -188,7 +188,7 @@ def reference_dir(root: str | Path | None = None) -> Path | None:
     for folder in (Path.cwd(), *Path.cwd().parents):
         if (folder / REFERENCE_SUBPATH).is_dir():
             return folder / REFERENCE_SUBPATH
-    if get_profile().name != "full":
+    if not get_profile().fetch_pretrained:
         return None
     return _fetched_reference_dir(pretrained.base_url(), default_checkpoint_dir())
 
@@ -218,9 +218,6 @@ def load_reference(root: str | Path | None = None) -> dict[bool, list[dict]]:
             if len(records) == len(QUADRANT_SETTINGS)}
 
 
-# Where the reference run keeps the GSNN's and the hybrid's metrics: <family>/<decoder dir>/.
-FAMILY_REFERENCE_DIRS = {"gsnn": "gsnn", "hybrid": "hybrid"}
-
 # The four-way table's rows, in the order of the paper's Table 1: (label, family, key).
 FAMILY_ROWS = (
     ("NN (baseline)", "cvae", "baseline_nll"),
@@ -245,9 +242,10 @@ def load_family_reference(root: str | Path | None = None) -> dict[bool, dict[str
     cvae = load_reference(folder)
     found = {}
     for decoder, name in DECODER_DIRS.items():
-        families = {"cvae": cvae.get(decoder, [])}
-        for family, sub in FAMILY_REFERENCE_DIRS.items():
-            families[family] = load_results(folder / sub / name)
+        # The CVAE's metrics are the reference run's own; the others' are in <family>/<decoder>/.
+        families = {family.name: load_results(folder / family.name / name)
+                    for family in FAMILIES.values() if family is not CVAE}
+        families["cvae"] = cvae.get(decoder, [])
         if all(len(r) == len(QUADRANT_SETTINGS) for r in families.values()):
             found[decoder] = families
     return found

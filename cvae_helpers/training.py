@@ -1,8 +1,9 @@
-"""Training with early stopping, resumable checkpoints and clear errors on a non-finite loss.
+"""Training: Pyro's ``SVI`` trains the CVAE family, plain PyTorch the baseline.
 
-Both trainers share :func:`fit`: one pass over the training batches (:func:`train_epoch`), one
-validation loss, early stopping on that loss (never on the test set), a checkpoint after every
-epoch (:class:`TrainingState`), and the best weights restored at the end.
+Both go through one loop, :func:`fit`: a step per training batch, the validation loss, and early
+stopping on it (never on the test set). What surrounds the loop, :class:`TrainingRun`, keeps
+the history, the best weights and a checkpoint after every epoch, so that an interrupted run
+resumes where it stopped, and turns a NaN into a message a reader can act on.
 """
 
 from __future__ import annotations
@@ -10,40 +11,81 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyro
 import torch
+from pyro.infer import SVI
+from pyro.optim import Adam
 from tqdm.auto import tqdm
 
 from .checkpoints import load_checkpoint, save_checkpoint
-from .config import FAMILY_LABELS, Profile, RunSpec, autocast_dtype, set_seed
-from .data import QuadrantSplits, TensorBatches, batched, hidden_pixels, quadrant_label
-from .evaluation import baseline_nll
+from .config import Profile, RunSpec, set_seed
+from .data import EVAL_BATCH_SIZE, QuadrantSplits, TensorBatches, batched, quadrant_label
 from .models import CVAE, BaselineNet, masked_bce
+
+
+def make_svi(cvae: CVAE, spec: RunSpec) -> SVI:
+    """Pyro's SVI for ``spec.family``: the model, the family's guide and loss, and Adam.
+
+    For the CVAE this is ``SVI(cvae.model, cvae.guide, Adam(...), loss=Trace_ELBO())``.
+    """
+    family = spec.family
+    return SVI(cvae.model, family.guide(cvae), Adam({"lr": spec.profile.learning_rate}),
+               loss=family.svi_loss(cvae, spec.alpha))
+
+
+def fit(svi, train: TensorBatches, val: TensorBatches, run: TrainingRun) -> dict:
+    """The training loop: an SVI step per batch, the validation loss, early stopping.
+
+    ``svi`` is Pyro's ``SVI`` (or anything with its ``step`` and ``evaluate_loss``);
+    ``run`` resumes, keeps the best weights and checkpoints (:class:`TrainingRun`).
+    Returns the history: losses per epoch in nats per image.
+    """
+    for epoch in run.epochs(svi.optim):
+        train_losses = [svi.step(*batch) for batch in train]
+        val_losses = [svi.evaluate_loss(*batch) for batch in val]
+        if run.end_epoch(train_losses, val_losses):  # patience used up
+            break
+    return run.finish()
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-@dataclass
-class FitResult:
-    """What :func:`fit` hands back; ``history`` is also stored in the checkpoint."""
+class BaselineSteps:
+    """The baseline's training step in plain PyTorch, shaped like Pyro's ``SVI``."""
 
-    history: dict
-    resumed_from_epoch: int
-    reused: bool
+    def __init__(self, net: BaselineNet, lr: float) -> None:
+        self.net = net
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+        self.optim = self  # checkpoints read the optimizer's state through get_state
+
+    def step(self, xs: torch.Tensor, ys: torch.Tensor) -> float:
+        loss = masked_bce(self.net.logits(xs), ys).sum()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate_loss(self, xs: torch.Tensor, ys: torch.Tensor) -> float:
+        return masked_bce(self.net.logits(xs), ys).sum().item()
+
+    def get_state(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def set_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
 
 
-def make_adam(params, lr: float) -> torch.optim.Adam:
-    """One Adam over all parameters, fused into a single kernel where this torch supports it."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # older torch: no fused Adam on this device
-        return torch.optim.Adam(params, lr=lr)
+def baseline_steps(net: BaselineNet, spec: RunSpec) -> BaselineSteps:
+    """The baseline's steps at ``spec``'s learning rate."""
+    return BaselineSteps(net, spec.profile.learning_rate)
 
 
 def _rng_state(loader: TensorBatches) -> dict:
@@ -60,182 +102,9 @@ def _set_rng_state(loader: TensorBatches, state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-@dataclass
-class TrainingState:
-    """Everything an interrupted run needs to continue exactly where it stopped."""
-
-    history: dict = field(default_factory=lambda: {
-        "train_loss": [], "val_loss": [], "epoch_seconds": [], "best_epoch": None,
-        "best_val_loss": math.inf, "stopped_early": False})
-    best_state: dict | None = None
-    bad_epochs: int = 0
-    epoch: int = 0  # the last finished epoch
-
-    def record(self, module: torch.nn.Module, train_loss: float, val_loss: float,
-               seconds: float) -> None:
-        """Append one epoch to the history; keep the weights if validation improved."""
-        self.epoch += 1
-        self.history["train_loss"].append(train_loss)
-        self.history["val_loss"].append(val_loss)
-        self.history["epoch_seconds"].append(seconds)
-        if val_loss < self.history["best_val_loss"]:
-            self.history["best_val_loss"], self.history["best_epoch"] = val_loss, self.epoch
-            self.best_state, self.bad_epochs = copy.deepcopy(module.state_dict()), 0
-        else:
-            self.bad_epochs += 1
-
-    def save(self, path: str | Path | None, status: str, config: dict, module: torch.nn.Module,
-             optimizer: torch.optim.Optimizer, loader: TensorBatches) -> None:
-        """Write a checkpoint (``status`` "running" or "finished"); ``path=None`` keeps nothing."""
-        if path is None:
-            return
-        save_checkpoint(path, {
-            "config": config, "status": status, "epoch": self.epoch, "history": self.history,
-            "model_state": module.state_dict(), "optimizer_state": optimizer.state_dict(),
-            "best_state": self.best_state if status == "running" else None,
-            "bad_epochs": self.bad_epochs, "rng": _rng_state(loader),
-        })
-
-    @classmethod
-    def load(cls, stored: dict, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             loader: TensorBatches) -> TrainingState:
-        """Put a running checkpoint's weights, optimizer and random state back in place."""
-        module.load_state_dict(stored["model_state"])
-        optimizer.load_state_dict(stored["optimizer_state"])
-        _set_rng_state(loader, stored["rng"])
-        return cls(stored["history"], stored["best_state"], stored["bad_epochs"], stored["epoch"])
-
-
-def train_step(loss_fn: Callable[..., torch.Tensor], batch: tuple[torch.Tensor, ...],
-               optimizer: torch.optim.Optimizer, *, autocast: torch.dtype | None = None,
-               scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
-    """One gradient step on ``loss_fn(*batch)``; returns the loss, detached, on its device.
-
-    ``autocast``: the dtype of mixed-precision matmuls (``None``: fp32); ``scaler`` scales fp16
-    losses so that small gradients survive. Training and the speed benchmark both step with it.
-    """
-    with torch.autocast(batch[0].device.type, dtype=autocast, enabled=autocast is not None):
-        loss = loss_fn(*batch)
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    return loss.detach()
-
-
-def train_epoch(loss_fn: Callable[..., torch.Tensor], loader: TensorBatches,
-                optimizer: torch.optim.Optimizer, *, label: str, epoch: int, lr: float,
-                checkpoint_path: str | Path | None, autocast: torch.dtype | None = None,
-                scaler: torch.amp.GradScaler | None = None) -> float:
-    """One pass over ``loader``: a :func:`train_step` per batch; returns the mean loss per item.
-
-    The losses stay on the device until the epoch ends: one host round-trip per epoch, not per
-    step, and a non-finite loss is reported then.
-    """
-    losses, count = [], 0
-    for batch in loader:
-        losses.append(train_step(loss_fn, batch, optimizer, autocast=autocast, scaler=scaler))
-        count += batch[0].shape[0]
-    losses = torch.stack(losses).double().cpu()
-    bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
-    if bad:
-        raise NonFiniteLossError(
-            f"{label}: the training loss is {losses[bad[0]].item()} at epoch {epoch}, batch "
-            f"{bad[0] + 1} of {len(loader)}. Lower the learning rate (now {lr}) or check the "
-            f"inputs of this batch; the last good checkpoint is "
-            f"{checkpoint_path or 'not kept (no checkpoint path)'}."
-        )
-    return losses.sum().item() / count
-
-
-def fit(
-    *,
-    module: torch.nn.Module,
-    trainable: torch.nn.Module | list[torch.nn.Module],
-    loss_fn: Callable[..., torch.Tensor],
-    train_tensors: tuple[torch.Tensor, ...],
-    val_loss_fn: Callable[[], float],
-    config: dict,
-    profile: Profile,
-    seed: int,
-    label: str,
-    checkpoint_path: str | Path | None = None,
-    progress: bool = True,
-    autocast: torch.dtype | None = None,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-    after_save: Callable[[int], None] | None = None,
-) -> FitResult:
-    """Train ``module`` with Adam and early stopping on ``val_loss_fn``.
-
-    Args:
-        module: what the checkpoint stores (``state_dict``).
-        trainable: the submodules whose parameters Adam updates.
-        loss_fn: ``loss_fn(*batch)`` gives the loss summed over the batch (nats).
-        train_tensors: tensors batched together, first dimension = items.
-        val_loss_fn: validation loss in nats per image, computed without gradients.
-        config: the full configuration; a checkpoint made by another one is refused.
-        label: names the run in progress bars and error messages, e.g. "CVAE, 2 quadrants".
-        checkpoint_path: where to resume from and save to; ``None`` keeps everything in memory.
-        autocast: the dtype of mixed-precision training (bf16, or fp16 with a gradient scaler
-            on a GPU without bf16); ``None`` trains in fp32. Validation always runs in fp32.
-        on_epoch_end: called as ``on_epoch_end(epoch, history)`` after each epoch.
-        after_save: called as ``after_save(epoch)`` once an epoch's checkpoint is on disk (tests
-            interrupt training there to check resuming).
-    """
-    trainable = trainable if isinstance(trainable, list) else [trainable]
-    optimizer = make_adam([p for part in trainable for p in part.parameters()],
-                          profile.learning_rate)
-    scaler = torch.amp.GradScaler() if autocast == torch.float16 else None
-    set_seed(seed)
-    loader = TensorBatches(*train_tensors, batch_size=profile.batch_size, shuffle=True, seed=seed)
-    state = TrainingState(best_state=copy.deepcopy(module.state_dict()))
-    if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        stored = load_checkpoint(checkpoint_path, config)
-        if stored["status"] == "finished":
-            module.load_state_dict(stored["model_state"])
-            print(f"reusing {label}: finished after {stored['epoch']} epochs ({_shown(checkpoint_path)})")
-            return FitResult(stored["history"], resumed_from_epoch=stored["epoch"], reused=True)
-        state = TrainingState.load(stored, module, optimizer, loader)
-        print(f"resuming {label}, after epoch {state.epoch} of at most {profile.max_epochs} "
-              f"({_shown(checkpoint_path)})")
-    resumed_from = state.epoch
-
-    epochs = tqdm(range(state.epoch + 1, profile.max_epochs + 1), desc=label, unit="epoch",
-                  disable=not progress, initial=state.epoch, total=profile.max_epochs)
-    for epoch in epochs:
-        for part in trainable:
-            part.train()
-        started = time.perf_counter()
-        train_loss = train_epoch(loss_fn, loader, optimizer, label=label, epoch=epoch,
-                                 lr=profile.learning_rate, checkpoint_path=checkpoint_path,
-                                 autocast=autocast, scaler=scaler)
-        for part in trainable:
-            part.eval()
-        val_loss = val_loss_fn()
-        state.record(module, train_loss, val_loss, time.perf_counter() - started)
-        epochs.set_postfix(train=f"{train_loss:.2f}", val=f"{val_loss:.2f}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, state.history)
-        if state.bad_epochs >= profile.patience:
-            state.history["stopped_early"] = True
-            break
-        if epoch < profile.max_epochs:
-            state.save(checkpoint_path, "running", config, module, optimizer, loader)
-            if after_save is not None:
-                after_save(epoch)
-    epochs.close()
-    module.load_state_dict(state.best_state)
-    state.save(checkpoint_path, "finished", config, module, optimizer, loader)
-    return FitResult(state.history, resumed_from_epoch=resumed_from, reused=False)
-
-
 def _shown(path: str | Path) -> str:
-    """A checkpoint path as a message shows it: relative to the working directory when below it,
-    else its last three parts (profile, setting, file), which name it within any cache."""
+    """A checkpoint path as a message shows it: relative to the working directory when below
+    it, else its last three parts (profile, setting, file), which name it within any cache."""
     path = Path(path).resolve()
     try:
         return str(path.relative_to(Path.cwd()))
@@ -243,142 +112,242 @@ def _shown(path: str | Path) -> str:
         return str(Path("…", *path.parts[-3:]))
 
 
+def _new_history() -> dict:
+    return {"train_loss": [], "val_loss": [], "epoch_seconds": [], "engines": [],
+            "best_epoch": None, "best_val_loss": math.inf, "stopped_early": False}
+
+
+@dataclass
+class TrainingRun:
+    """The bookkeeping around :func:`fit`'s loop, for one model.
+
+    ``module``: what the checkpoint stores; ``config``: its cache key (a checkpoint made by
+    another configuration is refused); ``train`` and ``val``: the loop's batches;
+    ``checkpoint_path``: where to resume from and save to (``None`` keeps nothing);
+    ``engine``: recorded per epoch; ``on_epoch_end(epoch, history)`` and ``after_save(epoch)``
+    are called after each epoch and after each checkpoint.
+    """
+
+    module: torch.nn.Module
+    config: dict
+    profile: Profile
+    label: str
+    train: TensorBatches
+    val: TensorBatches
+    engine: str = "pyro"
+    checkpoint_path: str | Path | None = None
+    progress: bool = True
+    on_epoch_end: Callable[[int, dict], None] | None = None
+    after_save: Callable[[int], None] | None = None
+    history: dict = field(default_factory=_new_history)
+    best_state: dict | None = None
+    bad_epochs: int = 0
+    epoch: int = 0  # the last finished epoch
+    resumed_from: int = 0
+    reused: bool = False
+
+    def epochs(self, optim) -> Iterator[int]:
+        """The epochs left to train: none for a finished checkpoint, else from the last one
+        finished; ``optim`` (with ``get_state``/``set_state``) is checkpointed with the run."""
+        self.optim = optim
+        self.best_state = copy.deepcopy(self.module.state_dict())
+        if self.checkpoint_path is not None and Path(self.checkpoint_path).is_file():
+            self._restore(load_checkpoint(self.checkpoint_path, self.config))
+        if self.reused:
+            return
+        self.resumed_from = self.epoch
+        self.bar = tqdm(total=self.profile.max_epochs, initial=self.epoch, desc=self.label,
+                        unit="epoch", disable=not self.progress)
+        for epoch in range(self.epoch + 1, self.profile.max_epochs + 1):
+            self.module.train()
+            self.started = time.perf_counter()
+            yield epoch
+
+    def _restore(self, stored: dict) -> None:
+        self.module.load_state_dict(stored["model_state"])
+        self.history, self.epoch = stored["history"], stored["epoch"]
+        where = _shown(self.checkpoint_path)
+        if stored["status"] == "finished":
+            self.reused = True
+            print(f"reusing {self.label}: finished after {self.epoch} epochs ({where})")
+            return
+        self.optim.set_state(stored["optimizer_state"])
+        _set_rng_state(self.train, stored["rng"])
+        self.best_state, self.bad_epochs = stored["best_state"], stored["bad_epochs"]
+        print(f"resuming {self.label}, after epoch {self.epoch} of at most "
+              f"{self.profile.max_epochs} ({where})")
+
+    def _per_item(self, losses: Sequence, loader: TensorBatches, what: str) -> float:
+        """The mean loss per item of one pass; a non-finite batch is an error that says so."""
+        values = torch.stack([torch.as_tensor(loss) for loss in losses]).double().cpu()
+        bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+        if bad:
+            raise NonFiniteLossError(self._nan_message(
+                f"the {what} loss is {values[bad[0]].item()}", bad[0] + 1, len(loader)))
+        return values.sum().item() / loader.num_items
+
+    def _nan_message(self, what: str, batch: int, batches: int) -> str:
+        where = _shown(self.checkpoint_path) if self.checkpoint_path else "not kept"
+        return (f"{self.label}: {what} at epoch {self.epoch + 1}, batch {batch} of {batches}. "
+                f"Lower the learning rate (now {self.profile.learning_rate}) or check the "
+                f"inputs of this batch; the last good checkpoint is {where}.")
+
+    @contextmanager
+    def explaining_nan(self):
+        """Pyro's argument checks see a NaN before the loss does: say so, with the batch."""
+        try:
+            yield
+        except ValueError as error:
+            if "invalid values" not in str(error):
+                raise
+            what = "a distribution's parameters are NaN or infinite"
+            raise NonFiniteLossError(self._nan_message(what, self.train.position,
+                                                       len(self.train))) from error
+
+    def end_epoch(self, train_losses: Sequence, val_losses: Sequence) -> bool:
+        """Record one epoch (losses per batch), keep the best weights, checkpoint; ``True``
+        once validation has not improved for ``profile.patience`` epochs."""
+        train_loss = self._per_item(train_losses, self.train, "training")
+        self.module.eval()
+        val_loss = self._per_item(val_losses, self.val, "validation")
+        self.epoch += 1
+        for key, value in (("train_loss", train_loss), ("val_loss", val_loss),
+                           ("epoch_seconds", time.perf_counter() - self.started),
+                           ("engines", self.engine)):
+            self.history.setdefault(key, []).append(value)
+        if val_loss < self.history["best_val_loss"]:
+            self.history["best_val_loss"], self.history["best_epoch"] = val_loss, self.epoch
+            self.best_state, self.bad_epochs = copy.deepcopy(self.module.state_dict()), 0
+        else:
+            self.bad_epochs += 1
+        self.bar.update()
+        self.bar.set_postfix(train=f"{train_loss:.2f}", val=f"{val_loss:.2f}")
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self.epoch, self.history)
+        if self.bad_epochs >= self.profile.patience:
+            self.history["stopped_early"] = True
+            return True
+        if self.epoch < self.profile.max_epochs:
+            self._save("running")
+            if self.after_save is not None:
+                self.after_save(self.epoch)
+        return False
+
+    def finish(self) -> dict:
+        """Put the best weights back, save the finished checkpoint; returns the history."""
+        if not self.reused:
+            self.bar.close()
+            self.module.load_state_dict(self.best_state)
+            self._save("finished")
+        self.module.eval()
+        return self.history
+
+    def _save(self, status: str) -> None:
+        if self.checkpoint_path is None:
+            return
+        save_checkpoint(self.checkpoint_path, {
+            "config": self.config, "status": status, "epoch": self.epoch,
+            "history": self.history, "model_state": self.module.state_dict(),
+            "optimizer_state": self.optim.get_state(),
+            "best_state": self.best_state if status == "running" else None,
+            "bad_epochs": self.bad_epochs, "rng": _rng_state(self.train),
+        })
+
+
 def baseline_config(spec: RunSpec, hidden_1: int = 500, hidden_2: int = 500) -> dict:
     """Everything that determines a trained baseline: its checkpoint's cache key."""
     return {"model": "baseline", "num_quadrant_inputs": spec.num_quadrant_inputs,
             "hidden_1": hidden_1, "hidden_2": hidden_2, "seed": spec.seed,
-            "precision": spec.precision, "profile": spec.profile.as_dict()}
-
-
-def train_baseline(
-    splits: QuadrantSplits,
-    spec: RunSpec,
-    *,
-    hidden_1: int = 500,
-    hidden_2: int = 500,
-    checkpoint_path: str | Path | None = None,
-    progress: bool = True,
-    after_save: Callable[[int], None] | None = None,
-) -> tuple[BaselineNet, dict]:
-    """Train (or reuse, or resume) the baseline MLP with the masked BCE.
-
-    Returns the network with its best validation weights, in eval mode, on ``spec.device``, and
-    its history (``train_loss`` and ``val_loss`` per epoch, in nats per image).
-    """
-    splits = splits.to(spec.device)
-    set_seed(spec.seed)  # the initial weights depend on the seed only
-    net = BaselineNet(hidden_1, hidden_2).to(spec.device)
-
-    def loss_fn(inputs, targets):
-        return masked_bce(net.logits(inputs), targets).sum()
-
-    def val_loss() -> float:
-        return baseline_nll(net, splits.val.inputs, splits.val.targets).mean().item()
-
-    result = fit(module=net, trainable=net, loss_fn=loss_fn,
-                 train_tensors=(splits.train.inputs, splits.train.targets), val_loss_fn=val_loss,
-                 config=baseline_config(spec, hidden_1, hidden_2), profile=spec.profile,
-                 seed=spec.seed, label=f"baseline, {quadrant_label(spec.num_quadrant_inputs)}",
-                 checkpoint_path=checkpoint_path, progress=progress,
-                 autocast=autocast_dtype(spec.precision, spec.device), after_save=after_save)
-    net.eval()
-    return net, result.history
-
-
-# The training loss each family's checkpoints record.
-FAMILY_LOSSES = {"cvae": "neg_elbo", "gsnn": "gsnn_nll", "hybrid": "hybrid"}
+            "precision": spec.precision, "profile": spec.profile.training_dict()}
 
 
 def cvae_config(spec: RunSpec, model: CVAE, baseline_cfg: dict) -> dict:
-    """Everything that determines a trained CVAE (or GSNN, or hybrid), including the baseline it
-    leans on. The family (and the hybrid's alpha) is a key only for the GSNN and the hybrid, so
-    that the CVAE's key, and every CVAE checkpoint cached before the families existed, stay valid.
-    """
-    config = {"model": "cvae", "num_quadrant_inputs": spec.num_quadrant_inputs, "seed": spec.seed,
-              **model.config.as_dict(), "loss": FAMILY_LOSSES[spec.family],
-              "precision": spec.precision, "profile": spec.profile.as_dict(),
-              "baseline": baseline_cfg}
-    if spec.family != "cvae":
-        config["family"] = spec.family
-    if spec.family == "hybrid":
+    """Everything that determines a trained CVAE (or GSNN, or hybrid), the baseline it leans
+    on included: its checkpoint's cache key."""
+    config = {"model": "cvae", "family": spec.family.name,
+              "num_quadrant_inputs": spec.num_quadrant_inputs, "seed": spec.seed,
+              **model.config.as_dict(), "precision": spec.precision,
+              "profile": spec.profile.training_dict(), "baseline": baseline_cfg}
+    if spec.family.cvae_share is None:  # the hybrid's weight is a setting of the run
         config["alpha"] = spec.alpha
     return config
 
 
-def train_cvae(
-    splits: QuadrantSplits,
-    baseline: BaselineNet,
-    spec: RunSpec,
-    *,
-    baseline_cfg: dict,
-    z_dim: int = 200,
-    hidden_1: int = 500,
-    hidden_2: int = 500,
-    checkpoint_path: str | Path | None = None,
-    progress: bool = True,
-    snapshot_inputs: torch.Tensor | None = None,
-    snapshot_samples: int = 3,
-) -> tuple[CVAE, dict]:
-    """Train (or reuse, or resume) the CVAE by stochastic variational inference.
+def _batches(spec: RunSpec, train: tuple[torch.Tensor, ...],
+             val: tuple[torch.Tensor, ...]) -> tuple[TensorBatches, TensorBatches]:
+    """Shuffled training batches (seeded) and the validation split in order."""
+    return (TensorBatches(*train, batch_size=spec.profile.batch_size, seed=spec.seed),
+            TensorBatches(*val, batch_size=EVAL_BATCH_SIZE, shuffle=False))
 
-    Each step minimises the negative ELBO of ``model`` and ``guide`` with one Adam over the
-    prior, recognition and generation networks. The loss is :meth:`CVAE.neg_elbo`: what Pyro's
-    ``Trace_ELBO`` computes, to the same number and gradients, without tracing and with the
-    likelihood of the hidden pixels only. The baseline stays frozen, so its guess y_hat is
-    computed once per split instead of at every step. ``spec.decoder_sees_input`` picks the
-    generation network, ``spec.precision`` the arithmetic of the training steps.
 
-    ``spec.family`` picks the objective, and validation early-stops on the same one:
-    ``"gsnn"`` trains the prior and generation networks alone with :meth:`CVAE.gsnn_loss` (the
-    model has no recognition network); ``"hybrid"`` minimises :meth:`CVAE.hybrid_loss` with
-    weight ``spec.alpha`` on the CVAE's term.
+def train_baseline(splits: QuadrantSplits, spec: RunSpec, *,
+                   checkpoint_path: str | Path | None = None, progress: bool = True,
+                   make_steps: Callable = baseline_steps,
+                   after_save: Callable[[int], None] | None = None,
+                   ) -> tuple[BaselineNet, dict]:
+    """Train (or reuse, or resume) the baseline MLP with the masked BCE.
 
-    ``snapshot_inputs`` ``(k, 28, 28)``: held-out inputs whose completions are recorded after
-    every epoch (``history["snapshots"]``, uint8 ``(epochs, snapshot_samples, k, 784)``), with
-    fixed noise drawn from its own generator so that recording them changes no training number.
+    Returns the network with its best validation weights, in eval mode, on ``spec.device``,
+    and its history. ``make_steps(net, spec)``: the training step (the fast engine's, or
+    this plain PyTorch one).
+    """
+    splits = splits.to(spec.device)
+    set_seed(spec.seed)  # the initial weights depend on the seed only
+    net = BaselineNet().to(spec.device)
+    train, val = _batches(spec, (splits.train.inputs, splits.train.targets),
+                          (splits.val.inputs, splits.val.targets))
+    run = TrainingRun(net, baseline_config(spec), spec.profile,
+                      f"baseline, {quadrant_label(spec.num_quadrant_inputs)}", train, val,
+                      spec.engine, checkpoint_path, progress, after_save=after_save)
+    with run.explaining_nan():
+        history = fit(make_steps(net, spec), train, val, run)
+    return net, history
 
-    Returns the CVAE with its best validation weights, in eval mode, and its history.
+
+def snapshot_hook(cvae: CVAE, inputs: torch.Tensor, num_samples: int, seed: int) -> Callable:
+    """An ``on_epoch_end`` hook that records the completions of ``inputs`` ``(k, 28, 28)``
+    after every epoch (``history["snapshots"]``: uint8 ``(epochs, num_samples, k, 784)``), with
+    noise from a generator of its own, so that recording them changes no training number."""
+    noise = cvae.latent_noise(num_samples, inputs.shape[0], torch.Generator().manual_seed(seed))
+
+    def hook(epoch: int, history: dict) -> None:
+        probs = cvae.sample(inputs, noise=noise)
+        history.setdefault("snapshots", []).append((probs * 255).round().to(torch.uint8).cpu())
+        history["snapshot_inputs"] = inputs.cpu()
+
+    return hook
+
+
+def train_cvae(splits: QuadrantSplits, baseline: BaselineNet, spec: RunSpec, *,
+               checkpoint_path: str | Path | None = None, progress: bool = True,
+               make_steps: Callable = make_svi, snapshot_inputs: torch.Tensor | None = None,
+               after_save: Callable[[int], None] | None = None) -> tuple[CVAE, dict]:
+    """Train (or reuse, or resume) a CVAE, GSNN or hybrid (``spec.family``) with SVI.
+
+    The baseline is frozen, so its guess y_hat is computed once per split and passed to
+    every step. ``make_steps(cvae, spec)``: :func:`make_svi` (default) or the fast engine's.
+    ``snapshot_inputs`` ``(k, 28, 28)``: test inputs whose completions are recorded after
+    every epoch (:func:`snapshot_hook`). Returns the model with its best validation weights,
+    in eval mode, and its history.
     """
     splits = splits.to(spec.device)
     set_seed(spec.seed)
-    cvae = CVAE(z_dim, hidden_1, hidden_2, baseline=copy.deepcopy(baseline),
-                decoder_sees_input=spec.decoder_sees_input,
-                recognition=spec.family != "gsnn").to(spec.device)
+    cvae = CVAE(baseline=copy.deepcopy(baseline), decoder_sees_input=spec.decoder_sees_input,
+                recognition=spec.family.recognition).to(spec.device)
     cvae.baseline.eval()
-    y_hat_train = batched(cvae.baseline_guess, splits.train.inputs)
-    y_hat_val = batched(cvae.baseline_guess, splits.val.inputs)
-    pixels = hidden_pixels(splits.train.inputs)  # the same in every image of a setting
-
-    family_loss = cvae.training_loss(spec.family, spec.alpha)
-
-    def loss_fn(inputs, targets, y_hat):
-        return family_loss(inputs, targets, y_hat, pixels)
-
-    def val_loss() -> float:
-        val = splits.val
-        losses = batched(lambda x, y, yh: loss_fn(x, y, yh).reshape(1), val.inputs, val.targets,
-                         y_hat_val)
-        return losses.sum().item() / len(val)
-
+    train, val = (splits.train, splits.val)
+    train, val = _batches(
+        spec, (train.inputs, train.targets, batched(cvae.baseline_guess, train.inputs)),
+        (val.inputs, val.targets, batched(cvae.baseline_guess, val.inputs)))
     hook = None
     if snapshot_inputs is not None:
-        snapshot_inputs = snapshot_inputs.to(spec.device)
-        noise = cvae.latent_noise(snapshot_samples, snapshot_inputs.shape[0],
-                                  torch.Generator().manual_seed(spec.seed))
-
-        def hook(epoch: int, history: dict) -> None:
-            probs = cvae.sample(snapshot_inputs, noise=noise)
-            history.setdefault("snapshots", []).append((probs * 255).round().to(torch.uint8).cpu())
-            history["snapshot_inputs"] = snapshot_inputs.cpu()
-
-    trainable = [net for net in (cvae.prior_net, cvae.recognition_net, cvae.generation_net)
-                 if net is not None]
-    result = fit(module=cvae, trainable=trainable, loss_fn=loss_fn,
-                 train_tensors=(splits.train.inputs, splits.train.targets, y_hat_train),
-                 val_loss_fn=val_loss, config=cvae_config(spec, cvae, baseline_cfg),
-                 profile=spec.profile, seed=spec.seed,
-                 label=f"{FAMILY_LABELS[spec.family]}, {quadrant_label(spec.num_quadrant_inputs)}",
-                 checkpoint_path=checkpoint_path, progress=progress,
-                 autocast=autocast_dtype(spec.precision, spec.device), on_epoch_end=hook)
-    cvae.eval()
-    return cvae, result.history
+        hook = snapshot_hook(cvae, snapshot_inputs.to(spec.device), 3, spec.seed)
+    label = f"{spec.family.label}, {quadrant_label(spec.num_quadrant_inputs)}"
+    run = TrainingRun(cvae, cvae_config(spec, cvae, baseline_config(spec)), spec.profile,
+                      label, train, val, spec.engine, checkpoint_path, progress, hook,
+                      after_save)
+    pyro.clear_param_store()  # Pyro's parameters are this model's alone
+    with run.explaining_nan():
+        history = fit(make_steps(cvae, spec), train, val, run)
+    pyro.clear_param_store()
+    return cvae, history

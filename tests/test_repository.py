@@ -47,7 +47,8 @@ def test_sync_links_rewrites_readme_and_citation(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text((ROOT / name).read_text())
     assert sync_links(tmp_path) == [tmp_path / name for name in names]
-    assert "The book is published at <https://me.github.io/fork/>" in (tmp_path / "README.md").read_text()
+    readme = " ".join((tmp_path / "README.md").read_text().split())
+    assert "the `book` workflow publishes it at <https://me.github.io/fork/>" in readme
     citation = (tmp_path / "CITATION.cff").read_text()
     assert 'repository-code: "https://github.com/me/fork"' in citation
     assert 'url: "https://me.github.io/fork/"' in citation
@@ -57,6 +58,36 @@ def test_sync_links_rewrites_readme_and_citation(tmp_path):
     )
     assert expected_links(tmp_path / "_config.yml")["pages"] == "https://me.github.io/fork/"
     assert sync_links(tmp_path) == []  # nothing left to change
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_is_short_and_links_what_moved_out():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150, "README.md is a newcomer's entry: at most 150 lines"
+    for section in ("## Two commands", "## Open the book", "## Layout", "## How to cite", "## License"):
+        assert section in readme
+    # the logbook, the contributing guide and the release's internals live elsewhere; each link
+    # must reach a file that exists and a heading that it holds
+    links = re.findall(r"\]\(([^)#]+\.md)(?:#([^)]+))?\)", readme)
+    targets = {(path, anchor) for path, anchor in links}
+    assert ("CONTRIBUTING.md", "") in targets
+    assert ("results/reference/notes.md", "measured-times-logbook") in targets
+    assert ("CONTRIBUTING.md", "pretrained-weights-how-the-release-works") in targets
+    for path, anchor in targets:
+        text = (ROOT / path).read_text()
+        headings = {_anchor(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+        assert not anchor or anchor in headings, f"README links {path}#{anchor}, which has no such heading"
+
+
+def test_measured_times_logbook_is_the_reference_readme_s_last_section():
+    notes = (ROOT / "results" / "reference" / "notes.md").read_text()
+    assert "## Measured times (logbook)" in notes
+    # tools/reference_report.py ends results/reference/README.md with notes.md
+    assert (ROOT / "results" / "reference" / "README.md").read_text().endswith(notes)
 
 
 def test_license_file_is_the_license_pyproject_declares():

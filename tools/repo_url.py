@@ -1,5 +1,5 @@
 """Keep everything that names the repository in step with ``repository.url`` of ``_config.yml``:
-every chapter's Colab install cell, the published book's address in README.md (GitHub Pages),
+every chapter's Colab install cell, the book's GitHub Pages address in README.md,
 the links of CITATION.cff and the address of the pretrained weights (cvae_helpers/pretrained.py).
 
 Usage (from the repository root): ``python -m tools.repo_url`` (what ``make sync-repo-url`` runs).
@@ -17,7 +17,9 @@ INSTALL_PATTERN = re.compile(r'(%pip install -q "cvae-helpers @ git\+)([^"]+)(")
 # Outside the chapters, each file that names the repository or the published book, the pattern
 # of that address (group 2) and whether it is the book's Pages address or the repository's.
 LINKS = (
-    ("README.md", re.compile(r"(The book is published at <)([^>]+)(>)"), "pages"),
+    # "Once the repository at `repository.url` has GitHub Pages turned on (...), the `book`
+    # workflow publishes it at <ADDRESS>." (README.md, "Open the book")
+    ("README.md", re.compile(r"(`book` workflow publishes it at\s+<)([^>]+)(>)"), "pages"),
     ("CITATION.cff", re.compile(r'^(repository-code: ")([^"]+)(")', re.M), "repository"),
     ("CITATION.cff", re.compile(r'^(url: ")([^"]+)(")', re.M), "pages"),
     # the release that holds the pretrained weights and the reference results

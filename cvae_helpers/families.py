@@ -1,0 +1,92 @@
+"""The three ways of training the same networks (Sohn et al., 2015, §3.3-3.4), one object each.
+
+A family says which guide Pyro's ``SVI`` pairs with the model, which loss it minimises, which
+estimators its test-time model allows, and how tables and files name it. No other module
+branches on a family's name: it asks the family.
+
+- :data:`CVAE`: the ELBO, z ~ q(z|x,y) from the recognition network.
+- :data:`GSNN`: -log p(y|x,z) with z ~ p(z|x), the path it is tested on; no recognition network.
+- :data:`HYBRID`: alpha * L_CVAE + (1 - alpha) * L_GSNN, the two sharing the prior and
+  generation networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyro.infer import Trace_ELBO
+
+# The hybrid's weight on the CVAE's loss: the value of the authors' released code.
+DEFAULT_ALPHA = 0.5
+
+
+class HybridELBO:
+    """alpha * L_CVAE + (1 - alpha) * L_GSNN as a loss that Pyro's ``SVI`` accepts.
+
+    ``SVI(model, guide, optim, loss=HybridELBO(gsnn_guide, alpha))`` calls it as
+    ``loss(model, guide, *args)``: two ``Trace_ELBO`` losses of the same model, the first with
+    the recognition guide (z ~ q(z|x,y)), the second with the GSNN's (z ~ p(z|x)).
+    """
+
+    def __init__(self, gsnn_guide: Callable, alpha: float) -> None:
+        self.gsnn_guide, self.alpha = gsnn_guide, alpha
+        self.elbo = Trace_ELBO()
+
+    def __call__(self, model: Callable, guide: Callable, *args, **kwargs):
+        cvae_loss = self.elbo.differentiable_loss(model, guide, *args, **kwargs)
+        gsnn_loss = self.elbo.differentiable_loss(model, self.gsnn_guide, *args, **kwargs)
+        return self.alpha * cvae_loss + (1 - self.alpha) * gsnn_loss
+
+
+@dataclass(frozen=True)
+class Family:
+    """One objective: the CVAE's ELBO, the GSNN's likelihood, or their weighted sum.
+
+    ``cvae_share`` is the weight on the CVAE's term: 1 for the CVAE, 0 for the GSNN and
+    ``None`` for the hybrid, whose weight (alpha) is a setting of the run.
+    """
+
+    name: str  # in file names, cache keys and result records: "cvae"
+    label: str  # in tables and progress bars: "CVAE"
+    article: str  # in sentences: "a CVAE"
+    cvae_share: float | None
+
+    def weight(self, alpha: float) -> float:
+        """The weight on the CVAE's loss; ``alpha`` counts for the hybrid only."""
+        return alpha if self.cvae_share is None else self.cvae_share
+
+    @property
+    def recognition(self) -> bool:
+        """Whether the model has a recognition network q(z|x,y)."""
+        return self.cvae_share != 0
+
+    @property
+    def estimators(self) -> tuple[str, ...]:
+        """Monte Carlo for every family; IS and -ELBO need a recognition network."""
+        return ("mc", "is", "neg_elbo") if self.recognition else ("mc",)
+
+    def guide(self, cvae) -> Callable:
+        """The guide ``SVI`` pairs with ``cvae.model``."""
+        return cvae.guide if self.recognition else cvae.gsnn_guide
+
+    def svi_loss(self, cvae, alpha: float):
+        """The loss ``SVI`` minimises: ``Trace_ELBO`` or, for the hybrid, :class:`HybridELBO`."""
+        if self.cvae_share is None:
+            return HybridELBO(cvae.gsnn_guide, alpha)
+        return Trace_ELBO()
+
+
+CVAE = Family("cvae", "CVAE", "a CVAE", cvae_share=1.0)
+GSNN = Family("gsnn", "GSNN", "a GSNN", cvae_share=0.0)
+HYBRID = Family("hybrid", "hybrid", "the hybrid", cvae_share=None)
+FAMILIES = {family.name: family for family in (CVAE, GSNN, HYBRID)}
+
+
+def get_family(family: str | Family) -> Family:
+    """The family called ``family`` (or ``family`` itself), else a ``ValueError`` that says so."""
+    if isinstance(family, Family):
+        return family
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown model family {family!r}; choose one of {tuple(FAMILIES)}.")
+    return FAMILIES[family]
