@@ -58,7 +58,7 @@ browser: env
 # seed 0, fp32, trained by the default (pyro) engine, always here (--force-training: never the
 # release's pretrained weights). The three quadrant settings train side by side, one thread each
 # (each trains its baseline, then both decoders' CVAEs), timed with /usr/bin/time -v; then the
-# completion grids, the speed benchmark (three paths, and bf16), the step profile and the report.
+# completion grids, the speed benchmark (three paths), the step profile and the report.
 # Resumable: run it again after an interruption and every model continues from its last epoch
 # (keep CVAE_CHECKPOINT_DIR). Time the whole with
 #   /usr/bin/time -v -o results/reference/logs/time_reference.txt make reference
@@ -78,7 +78,6 @@ reference: data
 	$(PY) -m cvae_helpers figures --profile full --seed 0 --decoder-sees-input \
 	  --output $(REF)/p_y_given_xz
 	$(PY) -m cvae_helpers bench --batches 100 --precision fp32 > $(REF)/bench.json
-	$(PY) -m cvae_helpers bench --batches 100 --paths fast --precision bf16 > $(REF)/bench_bf16.json
 	$(PY) -m cvae_helpers step-times --steps 50 > $(REF)/step_times.json
 	date -u +%FT%TZ > $(REF)/logs/finished.txt
 	$(PY) -m tools.reference_report --dir $(REF)
@@ -104,6 +103,8 @@ reference-bf16: data
 	$(PY) -m cvae_helpers train --profile full --seed 0 --precision bf16 --output $(REF)/bf16 \
 	  --no-progress --force-training
 	$(PY) -m tools.precision_quality --dir $(REF)
+	$(PY) -m cvae_helpers bench --batches 100 --paths fast --precision fp32 > $(REF)/bf16/bench_fp32.json
+	$(PY) -m cvae_helpers bench --batches 100 --paths fast --precision bf16 > $(REF)/bf16/bench_bf16.json
 	$(PY) -m tools.reference_report --dir $(REF)
 
 # The controlled baseline comparison (results/reference/baseline_gap.json). Not part of
@@ -111,7 +112,7 @@ reference-bf16: data
 baseline-gap: data
 	$(PY) -m tools.baseline_gap --quadrants 1 2 3 --output $(REF)/baseline_gap.json
 
-# The paper's other half (book/09_beyond.md), seed 0, fp32: the GSNN and the hybrid (alpha = 0.5)
+# The paper's other half (book/09_gsnn.md, book/10_diversity.md), seed 0, fp32: the GSNN and the hybrid (alpha = 0.5)
 # trained with the CVAE's protocol for both decoders ($(REF)/{gsnn,hybrid}/p_y_given_*/), then the
 # classifier (trained here, never the release's) and the diversity study of the default decoder
 # ($(REF)/diversity.json). The CVAEs and

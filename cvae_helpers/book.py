@@ -58,15 +58,17 @@ def source_lines(obj: Any, start: str | None = None, stop: str | None = None) ->
     return "".join(lines[first:last])
 
 
-def show_source(obj: Any, start: str | None = None, stop: str | None = None):
+def show_source(*objs: Any, start: str | None = None, stop: str | None = None):
     """Package source as highlighted code: the code that runs, whole or a slice of it.
 
-    ``start`` and ``stop`` pick a part of a long function (see :func:`source_lines`), so a
-    chapter can show it piece by piece, each next to the sentence that explains it.
+    Several objects are shown one after the other, to be read as one piece. ``start`` and
+    ``stop`` pick a part of a long function (see :func:`source_lines`), so a chapter can show
+    it piece by piece, each next to the sentence that explains it.
     """
     from IPython.display import Code
 
-    return Code(source_lines(obj, start, stop), language="python")
+    parts = [source_lines(obj, start, stop) for obj in objs]
+    return Code("\n\n".join(part.rstrip("\n") for part in parts) + "\n", language="python")
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -80,7 +79,3 @@ def load_checkpoint(path: str | Path, config: dict | None = None, map_location: 
             )
     return payload
 
-
-def config_json(config: dict) -> str:
-    """A stable text form of a configuration, for logs and metrics files."""
-    return json.dumps(config, sort_keys=True)

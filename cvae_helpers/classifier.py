@@ -17,7 +17,7 @@ from torch import nn
 from . import pretrained
 from .config import RunSpec, set_seed
 from .data import IMAGE_SIZE, batched, load_splits
-from .training import fit
+from .training import TorchSteps, TrainingRun, fit, make_batches
 
 NUM_CLASSES = 10
 
@@ -54,7 +54,8 @@ class TrainedClassifier:
 def classifier_config(spec: RunSpec, net: DigitClassifier) -> dict:
     """Everything that determines a trained classifier: its checkpoint's cache key. It sees whole
     digits, so the number of given quadrants, the decoder and the family play no part."""
-    return {"model": "classifier", **net.config, "seed": spec.seed, "profile": spec.profile.as_dict()}
+    return {"model": "classifier", **net.config, "seed": spec.seed,
+            "profile": spec.profile.training_dict()}
 
 
 def classifier_path(spec: RunSpec) -> Path:
@@ -102,16 +103,12 @@ def get_classifier(
     net = DigitClassifier().to(spec.device)
     train, val, test = splits.train, splits.val, splits.test
 
-    def loss_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(net(images), labels, reduction="sum")
 
-    def val_loss() -> float:
-        losses = batched(lambda x, y: loss_fn(x, y).reshape(1), val.images, val.labels)
-        return losses.sum().item() / len(val)
-
-    result = fit(module=net, trainable=net, loss_fn=loss_fn, train_tensors=(train.images, train.labels),
-                 val_loss_fn=val_loss, config=classifier_config(spec, net), profile=profile,
-                 seed=spec.seed, label="classifier", checkpoint_path=classifier_path(spec),
-                 progress=progress)  # fmt: skip
-    net.eval()
-    return TrainedClassifier(net, result.history, accuracy(net, test.images, test.labels), len(test))
+    batches = make_batches(spec, (train.images, train.labels), (val.images, val.labels))
+    run = TrainingRun(net, classifier_config(spec, net), profile, "classifier", *batches,
+                      classifier_path(spec), progress)
+    with run.explaining_nan():
+        history = fit(TorchSteps(loss, net.parameters(), profile.learning_rate), *batches, run)
+    return TrainedClassifier(net, history, accuracy(net, test.images, test.labels), len(test))

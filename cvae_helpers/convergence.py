@@ -7,12 +7,11 @@ from collections.abc import Sequence
 
 from .config import RunSpec, describe_device, set_seed
 from .engines import engine_of
-from .evaluation import Estimate, estimates_against_samples
+from .evaluation import ESTIMATORS, Estimate, estimates_against_samples
 from .pipeline import TrainedModels, get_trained_models
 
 # The importance-sampling estimate on the whole test set at these S (the tables use S = 100).
 FULL_TEST_SIZES = (100, 1000, 5000)
-ESTIMATORS = ("mc", "is", "neg_elbo")
 
 
 def _summary(values) -> dict[str, list[float]]:

@@ -287,7 +287,8 @@ class TensorBatches:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
-        self.position = 0  # batches handed out in the current pass (an error names the batch)
+        # the batch being handed out in a pass, 0 between passes (an error names the batch)
+        self.position = 0
 
     def __len__(self) -> int:
         return -(-self.tensors[0].shape[0] // self.batch_size)
@@ -301,12 +302,14 @@ class TensorBatches:
         order = None
         if self.shuffle:
             order = torch.randperm(n, generator=self.generator).to(self.tensors[0].device)
-        for self.position, start in enumerate(range(0, n, self.batch_size), 1):
+        for position, start in enumerate(range(0, n, self.batch_size), 1):
+            self.position = position
             if order is None:
                 yield tuple(t[start : start + self.batch_size] for t in self.tensors)
             else:
                 index = order[start : start + self.batch_size]
                 yield tuple(t[index] for t in self.tensors)
+        self.position = 0  # the pass ran to its end
 
 
 @torch.no_grad()

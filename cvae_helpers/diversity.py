@@ -22,9 +22,10 @@ import torch
 
 from .classifier import TrainedClassifier
 from .config import RunSpec
-from .families import CVAE, get_family
 from .data import MaskedSplit
 from .evaluation import Estimate
+from .families import CVAE as CVAE_FAMILY
+from .families import get_family
 from .models import CVAE, BaselineNet, fill_hidden, flatten
 from .pipeline import get_trained_models
 
@@ -191,7 +192,7 @@ def diversity_study(
                 setting["NN"] = {k: [e.mean, e.stderr] for k, e in summarise(metrics).items()}
             metrics, labels = measure_diversity(models.cvae, classifier.net, split, num_samples, spec.seed)
             setting[family.label] = {k: [e.mean, e.stderr] for k, e in summarise(metrics).items()}
-            if family is CVAE:  # the switches shown are the CVAE's
+            if family is CVAE_FAMILY:  # the switches shown are the CVAE's
                 record["switches"][str(q)] = identity_switches(labels, switches)
         record["settings"][str(q)] = setting
     return record

@@ -94,33 +94,34 @@ def cvae_neg_elbo(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor,
     return -log_weights(cvae, inputs, targets, num_samples, "posterior").mean(0)
 
 
-# The metrics records' names of the estimators of :func:`estimates_against_samples`.
-ESTIMATOR_KEYS = {"mc": "nll_mc", "is": "nll_is", "neg_elbo": "neg_elbo"}
+# The estimators of :func:`estimates_against_samples`: Monte Carlo, importance sampling, -ELBO.
+ESTIMATORS = ("mc", "is", "neg_elbo")
 
 
 @torch.no_grad()
 def evaluate(baseline: BaselineNet, cvae: CVAE, split: MaskedSplit, num_samples: int = 100,
              batch_size: int = EVAL_BATCH_SIZE,
              weigh: Callable = log_weights) -> dict[str, Estimate]:
-    """All four estimators over ``split``, each as mean ± standard error over its images.
+    """All four estimators over ``split``, each as mean ± standard error over its images:
+    ``"baseline_nll"``, and ``"mc"``, ``"is"``, ``"neg_elbo"`` of the CVAE.
 
     The three CVAE estimators are :func:`estimates_against_samples` at one S,
     ``num_samples``; a model without a recognition network (a GSNN) gets the baseline's NLL
     and MC only. Always in fp32. ``weigh``: :func:`log_weights`, or the fast engine's.
     """
     split = split.to(next(cvae.parameters()).device)
-    estimators = ("mc", "is", "neg_elbo") if cvae.recognition_net is not None else ("mc",)
+    estimators = ESTIMATORS if cvae.recognition_net is not None else ("mc",)
     values = estimates_against_samples(cvae, split, [num_samples], estimators, batch_size,
                                        weigh)
     nll = baseline_nll(baseline, split.inputs, split.targets, batch_size).cpu()
     estimates = {"baseline_nll": nll}
-    estimates.update({f"cvae_{ESTIMATOR_KEYS[name]}": values[name][0] for name in estimators})
+    estimates.update({name: values[name][0] for name in estimators})
     return {name: Estimate.of(per_image) for name, per_image in estimates.items()}
 
 
 @torch.no_grad()
 def estimates_against_samples(cvae: CVAE, split: MaskedSplit, sample_sizes: Sequence[int],
-                              estimators: Sequence[str] = ("mc", "is", "neg_elbo"),
+                              estimators: Sequence[str] = ESTIMATORS,
                               batch_size: int = EVAL_BATCH_SIZE,
                               weigh: Callable = log_weights) -> dict[str, torch.Tensor]:
     """Per-image estimates ``(len(sample_sizes), N)`` of each estimator at each S.
@@ -130,7 +131,7 @@ def estimates_against_samples(cvae: CVAE, split: MaskedSplit, sample_sizes: Sequ
     correlated along S). ``estimators``: any of ``"mc"`` (z ~ p(z|x)), ``"is"`` and
     ``"neg_elbo"`` (z ~ q(z|x,y), shared, drawn first).
     """
-    unknown = set(estimators) - set(ESTIMATOR_KEYS)
+    unknown = set(estimators) - set(ESTIMATORS)
     if unknown:
         raise ValueError(f"Unknown estimators {sorted(unknown)}; choose from mc, is, neg_elbo.")
     split = split.to(next(cvae.parameters()).device)

@@ -19,6 +19,9 @@ from pyro.infer import Trace_ELBO
 
 # The hybrid's weight on the CVAE's loss: the value of the authors' released code.
 DEFAULT_ALPHA = 0.5
+# How a metrics record names an estimator's number, after the family: "cvae_nll_is",
+# "gsnn_nll_mc", "hybrid_neg_elbo".
+ESTIMATOR_SUFFIXES = {"mc": "nll_mc", "is": "nll_is", "neg_elbo": "neg_elbo"}
 
 
 class HybridELBO:
@@ -52,10 +55,6 @@ class Family:
     article: str  # in sentences: "a CVAE"
     cvae_share: float | None
 
-    def weight(self, alpha: float) -> float:
-        """The weight on the CVAE's loss; ``alpha`` counts for the hybrid only."""
-        return alpha if self.cvae_share is None else self.cvae_share
-
     @property
     def recognition(self) -> bool:
         """Whether the model has a recognition network q(z|x,y)."""
@@ -65,6 +64,10 @@ class Family:
     def estimators(self) -> tuple[str, ...]:
         """Monte Carlo for every family; IS and -ELBO need a recognition network."""
         return ("mc", "is", "neg_elbo") if self.recognition else ("mc",)
+
+    def result_key(self, estimator: str) -> str:
+        """The metrics records' key of ``estimator`` ("mc", "is" or "neg_elbo")."""
+        return f"{self.name}_{ESTIMATOR_SUFFIXES[estimator]}"
 
     def guide(self, cvae) -> Callable:
         """The guide ``SVI`` pairs with ``cvae.model``."""

@@ -10,7 +10,7 @@ state, and every estimator against the plain one on the same noise. The tricks:
 - only the hidden pixels' logits (``pixels``): up to 3/4 of the last layer's work skipped;
 - p(y|x,z)'s first layer split, W [z; x] + b = W_z z + (W_x x + b), its x-half once per image
   when many z share one image (evaluation);
-- oneDNN's linear with the ReLU fused in, behind a capability check (:data:`ONEDNN_LINEAR`);
+- oneDNN's linear (without gradients, on the CPU), behind a capability check (:data:`ONEDNN_LINEAR`);
 - :func:`softplus_sum`, the Bernoulli normaliser with one log per 64 pixels;
 - the importance weights from the noise (:func:`gaussian_log_ratio`), scored in chunks;
 - fused Adam, losses kept on the device, and bf16 mixed precision (``--precision bf16``).
@@ -26,6 +26,7 @@ from pyro.distributions import Normal
 
 from .config import RunSpec, autocast_dtype
 from .data import hidden_pixels
+from .families import Family
 from .models import (
     CVAE,
     MIN_SCALE,
@@ -44,8 +45,8 @@ def _onednn_linear_available() -> bool:
     try:
         x = torch.ones(2, 3)
         layer = torch.nn.Linear(3, 2)
-        fused = torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "relu", [], "")
-        return torch.allclose(fused, F.relu(layer(x)))
+        fused = torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+        return torch.allclose(fused, layer(x))
     except (AttributeError, RuntimeError):
         return False
 
@@ -58,13 +59,16 @@ def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     """``relu(x @ weight.T + bias)`` (or without the ReLU), ``x`` ``(..., in)``.
 
     Without gradients on the CPU in fp32 (validation, evaluation, sampling), oneDNN's linear
-    with the ReLU fused in runs about 1.5x faster here than MKL's matmul and a separate ReLU;
-    everywhere else this is the plain ``F.linear``. They agree to float rounding.
+    runs faster here than MKL's matmul; everywhere else this is the plain ``F.linear``. They
+    agree to float rounding. The ReLU is torch's, not oneDNN's fused one,
+    which turns NaN into 0: a NaN input or weight stays NaN, as in the plain modules.
     """
     if (ONEDNN_LINEAR and not torch.is_grad_enabled() and x.device.type == "cpu"
             and x.dtype == weight.dtype == torch.float32):
         flat = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), weight, bias,
-                                                  "relu" if relu else "none", [], "")
+                                                  "none", [], "")
+        if relu:
+            flat.relu_()
         return flat.reshape(*x.shape[:-1], weight.shape[0])
     out = F.linear(x, weight, bias)
     return F.relu(out) if relu else out
@@ -172,21 +176,21 @@ def gsnn_loss(cvae: CVAE, xs: torch.Tensor, ys: torch.Tensor, y_hat: torch.Tenso
     return -log_likelihood(cvae, z, xs, ys, pixels).sum()
 
 
-def training_loss(cvae: CVAE, weight: float) -> Callable[..., torch.Tensor]:
-    """weight * :func:`neg_elbo` + (1 - weight) * :func:`gsnn_loss` as ``loss(xs, ys, y_hat)``,
-    a term of weight 0 skipped: the family's loss (``Family.weight``). z ~ q(z|x,y) is drawn
-    before z ~ p(z|x), the order of :class:`~cvae_helpers.families.HybridELBO`."""
-    pixels_of: dict = {}
+def training_loss(cvae: CVAE, family: Family, alpha: float) -> Callable[..., torch.Tensor]:
+    """``family``'s loss as ``loss(xs, ys, y_hat)``, summed over the batch: :func:`neg_elbo`
+    for the CVAE, :func:`gsnn_loss` for the GSNN, and for the hybrid
+    alpha * :func:`neg_elbo` + (1 - alpha) * :func:`gsnn_loss`, with z ~ q(z|x,y) drawn before
+    z ~ p(z|x), as :class:`~cvae_helpers.families.HybridELBO` draws them (both terms, whatever
+    alpha, so that the random draws stay the same)."""
 
     def loss(xs: torch.Tensor, ys: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
-        # One setting hides the same pixels in every image: found once, then reused.
-        pixels = pixels_of.setdefault("pixels", hidden_pixels(xs))
-        total = torch.zeros((), device=xs.device)
-        if weight > 0:
-            total = total + weight * neg_elbo(cvae, xs, ys, y_hat, pixels)
-        if weight < 1:
-            total = total + (1 - weight) * gsnn_loss(cvae, xs, ys, y_hat, pixels)
-        return total
+        pixels = hidden_pixels(xs)  # a setting hides the same pixels in every image
+        if family.cvae_share is None:
+            return (alpha * neg_elbo(cvae, xs, ys, y_hat, pixels)
+                    + (1 - alpha) * gsnn_loss(cvae, xs, ys, y_hat, pixels))
+        if family.recognition:
+            return neg_elbo(cvae, xs, ys, y_hat, pixels)
+        return gsnn_loss(cvae, xs, ys, y_hat, pixels)
 
     return loss
 
@@ -221,6 +225,8 @@ class FastSteps:
     ``autocast``: the dtype of mixed-precision matmuls (``None``: fp32); fp16 gets a gradient
     scaler so that small gradients survive.
     """
+
+    engine = "fast"  # what a training run records for the epochs these steps train
 
     def __init__(self, loss: Callable[..., torch.Tensor], params, lr: float,
                  autocast: torch.dtype | None = None) -> None:
@@ -262,7 +268,7 @@ def cvae_steps(cvae: CVAE, spec: RunSpec) -> FastSteps:
     """The CVAE family's steps: ``spec.family``'s loss over the networks it trains."""
     nets = [cvae.prior_net, cvae.recognition_net, cvae.generation_net]
     params = [p for net in nets if net is not None for p in net.parameters()]
-    return FastSteps(training_loss(cvae, spec.family.weight(spec.alpha)), params,
+    return FastSteps(training_loss(cvae, spec.family, spec.alpha), params,
                      spec.profile.learning_rate, autocast_dtype(spec.precision, spec.device))
 
 
@@ -282,6 +288,8 @@ def log_weights(cvae: CVAE, xs: torch.Tensor, ys: torch.Tensor, num_samples: int
     """:func:`cvae_helpers.evaluation.log_weights`, ``(num_samples, batch)``, from the same
     random draws, scored a few samples at a time: a chunk's logits (about 5,000 rows) stay in
     the CPU's cache, and its temporaries reuse memory."""
+    if proposal not in ("prior", "posterior"):
+        raise ValueError(f"proposal must be 'prior' or 'posterior', got {proposal!r}.")
     xs, ys = flatten(xs), flatten(ys)
     p = prior(cvae, xs)
     q = posterior(cvae, xs, ys) if proposal == "posterior" else p

@@ -148,7 +148,8 @@ def get_trained_models(spec: RunSpec, *, progress: bool = True,
 def metrics_record(models: TrainedModels) -> dict:
     """Evaluate on the test split and collect the numbers with the config that made them.
 
-    A GSNN has no recognition network, so its record has the baseline's NLL and MC only.
+    The estimates are named after the family (``cvae_nll_is``, ``gsnn_nll_mc``, ...); a GSNN
+    has no recognition network, so its record has the baseline's NLL and MC only.
     """
     spec, profile = models.spec, models.spec.profile
     started = time.perf_counter()
@@ -164,9 +165,11 @@ def metrics_record(models: TrainedModels) -> dict:
     }
     if spec.family.cvae_share is None:
         record["alpha"] = spec.alpha
+    keys = {name: spec.family.result_key(name) for name in spec.family.estimators}
     for name, estimate in estimates.items():
-        record[name] = estimate.mean
-        record[f"{name}_stderr"] = estimate.stderr
+        key = keys.get(name, name)  # "baseline_nll" keeps its name
+        record[key] = estimate.mean
+        record[f"{key}_stderr"] = estimate.stderr
     record.update({
         "num_samples": profile.num_samples,
         "num_test_images": len(models.splits.test),

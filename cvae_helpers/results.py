@@ -15,8 +15,8 @@ from pathlib import Path
 
 from . import pretrained
 from .config import default_checkpoint_dir, get_profile
-from .families import CVAE, FAMILIES, get_family
 from .data import quadrant_label
+from .families import CVAE, FAMILIES, get_family
 
 QUADRANT_SETTINGS = (1, 2, 3)
 # Where the committed reference run keeps each decoder's metrics and grids.
@@ -28,13 +28,8 @@ REFERENCE_MISSING = ("No reference results here: they come with a checkout of th
                      "(results/reference/) or, at the full budget, from its release, and neither "
                      "was available.")
 
-# The estimators of a metrics record, as table rows: (label, key).
-ESTIMATOR_ROWS = (
-    ("NN (baseline)", "baseline_nll"),
-    ("CVAE (MC)", "cvae_nll_mc"),
-    ("CVAE (IS)", "cvae_nll_is"),
-    ("CVAE (−ELBO)", "cvae_neg_elbo"),
-)
+# The estimators of a metrics record, as table rows name them after the family's label.
+ESTIMATOR_LABELS = {"mc": "MC", "is": "IS", "neg_elbo": "−ELBO"}
 
 # Published numbers the book compares against, with where they come from. Only numbers checked
 # against their source are listed: the paper's Table 1 (Sohn et al., 2015) is cited by reference.
@@ -85,18 +80,23 @@ def results_table(records: list[dict]) -> str:
     The rows name the records' family (CVAE, GSNN or hybrid); a GSNN has MC only.
     """
     by_q = by_quadrants(records)
-    name = get_family(record_key(records[0], "family")).label if records else "CVAE"
+    family = get_family(record_key(records[0], "family") if records else "cvae")
 
     def cells(fmt) -> list[str]:
         return [fmt(by_q[q]) if q in by_q else "–" for q in QUADRANT_SETTINGS]
 
-    rows = [[label, *cells(lambda r, k=key: (f"{r[k]:.2f} ± {r[k + '_stderr']:.2f}" if k in r
-                                             else "–"))]
-            for label, key in ((label.replace("CVAE", name), key) for label, key in ESTIMATOR_ROWS)
-            if any(key in r for r in records)]  # a GSNN has no IS or −ELBO
-    if all("cvae_nll_is" in r for r in records):
-        rows.append([f"gap: NN − {name} (IS)",
-                     *cells(lambda r: f"{r['baseline_nll'] - r['cvae_nll_is']:.2f}")])
+    def estimate(key: str):
+        return lambda r: f"{r[key]:.2f} ± {r[key + '_stderr']:.2f}" if key in r else "–"
+
+    rows = [["NN (baseline)", *cells(estimate("baseline_nll"))]]
+    for estimator, label in ESTIMATOR_LABELS.items():
+        key = family.result_key(estimator)
+        if any(key in r for r in records):  # a GSNN has no IS or −ELBO
+            rows.append([f"{family.label} ({label})", *cells(estimate(key))])
+    is_key = family.result_key("is")
+    if records and all(is_key in r for r in records):
+        rows.append([f"gap: NN − {family.label} (IS)",
+                     *cells(lambda r: f"{r['baseline_nll'] - r[is_key]:.2f}")])
     return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
 
 
@@ -218,15 +218,9 @@ def load_reference(root: str | Path | None = None) -> dict[bool, list[dict]]:
             if len(records) == len(QUADRANT_SETTINGS)}
 
 
-# The four-way table's rows, in the order of the paper's Table 1: (label, family, key).
-FAMILY_ROWS = (
-    ("NN (baseline)", "cvae", "baseline_nll"),
-    ("GSNN (MC)", "gsnn", "cvae_nll_mc"),
-    ("CVAE (MC)", "cvae", "cvae_nll_mc"),
-    ("CVAE (IS)", "cvae", "cvae_nll_is"),
-    ("hybrid (MC)", "hybrid", "cvae_nll_mc"),
-    ("hybrid (IS)", "hybrid", "cvae_nll_is"),
-)
+# The four-way table's rows after the baseline's, in the order of the paper's Table 1:
+# (family, estimator).
+FAMILY_ROWS = (("gsnn", "mc"), ("cvae", "mc"), ("cvae", "is"), ("hybrid", "mc"), ("hybrid", "is"))
 
 
 def load_family_reference(root: str | Path | None = None) -> dict[bool, dict[str, list[dict]]]:
@@ -266,8 +260,11 @@ def family_table(by_family: dict[str, list[dict]]) -> str:
             return "–"
         return f"{record[key]:.2f} ± {record[key + '_stderr']:.2f}"
 
-    rows = [[label, *(cell(family, key, q) for q in QUADRANT_SETTINGS)]
-            for label, family, key in FAMILY_ROWS]
+    rows = [["NN (baseline)", *(cell("cvae", "baseline_nll", q) for q in QUADRANT_SETTINGS)]]
+    for name, estimator in FAMILY_ROWS:
+        family = get_family(name)
+        rows.append([f"{family.label} ({ESTIMATOR_LABELS[estimator]})",
+                     *(cell(name, family.result_key(estimator), q) for q in QUADRANT_SETTINGS)])
     return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
 
 
@@ -352,24 +349,6 @@ def precision_table(comparison: dict) -> str:
                      f"{c['epochs_fp32']} / {c['epochs_bf16']}"])
     return markdown_table(["CVAE (IS), nats per image", "fp32", "bf16", "bf16 − fp32",
                            "within noise (< 2 s.e.)", "epochs (fp32 / bf16)"], rows)
-
-
-def speed_table(before: dict, after: dict, after_bf16: dict | None = None,
-                columns: Sequence[str] = ("before", "after, fp32", "after, bf16")) -> str:
-    """Seconds per 60k-image epoch before and after the speed work, fp32 (and bf16), from
-    ``bench`` results; ``columns`` names the three columns of numbers."""
-    header = ["seconds per 60k-image epoch", *columns[:2]]
-    if after_bf16 is not None:
-        header.append(columns[2])
-    rows = []
-    for label, key in (("baseline", "baseline_epoch_s"), ("CVAE", "cvae_epoch_s"),
-                       ("Pyro example's pipeline, baseline", "pyro_example_baseline_epoch_s"),
-                       ("Pyro example's pipeline, CVAE", "pyro_example_cvae_epoch_s")):
-        row = [label, f"{before[key]:.2f}", f"{after[key]:.2f}"]
-        if after_bf16 is not None:
-            row.append(f"{after_bf16[key]:.2f}" if key in after_bf16 else "–")
-        rows.append(row)
-    return markdown_table(header, rows)
 
 
 def levers_table(levers: dict) -> str:

@@ -175,6 +175,16 @@ def _step_part(op: str) -> str | None:
     return "other tensor ops"
 
 
+def _in_optimizer(event) -> bool:
+    """Whether a profiled op ran inside an optimizer's ``step`` (torch names that range
+    ``Optimizer.step#Adam.step``)."""
+    while event is not None:
+        if event.name.startswith("Optimizer.step"):
+            return True
+        event = event.cpu_parent
+    return False
+
+
 def profile_cvae_step(num_steps: int = 30, warmup: int = 5, batch_size: int = 128,
                       num_quadrant_inputs: int = 1, data_dir=None, seed: int = 0,
                       ) -> dict[str, dict[str, float]]:
@@ -210,8 +220,10 @@ def profile_cvae_step(num_steps: int = 30, warmup: int = 5, batch_size: int = 12
                 cvae_step(*next(batches))
             wall_ms = (time.perf_counter() - started) * 1e3 / num_steps
         parts = dict.fromkeys(STEP_PARTS, 0.0)
-        for event in profiler.key_averages():
-            part = _step_part(event.key)
+        for event in profiler.events():
+            part = _step_part(event.name)
+            if part is not None and _in_optimizer(event):
+                part = "optimizer"  # pyro.optim's Adam runs plain tensor ops, one per parameter
             if part is not None:
                 parts[part] += event.self_cpu_time_total / 1e3 / num_steps
         parts["Python and framework"] = wall_ms - sum(parts.values())
@@ -249,3 +261,17 @@ def bench_table(bench: dict) -> str:
     if "pyro_example" in bench["paths"]:
         header.append("CVAE: Pyro example ÷ this")
     return markdown_table(header, rows)
+
+
+def speed_table(columns: dict[str, dict], path: str = "fast") -> str:
+    """Markdown: seconds per 60k-image epoch of ``path`` and, where it was measured, of the
+    Pyro example's pipeline, one column per ``bench`` result (``{column name: result}``)."""
+    rows = []
+    for source in (path, "pyro_example"):
+        for model, label in (("baseline", "baseline"), ("cvae", "CVAE")):
+            key = f"{source}_{model}_epoch_s"
+            if any(key in bench for bench in columns.values()):
+                cells = [f"{bench[key]:.2f}" if key in bench else "–"
+                         for bench in columns.values()]
+                rows.append([f"{label}: {PATH_LABELS[source]}", *cells])
+    return markdown_table(["seconds per 60k-image epoch", *columns], rows)

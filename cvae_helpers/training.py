@@ -22,7 +22,7 @@ from pyro.infer import SVI
 from pyro.optim import Adam
 from tqdm.auto import tqdm
 
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .config import Profile, RunSpec, set_seed
 from .data import EVAL_BATCH_SIZE, QuadrantSplits, TensorBatches, batched, quadrant_label
 from .models import CVAE, BaselineNet, masked_bce
@@ -33,6 +33,9 @@ def make_svi(cvae: CVAE, spec: RunSpec) -> SVI:
 
     For the CVAE this is ``SVI(cvae.model, cvae.guide, Adam(...), loss=Trace_ELBO())``.
     """
+    if spec.precision != "fp32":
+        raise ValueError("Pyro's SVI trains in fp32; bf16 is a lever of the fast engine "
+                         "(--engine fast).")
     family = spec.family
     return SVI(cvae.model, family.guide(cvae), Adam({"lr": spec.profile.learning_rate}),
                loss=family.svi_loss(cvae, spec.alpha))
@@ -41,14 +44,14 @@ def make_svi(cvae: CVAE, spec: RunSpec) -> SVI:
 def fit(svi, train: TensorBatches, val: TensorBatches, run: TrainingRun) -> dict:
     """The training loop: an SVI step per batch, the validation loss, early stopping.
 
-    ``svi`` is Pyro's ``SVI`` (or anything with its ``step`` and ``evaluate_loss``);
-    ``run`` resumes, keeps the best weights and checkpoints (:class:`TrainingRun`).
+    ``svi`` is Pyro's ``SVI`` (or anything with its ``step``, ``evaluate_loss`` and
+    ``optim``); ``run`` resumes, keeps the best weights and checkpoints (:class:`TrainingRun`).
     Returns the history: losses per epoch in nats per image.
     """
-    for epoch in run.epochs(svi.optim):
+    for epoch in run.epochs(svi):
         train_losses = [svi.step(*batch) for batch in train]
         val_losses = [svi.evaluate_loss(*batch) for batch in val]
-        if run.end_epoch(train_losses, val_losses):  # patience used up
+        if run.end_epoch(epoch, train_losses, val_losses):  # patience used up
             break
     return run.finish()
 
@@ -57,24 +60,26 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-class BaselineSteps:
-    """The baseline's training step in plain PyTorch, shaped like Pyro's ``SVI``."""
+class TorchSteps:
+    """A plain PyTorch training step, shaped like Pyro's ``SVI``: ``step(*batch)`` computes
+    ``loss(*batch)`` (summed over the batch), its gradient and one Adam update;
+    ``evaluate_loss(*batch)`` scores a batch without a gradient. Both return a number."""
 
-    def __init__(self, net: BaselineNet, lr: float) -> None:
-        self.net = net
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-        self.optim = self  # checkpoints read the optimizer's state through get_state
+    def __init__(self, loss: Callable[..., torch.Tensor], params, lr: float) -> None:
+        self.loss = loss
+        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.optim = self  # checkpoints read the optimizer's state as SVI's: get_state
 
-    def step(self, xs: torch.Tensor, ys: torch.Tensor) -> float:
-        loss = masked_bce(self.net.logits(xs), ys).sum()
+    def step(self, *batch: torch.Tensor) -> float:
+        loss = self.loss(*batch)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         return loss.item()
 
     @torch.no_grad()
-    def evaluate_loss(self, xs: torch.Tensor, ys: torch.Tensor) -> float:
-        return masked_bce(self.net.logits(xs), ys).sum().item()
+    def evaluate_loss(self, *batch: torch.Tensor) -> float:
+        return self.loss(*batch).item()
 
     def get_state(self) -> dict:
         return self.optimizer.state_dict()
@@ -83,9 +88,13 @@ class BaselineSteps:
         self.optimizer.load_state_dict(state)
 
 
-def baseline_steps(net: BaselineNet, spec: RunSpec) -> BaselineSteps:
-    """The baseline's steps at ``spec``'s learning rate."""
-    return BaselineSteps(net, spec.profile.learning_rate)
+def baseline_steps(net: BaselineNet, spec: RunSpec) -> TorchSteps:
+    """The baseline's steps: the masked cross-entropy of the hidden pixels, and Adam."""
+
+    def loss(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return masked_bce(net.logits(xs), ys).sum()
+
+    return TorchSteps(loss, net.parameters(), spec.profile.learning_rate)
 
 
 def _rng_state(loader: TensorBatches) -> dict:
@@ -124,8 +133,9 @@ class TrainingRun:
     ``module``: what the checkpoint stores; ``config``: its cache key (a checkpoint made by
     another configuration is refused); ``train`` and ``val``: the loop's batches;
     ``checkpoint_path``: where to resume from and save to (``None`` keeps nothing);
-    ``engine``: recorded per epoch; ``on_epoch_end(epoch, history)`` and ``after_save(epoch)``
-    are called after each epoch and after each checkpoint.
+    ``on_epoch_end(epoch, history)`` and ``after_save(epoch)`` are called after each epoch and
+    after each checkpoint. The engine that trains each epoch is recorded in the history: the
+    steps' ``engine`` attribute, ``"pyro"`` for Pyro's ``SVI`` and plain PyTorch steps.
     """
 
     module: torch.nn.Module
@@ -134,7 +144,6 @@ class TrainingRun:
     label: str
     train: TensorBatches
     val: TensorBatches
-    engine: str = "pyro"
     checkpoint_path: str | Path | None = None
     progress: bool = True
     on_epoch_end: Callable[[int, dict], None] | None = None
@@ -146,10 +155,10 @@ class TrainingRun:
     resumed_from: int = 0
     reused: bool = False
 
-    def epochs(self, optim) -> Iterator[int]:
+    def epochs(self, steps) -> Iterator[int]:
         """The epochs left to train: none for a finished checkpoint, else from the last one
-        finished; ``optim`` (with ``get_state``/``set_state``) is checkpointed with the run."""
-        self.optim = optim
+        finished. ``steps.optim`` (``get_state``/``set_state``) is checkpointed with the run."""
+        self.optim, self.engine = steps.optim, getattr(steps, "engine", "pyro")
         self.best_state = copy.deepcopy(self.module.state_dict())
         if self.checkpoint_path is not None and Path(self.checkpoint_path).is_file():
             self._restore(load_checkpoint(self.checkpoint_path, self.config))
@@ -169,8 +178,14 @@ class TrainingRun:
         where = _shown(self.checkpoint_path)
         if stored["status"] == "finished":
             self.reused = True
-            print(f"reusing {self.label}: finished after {self.epoch} epochs ({where})")
+            if self.progress:  # a quiet run (a chapter's) reuses without a word
+                print(f"reusing {self.label}: finished after {self.epoch} epochs ({where})")
             return
+        if stored["history"]["engines"][-1:] not in ([], [self.engine]):
+            raise CheckpointMismatchError(
+                f"{where} was being trained by the {stored['history']['engines'][-1]} engine and "
+                f"its optimizer state is that engine's: resume it with --engine "
+                f"{stored['history']['engines'][-1]} (CVAE_ENGINE), or delete it to start over.")
         self.optim.set_state(stored["optimizer_state"])
         _set_rng_state(self.train, stored["rng"])
         self.best_state, self.bad_epochs = stored["best_state"], stored["bad_epochs"]
@@ -179,16 +194,17 @@ class TrainingRun:
 
     def _per_item(self, losses: Sequence, loader: TensorBatches, what: str) -> float:
         """The mean loss per item of one pass; a non-finite batch is an error that says so."""
-        values = torch.stack([torch.as_tensor(loss) for loss in losses]).double().cpu()
+        values = torch.tensor([float(loss) for loss in losses], dtype=torch.float64)
         bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
         if bad:
             raise NonFiniteLossError(self._nan_message(
-                f"the {what} loss is {values[bad[0]].item()}", bad[0] + 1, len(loader)))
+                f"the {what} loss is {values[bad[0]].item()}", what, bad[0] + 1, len(loader)))
         return values.sum().item() / loader.num_items
 
-    def _nan_message(self, what: str, batch: int, batches: int) -> str:
+    def _nan_message(self, what: str, which: str, batch: int, batches: int) -> str:
         where = _shown(self.checkpoint_path) if self.checkpoint_path else "not kept"
-        return (f"{self.label}: {what} at epoch {self.epoch + 1}, batch {batch} of {batches}. "
+        return (f"{self.label}: {what} at epoch {self.epoch + 1}, {which} batch {batch} of "
+                f"{batches}. "
                 f"Lower the learning rate (now {self.profile.learning_rate}) or check the "
                 f"inputs of this batch; the last good checkpoint is {where}.")
 
@@ -200,17 +216,20 @@ class TrainingRun:
         except ValueError as error:
             if "invalid values" not in str(error):
                 raise
+            # a pass that ran to its end has position 0 again: the other loader was running
+            loader, which = ((self.train, "training") if self.train.position
+                             else (self.val, "validation"))
             what = "a distribution's parameters are NaN or infinite"
-            raise NonFiniteLossError(self._nan_message(what, self.train.position,
-                                                       len(self.train))) from error
+            raise NonFiniteLossError(self._nan_message(what, which, loader.position,
+                                                       len(loader))) from error
 
-    def end_epoch(self, train_losses: Sequence, val_losses: Sequence) -> bool:
-        """Record one epoch (losses per batch), keep the best weights, checkpoint; ``True``
+    def end_epoch(self, epoch: int, train_losses: Sequence, val_losses: Sequence) -> bool:
+        """Record ``epoch`` (its losses per batch), keep the best weights, checkpoint; ``True``
         once validation has not improved for ``profile.patience`` epochs."""
         train_loss = self._per_item(train_losses, self.train, "training")
         self.module.eval()
         val_loss = self._per_item(val_losses, self.val, "validation")
-        self.epoch += 1
+        self.epoch = epoch
         for key, value in (("train_loss", train_loss), ("val_loss", val_loss),
                            ("epoch_seconds", time.perf_counter() - self.started),
                            ("engines", self.engine)):
@@ -273,9 +292,9 @@ def cvae_config(spec: RunSpec, model: CVAE, baseline_cfg: dict) -> dict:
     return config
 
 
-def _batches(spec: RunSpec, train: tuple[torch.Tensor, ...],
-             val: tuple[torch.Tensor, ...]) -> tuple[TensorBatches, TensorBatches]:
-    """Shuffled training batches (seeded) and the validation split in order."""
+def make_batches(spec: RunSpec, train: tuple[torch.Tensor, ...],
+                 val: tuple[torch.Tensor, ...]) -> tuple[TensorBatches, TensorBatches]:
+    """Shuffled training batches (seeded by ``spec``) and the validation split in order."""
     return (TensorBatches(*train, batch_size=spec.profile.batch_size, seed=spec.seed),
             TensorBatches(*val, batch_size=EVAL_BATCH_SIZE, shuffle=False))
 
@@ -294,11 +313,11 @@ def train_baseline(splits: QuadrantSplits, spec: RunSpec, *,
     splits = splits.to(spec.device)
     set_seed(spec.seed)  # the initial weights depend on the seed only
     net = BaselineNet().to(spec.device)
-    train, val = _batches(spec, (splits.train.inputs, splits.train.targets),
+    train, val = make_batches(spec, (splits.train.inputs, splits.train.targets),
                           (splits.val.inputs, splits.val.targets))
     run = TrainingRun(net, baseline_config(spec), spec.profile,
                       f"baseline, {quadrant_label(spec.num_quadrant_inputs)}", train, val,
-                      spec.engine, checkpoint_path, progress, after_save=after_save)
+                      checkpoint_path, progress, after_save=after_save)
     with run.explaining_nan():
         history = fit(make_steps(net, spec), train, val, run)
     return net, history
@@ -336,7 +355,7 @@ def train_cvae(splits: QuadrantSplits, baseline: BaselineNet, spec: RunSpec, *,
                 recognition=spec.family.recognition).to(spec.device)
     cvae.baseline.eval()
     train, val = (splits.train, splits.val)
-    train, val = _batches(
+    train, val = make_batches(
         spec, (train.inputs, train.targets, batched(cvae.baseline_guess, train.inputs)),
         (val.inputs, val.targets, batched(cvae.baseline_guess, val.inputs)))
     hook = None
@@ -344,8 +363,7 @@ def train_cvae(splits: QuadrantSplits, baseline: BaselineNet, spec: RunSpec, *,
         hook = snapshot_hook(cvae, snapshot_inputs.to(spec.device), 3, spec.seed)
     label = f"{spec.family.label}, {quadrant_label(spec.num_quadrant_inputs)}"
     run = TrainingRun(cvae, cvae_config(spec, cvae, baseline_config(spec)), spec.profile,
-                      label, train, val, spec.engine, checkpoint_path, progress, hook,
-                      after_save)
+                      label, train, val, checkpoint_path, progress, hook, after_save)
     pyro.clear_param_store()  # Pyro's parameters are this model's alone
     with run.explaining_nan():
         history = fit(make_steps(cvae, spec), train, val, run)

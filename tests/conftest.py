@@ -15,6 +15,14 @@ def _cpu_only(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _default_engine_and_precision(monkeypatch):
+    """The tests choose the engine and precision themselves: a developer's CVAE_ENGINE=fast or
+    CVAE_PRECISION=bf16 would otherwise change what tiny_spec trains with."""
+    monkeypatch.delenv("CVAE_ENGINE", raising=False)
+    monkeypatch.delenv("CVAE_PRECISION", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _no_internet(monkeypatch):
     """Pretrained weights come from 127.0.0.1 only: a test that wants them serves them itself
     (tests/test_pretrained.py); elsewhere a download fails at once and training goes ahead."""

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
 from urllib.error import URLError
@@ -23,7 +25,9 @@ def test_help(args, capsys):
     ["train", "--quadrants", "1"],  # no --output
     ["train", "--output", "x", "--profile", "huge"],
     ["bench", "--batches", "0"],
-    ["bench", "--pipeline", "seed"],  # the Pyro example's pipeline is called pyro_example
+    ["bench", "--paths", "seed"],  # the Pyro example's pipeline is called pyro_example
+    ["bench", "--paths"],  # at least one
+    ["train", "--output", "x", "--engine", "jax"],
     ["fly"],
 ])
 def test_bad_arguments_exit_non_zero(args, capsys):
@@ -48,25 +52,37 @@ def test_quick_train_writes_metrics_and_table_and_reuses_checkpoints(tmp_path):
     command = [sys.executable, "-m", "cvae_helpers", "train", "--profile", "quick", "--quadrants",
                "2", "--output", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt"),
                "--no-progress"]
-    first = subprocess.run(command, capture_output=True, text=True, check=True)
+    environment = {**os.environ, "CVAE_ENGINE": "pyro"}
+    first = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
     record = json.loads((tmp_path / "out" / "metrics_q2.json").read_text())
-    keys = {"num_quadrant_inputs", "profile", "seed", "decoder_sees_input", "baseline_nll",
+    keys = {"num_quadrant_inputs", "profile", "seed", "decoder_sees_input", "family", "baseline_nll",
             "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo", "baseline_nll_stderr",
             "cvae_nll_mc_stderr", "cvae_nll_is_stderr", "cvae_neg_elbo_stderr", "num_samples",
             "epochs_baseline", "epochs_cvae", "train_seconds", "epoch_seconds_baseline",
-            "epoch_seconds_cvae", "versions"}
-    assert keys <= set(record)
+            "epoch_seconds_cvae", "versions", "engine", "trained_by"}
+    assert keys <= set(record) and "alpha" not in record
     assert record["profile"] == "quick" and record["num_quadrant_inputs"] == 2
+    assert record["family"] == "cvae" and record["engine"] == "pyro"
+    assert record["trained_by"] == {"baseline": "pyro", "cvae": "pyro"}
     assert record["cvae_nll_is"] <= record["cvae_neg_elbo"]
     table = (tmp_path / "out" / "results.md").read_text()
     for row in ("NN (baseline)", "CVAE (MC)", "CVAE (IS)", "CVAE (−ELBO)", "gap"):
         assert row in table
     assert f"{record['cvae_nll_is']:.2f}" in table and "NN (baseline)" in first.stdout
     # a second run reuses the checkpoints and, seeded, reproduces every number
-    subprocess.run(command, capture_output=True, text=True, check=True)
+    subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
     again = json.loads((tmp_path / "out" / "metrics_q2.json").read_text())
     for key in ("baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo", "epochs_cvae"):
         assert again[key] == record[key]
+    # the fast engine reuses them too (the engine is not part of the cache key), says which
+    # engine trained them, and evaluates them to the same numbers up to float rounding
+    subprocess.run([*command, "--engine", "fast"], capture_output=True, text=True, check=True,
+                   env=environment)
+    quick = json.loads((tmp_path / "out" / "metrics_q2.json").read_text())
+    assert quick["engine"] == "fast" and quick["trained_by"] == record["trained_by"]
+    assert quick["epochs_cvae"] == record["epochs_cvae"]
+    for key in ("baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo"):
+        assert quick[key] == pytest.approx(record[key], rel=1e-6, abs=1e-4), key
     # the figures command finds the same cached models and writes the sample grid
     figures = subprocess.run(
         [sys.executable, "-m", "cvae_helpers", "figures", "--profile", "quick", "--quadrants", "2",
@@ -76,27 +92,46 @@ def test_quick_train_writes_metrics_and_table_and_reuses_checkpoints(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "grid_q2.png" in figures.stdout
 
 
-def test_bench_prints_one_json_line():
+def _bench(*paths: str) -> dict:
+    """``bench`` for ``paths`` as the command line runs it: its one line of JSON."""
     result = subprocess.run([sys.executable, "-m", "cvae_helpers", "bench", "--batches", "2",
-                             "--batch-size", "64"], capture_output=True, text=True, check=True)
+                             "--batch-size", "32", "--paths", *paths],
+                            capture_output=True, text=True, check=True)
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
-    figures = json.loads(lines[0])
-    assert figures["baseline_epoch_s"] > 0 and figures["cvae_epoch_s"] > 0
-    assert figures["load_and_mask_s"] > 0 and "pyro_example_cvae_epoch_s" not in figures
+    return json.loads(lines[0])
 
 
-def test_bench_times_both_pipelines_side_by_side():
-    result = subprocess.run([sys.executable, "-m", "cvae_helpers", "bench", "--batches", "2",
-                             "--batch-size", "32", "--pipeline", "both"],
-                            capture_output=True, text=True, check=True)
-    figures = json.loads(result.stdout)
-    for key in ("baseline_epoch_s", "cvae_epoch_s", "pyro_example_baseline_epoch_s",
-                "pyro_example_cvae_epoch_s"):
-        assert figures[key] > 0
-    for model in ("baseline", "cvae"):
-        ratio = figures[f"pyro_example_{model}_epoch_s"] / figures[f"{model}_epoch_s"]
-        assert figures[f"{model}_speedup"] == round(ratio, 2)
+def _positive_seconds(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_bench_times_each_path_asked_for_side_by_side():
+    from cvae_helpers.speed import bench_table
+
+    figures = _bench("pyro", "fast", "pyro_example")
+    assert figures["paths"] == ["pyro", "fast", "pyro_example"]
+    assert (figures["batch_size"], figures["num_batches"], figures["num_quadrant_inputs"]) == (32, 2, 1)
+    for path in ("pyro", "fast", "pyro_example"):
+        for model in ("baseline", "cvae"):
+            assert _positive_seconds(figures[f"{path}_{model}_epoch_s"]), (path, model, figures)
+    assert _positive_seconds(figures["load_and_mask_s"]) and _positive_seconds(figures["y_hat_precompute_s"])
+    # the table's last column: the Pyro example's CVAE epoch divided by each row's, from the JSON
+    rows = bench_table(figures).splitlines()[2:]
+    assert len(rows) == 3
+    for row, path in zip(rows, ("pyro", "fast", "pyro_example"), strict=True):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[2] == f"{figures[f'{path}_cvae_epoch_s']:.1f}"
+        ratio = figures["pyro_example_cvae_epoch_s"] / figures[f"{path}_cvae_epoch_s"]
+        assert cells[3] == f"{ratio:.1f}×"
+    assert rows[2].endswith("| 1.0× |")  # the Pyro example against itself
+
+
+def test_bench_times_only_the_paths_asked_for():
+    figures = _bench("fast")
+    assert figures["paths"] == ["fast"]
+    assert _positive_seconds(figures["fast_baseline_epoch_s"]) and _positive_seconds(figures["fast_cvae_epoch_s"])
+    assert not any(key.startswith(("pyro_", "pyro_example_")) for key in figures), figures
 
 
 def test_force_training_switch_is_off_unless_given():

@@ -89,3 +89,70 @@ def test_precision_switch_and_its_fallback(monkeypatch):
     assert spec.precision == "fp32"
     with pytest.raises(ValueError, match="Unknown precision"):
         RunSpec(1, PROFILES["quick"], precision="fp8")
+
+
+def test_profile_fields_and_the_training_part_of_the_cache_key():
+    full, quick = PROFILES["full"], PROFILES["quick"]
+    assert (full.reference, full.fetch_pretrained) == (True, True)
+    assert (quick.reference, quick.fetch_pretrained) == (False, False)  # the quick budget never downloads
+    assert full.description == "the real experiment" and "not meaningful" in quick.description
+    assert (full.diversity_images, quick.diversity_images) == (1000, 50)
+    assert full.curve_sample_sizes[-1] == 5000 and quick.curve_sample_sizes[-1] == 300
+    assert (full.curve_images, quick.curve_images) == (500, 100)
+    assert full.bench_batches > quick.bench_batches > 0
+    assert list(full.curve_sample_sizes) == sorted(full.curve_sample_sizes)
+    # only what changes a trained model is in its cache key
+    assert quick.training_dict() == {
+        "name": "quick", "train_size": 3000, "val_size": 1000, "max_epochs": 2, "patience": 3,
+        "batch_size": 128, "learning_rate": 1e-3}  # fmt: skip
+    assert get_profile("quick", num_samples=99, curve_images=7).training_dict() == quick.training_dict()
+    assert get_profile("quick", batch_size=64).training_dict()["batch_size"] == 64
+    assert set(full.as_dict()) > set(full.training_dict())
+
+
+def test_engine_choice_and_its_errors(monkeypatch):
+    from cvae_helpers.config import ENGINES, resolve_engine
+
+    assert ENGINES == ("pyro", "fast")
+    monkeypatch.delenv("CVAE_ENGINE", raising=False)
+    assert resolve_engine(None) == "pyro"  # the default: what the chapters show
+    assert RunSpec.create(1, "quick").engine == "pyro"
+    monkeypatch.setenv("CVAE_ENGINE", "fast")
+    assert resolve_engine(None) == "fast" and RunSpec.create(1, "quick").engine == "fast"
+    assert resolve_engine("pyro") == "pyro" and RunSpec.create(1, "quick", engine="pyro").engine == "pyro"
+    with pytest.raises(ValueError, match=r"Unknown engine 'jax'; choose one of \('pyro', 'fast'\).*CVAE_ENGINE"):
+        resolve_engine("jax")
+    monkeypatch.setenv("CVAE_ENGINE", "numba")
+    with pytest.raises(ValueError, match="Unknown engine 'numba'"):
+        RunSpec.create(1, "quick")
+    with pytest.raises(ValueError, match="Unknown engine 'jax'"):
+        RunSpec(1, PROFILES["quick"], engine="jax")
+
+
+def test_bf16_needs_the_fast_engine(monkeypatch):
+    from cvae_helpers import config
+
+    monkeypatch.delenv("CVAE_ENGINE", raising=False)
+    monkeypatch.setattr(config, "bf16_supported", lambda device: True)
+    with pytest.raises(ValueError, match=r"speed lever of the fast engine: add --engine fast"):
+        RunSpec.create(1, "quick", device="cpu", precision="bf16")
+    with pytest.raises(ValueError, match="fast engine"):
+        RunSpec(1, PROFILES["quick"], precision="bf16")
+    spec = RunSpec.create(1, "quick", device="cpu", precision="bf16", engine="fast")
+    assert (spec.precision, spec.engine) == ("bf16", "fast")
+    assert RunSpec(1, PROFILES["quick"], precision="bf16", engine="fast").precision == "bf16"
+
+
+def test_run_spec_family_is_an_object_made_from_its_name():
+    from cvae_helpers.families import GSNN, HYBRID
+
+    spec = RunSpec.create(1, "quick", device="cpu")
+    assert spec.family.name == "cvae" and spec.alpha == 0.5
+    gsnn = RunSpec(1, PROFILES["quick"], family="gsnn")
+    assert gsnn.family is GSNN and spec.with_family("gsnn").family is GSNN
+    hybrid = spec.with_family(HYBRID, alpha=0.2)
+    assert hybrid.family is HYBRID and hybrid.alpha == 0.2 and hybrid.with_family("cvae").alpha == 0.2
+    with pytest.raises(ValueError, match="Unknown model family 'vae'"):
+        RunSpec.create(1, "quick", device="cpu", family="vae")
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\], got -0.1"):
+        RunSpec(1, PROFILES["quick"], family="hybrid", alpha=-0.1)

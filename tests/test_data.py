@@ -120,6 +120,20 @@ def test_batches_shapes_dtypes_and_coverage():
     assert torch.equal(ordered, labels)
 
 
+def test_batches_count_items_and_say_which_batch_is_out():
+    """``num_items`` divides an epoch's summed loss; ``position`` (1-based) names the batch an
+    error happened in, in either order."""
+    labels = torch.arange(70)
+    for shuffle in (True, False):
+        loader = TensorBatches(labels, batch_size=32, shuffle=shuffle)
+        assert loader.num_items == 70 and loader.position == 0
+        positions = [loader.position for _ in loader]
+        assert positions == [1, 2, 3] and loader.position == 0  # 0 again once a pass ends
+        batches = iter(loader)
+        next(batches)
+        assert loader.position == 1  # a new pass counts from the start
+
+
 def test_batches_reject_misaligned_tensors():
     with pytest.raises(ValueError):
         TensorBatches(torch.zeros(3), torch.zeros(4))

@@ -1,17 +1,24 @@
-"""GSNN and hybrid losses: Pyro's Trace_ELBO, the hand-written training losses and a hand
-computation with fixed noise all give the same number (and the first two the same gradients)."""
+"""The three families: their objects, and the GSNN's and hybrid's losses, where Pyro's losses
+(Trace_ELBO with the GSNN guide, HybridELBO), the fast engine's and a hand computation with
+fixed noise all give the same number (the gradients: tests/test_fast.py)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from pyro.infer import Trace_ELBO
 
+from cvae_helpers import fast
 from cvae_helpers.config import set_seed
-from cvae_helpers.data import hidden_pixels, mask_quadrants
-from cvae_helpers.models import CVAE, pyro_loss
+from cvae_helpers.data import mask_quadrants
+from cvae_helpers.families import CVAE as CVAE_FAMILY
+from cvae_helpers.families import DEFAULT_ALPHA, FAMILIES, GSNN, HYBRID, Family, HybridELBO, get_family
+from cvae_helpers.models import CVAE
 
 
 def _batch(q=2, n=5, seed=0):
@@ -34,21 +41,55 @@ def _normal_log_density(z, loc, scale):
     return (-0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def _seeded(seed, compute):
+    pyro.clear_param_store()
+    set_seed(seed)
+    with torch.no_grad():
+        return compute()
+
+
+def test_the_family_objects():
+    assert FAMILIES == {"cvae": CVAE_FAMILY, "gsnn": GSNN, "hybrid": HYBRID} and DEFAULT_ALPHA == 0.5
+    assert [(f.name, f.label, f.article) for f in FAMILIES.values()] == [
+        ("cvae", "CVAE", "a CVAE"),
+        ("gsnn", "GSNN", "a GSNN"),
+        ("hybrid", "hybrid", "the hybrid"),
+    ]
+    assert get_family("gsnn") is GSNN and get_family(HYBRID) is HYBRID
+    unknown = r"Unknown model family 'vae'; choose one of \('cvae', 'gsnn', 'hybrid'\)"
+    with pytest.raises(ValueError, match=unknown):
+        get_family("vae")
+    assert (CVAE_FAMILY.recognition, GSNN.recognition, HYBRID.recognition) == (True, False, True)
+    assert CVAE_FAMILY.estimators == HYBRID.estimators == ("mc", "is", "neg_elbo") and GSNN.estimators == ("mc",)
+    # the guide SVI pairs with the model, and the loss it minimises
+    cvae = CVAE(z_dim=4, hidden_1=8, hidden_2=8)
+    assert CVAE_FAMILY.guide(cvae) == cvae.guide and HYBRID.guide(cvae) == cvae.guide
+    assert GSNN.guide(cvae) == cvae.gsnn_guide
+    assert isinstance(CVAE_FAMILY.svi_loss(cvae, 0.3), Trace_ELBO)
+    assert isinstance(GSNN.svi_loss(cvae, 0.3), Trace_ELBO)
+    hybrid = HYBRID.svi_loss(cvae, 0.3)
+    assert isinstance(hybrid, HybridELBO) and hybrid.alpha == 0.3 and hybrid.gsnn_guide == cvae.gsnn_guide
+    assert isinstance(CVAE_FAMILY, Family)
+
+
 @pytest.mark.parametrize("sees_input", [False, True])
 def test_gsnn_loss_equals_a_hand_computation_with_fixed_noise(sees_input):
     set_seed(0)
     gsnn = CVAE(z_dim=6, hidden_1=16, hidden_2=12, decoder_sees_input=sees_input, recognition=False)
     xs, ys = _batch()
     y_hat = torch.rand(5, 784)
-    set_seed(3)
-    loss = gsnn.gsnn_loss(xs, ys, y_hat)
+    quick = _seeded(3, lambda: fast.gsnn_loss(gsnn, xs, ys, y_hat))
+    quick_training = _seeded(3, lambda: fast.training_loss(gsnn, GSNN, DEFAULT_ALPHA)(xs, ys, y_hat))
+    elbo = GSNN.svi_loss(gsnn, DEFAULT_ALPHA)
+    pyros = _seeded(3, lambda: elbo.differentiable_loss(gsnn.model, GSNN.guide(gsnn), xs, ys, y_hat))
     set_seed(3)
     noise = torch.randn(5, 6)
     with torch.no_grad():
         loc, scale = gsnn.prior(xs, y_hat)
         z = loc + scale * noise  # the reparameterised draw from p(z|x)
         expected = _bernoulli_nll(gsnn.generation_net(z, xs), xs, ys).sum()
-    assert torch.allclose(loss.double(), expected, rtol=1e-5)
+    for loss in (quick, quick_training, pyros):
+        assert torch.allclose(loss.double(), expected, rtol=1e-5), (loss, expected)
     assert gsnn.recognition_net is None
 
 
@@ -58,8 +99,8 @@ def test_hybrid_loss_equals_a_hand_computation_with_fixed_noise(alpha):
     model = CVAE(z_dim=6, hidden_1=16, hidden_2=12, decoder_sees_input=True)
     xs, ys = _batch(q=1)
     y_hat = torch.rand(5, 784)
-    set_seed(4)
-    loss = model.hybrid_loss(xs, ys, y_hat, alpha=alpha)
+    quick = _seeded(4, lambda: fast.training_loss(model, HYBRID, alpha)(xs, ys, y_hat))
+    pyros = _seeded(4, lambda: HybridELBO(model.gsnn_guide, alpha)(model.model, model.guide, xs, ys, y_hat))
     set_seed(4)
     noise_q, noise_p = torch.randn(5, 6), torch.randn(5, 6)  # q's draw first, then p's
     with torch.no_grad():
@@ -74,43 +115,14 @@ def test_hybrid_loss_equals_a_hand_computation_with_fixed_noise(alpha):
         z_p = prior_loc + prior_scale * noise_p
         gsnn_term = _bernoulli_nll(model.generation_net(z_p, xs), xs, ys).sum()
     expected = alpha * cvae_term + (1 - alpha) * gsnn_term
-    assert torch.allclose(loss.double(), expected, rtol=1e-5)
+    for loss in (quick, pyros):
+        assert torch.allclose(loss.double(), expected, rtol=1e-5), (loss, expected)
     # and the weighting matters: the two terms differ
     assert not torch.allclose(cvae_term, gsnn_term)
-
-
-@pytest.mark.parametrize("family", ["gsnn", "hybrid"])
-@pytest.mark.parametrize("sees_input", [False, True])
-def test_training_loss_equals_pyro_loss_and_gradients(family, sees_input):
-    """The hand-written losses skip Pyro's tracing; for the same random state they draw the same
-    z and give the loss and gradients of Trace_ELBO with the GSNN guide (or the weighted sum)."""
-    set_seed(0)
-    model = CVAE(z_dim=6, hidden_1=16, hidden_2=12, decoder_sees_input=sees_input, recognition=family != "gsnn")
-    xs, ys = _batch(q=3)
-    y_hat = torch.rand(5, 784)
-    pixels = hidden_pixels(xs)
-
-    def loss_and_grads(loss_fn):
-        model.zero_grad()
-        set_seed(7)
-        loss = loss_fn()
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        return loss.detach(), grads
-
-    pyro_value, pyro_grads = loss_and_grads(lambda: pyro_loss(model, family, xs, ys, y_hat, alpha=0.3))
-    for use_pixels in (None, pixels):
-        ours = model.training_loss(family, alpha=0.3)
-        value, grads = loss_and_grads(lambda p=use_pixels, f=ours: f(xs, ys, y_hat, p))
-        assert torch.allclose(value, pyro_value, rtol=1e-5), (value, pyro_value)
-        assert grads.keys() == pyro_grads.keys()
-        for name, grad in grads.items():
-            assert torch.allclose(grad, pyro_grads[name], rtol=1e-4, atol=1e-5), name
-    trained = {name.split(".")[0] for name in pyro_grads}
-    if family == "gsnn":  # no recognition network, and nothing reaches the frozen baseline
-        assert trained == {"prior_net", "generation_net"}
-    else:
-        assert trained == {"prior_net", "recognition_net", "generation_net"}
+    # the CVAE's own loss is the first term, with the same first draw
+    cvae_only = _seeded(4, lambda: Trace_ELBO().differentiable_loss(model.model, model.guide, xs, ys, y_hat))
+    assert torch.allclose(cvae_only.double(), cvae_term, rtol=1e-5)
+    assert torch.allclose(_seeded(4, lambda: fast.neg_elbo(model, xs, ys, y_hat)).double(), cvae_term, rtol=1e-5)
 
 
 def test_gsnn_guide_samples_from_the_prior_network():
@@ -130,13 +142,13 @@ def test_a_gsnn_has_no_posterior_to_ask_for():
     xs, ys = _batch()
     with pytest.raises(ValueError, match="no recognition network"):
         gsnn.posterior(xs, ys)
-    with pytest.raises(ValueError, match="Unknown model family"):
-        gsnn.training_loss("vae")
+    with pytest.raises(ValueError, match="no recognition network"):
+        fast.neg_elbo(gsnn, xs, ys)
 
 
-def test_the_cvae_cache_key_is_unchanged_and_the_families_have_their_own(tiny_spec):
-    """Checkpoints of CVAEs trained before the families existed stay valid: the CVAE's key has
-    exactly the keys it always had; the GSNN and the hybrid add theirs, in their own files."""
+def test_the_cache_keys_name_the_family_and_the_hybrids_weight(tiny_spec):
+    """Every CVAE-family key names its family; the hybrid's adds its weight; each family has
+    its own file, and a hybrid weight other than the default its own too."""
     from cvae_helpers.pipeline import checkpoint_paths
     from cvae_helpers.training import cvae_config
 
@@ -144,24 +156,28 @@ def test_the_cvae_cache_key_is_unchanged_and_the_families_have_their_own(tiny_sp
     cvae_key = cvae_config(tiny_spec, model, {"b": 1})
     assert set(cvae_key) == {
         "model",
+        "family",
         "num_quadrant_inputs",
         "seed",
         "z_dim",
         "hidden_1",
         "hidden_2",
         "decoder_sees_input",
-        "loss",
         "precision",
         "profile",
         "baseline",
     }
-    assert cvae_key["loss"] == "neg_elbo" and cvae_key["model"] == "cvae"
+    assert cvae_key["family"] == "cvae" and cvae_key["model"] == "cvae" and cvae_key["baseline"] == {"b": 1}
+    assert cvae_key["z_dim"] == 8 and cvae_key["profile"] == tiny_spec.profile.training_dict()
     gsnn_key = cvae_config(tiny_spec.with_family("gsnn"), model, {"b": 1})
     hybrid_key = cvae_config(tiny_spec.with_family("hybrid", alpha=0.25), model, {"b": 1})
-    assert gsnn_key["family"] == "gsnn" and gsnn_key["loss"] == "gsnn_nll" and "alpha" not in gsnn_key
+    assert gsnn_key["family"] == "gsnn" and "alpha" not in gsnn_key and "alpha" not in cvae_key
     assert hybrid_key["family"] == "hybrid" and hybrid_key["alpha"] == 0.25
+    assert set(hybrid_key) == set(cvae_key) | {"alpha"}
+    # the engine says how fast a model trains, not what it is: not part of the key
+    assert cvae_config(replace(tiny_spec, engine="fast"), model, {"b": 1}) == cvae_key
     names = {
-        spec.family + str(spec.alpha): checkpoint_paths(spec)[1].name
+        spec.family.name + str(spec.alpha): checkpoint_paths(spec)[1].name
         for spec in (
             tiny_spec,
             tiny_spec.with_family("gsnn"),
@@ -190,19 +206,19 @@ def test_families_train_with_early_stopping_and_are_evaluated(tiny_splits, tiny_
     spec = tiny_spec.with_family(family)
     baseline, _ = train_baseline(tiny_splits, spec, progress=False)
     path = tmp_path / f"{family}.pt"
-    kwargs = dict(baseline_cfg={"b": 1}, z_dim=8, hidden_1=32, hidden_2=32, progress=False)
-    model, history = train_cvae(tiny_splits, baseline, spec, checkpoint_path=path, **kwargs)
+    model, history = train_cvae(tiny_splits, baseline, spec, checkpoint_path=path, progress=False)
     assert len(history["val_loss"]) == 3 and all(v > 0 for v in history["val_loss"])
+    assert history["engines"] == ["pyro"] * 3
     assert (model.recognition_net is None) == (family == "gsnn")
     assert load_checkpoint(path)["config"]["family"] == family
     estimates = evaluate(baseline, model, tiny_splits.test, num_samples=4)
     if family == "gsnn":  # MC only: its proposal is its prior
-        assert set(estimates) == {"baseline_nll", "cvae_nll_mc"}
+        assert set(estimates) == {"baseline_nll", "mc"}
     else:
-        assert set(estimates) == {"baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo"}
+        assert set(estimates) == {"baseline_nll", "mc", "is", "neg_elbo"}
     # a CVAE asked for at the family's path is refused, with the family named
     with pytest.raises(CheckpointMismatchError, match="family"):
-        train_cvae(tiny_splits, baseline, tiny_spec, checkpoint_path=path, **kwargs)
+        train_cvae(tiny_splits, baseline, tiny_spec, checkpoint_path=path, progress=False)
 
 
 def _record(q, family, decoder=False):
@@ -210,12 +226,12 @@ def _record(q, family, decoder=False):
     record = {
         "num_quadrant_inputs": q, "profile": "full", "seed": 0, "decoder_sees_input": decoder,
         "family": family, "baseline_nll": 100.0 / q, "baseline_nll_stderr": 0.5,
-        "cvae_nll_mc": scale * 80.0 / q, "cvae_nll_mc_stderr": 0.5, "num_samples": 100,
+        f"{family}_nll_mc": scale * 80.0 / q, f"{family}_nll_mc_stderr": 0.5, "num_samples": 100,
         "num_test_images": 10000,
     }  # fmt: skip
-    if family != "gsnn":
-        record.update(cvae_nll_is=scale * 70.0 / q, cvae_nll_is_stderr=0.4, cvae_neg_elbo=75.0 / q,
-                      cvae_neg_elbo_stderr=0.4)  # fmt: skip
+    if family != "gsnn":  # named after the family, as metrics_record names them
+        record.update({f"{family}_nll_is": scale * 70.0 / q, f"{family}_nll_is_stderr": 0.4,
+                       f"{family}_neg_elbo": 75.0 / q, f"{family}_neg_elbo_stderr": 0.4})  # fmt: skip
     if family == "hybrid":
         record["alpha"] = 0.5
     return record
@@ -282,8 +298,9 @@ def test_quick_train_of_a_gsnn_from_the_command_line(tmp_path, capsys, monkeypat
     ]
     assert main(["train", "--family", "gsnn", "--output", str(out), *common]) == 0
     record = json.loads((out / "metrics_q3.json").read_text())
-    assert record["family"] == "gsnn" and "cvae_nll_is" not in record
-    assert record["cvae_nll_mc"] > 0 and "GSNN (MC)" in capsys.readouterr().out
+    assert record["family"] == "gsnn" and not any(key.startswith("cvae_") for key in record)
+    assert record["gsnn_nll_mc"] > 0 and "gsnn_nll_is" not in record
+    assert "GSNN (MC)" in capsys.readouterr().out
     assert (tmp_path / "ckpt" / "quick" / "q3_seed0" / "gsnn_pyz.pt").is_file()
     assert not (tmp_path / "ckpt" / "quick" / "q3_seed0" / "cvae_pyz.pt").exists()
 

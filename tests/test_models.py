@@ -6,13 +6,11 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
-import torch.nn.functional as F
 from pyro.infer import SVI, Predictive, Trace_ELBO
 
 from cvae_helpers.config import set_seed
-from cvae_helpers.data import hidden_pixels, mask_quadrants
-from cvae_helpers.models import CVAE, MIN_SCALE, BaselineNet, masked_bce, softplus_sum
-from cvae_helpers.training import make_adam
+from cvae_helpers.data import mask_quadrants
+from cvae_helpers.models import CVAE, MIN_SCALE, BaselineNet, masked_bce
 
 
 def test_masked_bce_matches_a_hand_computation():
@@ -102,121 +100,32 @@ def test_one_svi_step_trains_the_cvae_but_not_the_baseline():
     assert not any(name.startswith("baseline") for name in pyro.get_param_store().keys())
 
 
-def test_package_step_equals_pyro_svi_step():
-    """Our step (Trace_ELBO loss, one torch Adam) does what pyro.infer.SVI does."""
-    xs, ys = _batch()
-    y_hat = torch.rand(6, 784)
-
-    def fresh():
-        set_seed(1)
-        return CVAE(z_dim=4, hidden_1=16, hidden_2=16)
-
-    ours = fresh()
-    optimizer = make_adam([p for n, p in ours.named_parameters() if not n.startswith("baseline")], 1e-2)
-    for step in range(3):
-        set_seed(10 + step)
-        loss = Trace_ELBO().differentiable_loss(ours.model, ours.guide, xs, ys, y_hat)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    pyro.clear_param_store()
-    theirs = fresh()
-    svi = SVI(theirs.model, theirs.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
-    for step in range(3):
-        set_seed(10 + step)
-        svi.step(xs, ys, y_hat)
-    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
-        assert torch.allclose(a, b, atol=1e-5), name
-
-
-@pytest.mark.parametrize("sees_input", [False, True])
-@pytest.mark.parametrize("q", [1, 3])
-def test_hand_written_loss_equals_trace_elbo_loss_and_gradients(sees_input, q):
-    """The training loss skips Pyro's tracing; for the same random state it draws the same z and
-    gives the same loss and the same gradient for every parameter as Trace_ELBO."""
-    set_seed(0)
-    cvae = CVAE(z_dim=6, hidden_1=16, hidden_2=12, decoder_sees_input=sees_input)
-    xs, ys = _batch(q=q, n=5)
-    y_hat = torch.rand(5, 784)
-    pixels = hidden_pixels(xs)
-    assert pixels is not None and len(pixels) == 196 * (4 - q)
-
-    def loss_and_grads(loss_fn):
-        cvae.zero_grad()
-        set_seed(7)
-        loss = loss_fn()
-        loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in cvae.named_parameters()
-                               if p.grad is not None}
-
-    pyro_loss, pyro_grads = loss_and_grads(
-        lambda: Trace_ELBO().differentiable_loss(cvae.model, cvae.guide, xs, ys, y_hat))
-    for use_pixels in (None, pixels):
-        loss, grads = loss_and_grads(lambda p=use_pixels: cvae.neg_elbo(xs, ys, y_hat, p))
-        assert torch.allclose(loss, pyro_loss, rtol=1e-5), (loss, pyro_loss)
-        assert grads.keys() == pyro_grads.keys()
-        for name, grad in grads.items():
-            assert torch.allclose(grad, pyro_grads[name], rtol=1e-4, atol=1e-5), name
-    # another random state draws another z: the equality above is not an accident of the seed
-    set_seed(8)
-    assert not torch.allclose(cvae.neg_elbo(xs, ys, y_hat).detach(), pyro_loss)
-
-
-def test_likelihood_of_the_hidden_pixels_only():
+def test_likelihood_is_the_masked_bce_of_the_generation_network():
+    """log p(y|x,z) for many z per image: the Bernoulli log-likelihood of the hidden pixels."""
     set_seed(0)
     cvae = CVAE(z_dim=4, hidden_1=16, hidden_2=16, decoder_sees_input=True)
     xs, ys = _batch(q=2, n=3)
     xs, ys = xs.reshape(3, 784), ys.reshape(3, 784)
-    pixels = hidden_pixels(xs)
     z = torch.randn(7, 3, 4)
-    full = cvae.generation_net(z, xs)
-    assert torch.allclose(cvae.generation_net(z, xs, pixels), full[..., pixels])
-    assert torch.allclose(cvae.log_likelihood(z, xs, ys, pixels), -masked_bce(full, ys), atol=1e-4)
-    assert torch.equal(cvae.log_likelihood(z, xs, ys), -masked_bce(full, ys))
+    logits = cvae.generation_net(z, xs)
+    assert logits.shape == (7, 3, 784)
+    # p(y|x,z) reads x: the first layer's x-half counts
+    assert not torch.allclose(logits, cvae.generation_net(z, torch.zeros_like(xs)))
+    log_lik = cvae.log_likelihood(z, xs, ys)
+    assert log_lik.shape == (7, 3) and torch.equal(log_lik, -masked_bce(logits, ys))
+    hidden = xs == -1
+    by_hand = (ys * torch.nn.functional.logsigmoid(logits) + (1 - ys) * torch.nn.functional.logsigmoid(-logits))
+    assert torch.allclose(log_lik, (by_hand * hidden).sum(-1), atol=1e-4)
 
 
-def test_hidden_pixels_of_a_split():
-    xs, _ = _batch(q=2, n=4)
-    pixels = hidden_pixels(xs)
-    assert pixels.tolist() == [r * 28 + c for r in range(28) for c in range(14, 28)]
-    mixed = torch.cat([xs[:2], mask_quadrants(torch.rand(2, 28, 28), 3)[0]])
-    assert hidden_pixels(mixed) is None  # different settings: no shared pixels to slice
-
-
-def test_fast_inference_layers_equal_the_training_layers():
-    """Without gradients the generation network may run oneDNN's fused linear + ReLU; it must
-    compute what the autograd path computes."""
+def test_sample_with_fixed_noise_is_loc_plus_scale_times_noise():
     set_seed(0)
-    net = CVAE(z_dim=6, hidden_1=32, hidden_2=24, decoder_sees_input=True).generation_net
-    z, xs = torch.randn(5, 3, 6), torch.rand(3, 784)
-    pixels = torch.arange(100, 300)
-    with torch.no_grad():
-        fast, fast_part = net(z, xs), net(z, xs, pixels)
-    slow, slow_part = net(z, xs), net(z, xs, pixels)  # gradients enabled: plain F.linear
-    assert slow.requires_grad and fast.shape == (5, 3, 784) and fast_part.shape == (5, 3, 200)
-    assert torch.allclose(fast, slow, atol=1e-5) and torch.allclose(fast_part, slow_part, atol=1e-5)
-    prior_net, filled = CVAE(z_dim=6, hidden_1=32, hidden_2=24).prior_net, torch.rand(3, 784)
-    with torch.no_grad():
-        fast_loc, fast_scale = prior_net(filled)
-    slow_loc, slow_scale = prior_net(filled)
-    assert slow_loc.requires_grad and not fast_loc.requires_grad
-    assert torch.allclose(fast_loc, slow_loc, atol=1e-5)
-    assert torch.allclose(fast_scale, slow_scale, atol=1e-5)
-
-
-@pytest.mark.parametrize("pixels", [588, 392, 196, 784, 7])
-def test_fast_softplus_sum_equals_softplus(pixels):
-    """Evaluation's grouped-product softplus sum against torch's softplus, in float64, on logits
-    from the saturated tails to 0 (e^{-|l|} underflows, or 1 + e^{-|l|} rounds to 1)."""
-    set_seed(0)
-    logits = torch.cat([torch.randn(50, 3, pixels) * 8, torch.full((1, 3, pixels), -120.0),
-                        torch.full((1, 3, pixels), 95.0), torch.zeros(1, 3, pixels)])
-    exact = F.softplus(logits.double()).sum(-1)
-    with torch.no_grad():
-        fast = softplus_sum(logits)
-    assert fast.shape == (53, 3) and fast.dtype == torch.float32
-    assert torch.allclose(fast.double(), exact, rtol=1e-6, atol=pixels * 1e-7)
-    slow = softplus_sum(logits.requires_grad_())  # the training path: torch's softplus
-    assert slow.requires_grad and torch.allclose(slow.detach().double(), exact, rtol=1e-6,
-                                                 atol=pixels * 1e-7)
+    cvae = CVAE(z_dim=4, hidden_1=16, hidden_2=16).eval()
+    xs, _ = _batch(q=1, n=3)
+    noise = cvae.latent_noise(5, 3, torch.Generator().manual_seed(2))
+    assert noise.shape == (5, 3, 4)
+    assert torch.equal(noise, cvae.latent_noise(5, 3, torch.Generator().manual_seed(2)))
+    loc, scale = cvae.prior(xs)
+    expected = torch.sigmoid(cvae.generation_net(loc + scale * noise, xs.reshape(3, 784)))
+    assert torch.equal(cvae.sample(xs, noise=noise), expected)
+    assert cvae.sample(xs, num_samples=2).shape == (2, 3, 784)

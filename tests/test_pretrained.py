@@ -147,10 +147,11 @@ def test_round_trip_export_fetch_load_gives_identical_models(exported, fresh, mo
         f"CVAE loaded pretrained weights (sha256 {manifest['models'][1]['sha256'][:12]}…)"
     )
     assert "trained here in" in trained.origin()
-    # stored as ordinary checkpoints: the next call reads the cache without any download
+    # stored as ordinary checkpoints: the next call reads the cache without any download (and,
+    # with progress shown, says so)
     with serve(folder) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
-        get_trained_models(fresh, progress=False)
+        get_trained_models(fresh, progress=True)
     assert server.requested == [] and "reusing CVAE, 2 quadrants" in capsys.readouterr().out
 
 

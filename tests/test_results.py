@@ -125,17 +125,10 @@ def test_the_committed_reference_files_are_readable(name):
     assert set(load_reference(root)) == {False, True}
 
 
-def test_speed_precision_and_levers_tables():
-    from cvae_helpers.results import levers_table, precision_table, speed_table
+def test_precision_and_levers_tables():
+    """(The speed tables live with the measurements: tests/test_speed.py.)"""
+    from cvae_helpers.results import levers_table, precision_table
 
-    before = {"baseline_epoch_s": 3.3, "cvae_epoch_s": 9.0, "pyro_example_baseline_epoch_s": 10.6,
-              "pyro_example_cvae_epoch_s": 17.3}
-    after = {**before, "cvae_epoch_s": 7.5}
-    lines = speed_table(before, after, {"cvae_epoch_s": 5.0}).splitlines()
-    assert lines[0] == "| seconds per 60k-image epoch | before | after, fp32 | after, bf16 |"
-    assert lines[3] == "| CVAE | 9.00 | 7.50 | 5.00 |" and lines[2].endswith("| – |")
-    gpu = speed_table(before, after, columns=("CPU", "GPU", "unused")).splitlines()
-    assert gpu[0] == "| seconds per 60k-image epoch | CPU | GPU |" and gpu[3] == "| CVAE | 9.00 | 7.50 |"
     comparison = {"all_within_noise": False, "settings": {
         str(q): {"fp32": 68.0 / q, "bf16": 68.5 / q, "difference": 0.5 / q, "stderr": 0.3,
                  "within_noise": q > 1, "epochs_fp32": 30, "epochs_bf16": 31} for q in (1, 2, 3)}}

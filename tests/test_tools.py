@@ -47,8 +47,14 @@ def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
     (tmp_path / "logs" / "time_p_y_given_z.txt").write_text(TIME_LOG)
     (tmp_path / "logs" / "started.txt").write_text("2026-01-02T03:04:05Z\n")
     (tmp_path / "bench.json").write_text(json.dumps(
-        {"baseline_epoch_s": 3.0, "cvae_epoch_s": 8.0, "pyro_example_baseline_epoch_s": 21.0,
-         "pyro_example_cvae_epoch_s": 32.0}))
+        {"paths": ["pyro", "fast", "pyro_example"], "pyro_baseline_epoch_s": 4.0,
+         "pyro_cvae_epoch_s": 16.0, "fast_baseline_epoch_s": 3.0, "fast_cvae_epoch_s": 8.0,
+         "pyro_example_baseline_epoch_s": 21.0, "pyro_example_cvae_epoch_s": 32.0}))
+    (tmp_path / "bf16").mkdir()  # make reference-bf16: the fast engine in both precisions
+    (tmp_path / "bf16" / "bench_fp32.json").write_text(json.dumps(
+        {"paths": ["fast"], "fast_baseline_epoch_s": 3.5, "fast_cvae_epoch_s": 8.5}))
+    (tmp_path / "bf16" / "bench_bf16.json").write_text(json.dumps(
+        {"paths": ["fast"], "fast_baseline_epoch_s": 2.5, "fast_cvae_epoch_s": 5.0}))
     (tmp_path / "notes.md").write_text("- a note only a person can write\n")
 
     timings = json.loads(write_timings(tmp_path).read_text())
@@ -65,7 +71,11 @@ def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
     # time, memory and speed, then the notes last
     assert "| p(y\\|x,z) | 3 | 23 / 43 | 180 / 720 | 30.0 |" in text
     assert "| `train --profile full` | 62.1 min | 2048 MiB |" in text
-    assert "| CVAE | 8.0 | 32.0 | 4.0× |" in text
+    assert "| Pyro `SVI`, in-memory batches (the book's default) | 4.0 | 16.0 | 2.0× |" in text
+    assert "| fast engine, in-memory batches | 3.0 | 8.0 | 4.0× |" in text
+    assert "| CVAE: fast engine, in-memory batches | 8.50 | 5.00 |" in text  # fp32, then bf16
+    # which engine trained and evaluated the models (these records predate the record)
+    assert "- Engine: trained by `unrecorded` (CVAEs) and `unrecorded` (baselines)" in text
     assert text.rstrip().endswith("- a note only a person can write")
     # an evaluation-only rerun names both commits
     again = write_readme(tmp_path, "abc1234", "def5678").read_text()

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from cvae_helpers.config import get_profile, library_versions, set_seed
+from cvae_helpers.config import RunSpec, get_profile, library_versions, set_seed
 from cvae_helpers.data import load_mnist, load_splits, mask_quadrants
 from cvae_helpers.evaluation import baseline_nll
-from cvae_helpers.models import BaselineNet, masked_bce
-from cvae_helpers.training import fit
+from cvae_helpers.models import BaselineNet
+from cvae_helpers.training import TrainingRun, baseline_steps, fit, make_batches
 
 
 def nll(net: BaselineNet, inputs: torch.Tensor, targets: torch.Tensor) -> float:
@@ -38,22 +38,20 @@ def run(q: int, train_inputs, train_targets, select_inputs, select_targets, test
         test_targets, max_epochs: int, patience: int) -> dict:
     """Train one baseline; select on (select_inputs, select_targets); record test NLL per epoch."""
     profile = get_profile("full", max_epochs=max_epochs, patience=patience)
+    spec = RunSpec.create(q, profile, seed=0, device="cpu", engine="pyro")
     set_seed(0)
     net = BaselineNet()
     test_curve: list[float] = []
 
-    def loss_fn(inputs, targets):
-        return masked_bce(net.logits(inputs), targets).sum()
-
     def record(epoch, history):
         test_curve.append(nll(net, test_inputs, test_targets))
 
-    result = fit(module=net, trainable=net, loss_fn=loss_fn,
-                 train_tensors=(train_inputs, train_targets),
-                 val_loss_fn=lambda: nll(net, select_inputs, select_targets),
-                 config={"experiment": "baseline_gap", "q": q}, profile=profile, seed=0,
-                 label=f"baseline gap, {q}q", progress=False, on_epoch_end=record)
-    return {"best_epoch": result.history["best_epoch"], "selection_curve": result.history["val_loss"],
+    # the selection split plays the validation split's part (the test split, for the Pyro style)
+    train, select = make_batches(spec, (train_inputs, train_targets), (select_inputs, select_targets))
+    run_ = TrainingRun(net, {"experiment": "baseline_gap", "q": q}, profile, f"baseline gap, {q}q",
+                       train, select, progress=False, on_epoch_end=record)
+    history = fit(baseline_steps(net, spec), train, select, run_)
+    return {"best_epoch": history["best_epoch"], "selection_curve": history["val_loss"],
             "test_curve": test_curve}
 
 

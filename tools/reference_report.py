@@ -32,10 +32,9 @@ from cvae_helpers.results import (
     precision_table,
     results_table,
     run_table,
-    speed_table,
     timings_table,
 )
-from cvae_helpers.speed import bench_table, profile_table
+from cvae_helpers.speed import bench_table, profile_table, speed_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,7 +65,14 @@ def write_timings(reference_dir: Path) -> Path:
     """``timings.json``: wall time and peak memory of each decoder's ``train`` command, and of
     the whole ``make reference`` where ``logs/time_reference.txt`` was kept."""
     commands = []
-    # make reference (the CVAE), then make reference-gsnn: one log per train command
+    # make reference: one process per quadrant setting, both decoders, side by side
+    for q in (1, 2, 3):
+        log = reference_dir / "logs" / f"time_q{q}.txt"
+        if log.is_file():
+            commands.append({"command": f"train --profile full --quadrants {q}, both decoders "
+                             "(one thread, the three settings side by side)",
+                             **read_time_log(log)})
+    # make reference-gsnn (and reference runs before the one above): one log per train command
     for family in ("cvae", "gsnn", "hybrid"):
         for decoder, folder in DECODER_DIRS.items():
             prefix, flags = ("", "") if family == "cvae" else (f"{family}_", f" --family {family}")
@@ -106,9 +112,13 @@ def write_readme(reference_dir: Path, commit: str, eval_commit: str | None = Non
         "committed (they are large); the command below makes them again.\n",
         "## Provenance\n",
         "- Command: `make reference` (from the repository root), which runs\n"
-        "  `python -m cvae_helpers train --profile full --seed 0` once per decoder under\n"
-        "  `/usr/bin/time -v`, then `figures`, `bench --pipeline both --batches 100`,\n"
-        "  `tools/baseline_gap.py` and this report (`python -m tools.reference_report`).",
+        "  `python -m cvae_helpers train --profile full --seed 0 --quadrants N` for both\n"
+        "  decoders, the three settings side by side with one thread each, under\n"
+        "  `/usr/bin/time -v`, then `figures`, `bench --batches 100`, `step-times` and this\n"
+        "  report (`python -m tools.reference_report`).",
+        f"- Engine: trained by {_engines(reference, 'cvae')} (CVAEs) and "
+        f"{_engines(reference, 'baseline')} (baselines), evaluated by "
+        f"{_engines(reference, None)}.",
         f"- Commit: `{commit}` (the code that trained and evaluated these models)."
         if eval_commit in (None, commit) else
         f"- Commits: `{commit}` trained these models; `{eval_commit}` evaluated them again and "
@@ -132,13 +142,15 @@ def write_readme(reference_dir: Path, commit: str, eval_commit: str | None = Non
         parts.append(timings_table(timings))
     bench = load_reference_json("bench.json", reference_dir)
     if bench is not None:
-        parts += ["Seconds per 60,000-image training epoch (`bench --pipeline both`), in-memory "
-                  "batches against the Pyro example's per-item `DataLoader`:\n", bench_table(bench)]
-    before = load_reference_json("bench_before.json", reference_dir)
-    bf16 = load_reference_json("bench_bf16.json", reference_dir)
-    if bench is not None and before is not None:
-        parts += ["Before and after the speed work (`bench_before.json` was measured by the "
-                  "previous reference run's code):\n", speed_table(before, bench, bf16)]
+        parts += ["Seconds per 60,000-image training epoch (`bench --batches 100`): Pyro's SVI "
+                  "and the fast engine on in-memory batches, and the Pyro example's per-item "
+                  "`DataLoader`, side by side in one run:\n", bench_table(bench)]
+    fp32 = load_reference_json("bf16/bench_fp32.json", reference_dir)
+    bf16 = load_reference_json("bf16/bench_bf16.json", reference_dir)
+    if fp32 is not None and bf16 is not None:
+        parts += ["The fast engine in fp32 and in bf16 mixed precision, side by side in one run "
+                  "(`make reference-bf16`, `bf16/bench_*.json`):\n",
+                  speed_table({"fp32": fp32, "bf16": bf16})]
     step_times = load_reference_json("step_times.json", reference_dir)
     if step_times is not None:
         parts += ["Where one CVAE training step's time goes (`step-times`, torch.profiler):\n",
@@ -155,6 +167,19 @@ def write_readme(reference_dir: Path, commit: str, eval_commit: str | None = Non
     path = reference_dir / "README.md"
     path.write_text("\n".join(parts))
     return path
+
+
+def _engines(reference: dict, model: str | None) -> str:
+    """The engines that trained (``model``: "cvae" or "baseline") or evaluated (``None``) the
+    reference models, as the metrics files record them."""
+    names = set()
+    for records in reference.values():
+        for record in records:
+            if model is None:
+                names.add(record.get("engine", "unrecorded"))
+            else:
+                names.add(record.get("trained_by", {}).get(model, "unrecorded"))
+    return ", ".join(f"`{name}`" for name in sorted(names))
 
 
 def _made_by(reference_dir: Path, target: str, step: str | None = None) -> str:
@@ -214,8 +239,11 @@ def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip() or "unknown"
     eval_commit = head if args.eval_commit == "HEAD" else args.eval_commit
+    # the commit make reference recorded when it started: the code that trained the models
+    recorded = args.dir / "logs" / "commit_reference.txt"
+    commit = args.commit or (recorded.read_text().strip() if recorded.is_file() else head)
     print(f"Wrote {write_timings(args.dir)}")
-    print(f"Wrote {write_readme(args.dir, args.commit or head, eval_commit)}")
+    print(f"Wrote {write_readme(args.dir, commit, eval_commit)}")
 
 
 if __name__ == "__main__":
