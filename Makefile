@@ -16,7 +16,7 @@ CHAPTERS := $(sort $(wildcard book/*.ipynb))
 REF := results/reference
 
 .PHONY: book test env data unit notebooks book-quick browser reference reference-eval reference-bf16 \
-	baseline-gap reference-gsnn reference-convergence release-assets sync-repo-url lint clean
+	baseline-gap reference-gsnn reference-convergence release-assets release-dry-run sync-repo-url lint clean
 
 env: $(VENV)/.installed
 
@@ -149,8 +149,26 @@ reference-convergence: data
 
 # The release assets (pretrained weights, reference results, manifest) in release/, exported from
 # the reference models in the checkpoint cache ($CVAE_CHECKPOINT_DIR, else checkpoints/).
+# RELEASE_COMMIT: the commit that trained every model (the release workflow: the commit it runs
+# on; default: the ones results/reference records); RELEASE_PROFILE: their budget (the dry run:
+# dryrun); RELEASE_ARGS: more options of tools/release_assets.py.
+RELEASE_DIR ?= release
+RELEASE_PROFILE ?= full
+RELEASE_COMMIT ?=
+RELEASE_ARGS ?=
 release-assets: env
-	$(PY) -m tools.release_assets --output release
+	$(PY) -m tools.release_assets --output $(RELEASE_DIR) --profile $(RELEASE_PROFILE) \
+	  $(if $(RELEASE_COMMIT),--commit $(RELEASE_COMMIT) --classifier-commit $(RELEASE_COMMIT)) $(RELEASE_ARGS)
+
+# The release workflow's job (.github/workflows/release.yml) at a small budget, offline: its
+# commands train at the dryrun budget, export, "publish" (saying what gh would run) and write the
+# job summary; then a local HTTP server stands in for the release and the intro chapter runs
+# against it with an empty checkpoint cache. Fails if anything was trained for the chapter or a
+# checksum did not hold; prints the job summary. tests/test_release_job.py runs it too.
+# DRY_RUN_ARGS: e.g. --without-classifier, or --work DIR (keeps the files).
+DRY_RUN_ARGS ?=
+release-dry-run: data
+	$(PY) -m tools.release_job dry-run $(DRY_RUN_ARGS)
 
 # After changing repository.url in _config.yml: rewrite every chapter's Colab install cell, the
 # book's address in README.md, CITATION.cff and the pretrained weights' address.

@@ -111,6 +111,11 @@ PROFILES: dict[str, Profile] = {
         curve_sample_sizes=(1, 3, 10, 30, 100, 300), curve_images=100, bench_batches=5,
     ),
 }
+# The release workflow's dry run (make release-dry-run): quick's budget, fetched from the release
+# like "full", so that the export, the download and the checksums are checked in minutes.
+PROFILES["dryrun"] = replace(PROFILES["quick"], name="dryrun", fetch_pretrained=True,
+                             description="quick's budget fetched from the release, to check the "
+                                         "release path; numbers not meaningful")
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:

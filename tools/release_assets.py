@@ -3,13 +3,19 @@
 Usage (from the repository root)::
 
     python -m tools.release_assets [--checkpoint-dir checkpoints] [--output release] [--commit abc1234]
+        [--profile full]
+    python -m tools.release_assets --summary release/manifest.json
 
 Writes, into ``--output`` (git-ignored), one ``.safetensors`` file per cached reference model
 (the baselines and both CVAE decoders for 1, 2 and 3 quadrants, seed 0, fp32, and the digit
 classifier of the diversity measurements, ``full/classifier_seed0.pt``), the zipped
 ``results/reference/`` folder and ``manifest.json``, which lists each file's SHA-256, size,
 configuration, library versions and the commit that trained it. Attach every file of the
-folder to the release that :data:`cvae_helpers.pretrained.DEFAULT_BASE_URL` points at.
+folder to the release that :data:`cvae_helpers.pretrained.DEFAULT_BASE_URL` points at (the
+``release`` workflow does, through ``tools/release_job.py``).
+
+``--summary`` prints the manifest's files with their sizes and SHA-256 as Markdown (the release
+workflow's job summary), after computing every SHA-256 again from the files next to it.
 """
 
 from __future__ import annotations
@@ -59,16 +65,17 @@ def recorded_commit(name: str, reference_dir: Path = REFERENCE) -> str:
     return log.read_text().strip()
 
 
-def reference_checkpoints(specs: Sequence[RunSpec]) -> list[tuple[str, Path, dict]]:
+def reference_checkpoints(specs: Sequence[RunSpec], classifier: bool = True) -> list[tuple[str, Path, dict]]:
     """The models of ``specs`` as (path inside the cache, path, the configuration it must have):
-    the baselines and CVAEs, then the classifier of each spec's budget and seed (repeats included)."""
+    the baselines and CVAEs, then (unless ``classifier`` is false) the classifier of each spec's
+    budget and seed (repeats included)."""
     models = [
         (path.relative_to(spec.checkpoint_dir).as_posix(), path, config)
         for spec in specs
         for path, config in zip(checkpoint_paths(spec), checkpoint_configs(spec), strict=True)
     ]
     classifiers = [(item.relative, item.path, item.config) for item in map(wanted_classifier, specs)]
-    return models + classifiers
+    return models + (classifiers if classifier else [])
 
 
 def export_assets(
@@ -79,11 +86,13 @@ def export_assets(
     classifier_commit: str | None = None,
     reference_dir: str | Path | None = REFERENCE,
     exported_by: str = "unknown",
+    classifier: bool = True,
 ) -> dict:
     """Write the weights of ``specs`` and of the classifier of their budget and seed (from their
     checkpoint cache), the reference results and the manifest into ``output``; returns the
     manifest. ``commit`` trained the models, ``classifier_commit`` (default ``commit``) the
-    classifier, and ``exported_by`` is the commit of the code that exports them.
+    classifier, and ``exported_by`` is the commit of the code that exports them; ``classifier``
+    false leaves the classifier out (the release workflow's dry run can, ``--without-classifier``).
 
     Each checkpoint must be finished and made by the configuration this code asks for, so that
     what is published is what the package will accept.
@@ -91,7 +100,7 @@ def export_assets(
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     models, seen, missing = [], set(), []
-    for relative, path, config in reference_checkpoints(specs):
+    for relative, path, config in reference_checkpoints(specs, classifier):
         if relative in seen:
             continue  # both decoders share their setting's baseline; all settings share the classifier
         seen.add(relative)
@@ -147,6 +156,42 @@ def size_table(manifest: dict) -> str:
     return "\n".join([*lines, f"{total / 1e6:7.2f} MB  in all ({len(entries)} files and the manifest)"])
 
 
+def summary_markdown(manifest_path: str | Path, title: str = "Release assets") -> str:
+    """The manifest's files with their sizes and SHA-256, as Markdown (a job summary, release
+    notes). Every SHA-256 and size is computed again from the files next to the manifest; a file
+    that is missing or differs is an error (``SystemExit``) that names it."""
+    manifest_path = Path(manifest_path)
+    folder, manifest = manifest_path.parent, json.loads(manifest_path.read_text())
+    entries = [*manifest["models"], *([manifest["reference"]] if "reference" in manifest else [])]
+    wrong = []
+    for entry in entries:
+        path = folder / entry["file"]
+        if not path.is_file():
+            wrong.append(f"{entry['file']}: missing")
+        elif (pretrained.file_sha256(path), path.stat().st_size) != (entry["sha256"], entry["size"]):
+            wrong.append(f"{entry['file']}: its SHA-256 or size differs from the manifest's")
+    if wrong:
+        raise SystemExit(f"{manifest_path} does not describe the files next to it:\n  " + "\n  ".join(wrong))
+    budgets = sorted({m["config"]["profile"]["name"] for m in manifest["models"] if "profile" in m["config"]})
+    commits = sorted({m["commit"] for m in manifest["models"]})
+    total = sum(entry["size"] for entry in entries)
+    lines = [
+        f"### {title}",
+        "",
+        f"Budget {', '.join(f'`{b}`' for b in budgets) or 'unknown'}; trained by commit "
+        f"{', '.join(f'`{c}`' for c in commits) or 'none'}, exported by commit "
+        f"`{manifest.get('exported_by_commit', 'unknown')}` at {manifest['exported']}. "
+        f"Every SHA-256 and size below was computed again from the files and matches `{manifest_path.name}`.",
+        "",
+        "| file | size | SHA-256 |",
+        "|---|--:|---|",
+        *(f"| `{e['file']}` | {e['size'] / 1e6:.2f} MB | `{e['sha256']}` |" for e in entries),
+        f"| `{manifest_path.name}` | {manifest_path.stat().st_size / 1e3:.1f} kB | (lists the others) |",
+        f"| **in all** | **{(total + manifest_path.stat().st_size) / 1e6:.2f} MB** | {len(entries) + 1} files |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -168,18 +213,39 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="the commit that trained the classifier (default: results/reference/logs/commit_classifier.txt)",
     )
+    parser.add_argument(
+        "--profile", default="full", help="the budget of the models to export (default: full, the reference run's)"
+    )
+    parser.add_argument(
+        "--without-classifier",
+        action="store_true",
+        help="leave the digit classifier out (the release workflow's dry run can; a release needs it)",
+    )
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        metavar="MANIFEST",
+        default=None,
+        help="print MANIFEST's files, sizes and SHA-256 (checked again) as Markdown, and export nothing",
+    )
     args = parser.parse_args(argv)
+    if args.summary is not None:
+        print(summary_markdown(args.summary), end="")
+        return
     commit = args.commit or training_commit()
-    classifier_commit = args.classifier_commit or recorded_commit("classifier")
+    classifier_commit = (
+        None if args.without_classifier else args.classifier_commit or recorded_commit("classifier")
+    )
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
     manifest = export_assets(
-        reference_specs(args.checkpoint_dir),
+        reference_specs(args.checkpoint_dir, args.profile),
         args.output,
         commit=commit,
         classifier_commit=classifier_commit,
         exported_by=head or "unknown",
+        classifier=not args.without_classifier,
     )
     print(size_table(manifest))
     print(f"Wrote {args.output}; attach its files to the release at {pretrained.DEFAULT_BASE_URL}")
