@@ -1,4 +1,5 @@
-"""What a chapter needs, in a checkout or in Colab: the setup banner, package source, glue.
+"""What a chapter needs, in a checkout or in Colab: the setup banner, package source,
+glue.
 
 Every chapter starts with :func:`setup_chapter` and shows the code it explains with
 :func:`show_source`, so the text always displays the code that actually runs.
@@ -13,10 +14,12 @@ from .config import PROFILE_ENV, RunSpec, set_seed
 
 
 def setup_chapter(seed: int = 0, profile: str | None = None) -> RunSpec:
-    """Seed everything, pick the budget (``$CVAE_PROFILE``, default full) and say which it is.
+    """Seed everything, pick the budget (``$CVAE_PROFILE``, default full) and say which
+    it is.
 
     Returns the chapter's :class:`~cvae_helpers.config.RunSpec` (1 quadrant given; use
-    ``spec.for_quadrants(q)`` for the others), with the profile, folders and device resolved.
+    ``spec.for_quadrants(q)`` for the others), with the profile, folders and device
+    resolved.
     """
     import matplotlib.pyplot as plt
 
@@ -24,13 +27,16 @@ def setup_chapter(seed: int = 0, profile: str | None = None) -> RunSpec:
     set_seed(seed)
     _inline_figures()
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "font.size": 10})
-    print(f"{PROFILE_ENV}={spec.profile.name}: {spec.profile.description}; "
-          f"{spec.device}, seed {seed}")
+    print(
+        f"{PROFILE_ENV}={spec.profile.name}: {spec.profile.description}; "
+        f"{spec.device}, seed {seed}"
+    )
     return spec
 
 
 def _inline_figures() -> None:
-    """Draw figures into the notebook even where MPLBACKEND says otherwise (e.g. Agg in CI)."""
+    """Draw figures into the notebook even where MPLBACKEND says otherwise (e.g. Agg in
+    CI)."""
     try:
         from IPython import get_ipython
     except ModuleNotFoundError:
@@ -41,9 +47,9 @@ def _inline_figures() -> None:
 
 
 def source_lines(obj: Any, start: str | None = None, stop: str | None = None) -> str:
-    """The source of ``obj``, or the slice from the first line containing ``start`` up to (not
-    including) the next line containing ``stop``; a marker that is not found is an error, so a
-    chapter cannot silently show a stale part."""
+    """The source of ``obj``, or the slice from the first line containing ``start`` up
+    to (not including) the next line containing ``stop``; a marker that is not found is
+    an error, so a chapter cannot silently show a stale part."""
     lines = inspect.getsource(obj).splitlines(keepends=True)
     first = 0
     if start is not None:
@@ -54,25 +60,30 @@ def source_lines(obj: Any, start: str | None = None, stop: str | None = None) ->
     if stop is not None:
         last = next((i for i in range(first + 1, len(lines)) if stop in lines[i]), None)
         if last is None:
-            raise ValueError(f"{stop!r} does not follow {start!r} in {obj.__qualname__}.")
+            raise ValueError(
+                f"{stop!r} does not follow {start!r} in {obj.__qualname__}."
+            )
     return "".join(lines[first:last])
 
 
 def show_source(*objs: Any, start: str | None = None, stop: str | None = None):
     """Package source as highlighted code: the code that runs, whole or a slice of it.
 
-    Several objects are shown one after the other, to be read as one piece. ``start`` and
-    ``stop`` pick a part of a long function (see :func:`source_lines`), so a chapter can show
-    it piece by piece, each next to the sentence that explains it.
+    Several objects are shown one after the other, to be read as one piece. ``start``
+    and ``stop`` pick a part of a long function (see :func:`source_lines`), so a chapter
+    can show it piece by piece, each next to the sentence that explains it.
     """
     from IPython.display import Code
 
     parts = [source_lines(obj, start, stop) for obj in objs]
-    return Code("\n\n".join(part.rstrip("\n") for part in parts) + "\n", language="python")
+    return Code(
+        "\n\n".join(part.rstrip("\n") for part in parts) + "\n", language="python"
+    )
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
-    """``myst_nb.glue`` when it is installed (the book build), else nothing (plain Jupyter, Colab)."""
+    """``myst_nb.glue`` when it is installed (the book build), else nothing (plain
+    Jupyter, Colab)."""
     try:
         from myst_nb import glue as myst_glue
     except ModuleNotFoundError:

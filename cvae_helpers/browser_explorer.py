@@ -1,21 +1,24 @@
-"""The CVAE in the reader's browser: weights exported when the book is built, sampled by JavaScript.
+"""The CVAE in the reader's browser: weights exported when the book is built, sampled by
+JavaScript.
 
-- :func:`export_weights` packs, for each quadrant setting, the layers that sampling needs (the
-  baseline, the prior network and the generation network) into one binary blob: int8 weights
-  with a float32 scale per output row (or fp16), float32 biases. It also embeds a few test
-  digits and measures how far the exported network's pixels are from the trained one's.
-- :meth:`ExportedWeights.write` puts the blobs and ``manifest.json`` in a folder that the HTML
-  book serves; :func:`exported_cvae` rebuilds a PyTorch model from the blobs (the reference the
-  browser test compares against).
-- :class:`BrowserExplorer` is the widget, ``browser_explorer.js`` next to this file. In a
-  notebook (Jupyter, Colab) its HTML carries the weights inline (base64, decoded only when the
-  reader picks that setting); in the HTML book its Markdown form loads them from the static
-  files. The book tells MyST-NB to prefer the Markdown form (``nb_mime_priority_overrides`` in
-  ``_config.yml``).
+- :func:`export_weights` packs, for each quadrant setting, the layers that sampling
+  needs (the baseline, the prior network and the generation network) into one binary
+  blob: int8 weights with a float32 scale per output row (or fp16), float32 biases. It
+  also embeds a few test digits and measures how far the exported network's pixels are
+  from the trained one's.
+- :meth:`ExportedWeights.write` puts the blobs and ``manifest.json`` in a folder that
+  the HTML book serves; :func:`exported_cvae` rebuilds a PyTorch model from the blobs
+  (the reference the browser test compares against).
+- :class:`BrowserExplorer` is the widget, ``browser_explorer.js`` next to this file. In
+  a notebook (Jupyter, Colab) its HTML carries the weights inline (base64, decoded only
+  when the reader picks that setting); in the HTML book its Markdown form loads them
+  from the static files. The book tells MyST-NB to prefer the Markdown form
+  (``nb_mime_priority_overrides`` in ``_config.yml``).
 
-Blob layout, per layer in :data:`LAYERS` order: the weight ``(rows, cols)`` row-major (int8 or
-fp16), then for int8 the scales ``(rows,)`` float32, then the bias ``(rows,)`` float32, each
-part starting on a 4-byte boundary. ``manifest.json`` records every offset.
+Blob layout, per layer in :data:`LAYERS` order: the weight ``(rows, cols)`` row-major
+(int8 or fp16), then for int8 the scales ``(rows,)`` float32, then the bias ``(rows,)``
+float32, each part starting on a 4-byte boundary. ``manifest.json`` records every
+offset.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from .models import CVAE, BaselineNet, flatten
 from .pipeline import TrainedModels
 from .results import decoder_label
 
-# The layers sampling needs, in the order the JavaScript runs them (the recognition network is
-# only for training and is not exported).
+# The layers sampling needs, in the order the JavaScript runs them (the recognition
+# network is only for training and is not exported).
 LAYERS = (
     "baseline.fc1",
     "baseline.fc2",
@@ -50,16 +53,19 @@ LAYERS = (
 )
 FORMATS = ("int8", "fp16")
 MAX_SAMPLES = 16
-# The export measures its pixel error on the embedded digits with this many draws of epsilon.
+# The export measures its pixel error on the embedded digits with this many draws of
+# epsilon.
 ERROR_NOISE_SEED = 0
 JS_PATH = Path(__file__).with_name("browser_explorer.js")
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 per output row: ``weight`` ``(rows, cols)`` ~ ``q * scale[:, None]``.
+    """Symmetric int8 per output row: ``weight`` ``(rows, cols)`` ~
+    ``q * scale[:, None]``.
 
-    Returns ``q`` int8 ``(rows, cols)`` in [-127, 127] and ``scale`` float32 ``(rows,)``; each
-    row's largest magnitude maps to 127, so a weight moves by at most ``scale / 2``.
+    Returns ``q`` int8 ``(rows, cols)`` in [-127, 127] and ``scale`` float32
+    ``(rows,)``; each row's largest magnitude maps to 127, so a weight moves by at most
+    ``scale / 2``.
     """
     weight = weight.detach().float().cpu()
     scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
@@ -68,7 +74,8 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``q`` int8 ``(rows, cols)`` and ``scale`` ``(rows,)`` back to float32, as the browser does."""
+    """``q`` int8 ``(rows, cols)`` and ``scale`` ``(rows,)`` back to float32, as the
+    browser does."""
     return q.float() * scale[:, None]
 
 
@@ -85,7 +92,12 @@ def pack_layers(cvae: CVAE, fmt: str = "int8") -> tuple[bytes, list[dict]]:
     for name in LAYERS:
         layer = cvae.get_submodule(name)
         weight = layer.weight.detach().float().cpu()
-        entry = {"name": name, "rows": weight.shape[0], "cols": weight.shape[1], "weight": _align(blob)}
+        entry = {
+            "name": name,
+            "rows": weight.shape[0],
+            "cols": weight.shape[1],
+            "weight": _align(blob),
+        }
         if fmt == "int8":
             q, scale = quantize_rows(weight)
             blob.extend(q.numpy().tobytes())
@@ -100,24 +112,34 @@ def pack_layers(cvae: CVAE, fmt: str = "int8") -> tuple[bytes, list[dict]]:
 
 
 def unpack_layers(blob: bytes, table: list[dict], fmt: str) -> dict[str, torch.Tensor]:
-    """A state dict ``{"baseline.fc1.weight": ..., ...}`` (float32) read back from a blob."""
+    """A state dict ``{"baseline.fc1.weight": ..., ...}`` (float32) read back from a
+    blob."""
     state = {}
     for entry in table:
         rows, cols = entry["rows"], entry["cols"]
         if fmt == "int8":
-            q = np.frombuffer(blob, np.int8, rows * cols, entry["weight"]).reshape(rows, cols)
+            q = np.frombuffer(blob, np.int8, rows * cols, entry["weight"]).reshape(
+                rows, cols
+            )
             scale = np.frombuffer(blob, "<f4", rows, entry["scale"])
-            weight = dequantize(torch.from_numpy(q.copy()), torch.from_numpy(scale.copy()))
+            weight = dequantize(
+                torch.from_numpy(q.copy()), torch.from_numpy(scale.copy())
+            )
         else:
-            half = np.frombuffer(blob, "<f2", rows * cols, entry["weight"]).reshape(rows, cols)
+            half = np.frombuffer(blob, "<f2", rows * cols, entry["weight"]).reshape(
+                rows, cols
+            )
             weight = torch.from_numpy(half.astype(np.float32))
         state[f"{entry['name']}.weight"] = weight
-        state[f"{entry['name']}.bias"] = torch.from_numpy(np.frombuffer(blob, "<f4", rows, entry["bias"]).copy())
+        state[f"{entry['name']}.bias"] = torch.from_numpy(
+            np.frombuffer(blob, "<f4", rows, entry["bias"]).copy()
+        )
     return state
 
 
 def exported_cvae(cvae: CVAE, blob: bytes, table: list[dict], fmt: str) -> CVAE:
-    """A CPU copy of ``cvae`` whose sampling layers hold the exported (rounded) weights."""
+    """A CPU copy of ``cvae`` whose sampling layers hold the exported (rounded)
+    weights."""
     config = cvae.config
     copy = CVAE(
         config.z_dim,
@@ -131,17 +153,24 @@ def exported_cvae(cvae: CVAE, blob: bytes, table: list[dict], fmt: str) -> CVAE:
     return copy.eval()
 
 
-def fixed_noise(num_samples: int, z_dim: int, seed: int = ERROR_NOISE_SEED) -> torch.Tensor:
+def fixed_noise(
+    num_samples: int, z_dim: int, seed: int = ERROR_NOISE_SEED
+) -> torch.Tensor:
     """Standard-normal epsilon ``(num_samples, 1, z_dim)`` from a private generator."""
-    return torch.randn(num_samples, 1, z_dim, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(
+        num_samples, 1, z_dim, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 @torch.no_grad()
-def pixel_error(original: CVAE, exported: CVAE, inputs: torch.Tensor, num_samples: int = MAX_SAMPLES) -> float:
-    """Largest |pixel| change that rounding the weights causes on ``inputs`` ``(n, 28, 28)``.
+def pixel_error(
+    original: CVAE, exported: CVAE, inputs: torch.Tensor, num_samples: int = MAX_SAMPLES
+) -> float:
+    """Largest |pixel| change that rounding the weights causes on ``inputs``
+    ``(n, 28, 28)``.
 
-    Over the baseline's guess and ``num_samples`` CVAE samples per input (the same epsilon for
-    both networks), hidden pixels only: the given ones are shown as drawn.
+    Over the baseline's guess and ``num_samples`` CVAE samples per input (the same
+    epsilon for both networks), hidden pixels only: the given ones are shown as drawn.
     """
     original = original.cpu().eval()
     worst = 0.0
@@ -153,19 +182,23 @@ def pixel_error(original: CVAE, exported: CVAE, inputs: torch.Tensor, num_sample
             (original.baseline(x), exported.baseline(x)),
             (original.sample(x, noise=noise), exported.sample(x, noise=noise)),
         ]
-        worst = max([worst] + [float((a - b)[..., hidden].abs().max()) for a, b in pairs])
+        worst = max(
+            [worst] + [float((a - b)[..., hidden].abs().max()) for a, b in pairs]
+        )
     return worst
 
 
 @dataclass
 class ExportedWeights:
-    """What the browser explorer loads: ``manifest`` (JSON-able) and one blob per setting."""
+    """What the browser explorer loads: ``manifest`` (JSON-able) and one blob per
+    setting."""
 
     manifest: dict
     blobs: dict[int, bytes]
 
     def write(self, folder: str | Path) -> Path:
-        """Write ``manifest.json`` and ``q{N}.bin`` into ``folder`` (created); returns it."""
+        """Write ``manifest.json`` and ``q{N}.bin`` into ``folder`` (created); returns
+        it."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for q, blob in self.blobs.items():
@@ -174,33 +207,56 @@ class ExportedWeights:
         return folder
 
 
-def export_weights(models_by_q: dict[int, TrainedModels], digits: list[int], fmt: str = "int8") -> ExportedWeights:
+def export_weights(
+    models_by_q: dict[int, TrainedModels], digits: list[int], fmt: str = "int8"
+) -> ExportedWeights:
     """Pack each setting's sampling layers and embed the test digits at ``digits``.
 
     Args:
-        models_by_q: trained models per number of given quadrants, all of one budget and decoder.
-        digits: positions in the test split (the same digits in every setting) that the page
+        models_by_q: trained models per number of given quadrants, all of one budget and
+        decoder.
+        digits: positions in the test split (the same digits in every setting) that the
+        page
             offers under "load test digit".
-        fmt: ``"int8"`` (per-row scales, about 2.6 MB per setting of the default decoder) or
+        fmt: ``"int8"`` (per-row scales, about 2.6 MB per setting of the default
+        decoder) or
             ``"fp16"`` (twice that).
 
     Returns:
-        The blobs and a manifest with the models' budget and decoder, the layer tables, the
-        size of each blob and ``max_pixel_error``, the measured effect of the rounding.
+        The blobs and a manifest with the models' budget and decoder, the layer tables,
+        the size of each blob and ``max_pixel_error``, the measured effect of the
+        rounding.
     """
     specs = {q: models.spec for q, models in models_by_q.items()}
     first = specs[min(specs)]
-    if len({(s.profile.name, s.seed, s.decoder_sees_input, s.precision) for s in specs.values()}) > 1:
-        raise ValueError("export_weights needs models of one budget, seed, decoder and precision.")
+    if (
+        len(
+            {
+                (s.profile.name, s.seed, s.decoder_sees_input, s.precision)
+                for s in specs.values()
+            }
+        )
+        > 1
+    ):
+        raise ValueError(
+            "export_weights needs models of one budget, seed, decoder and precision."
+        )
     test = models_by_q[min(models_by_q)].splits.test
     images = test.images[digits].cpu()  # (n, 28, 28); the same digits in every setting
     blobs, settings = {}, {}
     for q, models in sorted(models_by_q.items()):
         blob, table = pack_layers(models.cvae, fmt)
         inputs = torch.where(given_quadrants_mask(q), images, MASK_VALUE)
-        error = pixel_error(models.cvae, exported_cvae(models.cvae, blob, table, fmt), inputs)
+        error = pixel_error(
+            models.cvae, exported_cvae(models.cvae, blob, table, fmt), inputs
+        )
         blobs[q] = blob
-        settings[str(q)] = {"file": f"q{q}.bin", "bytes": len(blob), "layers": table, "max_pixel_error": error}
+        settings[str(q)] = {
+            "file": f"q{q}.bin",
+            "bytes": len(blob),
+            "layers": table,
+            "max_pixel_error": error,
+        }
     profile = first.profile
     config = models_by_q[min(models_by_q)].cvae.config
     return ExportedWeights(
@@ -221,7 +277,9 @@ def export_weights(models_by_q: dict[int, TrainedModels], digits: list[int], fmt
                 {
                     "index": int(i),
                     "label": int(test.labels[i]),
-                    "pixels": base64.b64encode((image * 255).round().to(torch.uint8).numpy().tobytes()).decode(),
+                    "pixels": base64.b64encode(
+                        (image * 255).round().to(torch.uint8).numpy().tobytes()
+                    ).decode(),
                 }
                 for i, image in zip(digits, images, strict=True)
             ],
@@ -240,8 +298,9 @@ def javascript_source() -> str:
 
 
 def javascript_lines(start: str, stop: str) -> str:
-    """The lines of the JavaScript from the one containing ``start`` up to (not including) the
-    next one containing ``stop``; a marker that is not found is an error."""
+    """The lines of the JavaScript from the one containing ``start`` up to (not
+    including) the next one containing ``stop``; a marker that is not found is an
+    error."""
     lines = javascript_source().splitlines(keepends=True)
     first = next((i for i, line in enumerate(lines) if start in line), None)
     if first is None:
@@ -253,7 +312,8 @@ def javascript_lines(start: str, stop: str) -> str:
 
 
 def show_javascript(start: str, stop: str):
-    """Part of the explorer's JavaScript as highlighted code (see :func:`javascript_lines`)."""
+    """Part of the explorer's JavaScript as highlighted code (see
+    :func:`javascript_lines`)."""
     from IPython.display import Code
 
     return Code(javascript_lines(start, stop), language="javascript")
@@ -262,20 +322,26 @@ def show_javascript(start: str, stop: str):
 class BrowserExplorer:
     """The in-browser explorer of ``weights``, shown by Jupyter, Colab and MyST-NB.
 
-    - ``_repr_html_`` (Jupyter, Colab): the weights travel inside the output, base64 in one
-      ``<script type="application/octet-stream">`` per setting, decoded when first picked.
+    - ``_repr_html_`` (Jupyter, Colab): the weights travel inside the output, base64 in
+      one ``<script type="application/octet-stream">`` per setting, decoded when first
+      picked.
     - ``_repr_markdown_`` (the HTML book, which prefers it): the same widget, loading
-      ``weights_url + "q{N}.bin"`` when the reader picks that setting; the page stays small.
+      ``weights_url + "q{N}.bin"`` when the reader picks that setting; the page stays
+      small.
     """
 
     def __init__(
-        self, weights: ExportedWeights, weights_url: str = "explorer/", element_id: str | None = None
+        self,
+        weights: ExportedWeights,
+        weights_url: str = "explorer/",
+        element_id: str | None = None,
     ) -> None:
         self.weights, self.weights_url = weights, weights_url
         self.element_id = element_id or f"cvae-browser-{uuid.uuid4().hex[:8]}"
 
     def html(self, inline: bool) -> str:
-        """The widget's HTML: a container, the manifest, optionally the weights, the script."""
+        """The widget's HTML: a container, the manifest, optionally the weights, the
+        script."""
         eid = html.escape(self.element_id)
         config = {
             "manifest": self.weights.manifest,
@@ -315,11 +381,13 @@ class BrowserExplorer:
         )
 
 
-def browser_explorer(weights: ExportedWeights, weights_url: str = "explorer/") -> BrowserExplorer:
+def browser_explorer(
+    weights: ExportedWeights, weights_url: str = "explorer/"
+) -> BrowserExplorer:
     """The in-browser explorer of ``weights`` (see :class:`BrowserExplorer`).
 
-    ``weights_url``: where the HTML book serves the folder that :meth:`ExportedWeights.write`
-    wrote, relative to the page (ends with ``/``).
+    ``weights_url``: where the HTML book serves the folder that
+    :meth:`ExportedWeights.write` wrote, relative to the page (ends with ``/``).
     """
     if not weights_url.endswith("/"):
         raise ValueError(f"weights_url must end with '/', got {weights_url!r}.")

@@ -1,4 +1,5 @@
-"""Checkpoints tied to the configuration that made them: atomic writes, safe loads, clear errors."""
+"""Checkpoints tied to the configuration that made them: atomic writes, safe loads,
+clear errors."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ class CheckpointMismatchError(ValueError):
 
 
 def config_diff(stored: dict, wanted: dict) -> dict[str, tuple[Any, Any]]:
-    """Keys whose values differ, as ``{key: (stored, wanted)}``, nested keys joined by dots."""
+    """Keys whose values differ, as ``{key: (stored, wanted)}``, nested keys joined by
+    dots."""
     diff: dict[str, tuple[Any, Any]] = {}
     for key in sorted(set(stored) | set(wanted)):
         a, b = stored.get(key), wanted.get(key)
@@ -31,15 +33,22 @@ def config_diff(stored: dict, wanted: dict) -> dict[str, tuple[Any, Any]]:
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """Write ``payload`` (plus versions) to ``path`` atomically: a temporary file, then rename.
+    """Write ``payload`` (plus versions) to ``path`` atomically: a temporary file, then
+    rename.
 
-    An interrupted run therefore leaves either the previous checkpoint or the new one, never a
-    truncated file.
+    An interrupted run therefore leaves either the previous checkpoint or the new one,
+    never a truncated file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {**payload, "format_version": FORMAT_VERSION, "versions": library_versions()}
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    payload = {
+        **payload,
+        "format_version": FORMAT_VERSION,
+        "versions": library_versions(),
+    }
+    handle, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
     os.close(handle)
     try:
         torch.save(payload, tmp)
@@ -49,7 +58,9 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, config: dict | None = None, map_location: Any = "cpu") -> dict:
+def load_checkpoint(
+    path: str | Path, config: dict | None = None, map_location: Any = "cpu"
+) -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)``.
 
     If ``config`` is given, it must equal the stored configuration; otherwise a
@@ -60,22 +71,27 @@ def load_checkpoint(path: str | Path, config: dict | None = None, map_location: 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as error:  # a foreign or damaged file; torch's message is not actionable
+    except (
+        Exception
+    ) as error:  # a foreign or damaged file; torch's message is not actionable
         raise ValueError(
             f"{path} is not a readable checkpoint of this project ({type(error).__name__}: "
             f"{error}). Delete it to train again."
         ) from error
     if not isinstance(payload, dict) or "config" not in payload:
-        raise ValueError(f"{path} is not a checkpoint of this project (no stored configuration).")
+        raise ValueError(
+            f"{path} is not a checkpoint of this project (no stored configuration)."
+        )
     if config is not None:
         diff = config_diff(payload["config"], config)
         if diff:
-            lines = "\n".join(f"  {k}: checkpoint has {a!r}, you asked for {b!r}" for k, (a, b)
-                              in diff.items())
+            lines = "\n".join(
+                f"  {k}: checkpoint has {a!r}, you asked for {b!r}"
+                for k, (a, b) in diff.items()
+            )
             raise CheckpointMismatchError(
                 f"The checkpoint {path} was made by another configuration:\n{lines}\n"
                 "Delete it (or pass another checkpoint directory) to train this configuration, "
                 "or ask for the configuration it was made with."
             )
     return payload
-

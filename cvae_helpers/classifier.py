@@ -1,5 +1,6 @@
-"""A small MNIST classifier, trained on the training split only and cached like the other models
-(and, like them, fetched from the release's pretrained weights at the full budget).
+"""A small MNIST classifier, trained on the training split only and cached like the
+other models (and, like them, fetched from the release's pretrained weights at the full
+budget).
 
 It reads completions, not the book's results: the diversity measurements
 (:mod:`cvae_helpers.diversity`) ask it which digit each completed image shows.
@@ -23,12 +24,18 @@ NUM_CLASSES = 10
 
 
 class DigitClassifier(nn.Module):
-    """Two 3×3 convolutions with max pooling, then a 128-unit layer: ``(batch, 28, 28)`` or
-    ``(batch, 784)`` images in [0, 1] to ``(batch, 10)`` logits."""
+    """Two 3×3 convolutions with max pooling, then a 128-unit layer: ``(batch, 28, 28)``
+    or ``(batch, 784)`` images in [0, 1] to ``(batch, 10)`` logits."""
 
-    def __init__(self, channels_1: int = 16, channels_2: int = 32, hidden: int = 128) -> None:
+    def __init__(
+        self, channels_1: int = 16, channels_2: int = 32, hidden: int = 128
+    ) -> None:
         super().__init__()
-        self.config = {"channels_1": channels_1, "channels_2": channels_2, "hidden": hidden}
+        self.config = {
+            "channels_1": channels_1,
+            "channels_2": channels_2,
+            "hidden": hidden,
+        }
         self.conv1 = nn.Conv2d(1, channels_1, 3, padding=1)
         self.conv2 = nn.Conv2d(channels_1, channels_2, 3, padding=1)
         self.fc1 = nn.Linear(channels_2 * 7 * 7, hidden)
@@ -52,10 +59,15 @@ class TrainedClassifier:
 
 
 def classifier_config(spec: RunSpec, net: DigitClassifier) -> dict:
-    """Everything that determines a trained classifier: its checkpoint's cache key. It sees whole
-    digits, so the number of given quadrants, the decoder and the family play no part."""
-    return {"model": "classifier", **net.config, "seed": spec.seed,
-            "profile": spec.profile.training_dict()}
+    """Everything that determines a trained classifier: its checkpoint's cache key. It
+    sees whole digits, so the number of given quadrants, the decoder and the family play
+    no part."""
+    return {
+        "model": "classifier",
+        **net.config,
+        "seed": spec.seed,
+        "profile": spec.profile.training_dict(),
+    }
 
 
 def classifier_path(spec: RunSpec) -> Path:
@@ -64,19 +76,26 @@ def classifier_path(spec: RunSpec) -> Path:
 
 
 def wanted_classifier(spec: RunSpec) -> pretrained.WantedCheckpoint:
-    """The classifier of ``spec``'s budget and seed as the release lists it: its label, cache path,
-    configuration and path inside the cache (``full/classifier_seed0.pt``)."""
-    with torch.device("meta"):  # only the architecture is read: no weights are allocated
+    """The classifier of ``spec``'s budget and seed as the release lists it: its label,
+    cache path, configuration and path inside the cache
+    (``full/classifier_seed0.pt``)."""
+    with torch.device(
+        "meta"
+    ):  # only the architecture is read: no weights are allocated
         net = DigitClassifier()
     path = classifier_path(spec)
     return pretrained.WantedCheckpoint(
-        "classifier", path, classifier_config(spec, net), path.relative_to(spec.checkpoint_dir).as_posix()
+        "classifier",
+        path,
+        classifier_config(spec, net),
+        path.relative_to(spec.checkpoint_dir).as_posix(),
     )
 
 
 @torch.no_grad()
 def accuracy(net: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """The fraction of ``images`` ``(N, 28, 28)`` classified as their ``labels`` ``(N,)``."""
+    """The fraction of ``images`` ``(N, 28, 28)`` classified as their ``labels``
+    ``(N,)``."""
     predicted = batched(lambda x: net(x).argmax(-1), images)
     return (predicted == labels).double().mean().item()
 
@@ -84,14 +103,15 @@ def accuracy(net: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -
 def get_classifier(
     spec: RunSpec, *, progress: bool = True, force_training: bool | None = None
 ) -> TrainedClassifier:
-    """The cached classifier of ``spec``'s budget and seed, fetched from the release (full budget,
-    unless ``force_training`` or ``$CVAE_FORCE_TRAINING``; see
-    :func:`~cvae_helpers.pretrained.fetch_missing`) or trained (or resumed) first if need be.
+    """The cached classifier of ``spec``'s budget and seed, fetched from the release
+    (full budget, unless ``force_training`` or ``$CVAE_FORCE_TRAINING``; see
+    :func:`~cvae_helpers.pretrained.fetch_missing`) or trained (or resumed) first if
+    need be.
 
     Trained with Adam on the cross-entropy of the whole training-split digits (the same
     50,000 images, or the quick subset, as the other models), with early stopping on the
-    validation split's cross-entropy; its accuracy is measured on the test split, also when
-    its weights came from the release.
+    validation split's cross-entropy; its accuracy is measured on the test split, also
+    when its weights came from the release.
     """
     profile = spec.profile
     if profile.fetch_pretrained:
@@ -107,8 +127,19 @@ def get_classifier(
         return F.cross_entropy(net(images), labels, reduction="sum")
 
     batches = make_batches(spec, (train.images, train.labels), (val.images, val.labels))
-    run = TrainingRun(net, classifier_config(spec, net), profile, "classifier", *batches,
-                      classifier_path(spec), progress)
+    run = TrainingRun(
+        net,
+        classifier_config(spec, net),
+        profile,
+        "classifier",
+        *batches,
+        classifier_path(spec),
+        progress,
+    )
     with run.explaining_nan():
-        history = fit(TorchSteps(loss, net.parameters(), profile.learning_rate), *batches, run)
-    return TrainedClassifier(net, history, accuracy(net, test.images, test.labels), len(test))
+        history = fit(
+            TorchSteps(loss, net.parameters(), profile.learning_rate), *batches, run
+        )
+    return TrainedClassifier(
+        net, history, accuracy(net, test.images, test.labels), len(test)
+    )

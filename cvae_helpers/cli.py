@@ -20,113 +20,211 @@ def _positive(text: str) -> int:
 
 
 def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> None:
-    """The options that pick a trained configuration, shared by ``train`` and ``figures``."""
-    command.add_argument("--quadrants", type=int, nargs="+", choices=[1, 2, 3], default=[1, 2, 3],
-                         help="numbers of quadrants given as input (default: 1 2 3)")
-    command.add_argument("--profile", choices=sorted(PROFILES), default="full",
-                         help="budget: quick (small subsets, CI) or full (default)")
+    """The options that pick a trained configuration, shared by ``train`` and
+    ``figures``."""
+    command.add_argument(
+        "--quadrants",
+        type=int,
+        nargs="+",
+        choices=[1, 2, 3],
+        default=[1, 2, 3],
+        help="numbers of quadrants given as input (default: 1 2 3)",
+    )
+    command.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="full",
+        help="budget: quick (small subsets, CI) or full (default)",
+    )
     command.add_argument("--output", type=Path, required=True, help=output_help)
-    command.add_argument("--data-dir", type=Path, default=None,
-                         help=f"MNIST data root (default: ${DATA_DIR_ENV}, else ./data)")
-    command.add_argument("--checkpoint-dir", type=Path, default=None,
-                         help="checkpoint cache (default: $CVAE_CHECKPOINT_DIR, else ./checkpoints)")
+    command.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"MNIST data root (default: ${DATA_DIR_ENV}, else ./data)",
+    )
+    command.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="checkpoint cache (default: $CVAE_CHECKPOINT_DIR, else ./checkpoints)",
+    )
     command.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    command.add_argument("--decoder-sees-input", action="store_true",
-                         help="the paper's generation network p(y|x,z) instead of p(y|z)")
-    command.add_argument("--family", choices=list(FAMILIES), default="cvae",
-                         help="the objective: cvae (default), gsnn (z from the prior network, "
-                              "no recognition network) or hybrid (alpha CVAE + (1-alpha) GSNN)")
-    command.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                         help=f"the hybrid's weight on the CVAE's loss (default {DEFAULT_ALPHA})")
-    command.add_argument("--force-training", action="store_true", default=None,
-                         help="train here instead of downloading the release's pretrained weights "
-                              "(default: $CVAE_FORCE_TRAINING; the quick profile never downloads)")
+    command.add_argument(
+        "--decoder-sees-input",
+        action="store_true",
+        help="the paper's generation network p(y|x,z) instead of p(y|z)",
+    )
+    command.add_argument(
+        "--family",
+        choices=list(FAMILIES),
+        default="cvae",
+        help="the objective: cvae (default), gsnn (z from the prior network, "
+        "no recognition network) or hybrid (alpha CVAE + (1-alpha) GSNN)",
+    )
+    command.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help=f"the hybrid's weight on the CVAE's loss (default {DEFAULT_ALPHA})",
+    )
+    command.add_argument(
+        "--force-training",
+        action="store_true",
+        default=None,
+        help="train here instead of downloading the release's pretrained weights "
+        "(default: $CVAE_FORCE_TRAINING; the quick profile never downloads)",
+    )
     _add_machine_arguments(command)
 
 
 def _add_machine_arguments(command: argparse.ArgumentParser) -> None:
     """Where and in which arithmetic to train: shared by every command."""
-    command.add_argument("--device", default=None,
-                         help="cpu, cuda or auto (default: $CVAE_DEVICE, else auto)")
-    command.add_argument("--precision", choices=PRECISIONS, default=None,
-                         help="fp32, or bf16 mixed-precision training where the hardware has it "
-                              "(fast engine only; default: $CVAE_PRECISION, else fp32); "
-                              "evaluation is always fp32")
-    command.add_argument("--engine", choices=ENGINES, default=None,
-                         help="pyro (Pyro's SVI and the plain estimators, what the book shows) or "
-                              "fast (the same numbers with the speed tricks of "
-                              "cvae_helpers.fast); default: $CVAE_ENGINE, else pyro")
+    command.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda or auto (default: $CVAE_DEVICE, else auto)",
+    )
+    command.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="fp32, or bf16 mixed-precision training where the hardware has it "
+        "(fast engine only; default: $CVAE_PRECISION, else fp32); "
+        "evaluation is always fp32",
+    )
+    command.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="pyro (Pyro's SVI and the plain estimators, what the book shows) or "
+        "fast (the same numbers with the speed tricks of "
+        "cvae_helpers.fast); default: $CVAE_ENGINE, else pyro",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cvae_helpers",
-        description="Train, evaluate and benchmark the baseline and the CVAE on MNIST quadrants.")
+        description="Train, evaluate and benchmark the baseline and the CVAE on MNIST quadrants.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    # The two commands that pick a trained configuration: (help, description, --output help).
+    # The two commands that pick a trained configuration: (help, description, --output
+    # help).
     model_commands = {
-        "train": ("train (or reuse) and evaluate; write metrics_q{N}.json and results.md",
-                  "Train the baseline and the CVAE for each quadrant setting, reusing matching "
-                  "checkpoints, evaluate them on the test set and write DIR/metrics_q{N}.json "
-                  "and DIR/results.md.", "directory for the results"),
-        "figures": ("write the completion grids grid_q{N}.png of (cached) models",
-                    "Load the models of each quadrant setting from the checkpoint cache "
-                    "(training them first if nothing matches) and write DIR/grid_q{N}.png: "
-                    "input, truth, baseline and CVAE samples for fixed and ambiguous test digits.",
-                    "directory for the PNGs"),
+        "train": (
+            "train (or reuse) and evaluate; write metrics_q{N}.json and results.md",
+            "Train the baseline and the CVAE for each quadrant setting, reusing matching "
+            "checkpoints, evaluate them on the test set and write DIR/metrics_q{N}.json "
+            "and DIR/results.md.",
+            "directory for the results",
+        ),
+        "figures": (
+            "write the completion grids grid_q{N}.png of (cached) models",
+            "Load the models of each quadrant setting from the checkpoint cache "
+            "(training them first if nothing matches) and write DIR/grid_q{N}.png: "
+            "input, truth, baseline and CVAE samples for fixed and ambiguous test digits.",
+            "directory for the PNGs",
+        ),
     }
     for name, (summary, description, output_help) in model_commands.items():
-        _add_model_arguments(commands.add_parser(name, help=summary, description=description),
-                             output_help=output_help)
-    commands.choices["train"].add_argument("--no-progress", action="store_true",
-                                           help="hide the progress bars")
+        _add_model_arguments(
+            commands.add_parser(name, help=summary, description=description),
+            output_help=output_help,
+        )
+    commands.choices["train"].add_argument(
+        "--no-progress", action="store_true", help="hide the progress bars"
+    )
 
     bench = commands.add_parser(
-        "bench", help="print seconds per 60k-image training epoch as one line of JSON",
+        "bench",
+        help="print seconds per 60k-image training epoch as one line of JSON",
         description="Time training steps of the default baseline and CVAE (data handling "
-                    "included) and extrapolate to one epoch of 60,000 images.")
-    bench.add_argument("--batches", type=_positive, default=50, help="timed batches (default 50)")
-    bench.add_argument("--batch-size", type=_positive, default=128, help="batch size (default 128)")
-    bench.add_argument("--quadrants", type=int, choices=[1, 2, 3], default=1,
-                       help="number of quadrants given (default 1)")
+        "included) and extrapolate to one epoch of 60,000 images.",
+    )
+    bench.add_argument(
+        "--batches", type=_positive, default=50, help="timed batches (default 50)"
+    )
+    bench.add_argument(
+        "--batch-size", type=_positive, default=128, help="batch size (default 128)"
+    )
+    bench.add_argument(
+        "--quadrants",
+        type=int,
+        choices=[1, 2, 3],
+        default=1,
+        help="number of quadrants given (default 1)",
+    )
     bench.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
-    bench.add_argument("--paths", choices=["pyro", "fast", "pyro_example"], nargs="+",
-                       default=["pyro", "fast", "pyro_example"],
-                       help="what to time, side by side in one run: this book's Pyro SVI, the "
-                            "fast engine, and the Pyro example's per-item Dataset + DataLoader "
-                            "with SVI (default: all three)")
+    bench.add_argument(
+        "--paths",
+        choices=["pyro", "fast", "pyro_example"],
+        nargs="+",
+        default=["pyro", "fast", "pyro_example"],
+        help="what to time, side by side in one run: this book's Pyro SVI, the "
+        "fast engine, and the Pyro example's per-item Dataset + DataLoader "
+        "with SVI (default: all three)",
+    )
     _add_machine_arguments(bench)
 
     diversity = commands.add_parser(
-        "diversity", help="measure the diversity of NN, GSNN, CVAE and hybrid completions (JSON)",
+        "diversity",
+        help="measure the diversity of NN, GSNN, CVAE and hybrid completions (JSON)",
         description="Train (or load) the classifier, then label 100 completions of each of the first "
-                    "test inputs for the baseline and each model family, per quadrant setting; write "
-                    "the study as JSON to --output.")
+        "test inputs for the baseline and each model family, per quadrant setting; write "
+        "the study as JSON to --output.",
+    )
     _add_model_arguments(diversity, output_help="the JSON file to write")
-    diversity.add_argument("--images", type=_positive, default=None,
-                           help="test inputs measured (default: 1,000 at the full budget, 50 quick)")
+    diversity.add_argument(
+        "--images",
+        type=_positive,
+        default=None,
+        help="test inputs measured (default: 1,000 at the full budget, 50 quick)",
+    )
 
     convergence = commands.add_parser(
-        "convergence", help="MC, IS and -ELBO against S, and IS on the whole test set at large S (JSON)",
+        "convergence",
+        help="MC, IS and -ELBO against S, and IS on the whole test set at large S (JSON)",
         description="For each quadrant setting's CVAE: the three estimators against the number of "
-                    "samples S on the first test images, and the IS estimate on the whole test set at "
-                    "--full-test-sizes; written as JSON to --output.")
+        "samples S on the first test images, and the IS estimate on the whole test set at "
+        "--full-test-sizes; written as JSON to --output.",
+    )
     _add_model_arguments(convergence, output_help="the JSON file to write")
-    convergence.add_argument("--sizes", type=_positive, nargs="+", default=None,
-                             help="S of the curves (default: 1 ... 5,000 full, 1 ... 300 quick)")
-    convergence.add_argument("--images", type=_positive, default=None,
-                             help="test images of the curves (default: 500 full, 100 quick)")
-    convergence.add_argument("--full-test-sizes", type=_positive, nargs="+", default=[100, 1000, 5000],
-                             help="S of the whole-test-set IS estimates (default: 100 1000 5000)")
+    convergence.add_argument(
+        "--sizes",
+        type=_positive,
+        nargs="+",
+        default=None,
+        help="S of the curves (default: 1 ... 5,000 full, 1 ... 300 quick)",
+    )
+    convergence.add_argument(
+        "--images",
+        type=_positive,
+        default=None,
+        help="test images of the curves (default: 500 full, 100 quick)",
+    )
+    convergence.add_argument(
+        "--full-test-sizes",
+        type=_positive,
+        nargs="+",
+        default=[100, 1000, 5000],
+        help="S of the whole-test-set IS estimates (default: 100 1000 5000)",
+    )
 
     step_times = commands.add_parser(
-        "step-times", help="print where a CVAE training step's time goes, as one line of JSON",
+        "step-times",
+        help="print where a CVAE training step's time goes, as one line of JSON",
         description="Profile CVAE training steps on the CPU with torch.profiler, for Pyro's "
-                    "SVI with Trace_ELBO and for the fast engine: milliseconds "
-                    "per step in matmuls, the optimizer, other tensor ops, and Python/framework.")
-    step_times.add_argument("--steps", type=_positive, default=30, help="profiled steps (default 30)")
-    step_times.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
+        "SVI with Trace_ELBO and for the fast engine: milliseconds "
+        "per step in matmuls, the optimizer, other tensor ops, and Python/framework.",
+    )
+    step_times.add_argument(
+        "--steps", type=_positive, default=30, help="profiled steps (default 30)"
+    )
+    step_times.add_argument(
+        "--data-dir", type=Path, default=None, help="MNIST data root"
+    )
     return parser
 
 
@@ -134,7 +232,9 @@ def _write_json(record: dict, path: Path) -> None:
     from .config import library_versions
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**record, "versions": library_versions()}, indent=2) + "\n")
+    path.write_text(
+        json.dumps({**record, "versions": library_versions()}, indent=2) + "\n"
+    )
     print(f"Wrote {path}")
 
 
@@ -147,11 +247,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command in ("train", "figures", "diversity", "convergence"):
-            spec = RunSpec.create(1, args.profile, seed=args.seed,
-                                  decoder_sees_input=args.decoder_sees_input,
-                                  data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir,
-                                  device=args.device, precision=args.precision,
-                                  family=args.family, alpha=args.alpha, engine=args.engine)
+            spec = RunSpec.create(
+                1,
+                args.profile,
+                seed=args.seed,
+                decoder_sees_input=args.decoder_sees_input,
+                data_dir=args.data_dir,
+                checkpoint_dir=args.checkpoint_dir,
+                device=args.device,
+                precision=args.precision,
+                family=args.family,
+                alpha=args.alpha,
+                engine=args.engine,
+            )
             specs = [spec.for_quadrants(q) for q in sorted(set(args.quadrants))]
         if args.command == "train":
             from .pipeline import run_setting
@@ -159,8 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             records = []
             for spec in specs:
-                records.append(run_setting(spec, progress=not args.no_progress,
-                                           force_training=args.force_training))
+                records.append(
+                    run_setting(
+                        spec,
+                        progress=not args.no_progress,
+                        force_training=args.force_training,
+                    )
+                )
                 write_results(records, args.output)
             print(results_table(records), end="")
             print(f"Wrote {args.output}/metrics_q*.json and {args.output}/results.md")
@@ -173,8 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             args.output.mkdir(parents=True, exist_ok=True)
             for spec in specs:
-                models = get_trained_models(spec, progress=False,
-                                            force_training=args.force_training)
+                models = get_trained_models(
+                    spec, progress=False, force_training=args.force_training
+                )
                 path = args.output / f"grid_q{spec.num_quadrant_inputs}.png"
                 completion_grid(models, seed=args.seed).savefig(path, dpi=80)
                 print(f"Wrote {path}")
@@ -182,15 +296,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .classifier import get_classifier
             from .diversity import diversity_study
 
-            classifier = get_classifier(spec, progress=False, force_training=args.force_training)
-            study = diversity_study(spec, classifier, quadrants=[s.num_quadrant_inputs for s in specs],
-                                    num_images=args.images)
+            classifier = get_classifier(
+                spec, progress=False, force_training=args.force_training
+            )
+            study = diversity_study(
+                spec,
+                classifier,
+                quadrants=[s.num_quadrant_inputs for s in specs],
+                num_images=args.images,
+            )
             _write_json(study, args.output)
         elif args.command == "convergence":
             from .convergence import convergence_study
 
-            study = convergence_study(spec, [s.num_quadrant_inputs for s in specs], sample_sizes=args.sizes,
-                                      num_images=args.images, full_test_sizes=args.full_test_sizes)
+            study = convergence_study(
+                spec,
+                [s.num_quadrant_inputs for s in specs],
+                sample_sizes=args.sizes,
+                num_images=args.images,
+                full_test_sizes=args.full_test_sizes,
+            )
             _write_json(study, args.output)
         elif args.command == "step-times":
             from .speed import profile_cvae_step
@@ -199,11 +324,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from .speed import benchmark
 
-            print(json.dumps(benchmark(args.quadrants, args.batches, args.batch_size,
-                                       data_dir=args.data_dir, paths=args.paths,
-                                       device=args.device, precision=args.precision)))
-    # ValueError includes pretrained.PretrainedError (a file that fails its SHA-256 check)
-    except (MNISTDataError, CheckpointMismatchError, NonFiniteLossError, ValueError) as error:
+            print(
+                json.dumps(
+                    benchmark(
+                        args.quadrants,
+                        args.batches,
+                        args.batch_size,
+                        data_dir=args.data_dir,
+                        paths=args.paths,
+                        device=args.device,
+                        precision=args.precision,
+                    )
+                )
+            )
+    # ValueError includes pretrained.PretrainedError (a file that fails its SHA-256
+    # check)
+    except (
+        MNISTDataError,
+        CheckpointMismatchError,
+        NonFiniteLossError,
+        ValueError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -1,17 +1,22 @@
-"""Paths, budgets (profiles), devices, seeds, versions, and the run spec that bundles them.
+"""Paths, budgets (profiles), devices, seeds, versions, and the run spec that bundles
+them.
 
 Environment variables (each also has a function argument that wins over it):
 
-- ``CVAE_DATA_DIR``: the data root, holding ``MNIST/raw/*.gz`` as torchvision lays it out.
+- ``CVAE_DATA_DIR``: the data root, holding ``MNIST/raw/*.gz`` as torchvision lays it
+  out.
 - ``CVAE_CHECKPOINT_DIR``: where trained models are cached.
-- ``CVAE_PROFILE``: ``full`` (default) or ``quick``, the budget of every chapter and command.
+- ``CVAE_PROFILE``: ``full`` (default) or ``quick``, the budget of every chapter and
+  command.
 - ``CVAE_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default: CUDA when available).
-- ``CVAE_PRECISION``: ``fp32`` (default) or ``bf16``, the arithmetic of training's matmuls.
-- ``CVAE_ENGINE``: ``pyro`` (default: Pyro's ``SVI`` trains, the plain estimators evaluate) or
-  ``fast`` (the same computations with the speed tricks of :mod:`cvae_helpers.fast`).
+- ``CVAE_PRECISION``: ``fp32`` (default) or ``bf16``, the arithmetic of training's
+  matmuls.
+- ``CVAE_ENGINE``: ``pyro`` (default: Pyro's ``SVI`` trains, the plain estimators
+  evaluate) or ``fast`` (the same computations with the speed tricks of
+  :mod:`cvae_helpers.fast`).
 
-``CVAE_PRETRAINED_URL`` and ``CVAE_FORCE_TRAINING`` (where pretrained weights come from, and
-training instead) are read by :mod:`cvae_helpers.pretrained`.
+``CVAE_PRETRAINED_URL`` and ``CVAE_FORCE_TRAINING`` (where pretrained weights come from,
+and training instead) are read by :mod:`cvae_helpers.pretrained`.
 """
 
 from __future__ import annotations
@@ -35,25 +40,29 @@ DEVICE_ENV = "CVAE_DEVICE"
 PRECISION_ENV = "CVAE_PRECISION"
 ENGINE_ENV = "CVAE_ENGINE"
 PRECISIONS = ("fp32", "bf16")
-# pyro: what the chapters show (SVI, plain layers, the estimators' formulas); fast: the same
-# numbers computed with the tricks of cvae_helpers.fast, tested equal (tests/test_fast.py).
+# pyro: what the chapters show (SVI, plain layers, the estimators' formulas); fast: the
+# same numbers computed with the tricks of cvae_helpers.fast, tested equal
+# (tests/test_fast.py).
 ENGINES = ("pyro", "fast")
 
 
 def project_root() -> Path:
-    """The repository root when the package runs from a checkout, else the working directory."""
+    """The repository root when the package runs from a checkout, else the working
+    directory."""
     here = Path(__file__).resolve().parent.parent
     return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
 
 def default_data_dir() -> Path:
-    """Data root: ``$CVAE_DATA_DIR`` if set, else ``<project>/data`` (ignored by git)."""
+    """Data root: ``$CVAE_DATA_DIR`` if set, else ``<project>/data`` (ignored by
+    git)."""
     env = os.environ.get(DATA_DIR_ENV)
     return Path(env).expanduser() if env else project_root() / "data"
 
 
 def default_checkpoint_dir() -> Path:
-    """Checkpoint cache: ``$CVAE_CHECKPOINT_DIR`` if set, else ``<project>/checkpoints``."""
+    """Checkpoint cache: ``$CVAE_CHECKPOINT_DIR`` if set, else
+    ``<project>/checkpoints``."""
     env = os.environ.get(CHECKPOINT_DIR_ENV)
     return Path(env).expanduser() if env else project_root() / "checkpoints"
 
@@ -62,8 +71,8 @@ def default_checkpoint_dir() -> Path:
 class Profile:
     """A budget: how much data, training and sampling every part of the package uses.
 
-    ``None`` sizes mean the whole split (50k train, 10k validation, 10k test). Only the training
-    fields (:meth:`training_dict`) are part of a trained model's cache key.
+    ``None`` sizes mean the whole split (50k train, 10k validation, 10k test). Only the
+    training fields (:meth:`training_dict`) are part of a trained model's cache key.
     """
 
     name: str
@@ -88,38 +97,75 @@ class Profile:
 
     def training_dict(self) -> dict:
         """The fields that change a trained model: its cache key."""
-        keys = ("name", "train_size", "val_size", "max_epochs", "patience", "batch_size",
-                "learning_rate")
+        keys = (
+            "name",
+            "train_size",
+            "val_size",
+            "max_epochs",
+            "patience",
+            "batch_size",
+            "learning_rate",
+        )
         return {key: getattr(self, key) for key in keys}
 
 
 PROFILES: dict[str, Profile] = {
-    # The paper's and Pyro tutorial's setup: Adam 1e-3, early stopping with patience 3, <= 50 epochs.
+    # The paper's and Pyro tutorial's setup: Adam 1e-3, early stopping with patience 3,
+    # <= 50 epochs.
     "full": Profile(
-        name="full", description="the real experiment", train_size=None, val_size=None,
-        test_size=None, max_epochs=50, patience=3, batch_size=128, learning_rate=1e-3,
-        num_samples=100, reference=True, fetch_pretrained=True, diversity_images=1000,
-        curve_sample_sizes=(1, 3, 10, 30, 100, 300, 1000, 3000, 5000), curve_images=500,
+        name="full",
+        description="the real experiment",
+        train_size=None,
+        val_size=None,
+        test_size=None,
+        max_epochs=50,
+        patience=3,
+        batch_size=128,
+        learning_rate=1e-3,
+        num_samples=100,
+        reference=True,
+        fetch_pretrained=True,
+        diversity_images=1000,
+        curve_sample_sizes=(1, 3, 10, 30, 100, 300, 1000, 3000, 5000),
+        curve_images=500,
         bench_batches=30,
     ),
-    # A smoke-test budget for CI: small subsets, two epochs, few samples; never downloads.
+    # A smoke-test budget for CI: small subsets, two epochs, few samples; never
+    # downloads.
     "quick": Profile(
-        name="quick", description="a smoke test on small subsets, numbers not meaningful",
-        train_size=3000, val_size=1000, test_size=1000, max_epochs=2, patience=3,
-        batch_size=128, learning_rate=1e-3, num_samples=10, reference=False,
-        fetch_pretrained=False, diversity_images=50,
-        curve_sample_sizes=(1, 3, 10, 30, 100, 300), curve_images=100, bench_batches=5,
+        name="quick",
+        description="a smoke test on small subsets, numbers not meaningful",
+        train_size=3000,
+        val_size=1000,
+        test_size=1000,
+        max_epochs=2,
+        patience=3,
+        batch_size=128,
+        learning_rate=1e-3,
+        num_samples=10,
+        reference=False,
+        fetch_pretrained=False,
+        diversity_images=50,
+        curve_sample_sizes=(1, 3, 10, 30, 100, 300),
+        curve_images=100,
+        bench_batches=5,
     ),
 }
-# The release workflow's dry run (make release-dry-run): quick's budget, fetched from the release
-# like "full", so that the export, the download and the checksums are checked in minutes.
-PROFILES["dryrun"] = replace(PROFILES["quick"], name="dryrun", fetch_pretrained=True,
-                             description="quick's budget fetched from the release, to check the "
-                                         "release path; numbers not meaningful")
+# The release workflow's dry run (make release-dry-run): quick's budget, fetched from
+# the release like "full", so that the export, the download and the checksums are
+# checked in minutes.
+PROFILES["dryrun"] = replace(
+    PROFILES["quick"],
+    name="dryrun",
+    fetch_pretrained=True,
+    description="quick's budget fetched from the release, to check the "
+    "release path; numbers not meaningful",
+)
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
-    """The profile called ``name`` (default ``$CVAE_PROFILE``, else ``full``), with overrides."""
+    """The profile called ``name`` (default ``$CVAE_PROFILE``, else ``full``), with
+    overrides."""
     name = name or os.environ.get(PROFILE_ENV, "full")
     if name not in PROFILES:
         raise ValueError(
@@ -130,7 +176,8 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else ``$CVAE_DEVICE``, else CUDA when available, else the CPU."""
+    """``device`` if given, else ``$CVAE_DEVICE``, else CUDA when available, else the
+    CPU."""
     choice = str(device) if device is not None else os.environ.get(DEVICE_ENV, "auto")
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -140,7 +187,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             f"use 'cpu' or 'auto' (argument or the {DEVICE_ENV} environment variable)."
         )
     if not (choice == "cpu" or choice.startswith("cuda")):
-        raise ValueError(f"Unknown device {choice!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'.")
+        raise ValueError(
+            f"Unknown device {choice!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'."
+        )
     return torch.device(choice)
 
 
@@ -152,28 +201,38 @@ def describe_device(device: torch.device) -> str:
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """Whether ``device`` has fast bf16 matmuls: AVX512-BF16 or AMX on a CPU, Ampere or later on
-    a GPU. Elsewhere bf16 is emulated and slower than fp32."""
+    """Whether ``device`` has fast bf16 matmuls: AVX512-BF16 or AMX on a CPU, Ampere or
+    later on a GPU. Elsewhere bf16 is emulated and slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(
+        torch.backends.mkldnn.is_available()
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> str:
-    """``precision`` if given, else ``$CVAE_PRECISION``, else ``fp32``; checked against ``device``.
+    """``precision`` if given, else ``$CVAE_PRECISION``, else ``fp32``; checked against
+    ``device``.
 
-    ``bf16`` means mixed precision: matmuls under ``torch.autocast`` in bf16, weights, optimizer
-    state and the distributions' arithmetic in fp32. On a CUDA GPU without bf16 it becomes fp16
-    autocast with a gradient scaler (still called ``bf16`` here, the switch); on a CPU without
-    AVX512-BF16 or AMX it falls back to ``fp32`` with a warning that says so.
+    ``bf16`` means mixed precision: matmuls under ``torch.autocast`` in bf16, weights,
+    optimizer state and the distributions' arithmetic in fp32. On a CUDA GPU without
+    bf16 it becomes fp16 autocast with a gradient scaler (still called ``bf16`` here,
+    the switch); on a CPU without AVX512-BF16 or AMX it falls back to ``fp32`` with a
+    warning that says so.
     """
     choice = precision or os.environ.get(PRECISION_ENV, "fp32")
     if choice not in PRECISIONS:
-        raise ValueError(f"Unknown precision {choice!r}; choose one of {PRECISIONS} "
-                         f"(argument or the {PRECISION_ENV} environment variable).")
+        raise ValueError(
+            f"Unknown precision {choice!r}; choose one of {PRECISIONS} "
+            f"(argument or the {PRECISION_ENV} environment variable)."
+        )
     if choice == "bf16" and device.type == "cpu" and not bf16_supported(device):
-        warnings.warn("bf16 was asked for, but this CPU has no AVX512-BF16 or AMX, where bf16 "
-                      "would be slower than fp32: training in fp32 instead.", stacklevel=2)
+        warnings.warn(
+            "bf16 was asked for, but this CPU has no AVX512-BF16 or AMX, where bf16 "
+            "would be slower than fp32: training in fp32 instead.",
+            stacklevel=2,
+        )
         return "fp32"
     return choice
 
@@ -186,7 +245,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def check_num_quadrant_inputs(num_quadrant_inputs: object) -> int:
-    """``num_quadrant_inputs`` if it is 1, 2 or 3, else a ``ValueError`` that says so."""
+    """``num_quadrant_inputs`` if it is 1, 2 or 3, else a ``ValueError`` that says
+    so."""
     if isinstance(num_quadrant_inputs, bool) or num_quadrant_inputs not in (1, 2, 3):
         raise ValueError(
             f"num_quadrant_inputs must be 1, 2 or 3 (the number of quadrants given as input), "
@@ -199,22 +259,25 @@ def resolve_engine(engine: str | None) -> str:
     """``engine`` if given, else ``$CVAE_ENGINE``, else ``pyro``; checked."""
     choice = engine or os.environ.get(ENGINE_ENV, "pyro")
     if choice not in ENGINES:
-        raise ValueError(f"Unknown engine {choice!r}; choose one of {ENGINES} "
-                         f"(argument or the {ENGINE_ENV} environment variable).")
+        raise ValueError(
+            f"Unknown engine {choice!r}; choose one of {ENGINES} "
+            f"(argument or the {ENGINE_ENV} environment variable)."
+        )
     return choice
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run's configuration: which setting, which budget, which seed and decoder, and where.
+    """One run's configuration: which setting, which budget, which seed and decoder, and
+    where.
 
     Build it once at the edge (the command line or a chapter's setup cell) with
-    :meth:`RunSpec.create`, which resolves the profile, the folders and the device a single time,
-    then pass it down. Every field that changes a trained model is part of the checkpoint's
-    cache key; ``data_dir``, ``checkpoint_dir``, ``device`` and ``engine`` only say where and how
-    fast things run (a model records the engine that trained it). ``family`` picks the
-    objective (:mod:`~cvae_helpers.families`); ``alpha`` is the hybrid's weight on the CVAE's
-    loss, ignored by the other two.
+    :meth:`RunSpec.create`, which resolves the profile, the folders and the device a
+    single time, then pass it down. Every field that changes a trained model is part of
+    the checkpoint's cache key; ``data_dir``, ``checkpoint_dir``, ``device`` and
+    ``engine`` only say where and how fast things run (a model records the engine that
+    trained it). ``family`` picks the objective (:mod:`~cvae_helpers.families`);
+    ``alpha`` is the hybrid's weight on the CVAE's loss, ignored by the other two.
     """
 
     num_quadrant_inputs: int
@@ -232,16 +295,24 @@ class RunSpec:
     def __post_init__(self) -> None:
         check_num_quadrant_inputs(self.num_quadrant_inputs)
         if self.precision not in PRECISIONS:
-            raise ValueError(f"Unknown precision {self.precision!r}; choose one of {PRECISIONS}.")
+            raise ValueError(
+                f"Unknown precision {self.precision!r}; choose one of {PRECISIONS}."
+            )
         object.__setattr__(self, "family", get_family(self.family))
         if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha weighs the CVAE's loss against the GSNN's and must lie in "
-                             f"[0, 1], got {self.alpha}.")
+            raise ValueError(
+                f"alpha weighs the CVAE's loss against the GSNN's and must lie in "
+                f"[0, 1], got {self.alpha}."
+            )
         if self.engine not in ENGINES:
-            raise ValueError(f"Unknown engine {self.engine!r}; choose one of {ENGINES}.")
+            raise ValueError(
+                f"Unknown engine {self.engine!r}; choose one of {ENGINES}."
+            )
         if self.precision == "bf16" and self.engine != "fast":
-            raise ValueError("bf16 mixed precision is a speed lever of the fast engine: add "
-                             "--engine fast (or CVAE_ENGINE=fast), or train in fp32.")
+            raise ValueError(
+                "bf16 mixed precision is a speed lever of the fast engine: add "
+                "--engine fast (or CVAE_ENGINE=fast), or train in fp32."
+            )
 
     @classmethod
     def create(
@@ -260,17 +331,22 @@ class RunSpec:
         engine: str | None = None,
     ) -> RunSpec:
         """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_DATA_DIR``,
-        ``$CVAE_CHECKPOINT_DIR``, ``$CVAE_DEVICE``, ``$CVAE_PRECISION`` and ``$CVAE_ENGINE``
-        apply where an argument is ``None``."""
+        ``$CVAE_CHECKPOINT_DIR``, ``$CVAE_DEVICE``, ``$CVAE_PRECISION`` and
+        ``$CVAE_ENGINE`` apply where an argument is ``None``."""
         device = resolve_device(device)
         return cls(
             num_quadrant_inputs=num_quadrant_inputs,
             profile=profile if isinstance(profile, Profile) else get_profile(profile),
             seed=seed,
             decoder_sees_input=decoder_sees_input,
-            data_dir=Path(data_dir).expanduser() if data_dir is not None else default_data_dir(),
-            checkpoint_dir=(Path(checkpoint_dir).expanduser() if checkpoint_dir is not None
-                            else default_checkpoint_dir()),
+            data_dir=Path(data_dir).expanduser()
+            if data_dir is not None
+            else default_data_dir(),
+            checkpoint_dir=(
+                Path(checkpoint_dir).expanduser()
+                if checkpoint_dir is not None
+                else default_checkpoint_dir()
+            ),
             device=device,
             precision=resolve_precision(precision, device),
             family=family,
@@ -288,18 +364,22 @@ class RunSpec:
 
     def with_family(self, family: str | Family, alpha: float | None = None) -> RunSpec:
         """The same run trained with another objective (and hybrid weight, if given)."""
-        return replace(self, family=family, alpha=self.alpha if alpha is None else alpha)
+        return replace(
+            self, family=family, alpha=self.alpha if alpha is None else alpha
+        )
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy, torch and Pyro at once (Pyro samples from torch's generator)."""
+    """Seed Python, NumPy, torch and Pyro at once (Pyro samples from torch's
+    generator)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def library_versions() -> dict[str, str]:
-    """Versions that produced a result, stored beside every checkpoint and metrics file."""
+    """Versions that produced a result, stored beside every checkpoint and metrics
+    file."""
     import pyro
     import torchvision
 

@@ -1,5 +1,7 @@
-"""How the three estimators move with the number of samples S, and how far S = 100 is from
-converged: the curves of the estimators chapter and the reference run's ``convergence_*.json``."""
+"""How the three estimators move with the number of samples S, and how far S = 100 is
+from
+converged: the curves of the estimators chapter and the reference run's
+``convergence_*.json``."""
 
 from __future__ import annotations
 
@@ -10,24 +12,31 @@ from .engines import engine_of
 from .evaluation import ESTIMATORS, Estimate, estimates_against_samples
 from .pipeline import TrainedModels, get_trained_models
 
-# The importance-sampling estimate on the whole test set at these S (the tables use S = 100).
+# The importance-sampling estimate on the whole test set at these S (the tables use S =
+# 100).
 FULL_TEST_SIZES = (100, 1000, 5000)
 
 
 def _summary(values) -> dict[str, list[float]]:
     estimates = [Estimate.of(row) for row in values]
-    return {"mean": [e.mean for e in estimates], "stderr": [e.stderr for e in estimates]}
+    return {
+        "mean": [e.mean for e in estimates],
+        "stderr": [e.stderr for e in estimates],
+    }
 
 
 def convergence_curve(
-    models: TrainedModels, sample_sizes: Sequence[int] | None = None, num_images: int | None = None
+    models: TrainedModels,
+    sample_sizes: Sequence[int] | None = None,
+    num_images: int | None = None,
 ) -> dict:
-    """MC, IS and −ELBO against S on the first ``num_images`` test images (default: the budget's
-    ``curve_sample_sizes`` and ``curve_images``), as a JSON-ready record.
+    """MC, IS and −ELBO against S on the first ``num_images`` test images (default: the
+    budget's ``curve_sample_sizes`` and ``curve_images``), as a JSON-ready record.
 
-    For each estimator and S: the mean and standard error over images, and the mean and paired
-    standard error of its difference from IS at the largest S (the best estimate available), which
-    shows the convergence without the spread between images that dominates the first.
+    For each estimator and S: the mean and standard error over images, and the mean and
+    paired standard error of its difference from IS at the largest S (the best estimate
+    available), which shows the convergence without the spread between images that
+    dominates the first.
     """
     profile = models.spec.profile
     default_sizes, default_images = profile.curve_sample_sizes, profile.curve_images
@@ -35,7 +44,9 @@ def convergence_curve(
     split = models.splits.test.take(slice(0, num_images or default_images))
     set_seed(models.spec.seed)
     weigh = engine_of(models.spec).log_weights
-    values = estimates_against_samples(models.cvae, split, sizes, ESTIMATORS, weigh=weigh)
+    values = estimates_against_samples(
+        models.cvae, split, sizes, ESTIMATORS, weigh=weigh
+    )
     best = values["is"][-1]
     record = {
         "num_quadrant_inputs": models.spec.num_quadrant_inputs,
@@ -46,18 +57,29 @@ def convergence_curve(
     for name, rows in values.items():
         summary = _summary(rows)
         difference = _summary(rows - best)
-        summary.update(minus_best_is_mean=difference["mean"], minus_best_is_stderr=difference["stderr"])
+        summary.update(
+            minus_best_is_mean=difference["mean"],
+            minus_best_is_stderr=difference["stderr"],
+        )
         record["estimators"][name] = summary
     return record
 
 
-def full_test_is(models: TrainedModels, sample_sizes: Sequence[int] = FULL_TEST_SIZES) -> dict:
-    """The IS estimate on the whole test split at each S (prefixes of one set of draws)."""
+def full_test_is(
+    models: TrainedModels, sample_sizes: Sequence[int] = FULL_TEST_SIZES
+) -> dict:
+    """The IS estimate on the whole test split at each S (prefixes of one set of
+    draws)."""
     set_seed(models.spec.seed)
     weigh = engine_of(models.spec).log_weights
-    values = estimates_against_samples(models.cvae, models.splits.test, list(sample_sizes),
-                                       ("is",), weigh=weigh)["is"]
-    return {"sample_sizes": list(sample_sizes), "num_images": len(models.splits.test), **_summary(values)}
+    values = estimates_against_samples(
+        models.cvae, models.splits.test, list(sample_sizes), ("is",), weigh=weigh
+    )["is"]
+    return {
+        "sample_sizes": list(sample_sizes),
+        "num_images": len(models.splits.test),
+        **_summary(values),
+    }
 
 
 def convergence_study(
@@ -69,7 +91,8 @@ def convergence_study(
     full_test_sizes: Sequence[int] = FULL_TEST_SIZES,
     progress: bool = False,
 ) -> dict:
-    """Per setting, the curve and the full-test IS at ``full_test_sizes`` of ``spec``'s CVAE."""
+    """Per setting, the curve and the full-test IS at ``full_test_sizes`` of ``spec``'s
+    CVAE."""
     study = {"profile": spec.profile.name, "seed": spec.seed, "decoder_sees_input": spec.decoder_sees_input,
              "device": describe_device(spec.device), "settings": {}}  # fmt: skip
     for q in quadrants:

@@ -1,7 +1,9 @@
-"""MNIST loading, quadrant masking, train/validation/test splits and fast in-memory batches.
+"""MNIST loading, quadrant masking, train/validation/test splits and fast in-memory
+batches.
 
-Everything here works on whole tensors: an image is masked once when its split is built, and
-a batch is one fancy-indexing call, so the training loop does no per-item Python work.
+Everything here works on whole tensors: an image is masked once when its split is built,
+and a batch is one fancy-indexing call, so the training loop does no per-item Python
+work.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ MASK_VALUE = -1.0
 NUM_TRAIN_VAL = 60_000
 DEFAULT_VAL_SIZE = 10_000
 SPLIT_SEED = 0
-# Batch size of every computation without gradients (validation, y_hat, evaluation): with
-# S = 100 samples per image, a batch of 200 keeps each (S, batch, 784) tensor near 60 MB.
+# Batch size of every computation without gradients (validation, y_hat, evaluation):
+# with S = 100 samples per image, a batch of 200 keeps each (S, batch, 784) tensor near
+# 60 MB.
 EVAL_BATCH_SIZE = 200
 
 # The compressed files torchvision checks, with the MD5s it checks them against.
@@ -46,7 +49,8 @@ def _md5(path: Path) -> str:
 
 
 def _check_archives(raw: Path) -> None:
-    """Fail clearly on a present but corrupt archive (torchvision would silently re-download it)."""
+    """Fail clearly on a present but corrupt archive (torchvision would silently
+    re-download it)."""
     for name, expected in MNIST_MD5.items():
         path = raw / name
         if path.is_file():
@@ -70,7 +74,9 @@ def _missing_data_message(root: Path, reason: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(root: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_cached(
+    root: str, train: bool, download: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     root_path = Path(root)
     _check_archives(root_path / "MNIST" / "raw")
     try:
@@ -80,7 +86,9 @@ def _load_cached(root: str, train: bool, download: bool) -> tuple[torch.Tensor, 
             raise
         reason = "download failed" if download else "files not found and download=False"
         raise MNISTDataError(_missing_data_message(root_path, reason)) from error
-    except ValueError as error:  # torchvision's reader rejects a truncated or garbled IDX file
+    except (
+        ValueError
+    ) as error:  # torchvision's reader rejects a truncated or garbled IDX file
         raise MNISTDataError(
             f"An MNIST file under {root_path}/MNIST/raw is unreadable ({error}); delete the unpacked "
             "files (without .gz) so that they are unpacked again from the archives."
@@ -95,13 +103,15 @@ def load_mnist(
     """Load one MNIST split through torchvision.
 
     Args:
-        root: data root holding ``MNIST/raw``; default ``$CVAE_DATA_DIR``, else ``<project>/data``.
+        root: data root holding ``MNIST/raw``; default ``$CVAE_DATA_DIR``, else
+        ``<project>/data``.
         train: the 60k training images if True, else the 10k test images.
         download: let torchvision download missing files.
 
     Returns:
-        ``images`` of shape ``(N, 28, 28)``, float32 in ``[0, 1]``, and ``labels`` of shape
-        ``(N,)``, int64. The tensors are cached per process; clone before changing them in place.
+        ``images`` of shape ``(N, 28, 28)``, float32 in ``[0, 1]``, and ``labels`` of
+        shape ``(N,)``, int64. The tensors are cached per process; clone before changing
+        them in place.
 
     Raises:
         MNISTDataError: the files are missing (and could not be downloaded) or corrupt.
@@ -113,7 +123,8 @@ def load_mnist(
 def given_quadrants_mask(num_quadrant_inputs: int) -> torch.Tensor:
     """Boolean mask of shape ``(28, 28)``, True on the pixels given as input.
 
-    1 = bottom-left quadrant; 2 = left half; 3 = everything but the bottom-right quadrant.
+    1 = bottom-left quadrant; 2 = left half; 3 = everything but the bottom-right
+    quadrant.
     """
     check_num_quadrant_inputs(num_quadrant_inputs)
     given = torch.zeros(IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool)
@@ -126,9 +137,9 @@ def given_quadrants_mask(num_quadrant_inputs: int) -> torch.Tensor:
 
 
 def hidden_pixels(inputs: torch.Tensor) -> torch.Tensor | None:
-    """Indices ``(k,)`` of the flattened pixels that every input ``(N, 28, 28)`` hides, or
-    ``None`` when the inputs hide different pixels. One quadrant setting hides the same ones in
-    every image, so this is computed once per split, not per batch."""
+    """Indices ``(k,)`` of the flattened pixels that every input ``(N, 28, 28)`` hides,
+    or ``None`` when the inputs hide different pixels. One quadrant setting hides the
+    same ones in every image, so this is computed once per split, not per batch."""
     hidden = inputs.reshape(inputs.shape[0], NUM_PIXELS) == MASK_VALUE
     if inputs.shape[0] == 0 or not bool((hidden == hidden[:1]).all()):
         return None
@@ -136,7 +147,8 @@ def hidden_pixels(inputs: torch.Tensor) -> torch.Tensor | None:
 
 
 def quadrant_label(num_quadrant_inputs: int) -> str:
-    """``"1 quadrant"``, ``"2 quadrants"``, ``"3 quadrants"``: how tables and titles name a setting."""
+    """``"1 quadrant"``, ``"2 quadrants"``, ``"3 quadrants"``: how tables and titles
+    name a setting."""
     return f"{num_quadrant_inputs} quadrant{'s' * (num_quadrant_inputs != 1)}"
 
 
@@ -148,13 +160,14 @@ def mask_quadrants(
     Args:
         images: ``(N, 28, 28)`` or ``(N, 1, 28, 28)``, values in ``[0, 1]``.
         num_quadrant_inputs: 1, 2 or 3 quadrants given as input.
-        mask_value: the sentinel for "not part of this tensor"; -1 lies outside ``[0, 1]``, so no
+        mask_value: the sentinel for "not part of this tensor"; -1 lies outside
+        ``[0, 1]``, so no
             real pixel can be mistaken for it.
 
     Returns:
-        ``inputs`` and ``targets``, both ``(N, 28, 28)``: ``inputs`` holds the given quadrants and
-        ``mask_value`` elsewhere; ``targets`` holds the pixels to predict and ``mask_value`` on the
-        given quadrants.
+        ``inputs`` and ``targets``, both ``(N, 28, 28)``: ``inputs`` holds the given
+        quadrants and ``mask_value`` elsewhere; ``targets`` holds the pixels to predict
+        and ``mask_value`` on the given quadrants.
     """
     given = given_quadrants_mask(num_quadrant_inputs)
     if not isinstance(images, torch.Tensor):
@@ -182,7 +195,8 @@ def mask_quadrants(
 
 @dataclass
 class MaskedSplit:
-    """One split, masked once: ``inputs`` and ``targets`` ``(N, 28, 28)``, ``labels`` ``(N,)``."""
+    """One split, masked once: ``inputs`` and ``targets`` ``(N, 28, 28)``, ``labels``
+    ``(N,)``."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
@@ -193,15 +207,19 @@ class MaskedSplit:
 
     @property
     def images(self) -> torch.Tensor:
-        """The original images ``(N, 28, 28)``, put back together from inputs and targets."""
+        """The original images ``(N, 28, 28)``, put back together from inputs and
+        targets."""
         return torch.where(self.inputs == MASK_VALUE, self.targets, self.inputs)
 
     def take(self, index: torch.Tensor | slice) -> MaskedSplit:
-        """The items at ``index`` (a slice gives views, an index tensor gives copies)."""
+        """The items at ``index`` (a slice gives views, an index tensor gives
+        copies)."""
         return MaskedSplit(self.inputs[index], self.targets[index], self.labels[index])
 
     def to(self, device: torch.device | str) -> MaskedSplit:
-        return MaskedSplit(self.inputs.to(device), self.targets.to(device), self.labels.to(device))
+        return MaskedSplit(
+            self.inputs.to(device), self.targets.to(device), self.labels.to(device)
+        )
 
 
 @dataclass
@@ -215,16 +233,24 @@ class QuadrantSplits:
 
     def to(self, device: torch.device | str) -> QuadrantSplits:
         return QuadrantSplits(
-            self.num_quadrant_inputs, self.train.to(device), self.val.to(device), self.test.to(device)
+            self.num_quadrant_inputs,
+            self.train.to(device),
+            self.val.to(device),
+            self.test.to(device),
         )
 
 
 def split_indices(
-    num_items: int = NUM_TRAIN_VAL, val_size: int = DEFAULT_VAL_SIZE, seed: int = SPLIT_SEED
+    num_items: int = NUM_TRAIN_VAL,
+    val_size: int = DEFAULT_VAL_SIZE,
+    seed: int = SPLIT_SEED,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disjoint train and validation indices, a seeded permutation of ``range(num_items)``."""
+    """Disjoint train and validation indices, a seeded permutation of
+    ``range(num_items)``."""
     if not 0 < val_size < num_items:
-        raise ValueError(f"val_size must lie strictly between 0 and {num_items}, got {val_size}.")
+        raise ValueError(
+            f"val_size must lie strictly between 0 and {num_items}, got {val_size}."
+        )
     order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))
     return order[val_size:], order[:val_size]
 
@@ -242,9 +268,10 @@ def load_splits(
 ) -> QuadrantSplits:
     """Masked train/validation/test splits.
 
-    The validation split is carved from the 60k training images (default 50k/10k, fixed by
-    ``split_seed``) so that early stopping never sees the test set. ``train_size``,
-    ``val_subset`` and ``test_size`` keep only the first items of each split (quick mode).
+    The validation split is carved from the 60k training images (default 50k/10k, fixed
+    by ``split_seed``) so that early stopping never sees the test set. ``train_size``,
+    ``val_subset`` and ``test_size`` keep only the first items of each split (quick
+    mode).
     """
     check_num_quadrant_inputs(num_quadrant_inputs)  # fail before loading anything
     train_images, train_labels = load_mnist(root, train=True, download=download)
@@ -268,26 +295,34 @@ def load_splits(
 class TensorBatches:
     """Seeded mini-batches over tensors that share their first dimension.
 
-    Each pass draws a new permutation from its own generator, so the order depends only on
-    ``seed`` and the number of passes made, never on global random state.
+    Each pass draws a new permutation from its own generator, so the order depends only
+    on ``seed`` and the number of passes made, never on global random state.
 
     Example:
-        >>> for inputs, targets in TensorBatches(split.inputs, split.targets, batch_size=128):
+        >>> for inputs, targets in TensorBatches(split.inputs, split.targets,
+        batch_size=128):
         ...     ...  # (128, 28, 28) each
     """
 
     def __init__(
-        self, *tensors: torch.Tensor, batch_size: int = 128, shuffle: bool = True, seed: int = 0
+        self,
+        *tensors: torch.Tensor,
+        batch_size: int = 128,
+        shuffle: bool = True,
+        seed: int = 0,
     ) -> None:
         if not tensors or any(t.shape[0] != tensors[0].shape[0] for t in tensors):
-            raise ValueError("TensorBatches needs tensors with the same number of items.")
+            raise ValueError(
+                "TensorBatches needs tensors with the same number of items."
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.tensors = tensors
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
-        # the batch being handed out in a pass, 0 between passes (an error names the batch)
+        # the batch being handed out in a pass, 0 between passes (an error names the
+        # batch)
         self.position = 0
 
     def __len__(self) -> int:
@@ -301,7 +336,9 @@ class TensorBatches:
         n = self.tensors[0].shape[0]
         order = None
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.tensors[0].device)
+            order = torch.randperm(n, generator=self.generator).to(
+                self.tensors[0].device
+            )
         for position, start in enumerate(range(0, n, self.batch_size), 1):
             self.position = position
             if order is None:
@@ -313,11 +350,17 @@ class TensorBatches:
 
 
 @torch.no_grad()
-def batched(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor,
-            batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
+def batched(
+    fn: Callable[..., torch.Tensor],
+    *tensors: torch.Tensor,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> torch.Tensor:
     """``fn`` over aligned tensors in batches, without gradients, outputs concatenated.
 
-    Example: ``batched(baseline, split.inputs)`` gives ``(N, 784)`` for inputs ``(N, 28, 28)``.
+    Example: ``batched(baseline, split.inputs)`` gives ``(N, 784)`` for inputs
+    ``(N, 28, 28)``.
     """
     n = tensors[0].shape[0]
-    return torch.cat([fn(*(t[i:i + batch_size] for t in tensors)) for i in range(0, n, batch_size)])
+    return torch.cat(
+        [fn(*(t[i : i + batch_size] for t in tensors)) for i in range(0, n, batch_size)]
+    )

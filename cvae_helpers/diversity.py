@@ -1,16 +1,19 @@
-"""Diversity, measured: a classifier names the digit of each of S completions per test input.
+"""Diversity, measured: a classifier names the digit of each of S completions per test
+input.
 
-A completion is the input's given quadrants with the model's sampled pixels pasted into the
-hidden ones, as Bernoulli means (probabilities, not thresholded), exactly as the book draws
-them. Per input, from the S predicted labels:
+A completion is the input's given quadrants with the model's sampled pixels pasted into
+the hidden ones, as Bernoulli means (probabilities, not thresholded), exactly as the
+book draws them. Per input, from the S predicted labels:
 
 - the entropy (bits) of the predicted-label distribution;
 - "ambiguous": at least two labels each get at least 10% of the samples;
-- best-of-k accuracy: whether any of the first k samples is classified as the true digit;
-- the classifier's confidence (its largest softmax probability), averaged over the samples;
-- for a model with a latent code, the spread of its prior network: the standard deviation of
-  p(z|x), averaged over the code's dimensions. Completions can only differ as much as the codes
-  they are decoded from.
+- best-of-k accuracy: whether any of the first k samples is classified as the true
+  digit;
+- the classifier's confidence (its largest softmax probability), averaged over the
+  samples;
+- for a model with a latent code, the spread of its prior network: the standard
+  deviation of p(z|x), averaged over the code's dimensions. Completions can only differ
+  as much as the codes they are decoded from.
 """
 
 from __future__ import annotations
@@ -32,24 +35,32 @@ from .pipeline import get_trained_models
 BEST_OF = (1, 5, 20)
 AMBIGUOUS_SHARE = 0.1  # a label "counts" once it gets this share of the samples
 NUM_CLASSES = 10
-# S completions per input, and how many test inputs (the first ones) each budget measures.
+# S completions per input, and how many test inputs (the first ones) each budget
+# measures.
 DIVERSITY_SAMPLES = 100
 
 
 @torch.no_grad()
 def completions(
-    model: CVAE | BaselineNet, inputs: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
+    model: CVAE | BaselineNet,
+    inputs: torch.Tensor,
+    num_samples: int,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """``num_samples`` completed images ``(num_samples, batch, 784)`` of ``inputs`` ``(batch, 28, 28)``.
+    """``num_samples`` completed images ``(num_samples, batch, 784)`` of ``inputs``
+    ``(batch, 28, 28)``.
 
-    For a CVAE (or GSNN, or hybrid) each is a draw z ~ p(z|x) decoded into Bernoulli means; the
-    deterministic baseline gives its one guess ``num_samples`` times, the zero-diversity reference.
+    For a CVAE (or GSNN, or hybrid) each is a draw z ~ p(z|x) decoded into Bernoulli
+    means; the deterministic baseline gives its one guess ``num_samples`` times, the
+    zero-diversity reference.
     """
     xs = flatten(inputs)
     if isinstance(model, BaselineNet):
         probs = model(xs).expand(num_samples, *xs.shape)
     else:
-        probs = model.sample(xs, noise=model.latent_noise(num_samples, len(xs), generator))
+        probs = model.sample(
+            xs, noise=model.latent_noise(num_samples, len(xs), generator)
+        )
     return fill_hidden(xs, probs)
 
 
@@ -57,8 +68,8 @@ def completions(
 def classify(
     classifier: torch.nn.Module, images: torch.Tensor, batch_size: int = 2000
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted labels and the classifier's confidence (largest softmax probability), both
-    ``(...)``, for images ``(..., 784)``."""
+    """Predicted labels and the classifier's confidence (largest softmax probability),
+    both ``(...)``, for images ``(..., 784)``."""
     flat = images.reshape(-1, images.shape[-1])
     probs = torch.cat([classifier(part).softmax(-1) for part in flat.split(batch_size)])
     confidence, labels = probs.max(-1)
@@ -66,20 +77,28 @@ def classify(
 
 
 def label_shares(labels: torch.Tensor) -> torch.Tensor:
-    """The share of each digit among the S labels of each input: ``(S, N)`` to ``(N, 10)``."""
-    counts = torch.zeros(labels.shape[1], NUM_CLASSES, dtype=torch.float64, device=labels.device)
+    """The share of each digit among the S labels of each input: ``(S, N)`` to
+    ``(N, 10)``."""
+    counts = torch.zeros(
+        labels.shape[1], NUM_CLASSES, dtype=torch.float64, device=labels.device
+    )
     counts.scatter_add_(1, labels.T, torch.ones_like(labels.T, dtype=torch.float64))
     return counts / labels.shape[0]
 
 
 def diversity_metrics(
-    labels: torch.Tensor, truth: torch.Tensor, best_of: Sequence[int] = BEST_OF, share: float = AMBIGUOUS_SHARE
+    labels: torch.Tensor,
+    truth: torch.Tensor,
+    best_of: Sequence[int] = BEST_OF,
+    share: float = AMBIGUOUS_SHARE,
 ) -> dict[str, torch.Tensor]:
-    """Per-input diversity ``(N,)`` from predicted labels ``(S, N)`` and true labels ``(N,)``.
+    """Per-input diversity ``(N,)`` from predicted labels ``(S, N)`` and true labels
+    ``(N,)``.
 
-    Returns ``entropy_bits`` (of the predicted-label distribution; 0 when every sample gets the
-    same label), ``ambiguous`` (1.0 when at least two labels each get at least ``share`` of the
-    samples) and ``best_of_{k}`` (1.0 when one of the first k samples is classified as the truth).
+    Returns ``entropy_bits`` (of the predicted-label distribution; 0 when every sample
+    gets the same label), ``ambiguous`` (1.0 when at least two labels each get at least
+    ``share`` of the samples) and ``best_of_{k}`` (1.0 when one of the first k samples
+    is classified as the truth).
     """
     if labels.shape[0] < max(best_of):
         raise ValueError(f"best-of-{max(best_of)} needs at least {max(best_of)} samples per input, "
@@ -104,13 +123,15 @@ def measure_diversity(
     seed: int = 0,
     batch_size: int = 100,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Per-input metrics (:func:`diversity_metrics` plus ``confidence``) over ``split``, and the
-    predicted labels ``(num_samples, N)``; the latent noise is drawn from a generator seeded by
-    ``seed``, so the numbers do not depend on what ran before."""
+    """Per-input metrics (:func:`diversity_metrics` plus ``confidence``) over ``split``,
+    and the predicted labels ``(num_samples, N)``; the latent noise is drawn from a
+    generator seeded by ``seed``, so the numbers do not depend on what ran before."""
     generator = torch.Generator().manual_seed(seed)
     labels, confidence = [], []
     for start in range(0, len(split), batch_size):
-        images = completions(model, split.inputs[start : start + batch_size], num_samples, generator)
+        images = completions(
+            model, split.inputs[start : start + batch_size], num_samples, generator
+        )
         batch_labels, batch_confidence = classify(classifier, images)
         labels.append(batch_labels)
         confidence.append(batch_confidence)
@@ -123,10 +144,18 @@ def measure_diversity(
 
 
 @torch.no_grad()
-def prior_spread(model: CVAE, inputs: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
-    """Per input ``(N,)``: the standard deviation of p(z|x), averaged over the code's dimensions,
-    for inputs ``(N, 28, 28)``. Near 0, every draw decodes to the same completion."""
-    return torch.cat([model.prior(flatten(part))[1].double().mean(-1) for part in inputs.split(batch_size)]).cpu()
+def prior_spread(
+    model: CVAE, inputs: torch.Tensor, batch_size: int = 100
+) -> torch.Tensor:
+    """Per input ``(N,)``: the standard deviation of p(z|x), averaged over the code's
+    dimensions, for inputs ``(N, 28, 28)``. Near 0, every draw decodes to the same
+    completion."""
+    return torch.cat(
+        [
+            model.prior(flatten(part))[1].double().mean(-1)
+            for part in inputs.split(batch_size)
+        ]
+    ).cpu()
 
 
 def summarise(metrics: dict[str, torch.Tensor]) -> dict[str, Estimate]:
@@ -139,9 +168,10 @@ def identity_switches(
 ) -> list[tuple[int, int, int, float, float]]:
     """The ``count`` inputs whose completions split most evenly between two digits.
 
-    From predicted labels ``(S, N)``: among the inputs whose two most frequent labels each get at
-    least ``share`` of the samples, those whose second label's share is largest. Returns
-    ``(index, first label, second label, first share, second share)`` tuples, most even first.
+    From predicted labels ``(S, N)``: among the inputs whose two most frequent labels
+    each get at least ``share`` of the samples, those whose second label's share is
+    largest. Returns ``(index, first label, second label, first share, second share)``
+    tuples, most even first.
     """
     shares = label_shares(labels)
     top = shares.topk(2, dim=-1)
@@ -153,7 +183,8 @@ def identity_switches(
 
 
 def entropy_bits_of(shares: Sequence[float]) -> float:
-    """The entropy in bits of a distribution given as shares (a helper for checks and prose)."""
+    """The entropy in bits of a distribution given as shares (a helper for checks and
+    prose)."""
     return -sum(p * math.log2(p) for p in shares if p > 0)
 
 
@@ -168,12 +199,14 @@ def diversity_study(
     switches: int = 8,
     progress: bool = False,
 ) -> dict:
-    """The baseline (NN) and each family, for each number of given quadrants, measured on the
-    first ``num_images`` test inputs (default: the budget's ``diversity_images``).
+    """The baseline (NN) and each family, for each number of given quadrants, measured
+    on the first ``num_images`` test inputs (default: the budget's
+    ``diversity_images``).
 
-    Returns a JSON-ready record: per setting and model the mean and standard error of every
-    metric, and the CVAE's most even identity switches (:func:`identity_switches`). Models come
-    from the checkpoint cache (trained first if missing), with ``spec``'s decoder.
+    Returns a JSON-ready record: per setting and model the mean and standard error of
+    every metric, and the CVAE's most even identity switches
+    (:func:`identity_switches`). Models come from the checkpoint cache (trained first if
+    missing), with ``spec``'s decoder.
     """
     num_images = num_images or spec.profile.diversity_images
     record: dict = {
@@ -184,14 +217,24 @@ def diversity_study(
     for q in quadrants:
         setting: dict[str, dict] = {}
         for family in map(get_family, families):
-            models = get_trained_models(spec.for_quadrants(q).with_family(family), progress=progress)
+            models = get_trained_models(
+                spec.for_quadrants(q).with_family(family), progress=progress
+            )
             split = models.splits.test.take(slice(0, num_images))
             record["num_images"] = len(split)
             if "NN" not in setting:
-                metrics, _ = measure_diversity(models.baseline, classifier.net, split, num_samples, spec.seed)
-                setting["NN"] = {k: [e.mean, e.stderr] for k, e in summarise(metrics).items()}
-            metrics, labels = measure_diversity(models.cvae, classifier.net, split, num_samples, spec.seed)
-            setting[family.label] = {k: [e.mean, e.stderr] for k, e in summarise(metrics).items()}
+                metrics, _ = measure_diversity(
+                    models.baseline, classifier.net, split, num_samples, spec.seed
+                )
+                setting["NN"] = {
+                    k: [e.mean, e.stderr] for k, e in summarise(metrics).items()
+                }
+            metrics, labels = measure_diversity(
+                models.cvae, classifier.net, split, num_samples, spec.seed
+            )
+            setting[family.label] = {
+                k: [e.mean, e.stderr] for k, e in summarise(metrics).items()
+            }
             if family is CVAE_FAMILY:  # the switches shown are the CVAE's
                 record["switches"][str(q)] = identity_switches(labels, switches)
         record["settings"][str(q)] = setting
@@ -207,15 +250,24 @@ def draw_switch_gallery(
     num_samples: int = 6,
     seed: int = 0,
 ):
-    """The identity switches (from :func:`identity_switches` or a study's ``switches``) drawn:
-    each input, its truth and ``num_samples`` fresh completions with the classifier's labels;
-    column titles give the true digit and the measured split over the study's samples."""
+    """The identity switches (from :func:`identity_switches` or a study's ``switches``)
+    drawn: each input, its truth and ``num_samples`` fresh completions with the
+    classifier's labels; column titles give the true digit and the measured split over
+    the study's samples."""
     from .plotting import switch_gallery
 
     index = torch.tensor([int(s[0]) for s in switches])
     inputs, targets = split.inputs[index], split.targets[index]
-    samples = completions(model, inputs, num_samples, torch.Generator().manual_seed(seed))
+    samples = completions(
+        model, inputs, num_samples, torch.Generator().manual_seed(seed)
+    )
     labels, _ = classify(classifier, samples)
     titles = [f"{int(split.labels[i])}: {a}/{b} ({pa:.0%}/{pb:.0%})" for i, a, b, pa, pb in
               ((int(s[0]), *s[1:]) for s in switches)]  # fmt: skip
-    return switch_gallery(flatten(inputs).cpu(), flatten(targets).cpu(), samples.cpu(), labels.cpu(), titles)
+    return switch_gallery(
+        flatten(inputs).cpu(),
+        flatten(targets).cpu(),
+        samples.cpu(),
+        labels.cpu(),
+        titles,
+    )

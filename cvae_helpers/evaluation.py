@@ -3,12 +3,13 @@
 For the CVAE, p(y|x) = ∫ p(y|x,z) p(z|x) dz has no closed form. With S samples:
 
 - Monte Carlo (MC):  -log (1/S) Σ_s p(y|x,z_s),                    z_s ~ p(z|x)
-- importance sampling (IS): -log (1/S) Σ_s p(y|x,z_s) p(z_s|x) / q(z_s|x,y),  z_s ~ q(z|x,y)
+- importance sampling (IS): -log (1/S) Σ_s p(y|x,z_s) p(z_s|x) / q(z_s|x,y),  z_s ~
+  q(z|x,y)
 - negative ELBO: -(1/S) Σ_s log [p(y|x,z_s) p(z_s|x) / q(z_s|x,y)],   z_s ~ q(z|x,y)
 
-MC and IS are consistent (they converge to -log p(y|x) as S grows, from above in expectation);
-the negative ELBO is an upper bound that does not tighten with S. All sums over samples use
-logsumexp, so nothing underflows.
+MC and IS are consistent (they converge to -log p(y|x) as S grows, from above in
+expectation); the negative ELBO is an upper bound that does not tighten with S. All sums
+over samples use logsumexp, so nothing underflows.
 """
 
 from __future__ import annotations
@@ -35,21 +36,32 @@ class Estimate:
     def of(cls, values: torch.Tensor) -> Estimate:
         values = values.double()
         n = values.numel()
-        stderr = values.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
+        stderr = (
+            values.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
+        )
         return cls(values.mean().item(), stderr)
 
     def __str__(self) -> str:
         return f"{self.mean:.2f} ± {self.stderr:.2f}"
 
 
-def baseline_nll(baseline: BaselineNet, inputs: torch.Tensor, targets: torch.Tensor,
-                 batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
-    """Per-image NLL ``(N,)`` of the deterministic baseline (its masked BCE), in batches.
+def baseline_nll(
+    baseline: BaselineNet,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> torch.Tensor:
+    """Per-image NLL ``(N,)`` of the deterministic baseline (its masked BCE), in
+    batches.
 
     ``inputs`` and ``targets`` are ``(N, 28, 28)``; computed without gradients.
     """
-    return batched(lambda x, y: masked_bce(baseline.logits(x), y), inputs, targets,
-                   batch_size=batch_size)
+    return batched(
+        lambda x, y: masked_bce(baseline.logits(x), y),
+        inputs,
+        targets,
+        batch_size=batch_size,
+    )
 
 
 def log_mean_exp(log_values: torch.Tensor) -> torch.Tensor:
@@ -58,9 +70,15 @@ def log_mean_exp(log_values: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def log_weights(cvae: CVAE, xs: torch.Tensor, ys: torch.Tensor, num_samples: int,
-                proposal: str = "posterior") -> torch.Tensor:
-    """Log importance weights ``(num_samples, batch)``; ``xs``, ``ys``: ``(batch, 784)``.
+def log_weights(
+    cvae: CVAE,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    num_samples: int,
+    proposal: str = "posterior",
+) -> torch.Tensor:
+    """Log importance weights ``(num_samples, batch)``; ``xs``, ``ys``:
+    ``(batch, 784)``.
 
     ``"posterior"``: z_s ~ q(z|x,y), log p(y|x,z_s) + log p(z_s|x) - log q(z_s|x,y).
     ``"prior"``: z_s ~ p(z|x), and the prior terms cancel: log p(y|x,z_s).
@@ -72,47 +90,61 @@ def log_weights(cvae: CVAE, xs: torch.Tensor, ys: torch.Tensor, num_samples: int
         return cvae.log_likelihood(prior.sample((num_samples,)), xs, ys)
     posterior = Normal(*cvae.posterior(xs, ys))
     z = posterior.sample((num_samples,))
-    return (cvae.log_likelihood(z, xs, ys)
-            + prior.log_prob(z).sum(-1) - posterior.log_prob(z).sum(-1))
+    return (
+        cvae.log_likelihood(z, xs, ys)
+        + prior.log_prob(z).sum(-1)
+        - posterior.log_prob(z).sum(-1)
+    )
 
 
-def cvae_nll_mc(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor,
-                num_samples: int = 100) -> torch.Tensor:
+def cvae_nll_mc(
+    cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor, num_samples: int = 100
+) -> torch.Tensor:
     """Monte Carlo estimate ``(batch,)`` of -log p(y|x) with z_s ~ p(z|x)."""
     return -log_mean_exp(log_weights(cvae, inputs, targets, num_samples, "prior"))
 
 
-def cvae_nll_is(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor,
-                num_samples: int = 100) -> torch.Tensor:
+def cvae_nll_is(
+    cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor, num_samples: int = 100
+) -> torch.Tensor:
     """Importance-sampling estimate ``(batch,)`` of -log p(y|x) with z_s ~ q(z|x,y)."""
     return -log_mean_exp(log_weights(cvae, inputs, targets, num_samples, "posterior"))
 
 
-def cvae_neg_elbo(cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor,
-                  num_samples: int = 100) -> torch.Tensor:
+def cvae_neg_elbo(
+    cvae: CVAE, inputs: torch.Tensor, targets: torch.Tensor, num_samples: int = 100
+) -> torch.Tensor:
     """Negative ELBO ``(batch,)``, averaged over ``num_samples`` draws from q(z|x,y)."""
     return -log_weights(cvae, inputs, targets, num_samples, "posterior").mean(0)
 
 
-# The estimators of :func:`estimates_against_samples`: Monte Carlo, importance sampling, -ELBO.
+# The estimators of :func:`estimates_against_samples`: Monte Carlo, importance sampling,
+# -ELBO.
 ESTIMATORS = ("mc", "is", "neg_elbo")
 
 
 @torch.no_grad()
-def evaluate(baseline: BaselineNet, cvae: CVAE, split: MaskedSplit, num_samples: int = 100,
-             batch_size: int = EVAL_BATCH_SIZE,
-             weigh: Callable = log_weights) -> dict[str, Estimate]:
-    """All four estimators over ``split``, each as mean ± standard error over its images:
-    ``"baseline_nll"``, and ``"mc"``, ``"is"``, ``"neg_elbo"`` of the CVAE.
+def evaluate(
+    baseline: BaselineNet,
+    cvae: CVAE,
+    split: MaskedSplit,
+    num_samples: int = 100,
+    batch_size: int = EVAL_BATCH_SIZE,
+    weigh: Callable = log_weights,
+) -> dict[str, Estimate]:
+    """All four estimators over ``split``, each as mean ± standard error over its
+    images: ``"baseline_nll"``, and ``"mc"``, ``"is"``, ``"neg_elbo"`` of the CVAE.
 
     The three CVAE estimators are :func:`estimates_against_samples` at one S,
-    ``num_samples``; a model without a recognition network (a GSNN) gets the baseline's NLL
-    and MC only. Always in fp32. ``weigh``: :func:`log_weights`, or the fast engine's.
+    ``num_samples``; a model without a recognition network (a GSNN) gets the baseline's
+    NLL and MC only. Always in fp32. ``weigh``: :func:`log_weights`, or the fast
+    engine's.
     """
     split = split.to(next(cvae.parameters()).device)
     estimators = ESTIMATORS if cvae.recognition_net is not None else ("mc",)
-    values = estimates_against_samples(cvae, split, [num_samples], estimators, batch_size,
-                                       weigh)
+    values = estimates_against_samples(
+        cvae, split, [num_samples], estimators, batch_size, weigh
+    )
     nll = baseline_nll(baseline, split.inputs, split.targets, batch_size).cpu()
     estimates = {"baseline_nll": nll}
     estimates.update({name: values[name][0] for name in estimators})
@@ -120,20 +152,26 @@ def evaluate(baseline: BaselineNet, cvae: CVAE, split: MaskedSplit, num_samples:
 
 
 @torch.no_grad()
-def estimates_against_samples(cvae: CVAE, split: MaskedSplit, sample_sizes: Sequence[int],
-                              estimators: Sequence[str] = ESTIMATORS,
-                              batch_size: int = EVAL_BATCH_SIZE,
-                              weigh: Callable = log_weights) -> dict[str, torch.Tensor]:
+def estimates_against_samples(
+    cvae: CVAE,
+    split: MaskedSplit,
+    sample_sizes: Sequence[int],
+    estimators: Sequence[str] = ESTIMATORS,
+    batch_size: int = EVAL_BATCH_SIZE,
+    weigh: Callable = log_weights,
+) -> dict[str, torch.Tensor]:
     """Per-image estimates ``(len(sample_sizes), N)`` of each estimator at each S.
 
-    One set of max(S) draws per image and proposal; the estimate at S uses the first S of
-    them, the running estimate a reader would see while adding samples (its points are
-    correlated along S). ``estimators``: any of ``"mc"`` (z ~ p(z|x)), ``"is"`` and
+    One set of max(S) draws per image and proposal; the estimate at S uses the first S
+    of them, the running estimate a reader would see while adding samples (its points
+    are correlated along S). ``estimators``: any of ``"mc"`` (z ~ p(z|x)), ``"is"`` and
     ``"neg_elbo"`` (z ~ q(z|x,y), shared, drawn first).
     """
     unknown = set(estimators) - set(ESTIMATORS)
     if unknown:
-        raise ValueError(f"Unknown estimators {sorted(unknown)}; choose from mc, is, neg_elbo.")
+        raise ValueError(
+            f"Unknown estimators {sorted(unknown)}; choose from mc, is, neg_elbo."
+        )
     split = split.to(next(cvae.parameters()).device)
     most = max(sample_sizes)
 
@@ -149,25 +187,37 @@ def estimates_against_samples(cvae: CVAE, split: MaskedSplit, sample_sizes: Sequ
             source = weights["mc" if name == "mc" else "is"]
             for size in sample_sizes:
                 part = source[:size]
-                rows.append(-part.mean(0) if name == "neg_elbo" else -log_mean_exp(part))
+                rows.append(
+                    -part.mean(0) if name == "neg_elbo" else -log_mean_exp(part)
+                )
         return torch.stack(rows, dim=1)  # (batch, estimators × sizes)
 
-    values = batched(per_batch, split.inputs, split.targets, batch_size=batch_size).cpu()
+    values = batched(
+        per_batch, split.inputs, split.targets, batch_size=batch_size
+    ).cpu()
     values = values.T.reshape(len(estimators), len(sample_sizes), -1)
     return {name: values[i] for i, name in enumerate(estimators)}
 
 
 @torch.no_grad()
-def most_diverse(cvae: CVAE, inputs: torch.Tensor, k: int, num_samples: int = 16,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Indices of the ``k`` inputs ``(n, 28, 28)`` whose CVAE completions disagree the most.
+def most_diverse(
+    cvae: CVAE,
+    inputs: torch.Tensor,
+    k: int,
+    num_samples: int = 16,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Indices of the ``k`` inputs ``(n, 28, 28)`` whose CVAE completions disagree the
+    most.
 
-    Diversity is the per-pixel variance of ``num_samples`` Bernoulli means, averaged over the
-    hidden pixels: ambiguous inputs (a piece of a 3 that could be a 5) score high. Returns the
-    indices sorted ascending, on the CPU.
+    Diversity is the per-pixel variance of ``num_samples`` Bernoulli means, averaged
+    over the hidden pixels: ambiguous inputs (a piece of a 3 that could be a 5) score
+    high. Returns the indices sorted ascending, on the CPU.
     """
     flat = flatten(inputs)
     hidden = flat == MASK_VALUE
-    probs = cvae.sample(flat, noise=cvae.latent_noise(num_samples, len(flat), generator))
+    probs = cvae.sample(
+        flat, noise=cvae.latent_noise(num_samples, len(flat), generator)
+    )
     spread = (probs.var(0) * hidden).sum(-1) / hidden.sum(-1)
     return spread.topk(k).indices.sort().values.cpu()

@@ -1,11 +1,13 @@
-"""The three ways of training the same networks (Sohn et al., 2015, §3.3-3.4), one object each.
+"""The three ways of training the same networks (Sohn et al., 2015, §3.3-3.4), one
+object each.
 
-A family says which guide Pyro's ``SVI`` pairs with the model, which loss it minimises, which
-estimators its test-time model allows, and how tables and files name it. No other module
-branches on a family's name: it asks the family.
+A family says which guide Pyro's ``SVI`` pairs with the model, which loss it minimises,
+which estimators its test-time model allows, and how tables and files name it. No other
+module branches on a family's name: it asks the family.
 
 - :data:`CVAE`: the ELBO, z ~ q(z|x,y) from the recognition network.
-- :data:`GSNN`: -log p(y|x,z) with z ~ p(z|x), the path it is tested on; no recognition network.
+- :data:`GSNN`: -log p(y|x,z) with z ~ p(z|x), the path it is tested on; no recognition
+  network.
 - :data:`HYBRID`: alpha * L_CVAE + (1 - alpha) * L_GSNN, the two sharing the prior and
   generation networks.
 """
@@ -28,8 +30,9 @@ class HybridELBO:
     """alpha * L_CVAE + (1 - alpha) * L_GSNN as a loss that Pyro's ``SVI`` accepts.
 
     ``SVI(model, guide, optim, loss=HybridELBO(gsnn_guide, alpha))`` calls it as
-    ``loss(model, guide, *args)``: two ``Trace_ELBO`` losses of the same model, the first with
-    the recognition guide (z ~ q(z|x,y)), the second with the GSNN's (z ~ p(z|x)).
+    ``loss(model, guide, *args)``: two ``Trace_ELBO`` losses of the same model, the
+    first with the recognition guide (z ~ q(z|x,y)), the second with the GSNN's (z ~
+    p(z|x)).
     """
 
     def __init__(self, gsnn_guide: Callable, alpha: float) -> None:
@@ -38,7 +41,9 @@ class HybridELBO:
 
     def __call__(self, model: Callable, guide: Callable, *args, **kwargs):
         cvae_loss = self.elbo.differentiable_loss(model, guide, *args, **kwargs)
-        gsnn_loss = self.elbo.differentiable_loss(model, self.gsnn_guide, *args, **kwargs)
+        gsnn_loss = self.elbo.differentiable_loss(
+            model, self.gsnn_guide, *args, **kwargs
+        )
         return self.alpha * cvae_loss + (1 - self.alpha) * gsnn_loss
 
 
@@ -74,7 +79,8 @@ class Family:
         return cvae.guide if self.recognition else cvae.gsnn_guide
 
     def svi_loss(self, cvae, alpha: float):
-        """The loss ``SVI`` minimises: ``Trace_ELBO`` or, for the hybrid, :class:`HybridELBO`."""
+        """The loss ``SVI`` minimises: ``Trace_ELBO`` or, for the hybrid,
+        :class:`HybridELBO`."""
         if self.cvae_share is None:
             return HybridELBO(cvae.gsnn_guide, alpha)
         return Trace_ELBO()
@@ -87,9 +93,12 @@ FAMILIES = {family.name: family for family in (CVAE, GSNN, HYBRID)}
 
 
 def get_family(family: str | Family) -> Family:
-    """The family called ``family`` (or ``family`` itself), else a ``ValueError`` that says so."""
+    """The family called ``family`` (or ``family`` itself), else a ``ValueError`` that
+    says so."""
     if isinstance(family, Family):
         return family
     if family not in FAMILIES:
-        raise ValueError(f"Unknown model family {family!r}; choose one of {tuple(FAMILIES)}.")
+        raise ValueError(
+            f"Unknown model family {family!r}; choose one of {tuple(FAMILIES)}."
+        )
     return FAMILIES[family]

@@ -1,13 +1,13 @@
 """The networks of the book: the baseline MLP, its masked loss, and the CVAE in Pyro.
 
 Everything here is what the chapters show and what the default (``pyro``) engine trains:
-``nn.Linear`` layers with ReLUs, a Pyro ``model`` and two guides, and the masked Bernoulli
-likelihood. The speed tricks that compute the same numbers faster live in
+``nn.Linear`` layers with ReLUs, a Pyro ``model`` and two guides, and the masked
+Bernoulli likelihood. The speed tricks that compute the same numbers faster live in
 :mod:`cvae_helpers.fast`, which reads these modules' weights.
 
-Shapes: images arrive as ``(batch, 28, 28)`` and are flattened to ``(batch, 784)`` inside the
-networks. Pixels equal to -1 in an input are the ones to predict; pixels equal to -1 in a target
-are the given ones, which the loss ignores.
+Shapes: images arrive as ``(batch, 28, 28)`` and are flattened to ``(batch, 784)``
+inside the networks. Pixels equal to -1 in an input are the ones to predict; pixels
+equal to -1 in a target are the given ones, which the loss ignores.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from torch import nn
 
 from .data import MASK_VALUE, NUM_PIXELS
 
-# Softplus keeps the encoders' scales positive; this floor keeps log(scale) finite in float32.
+# Softplus keeps the encoders' scales positive; this floor keeps log(scale) finite in
+# float32.
 MIN_SCALE = 1e-4
 
 
@@ -32,7 +33,8 @@ def flatten(images: torch.Tensor) -> torch.Tensor:
 
 
 def fill_hidden(inputs: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """``inputs`` with its hidden pixels (-1) replaced by ``fill``; all ``(batch, 784)``."""
+    """``inputs`` with its hidden pixels (-1) replaced by ``fill``; all
+    ``(batch, 784)``."""
     return torch.where(inputs == MASK_VALUE, fill, inputs)
 
 
@@ -40,13 +42,14 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy summed over the pixels to predict only (``targets != -1``).
 
     Args:
-        logits: ``(..., batch, 784)`` pre-sigmoid outputs; leading sample dimensions broadcast.
+        logits: ``(..., batch, 784)`` pre-sigmoid outputs; leading sample dimensions
+        broadcast.
         targets: ``(batch, 28, 28)`` or ``(batch, 784)``, with -1 on the given pixels.
 
     Returns:
-        ``(..., batch)``: nats per image, i.e. the negative Bernoulli log-likelihood of the
-        hidden pixels. Computed from logits, which is exact where ``log(sigmoid)`` would
-        underflow.
+        ``(..., batch)``: nats per image, i.e. the negative Bernoulli log-likelihood of
+        the hidden pixels. Computed from logits, which is exact where ``log(sigmoid)``
+        would underflow.
     """
     targets = flatten(targets)
     hidden = targets != MASK_VALUE
@@ -57,7 +60,8 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class BaselineNet(nn.Module):
-    """The deterministic baseline: an MLP 784-500-500-784 with ReLU and a sigmoid output."""
+    """The deterministic baseline: an MLP 784-500-500-784 with ReLU and a sigmoid
+    output."""
 
     def __init__(self, hidden_1: int = 500, hidden_2: int = 500) -> None:
         super().__init__()
@@ -78,10 +82,12 @@ class BaselineNet(nn.Module):
 
 
 class GaussianMLP(nn.Module):
-    """784-500-500 MLP with a Gaussian head: ``(batch, 784)`` to loc, scale ``(batch, z_dim)``.
+    """784-500-500 MLP with a Gaussian head: ``(batch, 784)`` to loc, scale
+    ``(batch, z_dim)``.
 
-    Used both as the prior network p(z|x) and the recognition network q(z|x,y); they differ in
-    what fills the hidden pixels of their input (the baseline's guess or the true y).
+    Used both as the prior network p(z|x) and the recognition network q(z|x,y); they
+    differ in what fills the hidden pixels of their input (the baseline's guess or the
+    true y).
     """
 
     def __init__(self, z_dim: int, hidden_1: int, hidden_2: int) -> None:
@@ -94,15 +100,19 @@ class GaussianMLP(nn.Module):
         hidden = F.relu(self.fc1(filled))
         hidden = F.relu(self.fc2(hidden))
         loc, raw_scale = self.head(hidden).chunk(2, dim=-1)
-        # exp(raw_scale) would overflow to inf for raw_scale > 88 in float32, and the KL term
-        # would be NaN; softplus grows only linearly, and the floor keeps log(scale) finite.
+        # exp(raw_scale) would overflow to inf for raw_scale > 88 in float32, and the KL
+        # term would be NaN; softplus grows only linearly, and the floor keeps
+        # log(scale) finite.
         return loc, F.softplus(raw_scale) + MIN_SCALE
 
 
 class GenerationNet(nn.Module):
-    """p(y|z), or the paper's p(y|x,z) when ``sees_input``: to ``(..., batch, 784)`` logits."""
+    """p(y|z), or the paper's p(y|x,z) when ``sees_input``: to ``(..., batch, 784)``
+    logits."""
 
-    def __init__(self, z_dim: int, hidden_1: int, hidden_2: int, sees_input: bool) -> None:
+    def __init__(
+        self, z_dim: int, hidden_1: int, hidden_2: int, sees_input: bool
+    ) -> None:
         super().__init__()
         self.sees_input = sees_input
         self.fc1 = nn.Linear(z_dim + (NUM_PIXELS if sees_input else 0), hidden_1)
@@ -134,27 +144,39 @@ class CVAEConfig:
 class CVAE(nn.Module):
     """Conditional VAE of Sohn, Lee & Yan (2015) with a Pyro ``model`` and ``guide``.
 
-    - prior network p(z|x): x with its hidden pixels filled by the frozen baseline's guess.
+    - prior network p(z|x): x with its hidden pixels filled by the frozen baseline's
+      guess.
     - recognition network q(z|x,y): x with its hidden pixels filled by the true y.
     - generation network p(y|z) (default, as in the Pyro example) or p(y|x,z)
-      (``decoder_sees_input=True``, as in the paper): Bernoulli logits for all pixels, of
-      which only the hidden ones are observed.
+      (``decoder_sees_input=True``, as in the paper): Bernoulli logits for all pixels,
+      of which only the hidden ones are observed.
 
-    The baseline is a frozen submodule: a checkpoint carries it, Pyro never sees it. A GSNN
-    (``recognition=False``) has no q(z|x,y).
+    The baseline is a frozen submodule: a checkpoint carries it, Pyro never sees it. A
+    GSNN (``recognition=False``) has no q(z|x,y).
     """
 
-    def __init__(self, z_dim: int = 200, hidden_1: int = 500, hidden_2: int = 500,
-                 baseline: BaselineNet | None = None, decoder_sees_input: bool = False,
-                 recognition: bool = True) -> None:
+    def __init__(
+        self,
+        z_dim: int = 200,
+        hidden_1: int = 500,
+        hidden_2: int = 500,
+        baseline: BaselineNet | None = None,
+        decoder_sees_input: bool = False,
+        recognition: bool = True,
+    ) -> None:
         super().__init__()
         self.config = CVAEConfig(z_dim, hidden_1, hidden_2, decoder_sees_input)
-        self.baseline = baseline if baseline is not None else BaselineNet(hidden_1, hidden_2)
+        self.baseline = (
+            baseline if baseline is not None else BaselineNet(hidden_1, hidden_2)
+        )
         self.baseline.requires_grad_(False)
         self.prior_net = GaussianMLP(z_dim, hidden_1, hidden_2)
-        self.recognition_net = (GaussianMLP(z_dim, hidden_1, hidden_2) if recognition
-                                else None)
-        self.generation_net = GenerationNet(z_dim, hidden_1, hidden_2, decoder_sees_input)
+        self.recognition_net = (
+            GaussianMLP(z_dim, hidden_1, hidden_2) if recognition else None
+        )
+        self.generation_net = GenerationNet(
+            z_dim, hidden_1, hidden_2, decoder_sees_input
+        )
 
     @torch.no_grad()
     def baseline_guess(self, xs: torch.Tensor) -> torch.Tensor:
@@ -170,8 +192,10 @@ class CVAE(nn.Module):
     def posterior(self, xs, ys) -> tuple[torch.Tensor, torch.Tensor]:
         """Loc and scale ``(batch, z_dim)`` of q(z|x,y)."""
         if self.recognition_net is None:
-            raise ValueError("This model has no recognition network q(z|x,y) (a GSNN): use "
-                             "its prior network, e.g. the Monte Carlo estimator, instead.")
+            raise ValueError(
+                "This model has no recognition network q(z|x,y) (a GSNN): use "
+                "its prior network, e.g. the Monte Carlo estimator, instead."
+            )
         return self.recognition_net(fill_hidden(flatten(xs), flatten(ys)))
 
     def model(self, xs, ys=None, y_hat=None) -> torch.Tensor:
@@ -192,7 +216,9 @@ class CVAE(nn.Module):
             # cross-entropy), but its support check would reject them. Given pixels are
             # masked out of the likelihood.
             likelihood = dist.Bernoulli(logits=logits, validate_args=False).mask(hidden)
-            pyro.sample("y", likelihood.to_event(1), obs=torch.where(hidden, flatten(ys), 0.0))
+            pyro.sample(
+                "y", likelihood.to_event(1), obs=torch.where(hidden, flatten(ys), 0.0)
+            )
             return torch.sigmoid(logits)
 
     def guide(self, xs, ys=None, y_hat=None) -> None:
@@ -204,20 +230,24 @@ class CVAE(nn.Module):
             pyro.sample("z", dist.Normal(*self.posterior(xs, ys)).to_event(1))
 
     def gsnn_guide(self, xs, ys=None, y_hat=None) -> None:
-        """z ~ p(z|x) from the prior network, whatever ``ys``: with :meth:`model`, the ELBO is
-        log p(y|x,z) for one z, the GSNN's objective (the prior terms cancel)."""
+        """z ~ p(z|x) from the prior network, whatever ``ys``: with :meth:`model`, the
+        ELBO is log p(y|x,z) for one z, the GSNN's objective (the prior terms
+        cancel)."""
         pyro.module("prior_net", self.prior_net)
         with pyro.plate("data", xs.shape[0]):
             pyro.sample("z", dist.Normal(*self.prior(xs, y_hat)).to_event(1))
 
     def log_likelihood(self, z, xs, ys) -> torch.Tensor:
-        """log p(y|x,z) ``(..., batch)`` of the hidden pixels; z ``(..., batch, z_dim)``."""
+        """log p(y|x,z) ``(..., batch)`` of the hidden pixels; z
+        ``(..., batch, z_dim)``."""
         return -masked_bce(self.generation_net(z, flatten(xs)), ys)
 
-    def latent_noise(self, num_samples: int, batch: int,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-        """Standard-normal draws ``(num_samples, batch, z_dim)`` on this model's device, drawn
-        on the CPU so that a generator's seed gives the same noise on any device."""
+    def latent_noise(
+        self, num_samples: int, batch: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Standard-normal draws ``(num_samples, batch, z_dim)`` on this model's device,
+        drawn on the CPU so that a generator's seed gives the same noise on any
+        device."""
         device = next(self.parameters()).device
         shape = (num_samples, batch, self.config.z_dim)
         return torch.randn(shape, generator=generator).to(device)
@@ -226,7 +256,8 @@ class CVAE(nn.Module):
     def sample(self, xs, num_samples: int = 1, y_hat=None, noise=None) -> torch.Tensor:
         """Completions ``(num_samples, batch, 784)``: Bernoulli means, z from p(z|x).
 
-        ``noise`` ``(num_samples, batch, z_dim)`` fixes the draws: z = loc + scale * noise.
+        ``noise`` ``(num_samples, batch, z_dim)`` fixes the draws: z = loc + scale *
+        noise.
         """
         xs = flatten(xs)
         loc, scale = self.prior(xs, y_hat)

@@ -1,7 +1,9 @@
-"""Figures of the book: completion grids, loss curves, graphical models, the training animation.
+"""Figures of the book: completion grids, loss curves, graphical models, the training
+animation.
 
-Every function returns its figure and draws nothing elsewhere. A *completion grid* has one
-column per test digit and the rows input, truth, the baseline's guess (NN) and CVAE samples.
+Every function returns its figure and draws nothing elsewhere. A *completion grid* has
+one column per test digit and the rows input, truth, the baseline's guess (NN) and CVAE
+samples.
 """
 
 from __future__ import annotations
@@ -25,17 +27,24 @@ from .models import flatten
 if TYPE_CHECKING:
     from .pipeline import TrainedModels
 
-# The -1 sentinel is drawn in a muted blue so that "not given" never looks like "black ink".
+# The -1 sentinel is drawn in a muted blue so that "not given" never looks like "black
+# ink".
 SENTINEL_RGB = np.array([0.55, 0.70, 0.90])
 
 
 def to_rgb(images: torch.Tensor) -> np.ndarray:
-    """``(..., 784)`` or ``(..., 28, 28)`` in [0, 1] with -1 sentinels to ``(..., 28, 28, 3)``.
+    """``(..., 784)`` or ``(..., 28, 28)`` in [0, 1] with -1 sentinels to
+    ``(..., 28, 28, 3)``.
 
     Ink is black on white, like the paper's figures; sentinel pixels are light blue.
     """
-    pixels = images.detach().float().cpu().reshape(*images.shape[: -1 if images.shape[-1] == 784
-                                                                  else -2], 28, 28).numpy()
+    pixels = (
+        images.detach()
+        .float()
+        .cpu()
+        .reshape(*images.shape[: -1 if images.shape[-1] == 784 else -2], 28, 28)
+        .numpy()
+    )
     grey = 1.0 - np.clip(pixels, 0, 1)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     rgb[pixels == MASK_VALUE] = SENTINEL_RGB
@@ -43,17 +52,23 @@ def to_rgb(images: torch.Tensor) -> np.ndarray:
 
 
 def compose(inputs: torch.Tensor, completion: torch.Tensor) -> torch.Tensor:
-    """Put a completion ``(..., 784)`` into the hidden pixels of ``inputs`` ``(batch, 28, 28)``."""
+    """Put a completion ``(..., 784)`` into the hidden pixels of ``inputs``
+    ``(batch, 28, 28)``."""
     flat = flatten(inputs)
     return torch.where(flat == MASK_VALUE, completion, flat)
 
 
-def show_digits(rows: Sequence[tuple[str, torch.Tensor]], *, scale: float = 0.9,
-                col_titles: Sequence[str] | None = None) -> plt.Figure:
+def show_digits(
+    rows: Sequence[tuple[str, torch.Tensor]],
+    *,
+    scale: float = 0.9,
+    col_titles: Sequence[str] | None = None,
+) -> plt.Figure:
     """A grid: one labelled row per ``(label, images (n, 784 or 28, 28))``."""
     n = max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(len(rows), n, figsize=(scale * n + 1.2, scale * len(rows) + 0.3),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), n, figsize=(scale * n + 1.2, scale * len(rows) + 0.3), squeeze=False
+    )
     for r, (label, images) in enumerate(rows):
         rgb = to_rgb(images)
         for c in range(n):
@@ -69,32 +84,50 @@ def show_digits(rows: Sequence[tuple[str, torch.Tensor]], *, scale: float = 0.9,
             if r == 0 and col_titles is not None and c < len(col_titles):
                 ax.set_title(col_titles[c], fontsize=8)
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    fig.subplots_adjust(wspace=0.05, hspace=0.08, left=0.16, right=0.99, top=0.9, bottom=0.02)
+    fig.subplots_adjust(
+        wspace=0.05, hspace=0.08, left=0.16, right=0.99, top=0.9, bottom=0.02
+    )
     return fig
 
 
-def completion_rows(inputs: torch.Tensor, targets: torch.Tensor, baseline_probs: torch.Tensor,
-                    cvae_samples: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+def completion_rows(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    baseline_probs: torch.Tensor,
+    cvae_samples: torch.Tensor,
+) -> list[tuple[str, torch.Tensor]]:
     """Rows input / truth / NN / CVAE samples for :func:`show_digits`.
 
-    ``cvae_samples`` is ``(num_samples, batch, 784)``; each sample is pasted into the input so
-    that the given quadrants show as they are.
+    ``cvae_samples`` is ``(num_samples, batch, 784)``; each sample is pasted into the
+    input so that the given quadrants show as they are.
     """
     truth = torch.where(inputs == MASK_VALUE, targets, inputs)
-    rows = [("input", inputs), ("truth", truth), ("NN", compose(inputs, baseline_probs))]
-    rows += [(f"CVAE {s + 1}", compose(inputs, sample)) for s, sample in enumerate(cvae_samples)]
+    rows = [
+        ("input", inputs),
+        ("truth", truth),
+        ("NN", compose(inputs, baseline_probs)),
+    ]
+    rows += [
+        (f"CVAE {s + 1}", compose(inputs, sample))
+        for s, sample in enumerate(cvae_samples)
+    ]
     return rows
 
 
 def plot_histories(histories: dict[str, dict], title: str = "") -> plt.Figure:
-    """Training and validation loss (nats per image) per epoch, one panel per named history."""
-    fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.2), squeeze=False)
+    """Training and validation loss (nats per image) per epoch, one panel per named
+    history."""
+    fig, axes = plt.subplots(
+        1, len(histories), figsize=(4.2 * len(histories), 3.2), squeeze=False
+    )
     for ax, (name, history) in zip(axes[0], histories.items(), strict=True):
         epochs = np.arange(1, len(history["train_loss"]) + 1)
         ax.plot(epochs, history["train_loss"], "o-", ms=3, label="train")
         ax.plot(epochs, history["val_loss"], "s-", ms=3, label="validation")
         if history.get("best_epoch"):
-            ax.axvline(history["best_epoch"], color="0.6", ls="--", lw=1, label="best (kept)")
+            ax.axvline(
+                history["best_epoch"], color="0.6", ls="--", lw=1, label="best (kept)"
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel("nats per image")
         ax.set_title(name, fontsize=10)
@@ -109,29 +142,47 @@ def plot_histories(histories: dict[str, dict], title: str = "") -> plt.Figure:
 def _node(ax, xy, label, observed=False, deterministic=False):
     face = "0.82" if observed else "white"
     if deterministic:
-        ax.add_patch(plt.Rectangle((xy[0] - 0.22, xy[1] - 0.22), 0.44, 0.44, fc=face, ec="k"))
+        ax.add_patch(
+            plt.Rectangle((xy[0] - 0.22, xy[1] - 0.22), 0.44, 0.44, fc=face, ec="k")
+        )
     else:
         ax.add_patch(Circle(xy, 0.25, fc=face, ec="k", lw=1.2))
     ax.text(*xy, label, ha="center", va="center", fontsize=13)
 
 
 def _edge(ax, a, b, dashed=False, color="k", rad=0.0):
-    ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=14, lw=1.2, color=color,
-                                 ls="--" if dashed else "-", shrinkA=17, shrinkB=17,
-                                 connectionstyle=f"arc3,rad={rad}"))
+    ax.add_patch(
+        FancyArrowPatch(
+            a,
+            b,
+            arrowstyle="-|>",
+            mutation_scale=14,
+            lw=1.2,
+            color=color,
+            ls="--" if dashed else "-",
+            shrinkA=17,
+            shrinkB=17,
+            connectionstyle=f"arc3,rad={rad}",
+        )
+    )
 
 
 def draw_graphical_models() -> plt.Figure:
     """The four graphical models of Sohn et al. (2015), Fig. 1, drawn with matplotlib.
 
     (a) the baseline network x → y; (b) the CGM x → z → y with x → y; (c) recognition
-    q(z|x,y), dashed; (d) the recurrent connection: x → ŷ → z → y through the baseline guess (x → y kept).
-    Grey nodes are observed at training time; squares are deterministic.
+    q(z|x,y), dashed; (d) the recurrent connection: x → ŷ → z → y through the baseline
+    guess (x → y kept). Grey nodes are observed at training time; squares are
+    deterministic.
     """
     fig, axes = plt.subplots(1, 4, figsize=(11, 3))
     x, z, y = (0.0, 0.0), (0.0, 1.0), (1.0, 0.5)
-    titles = ["(a) baseline NN", "(b) CGM: generation", "(c) CGM: recognition",
-              "(d) recurrent connection"]
+    titles = [
+        "(a) baseline NN",
+        "(b) CGM: generation",
+        "(c) CGM: recognition",
+        "(d) recurrent connection",
+    ]
     for ax, title in zip(axes, titles, strict=True):
         ax.set_xlim(-0.9, 1.5)
         ax.set_ylim(-0.5, 1.5)
@@ -164,15 +215,20 @@ def draw_graphical_models() -> plt.Figure:
     return fig
 
 
-def training_animation(inputs: torch.Tensor, snapshots: Sequence[torch.Tensor],
-                       val_losses: Sequence[float], interval_ms: int = 600) -> animation.Animation:
+def training_animation(
+    inputs: torch.Tensor,
+    snapshots: Sequence[torch.Tensor],
+    val_losses: Sequence[float],
+    interval_ms: int = 600,
+) -> animation.Animation:
     """One frame per epoch: the recorded CVAE samples for fixed held-out inputs.
 
     ``inputs`` ``(k, 28, 28)``; each snapshot is uint8 ``(samples, k, 784)``.
     """
     samples, k = snapshots[0].shape[:2]
-    fig, axes = plt.subplots(samples + 1, k, figsize=(1.0 * k, 1.0 * (samples + 1) + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        samples + 1, k, figsize=(1.0 * k, 1.0 * (samples + 1) + 0.5), squeeze=False
+    )
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -197,30 +253,38 @@ def training_animation(inputs: torch.Tensor, snapshots: Sequence[torch.Tensor],
         title.set_text(f"epoch {i + 1}: validation −ELBO {val_losses[i]:.1f} nats")
         return images
 
-    anim = animation.FuncAnimation(fig, frame, frames=len(snapshots), interval=interval_ms,
-                                   blit=False)
+    anim = animation.FuncAnimation(
+        fig, frame, frames=len(snapshots), interval=interval_ms, blit=False
+    )
     plt.close(fig)
     return anim
 
 
 def animation_html(anim: animation.Animation, alt: str) -> str:
-    """``anim`` as a self-contained HTML player (matplotlib's ``to_jshtml``) whose frame has ``alt``.
+    """``anim`` as a self-contained HTML player (matplotlib's ``to_jshtml``) whose frame
+    has ``alt``.
 
-    The player shows its frames in one ``<img>``; ``alt`` says what they show, for readers who
-    cannot see them (the book's other figures get theirs from their cells' ``mystnb`` metadata).
+    The player shows its frames in one ``<img>``; ``alt`` says what they show, for
+    readers who cannot see them (the book's other figures get theirs from their cells'
+    ``mystnb`` metadata).
     """
     if not alt.strip():
-        raise ValueError("animation_html needs alt text that says what the animation shows.")
+        raise ValueError(
+            "animation_html needs alt text that says what the animation shows."
+        )
     player = anim.to_jshtml(default_mode="once")
     frame_tag = '<img id="_anim_img'
     if player.count(frame_tag) != 1:
-        raise RuntimeError("matplotlib's to_jshtml no longer draws its frames in one "
-                           f"'{frame_tag}...'> tag; update animation_html to set the alt text.")
+        raise RuntimeError(
+            "matplotlib's to_jshtml no longer draws its frames in one "
+            f"'{frame_tag}...'> tag; update animation_html to set the alt text."
+        )
     return player.replace(frame_tag, f'<img alt="{html.escape(alt)}" id="_anim_img')
 
 
 def figure_to_data_uri(fig: plt.Figure, dpi: int = 72) -> str:
-    """A PNG of ``fig`` as a ``data:`` URI, so that a page needs no separate image file."""
+    """A PNG of ``fig`` as a ``data:`` URI, so that a page needs no separate image
+    file."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
@@ -228,14 +292,21 @@ def figure_to_data_uri(fig: plt.Figure, dpi: int = 72) -> str:
 
 
 @torch.no_grad()
-def completion_grid(models: TrainedModels, fixed: int = 5, ambiguous: int = 5,
-                    num_samples: int = 5, pool_size: int = 300, seed: int = 0) -> plt.Figure:
-    """The completion grid of one setting, as the evaluation chapter and the reference run show it.
+def completion_grid(
+    models: TrainedModels,
+    fixed: int = 5,
+    ambiguous: int = 5,
+    num_samples: int = 5,
+    pool_size: int = 300,
+    seed: int = 0,
+) -> plt.Figure:
+    """The completion grid of one setting, as the evaluation chapter and the reference
+    run show it.
 
-    Columns: the first ``fixed`` test digits, then the ``ambiguous`` test digits among the
-    next ``pool_size`` whose CVAE samples disagree most (``most_diverse``). Rows: input, truth,
-    NN, and ``num_samples`` CVAE samples (Bernoulli means for z ~ p(z|x), pasted into the given
-    quadrants), all seeded by ``seed``.
+    Columns: the first ``fixed`` test digits, then the ``ambiguous`` test digits among
+    the next ``pool_size`` whose CVAE samples disagree most (``most_diverse``). Rows:
+    input, truth, NN, and ``num_samples`` CVAE samples (Bernoulli means for z ~ p(z|x),
+    pasted into the given quadrants), all seeded by ``seed``.
     """
     test, cvae = models.splits.test, models.cvae
     generator = torch.Generator().manual_seed(seed)
@@ -243,31 +314,57 @@ def completion_grid(models: TrainedModels, fixed: int = 5, ambiguous: int = 5,
     chosen = pool[most_diverse(cvae, test.inputs[pool], ambiguous, generator=generator)]
     indices = torch.cat([torch.arange(fixed), chosen])
     inputs, targets = test.inputs[indices], test.targets[indices]
-    samples = cvae.sample(inputs, noise=cvae.latent_noise(num_samples, len(indices), generator))
-    fig = show_digits(completion_rows(inputs.cpu(), targets.cpu(), models.baseline(inputs).cpu(),
-                                      samples.cpu()))
-    fig.suptitle(f"{quadrant_label(models.spec.num_quadrant_inputs)} given (test digits {fixed} "
-                 f"fixed + {ambiguous} most ambiguous); labels {test.labels[indices].tolist()}",
-                 fontsize=10)
+    samples = cvae.sample(
+        inputs, noise=cvae.latent_noise(num_samples, len(indices), generator)
+    )
+    fig = show_digits(
+        completion_rows(
+            inputs.cpu(), targets.cpu(), models.baseline(inputs).cpu(), samples.cpu()
+        )
+    )
+    fig.suptitle(
+        f"{quadrant_label(models.spec.num_quadrant_inputs)} given (test digits {fixed} "
+        f"fixed + {ambiguous} most ambiguous); labels {test.labels[indices].tolist()}",
+        fontsize=10,
+    )
     return fig
 
 
-ESTIMATOR_STYLES = {"mc": ("MC, z ~ p(z|x)", "C0", "o"), "is": ("IS, z ~ q(z|x,y)", "C1", "s"),
-                    "neg_elbo": ("−ELBO, z ~ q(z|x,y)", "C2", "^")}
+ESTIMATOR_STYLES = {
+    "mc": ("MC, z ~ p(z|x)", "C0", "o"),
+    "is": ("IS, z ~ q(z|x,y)", "C1", "s"),
+    "neg_elbo": ("−ELBO, z ~ q(z|x,y)", "C2", "^"),
+}
 
 
 def plot_convergence(curve: dict) -> plt.Figure:
-    """The estimators against S (``convergence.convergence_curve``): left, the estimate ± one
-    standard error over images; right, its difference from IS at the largest S ± the paired
-    standard error."""
+    """The estimators against S (``convergence.convergence_curve``): left, the estimate
+    ± one standard error over images; right, its difference from IS at the largest S ±
+    the paired standard error."""
     sizes = curve["sample_sizes"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, values in curve["estimators"].items():
         label, color, marker = ESTIMATOR_STYLES[name]
-        left.errorbar(sizes, values["mean"], yerr=values["stderr"], label=label, color=color,
-                      marker=marker, ms=4, capsize=2)
-        right.errorbar(sizes, values["minus_best_is_mean"], yerr=values["minus_best_is_stderr"],
-                       label=label, color=color, marker=marker, ms=4, capsize=2)
+        left.errorbar(
+            sizes,
+            values["mean"],
+            yerr=values["stderr"],
+            label=label,
+            color=color,
+            marker=marker,
+            ms=4,
+            capsize=2,
+        )
+        right.errorbar(
+            sizes,
+            values["minus_best_is_mean"],
+            yerr=values["minus_best_is_stderr"],
+            label=label,
+            color=color,
+            marker=marker,
+            ms=4,
+            capsize=2,
+        )
     right.axhline(0.0, color="0.5", lw=0.8)
     for ax in (left, right):
         ax.set_xscale("log")
@@ -275,8 +372,11 @@ def plot_convergence(curve: dict) -> plt.Figure:
     left.set_ylabel("−log p(y|x) estimate (nats/image)")
     right.set_ylabel(f"minus IS at S = {sizes[-1]:,} (nats/image)")
     left.legend(fontsize=8)
-    fig.suptitle(f"{quadrant_label(curve['num_quadrant_inputs'])} given, {curve['num_images']} test "
-                 f"images, mean ± standard error", fontsize=10)
+    fig.suptitle(
+        f"{quadrant_label(curve['num_quadrant_inputs'])} given, {curve['num_images']} test "
+        f"images, mean ± standard error",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -285,41 +385,69 @@ DIVERSITY_MODELS = ("NN", "GSNN", "CVAE", "hybrid")
 
 
 def plot_diversity(study: dict) -> plt.Figure:
-    """The diversity study (``diversity.diversity_study``) against the number of given quadrants:
-    label entropy, the share of ambiguous inputs, and best-of-1 (solid) and best-of-20 (dashed)
-    accuracy, per model, mean ± standard error over the test inputs."""
+    """The diversity study (``diversity.diversity_study``) against the number of given
+    quadrants: label entropy, the share of ambiguous inputs, and best-of-1 (solid) and
+    best-of-20 (dashed) accuracy, per model, mean ± standard error over the test
+    inputs."""
     quadrants = sorted(int(q) for q in study["settings"])
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
-    panels = (("entropy_bits", "label entropy (bits)", 1.0), ("ambiguous", "ambiguous inputs (%)", 100.0))
+    panels = (
+        ("entropy_bits", "label entropy (bits)", 1.0),
+        ("ambiguous", "ambiguous inputs (%)", 100.0),
+    )
     for m, model in enumerate(DIVERSITY_MODELS):
         rows = [study["settings"][str(q)].get(model) for q in quadrants]
         if any(r is None for r in rows):
             continue
         for ax, (key, title, scale) in zip(axes[:2], panels, strict=True):
-            ax.errorbar(quadrants, [scale * r[key][0] for r in rows], yerr=[scale * r[key][1] for r in rows],
-                        color=f"C{m}", marker="o", ms=4, capsize=2, label=model)
+            ax.errorbar(
+                quadrants,
+                [scale * r[key][0] for r in rows],
+                yerr=[scale * r[key][1] for r in rows],
+                color=f"C{m}",
+                marker="o",
+                ms=4,
+                capsize=2,
+                label=model,
+            )
             ax.set_ylabel(title)
         for k, style in ((1, "-"), (20, "--")):
-            axes[2].errorbar(quadrants, [100 * r[f"best_of_{k}"][0] for r in rows],
-                             yerr=[100 * r[f"best_of_{k}"][1] for r in rows], color=f"C{m}", ls=style,
-                             marker="o", ms=4, capsize=2, label=f"{model}, best of {k}")
+            axes[2].errorbar(
+                quadrants,
+                [100 * r[f"best_of_{k}"][0] for r in rows],
+                yerr=[100 * r[f"best_of_{k}"][1] for r in rows],
+                color=f"C{m}",
+                ls=style,
+                marker="o",
+                ms=4,
+                capsize=2,
+                label=f"{model}, best of {k}",
+            )
     axes[2].set_ylabel("best-of-k accuracy (%)")
     axes[0].legend(fontsize=8)
     axes[2].legend(fontsize=7, ncol=2)
     for ax in axes:
         ax.set_xticks(quadrants)
         ax.set_xlabel("quadrants given")
-    fig.suptitle(f"{study['num_samples']} completions of each of {study['num_images']} test inputs, "
-                 "labelled by the classifier", fontsize=10)
+    fig.suptitle(
+        f"{study['num_samples']} completions of each of {study['num_images']} test inputs, "
+        "labelled by the classifier",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
 
-def switch_gallery(inputs: torch.Tensor, targets: torch.Tensor, samples: torch.Tensor,
-                   sample_labels: torch.Tensor, titles: Sequence[str]) -> plt.Figure:
+def switch_gallery(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    samples: torch.Tensor,
+    sample_labels: torch.Tensor,
+    titles: Sequence[str],
+) -> plt.Figure:
     """Inputs whose completions switch identity: rows input, truth and the samples
-    ``(num_samples, k, 784)`` (already pasted into the inputs), each sample captioned with the
-    classifier's label ``(num_samples, k)``; ``titles`` head the k columns."""
+    ``(num_samples, k, 784)`` (already pasted into the inputs), each sample captioned
+    with the classifier's label ``(num_samples, k)``; ``titles`` head the k columns."""
     truth = torch.where(inputs == MASK_VALUE, targets, inputs)
     rows = [("input", inputs), ("truth", truth)]
     rows += [(f"sample {s + 1}", sample) for s, sample in enumerate(samples)]
@@ -328,5 +456,12 @@ def switch_gallery(inputs: torch.Tensor, targets: torch.Tensor, samples: torch.T
     for s in range(samples.shape[0]):
         for c in range(columns):
             ax = fig.axes[(s + 2) * columns + c]
-            ax.text(1, 5, str(int(sample_labels[s, c])), color="C3", fontsize=9, weight="bold")
+            ax.text(
+                1,
+                5,
+                str(int(sample_labels[s, c])),
+                color="C3",
+                fontsize=9,
+                weight="bold",
+            )
     return fig

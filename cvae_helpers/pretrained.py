@@ -1,21 +1,25 @@
-"""Pretrained weights and reference results from the release assets, verified by SHA-256.
+"""Pretrained weights and reference results from the release assets, verified by
+SHA-256.
 
-A release holds one ``manifest.json`` and, for every reference model (and the digit classifier
-of :mod:`~cvae_helpers.classifier`), a ``.safetensors`` file (weights and the training
-history's tensors, no pickle; the configuration, history and library versions in its
-metadata), plus ``reference-results.zip``, the committed ``results/reference/``
-folder. The manifest lists each file's SHA-256, size, configuration and the commit that trained
-it; ``tools/release_assets.py`` (``make release-assets``) writes all of it.
+A release holds one ``manifest.json`` and, for every reference model (and the digit
+classifier of :mod:`~cvae_helpers.classifier`), a ``.safetensors`` file (weights and the
+training history's tensors, no pickle; the configuration, history and library versions
+in its metadata), plus ``reference-results.zip``, the committed ``results/reference/``
+folder. The manifest lists each file's SHA-256, size, configuration and the commit that
+trained it; ``tools/release_assets.py`` (``make release-assets``) writes all of it.
 
-Files are downloaded with ``pooch``, checked against the manifest's SHA-256, and only then
-written to the checkpoint cache, as ordinary checkpoints of this project: the configuration
-check of :func:`~cvae_helpers.checkpoints.load_checkpoint` applies to them as to any other.
+Files are downloaded with ``pooch``, checked against the manifest's SHA-256, and only
+then written to the checkpoint cache, as ordinary checkpoints of this project: the
+configuration check of :func:`~cvae_helpers.checkpoints.load_checkpoint` applies to them
+as to any other.
 
 Environment variables:
 
-- ``CVAE_PRETRAINED_URL``: where the release assets live (default :data:`DEFAULT_BASE_URL`).
-- ``CVAE_FORCE_TRAINING``: ``1`` trains instead of downloading, and retrains a cached model that
-  came from a download (as ``--force-training`` does; ``make reference`` passes it).
+- ``CVAE_PRETRAINED_URL``: where the release assets live (default
+  :data:`DEFAULT_BASE_URL`).
+- ``CVAE_FORCE_TRAINING``: ``1`` trains instead of downloading, and retrains a cached
+  model that came from a download (as ``--force-training`` does; ``make reference``
+  passes it).
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ import torch
 
 from .checkpoints import config_diff, load_checkpoint, save_checkpoint
 
-# The one place the assets' address is written: the release of repository.url (_config.yml)
-# tagged `pretrained-v1`. tests/test_pretrained.py checks that it follows repository.url.
-DEFAULT_BASE_URL = "https://github.com/cvae-book/cvae-pyro-book/releases/download/pretrained-v1/"
+# The one place the assets' address is written: the release of repository.url
+# (_config.yml) tagged `pretrained-v1`. tests/test_pretrained.py checks that it follows
+# repository.url.
+DEFAULT_BASE_URL = (
+    "https://github.com/cvae-book/cvae-pyro-book/releases/download/pretrained-v1/"
+)
 BASE_URL_ENV = "CVAE_PRETRAINED_URL"
 FORCE_TRAINING_ENV = "CVAE_FORCE_TRAINING"
 MANIFEST_NAME = "manifest.json"
@@ -46,8 +53,8 @@ DOWNLOAD_TIMEOUT_S = 60
 # Tensors of the training history (the animation's snapshots) travel in the weights file
 # under this prefix; the model's weights under MODEL_PREFIX.
 MODEL_PREFIX, HISTORY_PREFIX = "model.", "history."
-# The one metadata key of a weights file: a JSON object (safetensors writes several keys in a
-# random order, which would change a file's SHA-256 from one export to the next).
+# The one metadata key of a weights file: a JSON object (safetensors writes several keys
+# in a random order, which would change a file's SHA-256 from one export to the next).
 METADATA_KEY = "cvae_helpers"
 
 
@@ -64,20 +71,28 @@ class PretrainedMismatchError(PretrainedError):
 
 
 class PretrainedIntegrityError(PretrainedError):
-    """A downloaded file does not match the manifest's SHA-256: it was changed or damaged."""
+    """A downloaded file does not match the manifest's SHA-256: it was changed or
+    damaged."""
 
 
 def base_url(url: str | None = None) -> str:
-    """``url`` if given, else ``$CVAE_PRETRAINED_URL``, else :data:`DEFAULT_BASE_URL`; ends in ``/``."""
+    """``url`` if given, else ``$CVAE_PRETRAINED_URL``, else :data:`DEFAULT_BASE_URL`;
+    ends in ``/``."""
     url = url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     return url if url.endswith("/") else url + "/"
 
 
 def force_training(force: bool | None = None) -> bool:
-    """``force`` if given, else whether ``$CVAE_FORCE_TRAINING`` is set to something true."""
+    """``force`` if given, else whether ``$CVAE_FORCE_TRAINING`` is set to something
+    true."""
     if force is not None:
         return force
-    return os.environ.get(FORCE_TRAINING_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return os.environ.get(FORCE_TRAINING_ENV, "").strip().lower() not in (
+        "",
+        "0",
+        "false",
+        "no",
+    )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -92,30 +107,45 @@ def file_sha256(path: str | Path) -> str:
 def asset_name(relative_checkpoint: str | Path) -> str:
     """The release's flat file name of a checkpoint: ``full/q1_seed0/baseline.pt`` →
     ``full_q1_seed0_baseline.safetensors`` (release assets cannot live in folders)."""
-    return str(Path(relative_checkpoint).with_suffix(".safetensors")).replace(os.sep, "_").replace("/", "_")
+    return (
+        str(Path(relative_checkpoint).with_suffix(".safetensors"))
+        .replace(os.sep, "_")
+        .replace("/", "_")
+    )
 
 
-# --- writing (tools/release_assets.py) ------------------------------------------------------
+# --- writing (tools/release_assets.py)
+# ------------------------------------------------------
 
 
 def checkpoint_to_safetensors(payload: dict, path: str | Path, commit: str) -> None:
-    """Write a finished checkpoint's weights and history tensors to ``path`` (safetensors).
+    """Write a finished checkpoint's weights and history tensors to ``path``
+    (safetensors).
 
     The metadata carries the configuration, the rest of the history, the versions and
-    ``commit``, so that the file describes itself; :func:`safetensors_to_checkpoint` reverses it.
-    The same checkpoint always gives the same bytes.
+    ``commit``, so that the file describes itself; :func:`safetensors_to_checkpoint`
+    reverses it. The same checkpoint always gives the same bytes.
     """
     from safetensors.torch import save_file
 
     if payload.get("status") != "finished":
-        raise ValueError("Only finished checkpoints are exported (this one is still training).")
-    tensors = {MODEL_PREFIX + k: v.detach().cpu().contiguous() for k, v in payload["model_state"].items()}
+        raise ValueError(
+            "Only finished checkpoints are exported (this one is still training)."
+        )
+    tensors = {
+        MODEL_PREFIX + k: v.detach().cpu().contiguous()
+        for k, v in payload["model_state"].items()
+    }
     history = dict(payload["history"])
     history.pop("pretrained", None)
     if "snapshots" in history:  # a list of (samples, k, 784) tensors, one per epoch
-        tensors[HISTORY_PREFIX + "snapshots"] = torch.stack(history.pop("snapshots")).contiguous()
+        tensors[HISTORY_PREFIX + "snapshots"] = torch.stack(
+            history.pop("snapshots")
+        ).contiguous()
     if "snapshot_inputs" in history:
-        tensors[HISTORY_PREFIX + "snapshot_inputs"] = history.pop("snapshot_inputs").contiguous()
+        tensors[HISTORY_PREFIX + "snapshot_inputs"] = history.pop(
+            "snapshot_inputs"
+        ).contiguous()
     described = {
         "format_version": MANIFEST_FORMAT,
         "config": payload["config"],
@@ -124,13 +154,18 @@ def checkpoint_to_safetensors(payload: dict, path: str | Path, commit: str) -> N
         "versions": payload.get("versions", {}),
         "commit": commit,
     }
-    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(described, sort_keys=True)})
+    save_file(
+        tensors,
+        str(path),
+        metadata={METADATA_KEY: json.dumps(described, sort_keys=True)},
+    )
 
 
 def safetensors_to_checkpoint(path: str | Path, provenance: dict) -> dict:
-    """A finished checkpoint (the payload :func:`~cvae_helpers.checkpoints.save_checkpoint`
-    writes) from a weights file; ``provenance`` (sha256, url, commit) goes into its history,
-    where :meth:`~cvae_helpers.pipeline.TrainedModels.origin` finds it."""
+    """A finished checkpoint (the payload
+    :func:`~cvae_helpers.checkpoints.save_checkpoint` writes) from a weights file;
+    ``provenance`` (sha256, url, commit) goes into its history, where
+    :meth:`~cvae_helpers.pipeline.TrainedModels.origin` finds it."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -148,7 +183,11 @@ def safetensors_to_checkpoint(path: str | Path, provenance: dict) -> dict:
     if HISTORY_PREFIX + "snapshot_inputs" in tensors:
         history["snapshot_inputs"] = tensors[HISTORY_PREFIX + "snapshot_inputs"]
     history["pretrained"] = dict(provenance)
-    model_state = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+    model_state = {
+        k[len(MODEL_PREFIX) :]: v
+        for k, v in tensors.items()
+        if k.startswith(MODEL_PREFIX)
+    }
     return {
         "config": metadata["config"],
         "status": "finished",
@@ -162,15 +201,19 @@ def safetensors_to_checkpoint(path: str | Path, provenance: dict) -> dict:
     }
 
 
-# --- fetching --------------------------------------------------------------------------------
+# --- fetching
+# --------------------------------------------------------------------------------
 
 
 def _download(url: str, folder: Path, name: str, sha256: str | None) -> Path:
-    """``url`` into ``folder/name`` with pooch, checked against ``sha256`` when one is given."""
+    """``url`` into ``folder/name`` with pooch, checked against ``sha256`` when one is
+    given."""
     import pooch
     import requests
 
-    pooch.get_logger().setLevel("WARNING")  # this module says in one line what it fetched
+    pooch.get_logger().setLevel(
+        "WARNING"
+    )  # this module says in one line what it fetched
     try:
         return Path(
             pooch.retrieve(
@@ -183,8 +226,14 @@ def _download(url: str, folder: Path, name: str, sha256: str | None) -> Path:
             )
         )
     except requests.exceptions.RequestException as error:
-        reason = f"HTTP {error.response.status_code}" if error.response is not None else type(error).__name__
-        raise PretrainedUnavailableError(f"could not download {url} ({reason})") from error
+        reason = (
+            f"HTTP {error.response.status_code}"
+            if error.response is not None
+            else type(error).__name__
+        )
+        raise PretrainedUnavailableError(
+            f"could not download {url} ({reason})"
+        ) from error
     except ValueError as error:  # pooch's hash mismatch
         raise PretrainedIntegrityError(
             f"{url} does not match the SHA-256 its manifest lists ({sha256}): the file was "
@@ -200,7 +249,9 @@ def fetch_manifest(folder: Path, url: str | None = None) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PretrainedUnavailableError(f"{address} is not a manifest ({error})") from error
+        raise PretrainedUnavailableError(
+            f"{address} is not a manifest ({error})"
+        ) from error
     found = manifest.get("format_version") if isinstance(manifest, dict) else None
     if found != MANIFEST_FORMAT:
         raise PretrainedUnavailableError(
@@ -211,23 +262,30 @@ def fetch_manifest(folder: Path, url: str | None = None) -> dict:
 
 @dataclass(frozen=True)
 class WantedCheckpoint:
-    """A model the cache lacks: its label, where it belongs and the configuration it must have."""
+    """A model the cache lacks: its label, where it belongs and the configuration it
+    must have."""
 
     label: str
     path: Path
     config: dict
-    relative: str  # the path inside the checkpoint cache, e.g. "full/q1_seed0/baseline.pt"
+    relative: (
+        str  # the path inside the checkpoint cache, e.g. "full/q1_seed0/baseline.pt"
+    )
 
 
-def restore_checkpoints(wanted: Sequence[WantedCheckpoint], url: str | None = None) -> list[dict]:
-    """Download the release's weights of ``wanted``, verify them, and store them as checkpoints.
+def restore_checkpoints(
+    wanted: Sequence[WantedCheckpoint], url: str | None = None
+) -> list[dict]:
+    """Download the release's weights of ``wanted``, verify them, and store them as
+    checkpoints.
 
-    All files are downloaded into a temporary folder and checked (SHA-256 against the manifest,
-    configuration against ``wanted``) before any is written to the cache, so a failure leaves
-    the cache as it was. Returns each file's manifest entry.
+    All files are downloaded into a temporary folder and checked (SHA-256 against the
+    manifest, configuration against ``wanted``) before any is written to the cache, so a
+    failure leaves the cache as it was. Returns each file's manifest entry.
 
     Raises:
-        PretrainedUnavailableError: no network, no such file, or nothing for this configuration.
+        PretrainedUnavailableError: no network, no such file, or nothing for this
+        configuration.
         PretrainedMismatchError: the release's file was made by another configuration.
         PretrainedIntegrityError: a file does not match the manifest's SHA-256.
     """
@@ -239,9 +297,13 @@ def restore_checkpoints(wanted: Sequence[WantedCheckpoint], url: str | None = No
         for item in wanted:
             entry = entries.get(item.relative)
             if entry is None:
-                raise PretrainedUnavailableError(f"the release has no weights for {item.relative}")
+                raise PretrainedUnavailableError(
+                    f"the release has no weights for {item.relative}"
+                )
             _check_config(entry["config"], item, "manifest")
-            path = _download(base_url(url) + entry["file"], folder, entry["file"], entry["sha256"])
+            path = _download(
+                base_url(url) + entry["file"], folder, entry["file"], entry["sha256"]
+            )
             payload = safetensors_to_checkpoint(
                 path,
                 {
@@ -263,20 +325,27 @@ def restore_checkpoints(wanted: Sequence[WantedCheckpoint], url: str | None = No
 
 
 def fetch_missing(
-    wanted: Sequence[WantedCheckpoint], *, force: bool | None = None, url: str | None = None
+    wanted: Sequence[WantedCheckpoint],
+    *,
+    force: bool | None = None,
+    url: str | None = None,
 ) -> None:
-    """Fetch the release's weights of those of ``wanted`` the cache lacks, or train them here.
+    """Fetch the release's weights of those of ``wanted`` the cache lacks, or train them
+    here.
 
     What the pipeline's models and the classifier share: ``force`` (default
-    ``$CVAE_FORCE_TRAINING``) downloads nothing and deletes a cached checkpoint of ``wanted``
-    that came from the release, so that it is trained here. Without network, or when the release
-    has nothing for this configuration, one line says so and the caller trains; a file that fails
-    its SHA-256 check is an error (:class:`PretrainedIntegrityError`).
+    ``$CVAE_FORCE_TRAINING``) downloads nothing and deletes a cached checkpoint of
+    ``wanted`` that came from the release, so that it is trained here. Without network,
+    or when the release has nothing for this configuration, one line says so and the
+    caller trains; a file that fails its SHA-256 check is an error
+    (:class:`PretrainedIntegrityError`).
     """
     if force_training(force):
         for item in wanted:
             if item.path.is_file() and pretrained_origin(item.path) is not None:
-                print(f"forced training: the cached {item.label} came from the release; training it here")
+                print(
+                    f"forced training: the cached {item.label} came from the release; training it here"
+                )
                 item.path.unlink()
         return
     missing = [item for item in wanted if not item.path.exists()]
@@ -291,7 +360,10 @@ def fetch_missing(
 def _check_config(stored: dict, item: WantedCheckpoint, where: str) -> None:
     diff = config_diff(stored, item.config)
     if diff:
-        shown = "; ".join(f"{k}: release has {a!r}, wanted {b!r}" for k, (a, b) in list(diff.items())[:3])
+        shown = "; ".join(
+            f"{k}: release has {a!r}, wanted {b!r}"
+            for k, (a, b) in list(diff.items())[:3]
+        )
         more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
         raise PretrainedMismatchError(
             f"the release's {item.relative} ({where}) was made by another configuration: {shown}{more}"
@@ -299,18 +371,21 @@ def _check_config(stored: dict, item: WantedCheckpoint, where: str) -> None:
 
 
 def pretrained_origin(path: str | Path) -> dict | None:
-    """The provenance of a cached checkpoint that came from the release, else ``None``."""
+    """The provenance of a cached checkpoint that came from the release, else
+    ``None``."""
     return load_checkpoint(path)["history"].get("pretrained")
 
 
-# --- reference results ------------------------------------------------------------------------
+# --- reference results
+# ------------------------------------------------------------------------
 
 
 def fetch_reference_results(cache_dir: str | Path, url: str | None = None) -> Path:
-    """The release's ``results/reference/`` folder, unpacked (once) into ``cache_dir/reference``.
+    """The release's ``results/reference/`` folder, unpacked (once) into
+    ``cache_dir/reference``.
 
-    The archive is checked against the manifest's SHA-256 and unpacked into a temporary folder
-    next to the target, which is renamed into place only when complete.
+    The archive is checked against the manifest's SHA-256 and unpacked into a temporary
+    folder next to the target, which is renamed into place only when complete.
     """
     target = Path(cache_dir) / "reference"
     if target.is_dir():
@@ -321,30 +396,39 @@ def fetch_reference_results(cache_dir: str | Path, url: str | None = None) -> Pa
         entry = manifest.get("reference")
         if entry is None:
             raise PretrainedUnavailableError("the release has no reference results")
-        archive = _download(base_url(url) + entry["file"], folder, entry["file"], entry["sha256"])
+        archive = _download(
+            base_url(url) + entry["file"], folder, entry["file"], entry["sha256"]
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         unpacked = Path(tempfile.mkdtemp(dir=target.parent, prefix=".reference-"))
         try:
             with zipfile.ZipFile(archive) as bundle:
                 for name in bundle.namelist():
                     if name.startswith("/") or ".." in Path(name).parts:
-                        raise PretrainedIntegrityError(f"{entry['file']} holds an unsafe path {name!r}")
+                        raise PretrainedIntegrityError(
+                            f"{entry['file']} holds an unsafe path {name!r}"
+                        )
                 bundle.extractall(unpacked)
             os.replace(unpacked, target)
         except BaseException:
             shutil.rmtree(unpacked, ignore_errors=True)
             raise
-    print(f"fetched the reference results (sha256 {entry['sha256'][:12]}…) into {target}")
+    print(
+        f"fetched the reference results (sha256 {entry['sha256'][:12]}…) into {target}"
+    )
     return target
 
 
 def write_reference_archive(reference_dir: str | Path, path: str | Path) -> int:
-    """Zip every file of ``reference_dir`` into ``path`` with fixed timestamps, so the same
-    folder always gives the same bytes (and SHA-256). Returns the number of files."""
+    """Zip every file of ``reference_dir`` into ``path`` with fixed timestamps, so the
+    same folder always gives the same bytes (and SHA-256). Returns the number of
+    files."""
     files = sorted(p for p in Path(reference_dir).rglob("*") if p.is_file())
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
         for file in files:
-            info = zipfile.ZipInfo(file.relative_to(reference_dir).as_posix(), (1980, 1, 1, 0, 0, 0))
+            info = zipfile.ZipInfo(
+                file.relative_to(reference_dir).as_posix(), (1980, 1, 1, 0, 0, 0)
+            )
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             bundle.writestr(info, file.read_bytes())

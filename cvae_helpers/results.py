@@ -1,8 +1,10 @@
-"""Results: metrics files, where the reference run lives, Markdown tables, labels, published numbers.
+"""Results: metrics files, where the reference run lives, Markdown tables, labels,
+published numbers.
 
-A metrics record is the dict that :func:`~cvae_helpers.pipeline.metrics_record` returns and
-``metrics_q{N}.json`` stores: the four estimators with their standard errors, the configuration
-and the library versions. Everything here reads or formats such files; nothing trains.
+A metrics record is the dict that :func:`~cvae_helpers.pipeline.metrics_record` returns
+and ``metrics_q{N}.json`` stores: the four estimators with their standard errors, the
+configuration and the library versions. Everything here reads or formats such files;
+nothing trains.
 """
 
 from __future__ import annotations
@@ -24,20 +26,25 @@ DECODER_DIRS = {False: "p_y_given_z", True: "p_y_given_xz"}
 REFERENCE_DIR_ENV = "CVAE_REFERENCE_DIR"
 REFERENCE_SUBPATH = Path("results") / "reference"
 # What a chapter prints where the reference run's files are not available.
-REFERENCE_MISSING = ("No reference results here: they come with a checkout of the repository "
-                     "(results/reference/) or, at the full budget, from its release, and neither "
-                     "was available.")
+REFERENCE_MISSING = (
+    "No reference results here: they come with a checkout of the repository "
+    "(results/reference/) or, at the full budget, from its release, and neither "
+    "was available."
+)
 
 # The estimators of a metrics record, as table rows name them after the family's label.
 ESTIMATOR_LABELS = {"mc": "MC", "is": "IS", "neg_elbo": "−ELBO"}
 
-# Published numbers the book compares against, with where they come from. Only numbers checked
-# against their source are listed: the paper's Table 1 (Sohn et al., 2015) is cited by reference.
+# Published numbers the book compares against, with where they come from. Only numbers
+# checked against their source are listed: the paper's Table 1 (Sohn et al., 2015) is
+# cited by reference.
 PYRO_TUTORIAL = {
     "source": "Pyro tutorial 'Conditional Variational Auto-encoder' (pyro.ai/examples/cvae.html)",
-    "what": ("negative ELBO under q(z|x,y), estimated with 10 particles (Trace_ELBO), on the "
-             "10k MNIST test images, which the tutorial also used for early stopping; the "
-             "tutorial calls the CVAE row 'Monte Carlo'"),
+    "what": (
+        "negative ELBO under q(z|x,y), estimated with 10 particles (Trace_ELBO), on the "
+        "10k MNIST test images, which the tutorial also used for early stopping; the "
+        "tutorial calls the CVAE row 'Monte Carlo'"
+    ),
     "baseline_nll": {1: 100.4, 2: 61.9, 3: 25.4},
     "cvae": {1: 71.8, 2: 51.0, 3: 24.2},
 }
@@ -51,17 +58,23 @@ def decoder_label(decoder_sees_input: bool, *, long: bool = False) -> str:
     short = "p(y|x,z)" if decoder_sees_input else "p(y|z)"
     if not long:
         return short
-    return f"{short}, the paper's" if decoder_sees_input else f"{short}, the Pyro example's (default)"
+    return (
+        f"{short}, the paper's"
+        if decoder_sees_input
+        else f"{short}, the Pyro example's (default)"
+    )
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A GitHub/MyST Markdown table; cells are written with ``str``, and a ``|`` inside a cell
-    (as in ``p(y|z)``) is escaped so that it does not end the cell."""
+    """A GitHub/MyST Markdown table; cells are written with ``str``, and a ``|`` inside
+    a cell (as in ``p(y|z)``) is escaped so that it does not end the cell."""
 
     def line(cells: Iterable[object]) -> str:
         return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
 
-    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)]) + "\n"
+    return (
+        "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)]) + "\n"
+    )
 
 
 def quadrant_header(first: str) -> list[str]:
@@ -75,7 +88,8 @@ def by_quadrants(records: Iterable[dict]) -> dict[int, dict]:
 
 
 def results_table(records: list[dict]) -> str:
-    """Estimators as rows, 1/2/3 quadrants as columns, mean ± standard error, then the gap.
+    """Estimators as rows, 1/2/3 quadrants as columns, mean ± standard error, then the
+    gap.
 
     The rows name the records' family (CVAE, GSNN or hybrid); a GSNN has MC only.
     """
@@ -95,48 +109,79 @@ def results_table(records: list[dict]) -> str:
             rows.append([f"{family.label} ({label})", *cells(estimate(key))])
     is_key = family.result_key("is")
     if records and all(is_key in r for r in records):
-        rows.append([f"gap: NN − {family.label} (IS)",
-                     *cells(lambda r: f"{r['baseline_nll'] - r[is_key]:.2f}")])
+        rows.append(
+            [
+                f"gap: NN − {family.label} (IS)",
+                *cells(lambda r: f"{r['baseline_nll'] - r[is_key]:.2f}"),
+            ]
+        )
     return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
 
 
 def headline_table(records: list[dict]) -> str:
     """The introduction's table: the baseline against the CVAE (IS), one decimal."""
     by_q = by_quadrants(records)
-    rows = [[label, *(f"{by_q[q][key]:.1f}" for q in QUADRANT_SETTINGS)]
-            for label, key in (("NN (baseline)", "baseline_nll"),
-                               ("CVAE, importance sampling", "cvae_nll_is"))]
+    rows = [
+        [label, *(f"{by_q[q][key]:.1f}" for q in QUADRANT_SETTINGS)]
+        for label, key in (
+            ("NN (baseline)", "baseline_nll"),
+            ("CVAE, importance sampling", "cvae_nll_is"),
+        )
+    ]
     return markdown_table(quadrant_header("nats per image"), rows)
 
 
 def published_comparison_table(reference: dict[bool, list[dict]]) -> str:
     """The Pyro tutorial's numbers beside this book's reference rows, per decoder."""
-    rows = [[f"Pyro tutorial: {label}", *(f"{PYRO_TUTORIAL[key][q]:.1f}" for q in QUADRANT_SETTINGS)]
-            for label, key in (("NN (baseline)", "baseline_nll"), ("CVAE ('Monte Carlo')", "cvae"))]
+    rows = [
+        [
+            f"Pyro tutorial: {label}",
+            *(f"{PYRO_TUTORIAL[key][q]:.1f}" for q in QUADRANT_SETTINGS),
+        ]
+        for label, key in (
+            ("NN (baseline)", "baseline_nll"),
+            ("CVAE ('Monte Carlo')", "cvae"),
+        )
+    ]
     for decoder, records in reference.items():
         by_q = by_quadrants(records)
-        for label, key in (("NN (baseline)", "baseline_nll"), ("CVAE (−ELBO)", "cvae_neg_elbo"),
-                           ("CVAE (IS)", "cvae_nll_is")):
+        for label, key in (
+            ("NN (baseline)", "baseline_nll"),
+            ("CVAE (−ELBO)", "cvae_neg_elbo"),
+            ("CVAE (IS)", "cvae_nll_is"),
+        ):
             if decoder and key == "baseline_nll":
                 continue  # the same baseline serves both decoders
-            rows.append([f"this book, {decoder_label(decoder)}: {label}",
-                         *(f"{by_q[q][key]:.1f}" for q in QUADRANT_SETTINGS)])
+            rows.append(
+                [
+                    f"this book, {decoder_label(decoder)}: {label}",
+                    *(f"{by_q[q][key]:.1f}" for q in QUADRANT_SETTINGS),
+                ]
+            )
     return markdown_table(quadrant_header("nats per image"), rows)
 
 
 def baseline_gap_table(gap: dict) -> str:
-    """The three ways of training the baseline of ``tools/baseline_gap.py``, test NLL each."""
+    """The three ways of training the baseline of ``tools/baseline_gap.py``, test NLL
+    each."""
     settings = gap["settings"]
-    rows = [[label, *(f"{settings[str(q)][key]:.2f}" for q in QUADRANT_SETTINGS)]
-            for label, key in (
-                ("this book: 50k, epoch chosen on validation", "book_50k_val_selected"),
-                ("tutorial's procedure: 60k, epoch chosen on test", "pyro_style_60k_test_selected"),
-                ("60k, epoch count chosen on validation", "refit_60k_val_epochs"))]
+    rows = [
+        [label, *(f"{settings[str(q)][key]:.2f}" for q in QUADRANT_SETTINGS)]
+        for label, key in (
+            ("this book: 50k, epoch chosen on validation", "book_50k_val_selected"),
+            (
+                "tutorial's procedure: 60k, epoch chosen on test",
+                "pyro_style_60k_test_selected",
+            ),
+            ("60k, epoch count chosen on validation", "refit_60k_val_epochs"),
+        )
+    ]
     return markdown_table(quadrant_header("test NLL, nats per image"), rows)
 
 
 def write_results(records: list[dict], output_dir: str | Path) -> None:
-    """``metrics_q{N}.json`` per setting and ``results.md`` with the table of all of them."""
+    """``metrics_q{N}.json`` per setting and ``results.md`` with the table of all of
+    them."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for record in records:
@@ -144,18 +189,23 @@ def write_results(records: list[dict], output_dir: str | Path) -> None:
         path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     first = records[0]
     same_run = ("profile", "seed", "decoder_sees_input", "family", "alpha")
-    all_records = [r for r in load_results(output_dir)
-                   if all(record_key(r, k) == record_key(first, k) for k in same_run)]
+    all_records = [
+        r
+        for r in load_results(output_dir)
+        if all(record_key(r, k) == record_key(first, k) for k in same_run)
+    ]
     family = get_family(record_key(first, "family"))
     trained = "" if family is CVAE else f"Trained as {family.article}. "
     if family.cvae_share is None:
         trained = f"Trained as {family.article}, alpha = {first['alpha']:g}. "
-    text = (f"# Negative conditional log-likelihood on the MNIST test set\n\n{trained}"
-            f"Profile `{first['profile']}`, seed {first['seed']}, decoder "
-            f"{decoder_label(first['decoder_sees_input'], long=True)}, "
-            f"S = {first['num_samples']} samples, {first['num_test_images']} test images; "
-            "mean ± standard error over images. Lower is better.\n\n"
-            + results_table(all_records))
+    text = (
+        f"# Negative conditional log-likelihood on the MNIST test set\n\n{trained}"
+        f"Profile `{first['profile']}`, seed {first['seed']}, decoder "
+        f"{decoder_label(first['decoder_sees_input'], long=True)}, "
+        f"S = {first['num_samples']} samples, {first['num_test_images']} test images; "
+        "mean ± standard error over images. Lower is better.\n\n"
+        + results_table(all_records)
+    )
     (output_dir / "results.md").write_text(text)
 
 
@@ -168,18 +218,22 @@ def record_key(record: dict, key: str) -> object:
 
 def load_results(output_dir: str | Path) -> list[dict]:
     """Every ``metrics_q*.json`` in ``output_dir``, sorted by number of quadrants."""
-    records = [json.loads(p.read_text()) for p in sorted(Path(output_dir).glob("metrics_q*.json"))]
+    records = [
+        json.loads(p.read_text())
+        for p in sorted(Path(output_dir).glob("metrics_q*.json"))
+    ]
     return sorted(records, key=lambda r: r["num_quadrant_inputs"])
 
 
 def reference_dir(root: str | Path | None = None) -> Path | None:
-    """The folder of the committed full-budget reference run, or ``None`` where there is none.
+    """The folder of the committed full-budget reference run, or ``None`` where there is
+    none.
 
-    ``root`` if given; else ``$CVAE_REFERENCE_DIR``; else ``results/reference`` in the working
-    directory or the nearest folder above it that has one (a chapter runs in ``book/`` of a
-    checkout). A pip install without the repository (Colab) fetches the same files from the
-    release, checked against their SHA-256, into the checkpoint cache, once; the quick budget
-    never downloads.
+    ``root`` if given; else ``$CVAE_REFERENCE_DIR``; else ``results/reference`` in the
+    working directory or the nearest folder above it that has one (a chapter runs in
+    ``book/`` of a checkout). A pip install without the repository (Colab) fetches the
+    same files from the release, checked against their SHA-256, into the checkpoint
+    cache, once; the quick budget never downloads.
     """
     if root is not None:
         return Path(root)
@@ -195,8 +249,8 @@ def reference_dir(root: str | Path | None = None) -> Path | None:
 
 @functools.cache
 def _fetched_reference_dir(url: str, cache_dir: Path) -> Path | None:
-    """The release's reference results, or ``None`` with one line saying why (asked once per
-    process, so that a chapter reading several files tries the network once)."""
+    """The release's reference results, or ``None`` with one line saying why (asked once
+    per process, so that a chapter reading several files tries the network once)."""
     try:
         return pretrained.fetch_reference_results(cache_dir, url)
     except pretrained.PretrainedUnavailableError as error:
@@ -207,28 +261,42 @@ def _fetched_reference_dir(url: str, cache_dir: Path) -> Path | None:
 def load_reference(root: str | Path | None = None) -> dict[bool, list[dict]]:
     """The reference run's records per decoder (``decoder_sees_input`` → three records).
 
-    Decoders whose three settings are not all there are left out, so an empty dict means that
-    no reference results are available here.
+    Decoders whose three settings are not all there are left out, so an empty dict means
+    that no reference results are available here.
     """
     folder = reference_dir(root)
     if folder is None:
         return {}
-    found = {decoder: load_results(folder / name) for decoder, name in DECODER_DIRS.items()}
-    return {decoder: records for decoder, records in found.items()
-            if len(records) == len(QUADRANT_SETTINGS)}
+    found = {
+        decoder: load_results(folder / name) for decoder, name in DECODER_DIRS.items()
+    }
+    return {
+        decoder: records
+        for decoder, records in found.items()
+        if len(records) == len(QUADRANT_SETTINGS)
+    }
 
 
 # The four-way table's rows after the baseline's, in the order of the paper's Table 1:
 # (family, estimator).
-FAMILY_ROWS = (("gsnn", "mc"), ("cvae", "mc"), ("cvae", "is"), ("hybrid", "mc"), ("hybrid", "is"))
+FAMILY_ROWS = (
+    ("gsnn", "mc"),
+    ("cvae", "mc"),
+    ("cvae", "is"),
+    ("hybrid", "mc"),
+    ("hybrid", "is"),
+)
 
 
-def load_family_reference(root: str | Path | None = None) -> dict[bool, dict[str, list[dict]]]:
+def load_family_reference(
+    root: str | Path | None = None,
+) -> dict[bool, dict[str, list[dict]]]:
     """The reference run's records per decoder and family: ``{decoder: {"cvae": [...],
     "gsnn": [...], "hybrid": [...]}}``, three records each.
 
-    Only decoders whose three families are all complete are kept, so an empty dict means that
-    the four-way reference results are not available here (``make reference-gsnn`` makes them).
+    Only decoders whose three families are all complete are kept, so an empty dict means
+    that the four-way reference results are not available here (``make reference-gsnn``
+    makes them).
     """
     folder = reference_dir(root)
     if folder is None:
@@ -236,9 +304,13 @@ def load_family_reference(root: str | Path | None = None) -> dict[bool, dict[str
     cvae = load_reference(folder)
     found = {}
     for decoder, name in DECODER_DIRS.items():
-        # The CVAE's metrics are the reference run's own; the others' are in <family>/<decoder>/.
-        families = {family.name: load_results(folder / family.name / name)
-                    for family in FAMILIES.values() if family is not CVAE}
+        # The CVAE's metrics are the reference run's own; the others' are in
+        # <family>/<decoder>/.
+        families = {
+            family.name: load_results(folder / family.name / name)
+            for family in FAMILIES.values()
+            if family is not CVAE
+        }
         families["cvae"] = cvae.get(decoder, [])
         if all(len(r) == len(QUADRANT_SETTINGS) for r in families.values()):
             found[decoder] = families
@@ -246,11 +318,13 @@ def load_family_reference(root: str | Path | None = None) -> dict[bool, dict[str
 
 
 def family_table(by_family: dict[str, list[dict]]) -> str:
-    """NN / GSNN / CVAE / hybrid as rows, 1/2/3 quadrants as columns, mean ± standard error.
+    """NN / GSNN / CVAE / hybrid as rows, 1/2/3 quadrants as columns, mean ± standard
+    error.
 
-    ``by_family`` maps ``"cvae"``, ``"gsnn"`` and ``"hybrid"`` to their records (one decoder).
-    The GSNN is estimated by Monte Carlo only (its proposal is its prior); the CVAE and the
-    hybrid by MC and by importance sampling. A missing family or setting shows as "–".
+    ``by_family`` maps ``"cvae"``, ``"gsnn"`` and ``"hybrid"`` to their records (one
+    decoder). The GSNN is estimated by Monte Carlo only (its proposal is its prior); the
+    CVAE and the hybrid by MC and by importance sampling. A missing family or setting
+    shows as "–".
     """
     by_q = {family: by_quadrants(records) for family, records in by_family.items()}
 
@@ -260,11 +334,20 @@ def family_table(by_family: dict[str, list[dict]]) -> str:
             return "–"
         return f"{record[key]:.2f} ± {record[key + '_stderr']:.2f}"
 
-    rows = [["NN (baseline)", *(cell("cvae", "baseline_nll", q) for q in QUADRANT_SETTINGS)]]
+    rows = [
+        ["NN (baseline)", *(cell("cvae", "baseline_nll", q) for q in QUADRANT_SETTINGS)]
+    ]
     for name, estimator in FAMILY_ROWS:
         family = get_family(name)
-        rows.append([f"{family.label} ({ESTIMATOR_LABELS[estimator]})",
-                     *(cell(name, family.result_key(estimator), q) for q in QUADRANT_SETTINGS)])
+        rows.append(
+            [
+                f"{family.label} ({ESTIMATOR_LABELS[estimator]})",
+                *(
+                    cell(name, family.result_key(estimator), q)
+                    for q in QUADRANT_SETTINGS
+                ),
+            ]
+        )
     return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
 
 
@@ -281,35 +364,63 @@ DIVERSITY_COLUMNS = (
 
 
 def diversity_table(study: dict) -> str:
-    """Per setting and model (NN, GSNN, CVAE, hybrid), each diversity metric as mean ± standard
-    error over the test inputs (``diversity.diversity_study``)."""
+    """Per setting and model (NN, GSNN, CVAE, hybrid), each diversity metric as mean ±
+    standard error over the test inputs (``diversity.diversity_study``)."""
     rows = []
     for q in sorted(study["settings"], key=int):
         for model, metrics in study["settings"][q].items():
-            rows.append([quadrant_label(int(q)), model,
-                         *(f"{scale * metrics[key][0]:.{d}f} ± {scale * metrics[key][1]:.{d}f}"
-                           if key in metrics else "–"  # the NN has no latent code
-                           for _, key, scale, d in DIVERSITY_COLUMNS)])
-    return markdown_table(["given", "model", *(header for header, *_ in DIVERSITY_COLUMNS)], rows)
+            rows.append(
+                [
+                    quadrant_label(int(q)),
+                    model,
+                    *(
+                        f"{scale * metrics[key][0]:.{d}f} ± {scale * metrics[key][1]:.{d}f}"
+                        if key in metrics
+                        else "–"  # the NN has no latent code
+                        for _, key, scale, d in DIVERSITY_COLUMNS
+                    ),
+                ]
+            )
+    return markdown_table(
+        ["given", "model", *(header for header, *_ in DIVERSITY_COLUMNS)], rows
+    )
 
 
 def convergence_table(studies: dict[bool, dict]) -> str:
-    """The IS estimate on the whole test set at each S of the full-test runs, per decoder and
-    setting (``convergence.convergence_study``), mean ± standard error."""
-    sizes = next(iter(next(iter(studies.values()))["settings"].values()))["full_test_is"]["sample_sizes"]
+    """The IS estimate on the whole test set at each S of the full-test runs, per
+    decoder and setting (``convergence.convergence_study``), mean ± standard error."""
+    sizes = next(iter(next(iter(studies.values()))["settings"].values()))[
+        "full_test_is"
+    ]["sample_sizes"]
     rows = []
     for decoder, study in studies.items():
         for q in sorted(study["settings"], key=int):
             full = study["settings"][q]["full_test_is"]
-            rows.append([decoder_label(decoder), quadrant_label(int(q)),
-                         *(f"{m:.2f} ± {e:.2f}" for m, e in zip(full["mean"], full["stderr"], strict=True)),
-                         f"{full['mean'][0] - full['mean'][-1]:.2f}"])
-    return markdown_table(["decoder", "given", *(f"IS, S = {s:,}" for s in sizes),
-                           f"S = {sizes[0]:,} minus S = {sizes[-1]:,}"], rows)
+            rows.append(
+                [
+                    decoder_label(decoder),
+                    quadrant_label(int(q)),
+                    *(
+                        f"{m:.2f} ± {e:.2f}"
+                        for m, e in zip(full["mean"], full["stderr"], strict=True)
+                    ),
+                    f"{full['mean'][0] - full['mean'][-1]:.2f}",
+                ]
+            )
+    return markdown_table(
+        [
+            "decoder",
+            "given",
+            *(f"IS, S = {s:,}" for s in sizes),
+            f"S = {sizes[0]:,} minus S = {sizes[-1]:,}",
+        ],
+        rows,
+    )
 
 
 def load_reference_json(name: str, root: str | Path | None = None) -> dict | None:
-    """A JSON file of the reference run (``bench.json``, ``baseline_gap.json``, ...), or None."""
+    """A JSON file of the reference run (``bench.json``, ``baseline_gap.json``, ...), or
+    None."""
     folder = reference_dir(root)
     path = folder / name if folder is not None else None
     return json.loads(path.read_text()) if path is not None and path.is_file() else None
@@ -318,41 +429,79 @@ def load_reference_json(name: str, root: str | Path | None = None) -> dict | Non
 def run_table(reference: dict[bool, list[dict]]) -> str:
     """Epochs, training seconds and evaluation seconds per setting, per decoder.
 
-    The training seconds are the sums of the epochs' seconds recorded when each model was
-    trained (training and validation), so they survive an evaluation-only rerun; the two decoders
-    share their baselines, trained once.
+    The training seconds are the sums of the epochs' seconds recorded when each model
+    was trained (training and validation), so they survive an evaluation-only rerun; the
+    two decoders share their baselines, trained once.
     """
-    rows = [[decoder_label(decoder), r["num_quadrant_inputs"],
-             f"{r['epochs_baseline']} / {r['epochs_cvae']}",
-             f"{r['epoch_seconds_baseline']:.0f} / {r['epoch_seconds_cvae']:.0f}",
-             f"{r['eval_seconds']:.1f}"]
-            for decoder, records in reference.items() for r in records]
-    return markdown_table(["decoder", "quadrants", "epochs (NN / CVAE)",
-                           "training s (NN / CVAE)", "evaluation s"], rows)
+    rows = [
+        [
+            decoder_label(decoder),
+            r["num_quadrant_inputs"],
+            f"{r['epochs_baseline']} / {r['epochs_cvae']}",
+            f"{r['epoch_seconds_baseline']:.0f} / {r['epoch_seconds_cvae']:.0f}",
+            f"{r['eval_seconds']:.1f}",
+        ]
+        for decoder, records in reference.items()
+        for r in records
+    ]
+    return markdown_table(
+        [
+            "decoder",
+            "quadrants",
+            "epochs (NN / CVAE)",
+            "training s (NN / CVAE)",
+            "evaluation s",
+        ],
+        rows,
+    )
 
 
 def timings_table(timings: dict) -> str:
     """Wall time and peak memory of each whole ``train`` command (``timings.json``)."""
-    rows = [[f"`{t['command']}`", f"{t['wall_s'] / 60:.1f} min", f"{t['peak_rss_mib']:.0f} MiB"]
-            for t in timings["commands"]]
+    rows = [
+        [
+            f"`{t['command']}`",
+            f"{t['wall_s'] / 60:.1f} min",
+            f"{t['peak_rss_mib']:.0f} MiB",
+        ]
+        for t in timings["commands"]
+    ]
     return markdown_table(["command", "wall time", "peak memory"], rows)
 
 
 def precision_table(comparison: dict) -> str:
-    """IS CLL of the default decoder trained in fp32 and in bf16 (``precision.json``)."""
+    """IS CLL of the default decoder trained in fp32 and in bf16
+    (``precision.json``)."""
     rows = []
     for q in QUADRANT_SETTINGS:
         c = comparison["settings"][str(q)]
-        rows.append([quadrant_label(q), f"{c['fp32']:.2f}", f"{c['bf16']:.2f}",
-                     f"{c['difference']:+.2f} ± {c['stderr']:.2f}",
-                     "yes" if c["within_noise"] else "no",
-                     f"{c['epochs_fp32']} / {c['epochs_bf16']}"])
-    return markdown_table(["CVAE (IS), nats per image", "fp32", "bf16", "bf16 − fp32",
-                           "within noise (< 2 s.e.)", "epochs (fp32 / bf16)"], rows)
+        rows.append(
+            [
+                quadrant_label(q),
+                f"{c['fp32']:.2f}",
+                f"{c['bf16']:.2f}",
+                f"{c['difference']:+.2f} ± {c['stderr']:.2f}",
+                "yes" if c["within_noise"] else "no",
+                f"{c['epochs_fp32']} / {c['epochs_bf16']}",
+            ]
+        )
+    return markdown_table(
+        [
+            "CVAE (IS), nats per image",
+            "fp32",
+            "bf16",
+            "bf16 − fp32",
+            "within noise (< 2 s.e.)",
+            "epochs (fp32 / bf16)",
+        ],
+        rows,
+    )
 
 
 def levers_table(levers: dict) -> str:
     """Seconds per CVAE epoch for each lever tried (``levers.json``), fastest last."""
     rows = sorted(levers["levers"].items(), key=lambda item: -item[1])
-    return markdown_table(["what the step does", "seconds per 60k-image CVAE epoch"],
-                          [[name, f"{seconds:.2f}"] for name, seconds in rows])
+    return markdown_table(
+        ["what the step does", "seconds per 60k-image CVAE epoch"],
+        [[name, f"{seconds:.2f}"] for name, seconds in rows],
+    )

@@ -1,13 +1,14 @@
-"""Measuring speed: seconds per 60k-image training epoch (``python -m cvae_helpers bench``).
+"""Measuring speed: seconds per 60k-image training epoch
+(``python -m cvae_helpers bench``).
 
 Three training paths are timed with the same networks, in one run:
 
 - ``pyro``: this book's default engine, Pyro's ``SVI`` with ``Trace_ELBO`` on in-memory
   batches (each split masked once, the frozen baseline's guess y_hat computed once).
 - ``fast``: the fast engine (:mod:`cvae_helpers.fast`) on the same batches.
-- ``pyro_example``: the Pyro example's design, a per-item ``Dataset`` that turns each PIL image
-  into a tensor and masks it in a transform, batched by a ``DataLoader``, with ``SVI`` and
-  y_hat recomputed by the baseline inside every CVAE step.
+- ``pyro_example``: the Pyro example's design, a per-item ``Dataset`` that turns each
+  PIL image into a tensor and masks it in a transform, batched by a ``DataLoader``, with
+  ``SVI`` and y_hat recomputed by the baseline inside every CVAE step.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from torchvision.datasets import MNIST
 from torchvision.transforms import functional as TF
 
 from .config import RunSpec, set_seed
-from .data import NUM_TRAIN_VAL, TensorBatches, batched, load_mnist, load_splits, mask_quadrants
+from .data import (
+    NUM_TRAIN_VAL,
+    TensorBatches,
+    batched,
+    load_mnist,
+    load_splits,
+    mask_quadrants,
+)
 from .engines import ENGINES
 from .models import CVAE, BaselineNet
 from .results import markdown_table
@@ -33,7 +41,8 @@ PATHS = ("pyro", "fast", "pyro_example")
 
 
 class PyroExampleMNIST(Dataset):
-    """The Pyro example's per-item pipeline: PIL image -> tensor -> quadrant mask, one at a time.
+    """The Pyro example's per-item pipeline: PIL image -> tensor -> quadrant mask, one
+    at a time.
 
     Items are dicts ``{"input": (28, 28), "output": (28, 28)}`` as in the Pyro example.
     """
@@ -52,8 +61,13 @@ class PyroExampleMNIST(Dataset):
         return {"input": inputs[0], "output": targets[0]}
 
 
-def _time_steps(batches: Iterator, step: Callable, num_batches: int, warmup: int,
-                device: torch.device) -> float:
+def _time_steps(
+    batches: Iterator,
+    step: Callable,
+    num_batches: int,
+    warmup: int,
+    device: torch.device,
+) -> float:
     """Seconds per batch, data handling included, after ``warmup`` untimed batches."""
     for _ in range(warmup):
         step(*next(batches))
@@ -81,81 +95,131 @@ def _pyro_example_batches(loader: DataLoader, device: torch.device) -> Iterator:
 
 
 def _steps(spec: RunSpec) -> tuple[Callable, Callable, CVAE]:
-    """Fresh default networks, seeded, and ``spec.engine``'s training steps for them: the
-    baseline's ``step(xs, ys)``, the CVAE's ``step(xs, ys, y_hat)`` and the CVAE."""
+    """Fresh default networks, seeded, and ``spec.engine``'s training steps for them:
+    the baseline's ``step(xs, ys)``, the CVAE's ``step(xs, ys, y_hat)`` and the CVAE."""
     engine = ENGINES[spec.engine]
     set_seed(spec.seed)
     baseline = BaselineNet().to(spec.device)
     cvae = CVAE(baseline=BaselineNet()).to(spec.device)
     pyro.clear_param_store()
-    return (engine.baseline_steps(baseline, spec).step, engine.cvae_steps(cvae, spec).step,
-            cvae)
+    return (
+        engine.baseline_steps(baseline, spec).step,
+        engine.cvae_steps(cvae, spec).step,
+        cvae,
+    )
 
 
-def benchmark(num_quadrant_inputs: int = 1, num_batches: int = 50, batch_size: int = 128,
-              warmup: int = 5, data_dir=None, seed: int = 0, paths: Sequence[str] = PATHS,
-              device: str | torch.device | None = None, precision: str | None = None) -> dict:
+def benchmark(
+    num_quadrant_inputs: int = 1,
+    num_batches: int = 50,
+    batch_size: int = 128,
+    warmup: int = 5,
+    data_dir=None,
+    seed: int = 0,
+    paths: Sequence[str] = PATHS,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+) -> dict:
     """Time the default baseline and CVAE training steps of each path in ``paths``.
 
     Returns seconds for one epoch of 60,000 images (the whole MNIST training set),
     extrapolated from ``num_batches`` timed batches with data handling included:
-    ``{path}_baseline_epoch_s`` and ``{path}_cvae_epoch_s`` per path, ``load_and_mask_s``
-    (reading and masking the images once per process) and ``y_hat_precompute_s`` (the
-    baseline's guesses for 60k images, once) for the in-memory paths. ``precision="bf16"``
-    applies to the fast engine (the only one that has it).
+    ``{path}_baseline_epoch_s`` and ``{path}_cvae_epoch_s`` per path,
+    ``load_and_mask_s`` (reading and masking the images once per process) and
+    ``y_hat_precompute_s`` (the baseline's guesses for 60k images, once) for the
+    in-memory paths. ``precision="bf16"`` applies to the fast engine (the only one that
+    has it).
     """
     unknown = set(paths) - set(PATHS)
     if unknown:
         raise ValueError(f"Unknown paths {sorted(unknown)}; choose from {PATHS}.")
-    spec = RunSpec.create(num_quadrant_inputs, "full", seed=seed, data_dir=data_dir,
-                          device=device, engine="fast", precision=precision)
+    spec = RunSpec.create(
+        num_quadrant_inputs,
+        "full",
+        seed=seed,
+        data_dir=data_dir,
+        device=device,
+        engine="fast",
+        precision=precision,
+    )
     batches_per_epoch = NUM_TRAIN_VAL / batch_size
-    result: dict = {"batch_size": batch_size, "num_batches": num_batches,
-                    "num_quadrant_inputs": num_quadrant_inputs, "device": str(spec.device),
-                    "precision": spec.precision, "threads": torch.get_num_threads(),
-                    "paths": list(paths)}
+    result: dict = {
+        "batch_size": batch_size,
+        "num_batches": num_batches,
+        "num_quadrant_inputs": num_quadrant_inputs,
+        "device": str(spec.device),
+        "precision": spec.precision,
+        "threads": torch.get_num_threads(),
+        "paths": list(paths),
+    }
     split = None
     for path in paths:
-        path_spec = spec if path == "fast" else replace(spec, engine="pyro", precision="fp32")
+        path_spec = (
+            spec if path == "fast" else replace(spec, engine="pyro", precision="fp32")
+        )
         if path == "pyro_example":
-            result.update(_time_pyro_example(path_spec, num_batches, batch_size, warmup))
+            result.update(
+                _time_pyro_example(path_spec, num_batches, batch_size, warmup)
+            )
             continue
         if split is None:
             started = time.perf_counter()
             split = load_splits(num_quadrant_inputs, data_dir).train.to(spec.device)
             result["load_and_mask_s"] = round(time.perf_counter() - started, 3)
         baseline_step, cvae_step, cvae = _steps(path_spec)
-        loader = TensorBatches(split.inputs, split.targets, batch_size=batch_size, seed=seed)
-        baseline_s = _time_steps(_endless(loader), baseline_step, num_batches, warmup,
-                                 spec.device)
+        loader = TensorBatches(
+            split.inputs, split.targets, batch_size=batch_size, seed=seed
+        )
+        baseline_s = _time_steps(
+            _endless(loader), baseline_step, num_batches, warmup, spec.device
+        )
         started = time.perf_counter()
         y_hat = batched(cvae.baseline_guess, split.inputs)
         _synchronize(spec.device)
         result["y_hat_precompute_s"] = round(
-            (time.perf_counter() - started) * NUM_TRAIN_VAL / len(split), 3)
-        loader = TensorBatches(split.inputs, split.targets, y_hat, batch_size=batch_size,
-                               seed=seed)
-        cvae_s = _time_steps(_endless(loader), cvae_step, num_batches, warmup, spec.device)
+            (time.perf_counter() - started) * NUM_TRAIN_VAL / len(split), 3
+        )
+        loader = TensorBatches(
+            split.inputs, split.targets, y_hat, batch_size=batch_size, seed=seed
+        )
+        cvae_s = _time_steps(
+            _endless(loader), cvae_step, num_batches, warmup, spec.device
+        )
         result[f"{path}_baseline_epoch_s"] = round(baseline_s * batches_per_epoch, 2)
         result[f"{path}_cvae_epoch_s"] = round(cvae_s * batches_per_epoch, 2)
     return result
 
 
-def _time_pyro_example(spec: RunSpec, num_batches: int, batch_size: int,
-                       warmup: int) -> dict:
-    """Seconds per epoch of the Pyro example's per-item pipeline, with Pyro's ``SVI``."""
+def _time_pyro_example(
+    spec: RunSpec, num_batches: int, batch_size: int, warmup: int
+) -> dict:
+    """Seconds per epoch of the Pyro example's per-item pipeline, with Pyro's
+    ``SVI``."""
     root = spec.data_dir
-    load_mnist(root, train=True)  # the same clear errors as the main path if files are missing
+    load_mnist(
+        root, train=True
+    )  # the same clear errors as the main path if files are missing
     dataset = PyroExampleMNIST(root, spec.num_quadrant_inputs)
     baseline_step, cvae_step, _ = _steps(spec)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
-                        generator=torch.Generator().manual_seed(spec.seed))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(spec.seed),
+    )
     result = {}
     for model, step in (("baseline", baseline_step), ("cvae", cvae_step)):
-        seconds = _time_steps(_pyro_example_batches(loader, spec.device), step, num_batches,
-                              warmup, spec.device)
+        seconds = _time_steps(
+            _pyro_example_batches(loader, spec.device),
+            step,
+            num_batches,
+            warmup,
+            spec.device,
+        )
         result[f"pyro_example_{model}_epoch_s"] = round(
-            seconds * NUM_TRAIN_VAL / batch_size, 2)
+            seconds * NUM_TRAIN_VAL / batch_size, 2
+        )
     return result
 
 
@@ -185,32 +249,49 @@ def _in_optimizer(event) -> bool:
     return False
 
 
-def profile_cvae_step(num_steps: int = 30, warmup: int = 5, batch_size: int = 128,
-                      num_quadrant_inputs: int = 1, data_dir=None, seed: int = 0,
-                      ) -> dict[str, dict[str, float]]:
-    """Milliseconds per CVAE training step on the CPU, split into parts, for both engines.
+def profile_cvae_step(
+    num_steps: int = 30,
+    warmup: int = 5,
+    batch_size: int = 128,
+    num_quadrant_inputs: int = 1,
+    data_dir=None,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Milliseconds per CVAE training step on the CPU, split into parts, for both
+    engines.
 
-    For ``"pyro"`` (``SVI`` with ``Trace_ELBO``) and ``"fast"`` (the hand-written loss and
-    fused Adam), ``torch.profiler`` adds up the self time of the ATen ops: matmuls (forward
-    and backward), the optimizer, and every other tensor op (activations, log-probabilities,
-    masking, batching). The rest of the step's wall time is Python and framework: Pyro's
-    tracing, the autograd engine's bookkeeping, the loop. ``"total"`` is the wall time per
-    step under the profiler (a little above an unprofiled step).
+    For ``"pyro"`` (``SVI`` with ``Trace_ELBO``) and ``"fast"`` (the hand-written loss
+    and fused Adam), ``torch.profiler`` adds up the self time of the ATen ops: matmuls
+    (forward and backward), the optimizer, and every other tensor op (activations,
+    log-probabilities, masking, batching). The rest of the step's wall time is Python
+    and framework: Pyro's tracing, the autograd engine's bookkeeping, the loop.
+    ``"total"`` is the wall time per step under the profiler (a little above an
+    unprofiled step).
     """
     from torch.profiler import ProfilerActivity, profile
 
     count = (num_steps + warmup) * batch_size
     split = load_splits(num_quadrant_inputs, data_dir, train_size=count).train
     with profile(activities=[ProfilerActivity.CPU]):
-        torch.ones(1).add_(1)  # the profiler's first session pays its start-up; not a step's
+        torch.ones(1).add_(
+            1
+        )  # the profiler's first session pays its start-up; not a step's
     report = {}
     for engine in ENGINES:
-        spec = RunSpec.create(num_quadrant_inputs, "full", seed=seed, data_dir=data_dir,
-                              device="cpu", precision="fp32", engine=engine)
+        spec = RunSpec.create(
+            num_quadrant_inputs,
+            "full",
+            seed=seed,
+            data_dir=data_dir,
+            device="cpu",
+            precision="fp32",
+            engine=engine,
+        )
         _, cvae_step, cvae = _steps(spec)
         y_hat = batched(cvae.baseline_guess, split.inputs)
-        loader = TensorBatches(split.inputs, split.targets, y_hat, batch_size=batch_size,
-                               seed=seed)
+        loader = TensorBatches(
+            split.inputs, split.targets, y_hat, batch_size=batch_size, seed=seed
+        )
         batches = _endless(loader)
         for _ in range(warmup):
             cvae_step(*next(batches))
@@ -227,28 +308,43 @@ def profile_cvae_step(num_steps: int = 30, warmup: int = 5, batch_size: int = 12
             if part is not None:
                 parts[part] += event.self_cpu_time_total / 1e3 / num_steps
         parts["Python and framework"] = wall_ms - sum(parts.values())
-        report[engine] = {**{k: round(v, 3) for k, v in parts.items()}, "total": round(wall_ms, 3)}
+        report[engine] = {
+            **{k: round(v, 3) for k, v in parts.items()},
+            "total": round(wall_ms, 3),
+        }
     return report
 
 
 def profile_table(report: dict[str, dict[str, float]]) -> str:
-    """Markdown: milliseconds per step and share of the step, per part, for both engines."""
+    """Markdown: milliseconds per step and share of the step, per part, for both
+    engines."""
     engines = [("pyro", "Pyro `SVI` + `Trace_ELBO`"), ("fast", "fast engine")]
-    rows = [[part, *(f"{report[key][part]:.2f} ({report[key][part] / report[key]['total']:.0%})"
-                     for key, _ in engines)] for part in STEP_PARTS]
+    rows = [
+        [
+            part,
+            *(
+                f"{report[key][part]:.2f} ({report[key][part] / report[key]['total']:.0%})"
+                for key, _ in engines
+            ),
+        ]
+        for part in STEP_PARTS
+    ]
     rows.append(["total", *(f"{report[key]['total']:.2f}" for key, _ in engines)])
-    return markdown_table(["ms per CVAE step (batch 128)", *(label for _, label in engines)],
-                          rows)
+    return markdown_table(
+        ["ms per CVAE step (batch 128)", *(label for _, label in engines)], rows
+    )
 
 
-PATH_LABELS = {"pyro": "Pyro `SVI`, in-memory batches (the book's default)",
-               "fast": "fast engine, in-memory batches",
-               "pyro_example": "Pyro `SVI`, per-item `DataLoader` (the Pyro example)"}
+PATH_LABELS = {
+    "pyro": "Pyro `SVI`, in-memory batches (the book's default)",
+    "fast": "fast engine, in-memory batches",
+    "pyro_example": "Pyro `SVI`, per-item `DataLoader` (the Pyro example)",
+}
 
 
 def bench_table(bench: dict) -> str:
-    """Markdown: seconds per 60k-image epoch of each path, and the Pyro example's pipeline's
-    time divided by each (how many times faster than it)."""
+    """Markdown: seconds per 60k-image epoch of each path, and the Pyro example's
+    pipeline's time divided by each (how many times faster than it)."""
     rows = []
     for path in bench["paths"]:
         base, cvae = bench[f"{path}_baseline_epoch_s"], bench[f"{path}_cvae_epoch_s"]
@@ -264,14 +360,17 @@ def bench_table(bench: dict) -> str:
 
 
 def speed_table(columns: dict[str, dict], path: str = "fast") -> str:
-    """Markdown: seconds per 60k-image epoch of ``path`` and, where it was measured, of the
-    Pyro example's pipeline, one column per ``bench`` result (``{column name: result}``)."""
+    """Markdown: seconds per 60k-image epoch of ``path`` and, where it was measured, of
+    the Pyro example's pipeline, one column per ``bench`` result
+    (``{column name: result}``)."""
     rows = []
     for source in (path, "pyro_example"):
         for model, label in (("baseline", "baseline"), ("cvae", "CVAE")):
             key = f"{source}_{model}_epoch_s"
             if any(key in bench for bench in columns.values()):
-                cells = [f"{bench[key]:.2f}" if key in bench else "–"
-                         for bench in columns.values()]
+                cells = [
+                    f"{bench[key]:.2f}" if key in bench else "–"
+                    for bench in columns.values()
+                ]
                 rows.append([f"{label}: {PATH_LABELS[source]}", *cells])
     return markdown_table(["seconds per 60k-image epoch", *columns], rows)

@@ -1,9 +1,10 @@
 """Training: Pyro's ``SVI`` trains the CVAE family, plain PyTorch the baseline.
 
-Both go through one loop, :func:`fit`: a step per training batch, the validation loss, and early
-stopping on it (never on the test set). What surrounds the loop, :class:`TrainingRun`, keeps
-the history, the best weights and a checkpoint after every epoch, so that an interrupted run
-resumes where it stopped, and turns a NaN into a message a reader can act on.
+Both go through one loop, :func:`fit`: a step per training batch, the validation loss,
+and early stopping on it (never on the test set). What surrounds the loop,
+:class:`TrainingRun`, keeps the history, the best weights and a checkpoint after every
+epoch, so that an interrupted run resumes where it stopped, and turns a NaN into a
+message a reader can act on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from tqdm.auto import tqdm
 
 from .checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .config import Profile, RunSpec, set_seed
-from .data import EVAL_BATCH_SIZE, QuadrantSplits, TensorBatches, batched, quadrant_label
+from .data import (
+    EVAL_BATCH_SIZE,
+    QuadrantSplits,
+    TensorBatches,
+    batched,
+    quadrant_label,
+)
 from .models import CVAE, BaselineNet, masked_bce
 
 
@@ -34,19 +41,25 @@ def make_svi(cvae: CVAE, spec: RunSpec) -> SVI:
     For the CVAE this is ``SVI(cvae.model, cvae.guide, Adam(...), loss=Trace_ELBO())``.
     """
     if spec.precision != "fp32":
-        raise ValueError("Pyro's SVI trains in fp32; bf16 is a lever of the fast engine "
-                         "(--engine fast).")
+        raise ValueError(
+            "Pyro's SVI trains in fp32; bf16 is a lever of the fast engine "
+            "(--engine fast)."
+        )
     family = spec.family
-    return SVI(cvae.model, family.guide(cvae), Adam({"lr": spec.profile.learning_rate}),
-               loss=family.svi_loss(cvae, spec.alpha))
+    return SVI(
+        cvae.model,
+        family.guide(cvae),
+        Adam({"lr": spec.profile.learning_rate}),
+        loss=family.svi_loss(cvae, spec.alpha),
+    )
 
 
 def fit(svi, train: TensorBatches, val: TensorBatches, run: TrainingRun) -> dict:
     """The training loop: an SVI step per batch, the validation loss, early stopping.
 
     ``svi`` is Pyro's ``SVI`` (or anything with its ``step``, ``evaluate_loss`` and
-    ``optim``); ``run`` resumes, keeps the best weights and checkpoints (:class:`TrainingRun`).
-    Returns the history: losses per epoch in nats per image.
+    ``optim``); ``run`` resumes, keeps the best weights and checkpoints
+    (:class:`TrainingRun`). Returns the history: losses per epoch in nats per image.
     """
     for epoch in run.epochs(svi):
         train_losses = [svi.step(*batch) for batch in train]
@@ -61,9 +74,10 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class TorchSteps:
-    """A plain PyTorch training step, shaped like Pyro's ``SVI``: ``step(*batch)`` computes
-    ``loss(*batch)`` (summed over the batch), its gradient and one Adam update;
-    ``evaluate_loss(*batch)`` scores a batch without a gradient. Both return a number."""
+    """A plain PyTorch training step, shaped like Pyro's ``SVI``: ``step(*batch)``
+    computes ``loss(*batch)`` (summed over the batch), its gradient and one Adam update;
+    ``evaluate_loss(*batch)`` scores a batch without a gradient. Both return a
+    number."""
 
     def __init__(self, loss: Callable[..., torch.Tensor], params, lr: float) -> None:
         self.loss = loss
@@ -112,8 +126,9 @@ def _set_rng_state(loader: TensorBatches, state: dict) -> None:
 
 
 def _shown(path: str | Path) -> str:
-    """A checkpoint path as a message shows it: relative to the working directory when below
-    it, else its last three parts (profile, setting, file), which name it within any cache."""
+    """A checkpoint path as a message shows it: relative to the working directory when
+    below it, else its last three parts (profile, setting, file), which name it within
+    any cache."""
     path = Path(path).resolve()
     try:
         return str(path.relative_to(Path.cwd()))
@@ -122,20 +137,28 @@ def _shown(path: str | Path) -> str:
 
 
 def _new_history() -> dict:
-    return {"train_loss": [], "val_loss": [], "epoch_seconds": [], "engines": [],
-            "best_epoch": None, "best_val_loss": math.inf, "stopped_early": False}
+    return {
+        "train_loss": [],
+        "val_loss": [],
+        "epoch_seconds": [],
+        "engines": [],
+        "best_epoch": None,
+        "best_val_loss": math.inf,
+        "stopped_early": False,
+    }
 
 
 @dataclass
 class TrainingRun:
     """The bookkeeping around :func:`fit`'s loop, for one model.
 
-    ``module``: what the checkpoint stores; ``config``: its cache key (a checkpoint made by
-    another configuration is refused); ``train`` and ``val``: the loop's batches;
+    ``module``: what the checkpoint stores; ``config``: its cache key (a checkpoint made
+    by another configuration is refused); ``train`` and ``val``: the loop's batches;
     ``checkpoint_path``: where to resume from and save to (``None`` keeps nothing);
-    ``on_epoch_end(epoch, history)`` and ``after_save(epoch)`` are called after each epoch and
-    after each checkpoint. The engine that trains each epoch is recorded in the history: the
-    steps' ``engine`` attribute, ``"pyro"`` for Pyro's ``SVI`` and plain PyTorch steps.
+    ``on_epoch_end(epoch, history)`` and ``after_save(epoch)`` are called after each
+    epoch and after each checkpoint. The engine that trains each epoch is recorded in
+    the history: the steps' ``engine`` attribute, ``"pyro"`` for Pyro's ``SVI`` and
+    plain PyTorch steps.
     """
 
     module: torch.nn.Module
@@ -156,8 +179,9 @@ class TrainingRun:
     reused: bool = False
 
     def epochs(self, steps) -> Iterator[int]:
-        """The epochs left to train: none for a finished checkpoint, else from the last one
-        finished. ``steps.optim`` (``get_state``/``set_state``) is checkpointed with the run."""
+        """The epochs left to train: none for a finished checkpoint, else from the last
+        one finished. ``steps.optim`` (``get_state``/``set_state``) is checkpointed with
+        the run."""
         self.optim, self.engine = steps.optim, getattr(steps, "engine", "pyro")
         self.best_state = copy.deepcopy(self.module.state_dict())
         if self.checkpoint_path is not None and Path(self.checkpoint_path).is_file():
@@ -165,8 +189,13 @@ class TrainingRun:
         if self.reused:
             return
         self.resumed_from = self.epoch
-        self.bar = tqdm(total=self.profile.max_epochs, initial=self.epoch, desc=self.label,
-                        unit="epoch", disable=not self.progress)
+        self.bar = tqdm(
+            total=self.profile.max_epochs,
+            initial=self.epoch,
+            desc=self.label,
+            unit="epoch",
+            disable=not self.progress,
+        )
         for epoch in range(self.epoch + 1, self.profile.max_epochs + 1):
             self.module.train()
             self.started = time.perf_counter()
@@ -179,64 +208,95 @@ class TrainingRun:
         if stored["status"] == "finished":
             self.reused = True
             if self.progress:  # a quiet run (a chapter's) reuses without a word
-                print(f"reusing {self.label}: finished after {self.epoch} epochs ({where})")
+                print(
+                    f"reusing {self.label}: finished after {self.epoch} epochs ({where})"
+                )
             return
         if stored["history"]["engines"][-1:] not in ([], [self.engine]):
             raise CheckpointMismatchError(
                 f"{where} was being trained by the {stored['history']['engines'][-1]} engine and "
                 f"its optimizer state is that engine's: resume it with --engine "
-                f"{stored['history']['engines'][-1]} (CVAE_ENGINE), or delete it to start over.")
+                f"{stored['history']['engines'][-1]} (CVAE_ENGINE), or delete it to start over."
+            )
         self.optim.set_state(stored["optimizer_state"])
         _set_rng_state(self.train, stored["rng"])
         self.best_state, self.bad_epochs = stored["best_state"], stored["bad_epochs"]
-        print(f"resuming {self.label}, after epoch {self.epoch} of at most "
-              f"{self.profile.max_epochs} ({where})")
+        print(
+            f"resuming {self.label}, after epoch {self.epoch} of at most "
+            f"{self.profile.max_epochs} ({where})"
+        )
 
     def _per_item(self, losses: Sequence, loader: TensorBatches, what: str) -> float:
-        """The mean loss per item of one pass; a non-finite batch is an error that says so."""
+        """The mean loss per item of one pass; a non-finite batch is an error that says
+        so."""
         values = torch.tensor([float(loss) for loss in losses], dtype=torch.float64)
         bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
         if bad:
-            raise NonFiniteLossError(self._nan_message(
-                f"the {what} loss is {values[bad[0]].item()}", what, bad[0] + 1, len(loader)))
+            raise NonFiniteLossError(
+                self._nan_message(
+                    f"the {what} loss is {values[bad[0]].item()}",
+                    what,
+                    bad[0] + 1,
+                    len(loader),
+                )
+            )
         return values.sum().item() / loader.num_items
 
     def _nan_message(self, what: str, which: str, batch: int, batches: int) -> str:
         where = _shown(self.checkpoint_path) if self.checkpoint_path else "not kept"
-        return (f"{self.label}: {what} at epoch {self.epoch + 1}, {which} batch {batch} of "
-                f"{batches}. "
-                f"Lower the learning rate (now {self.profile.learning_rate}) or check the "
-                f"inputs of this batch; the last good checkpoint is {where}.")
+        return (
+            f"{self.label}: {what} at epoch {self.epoch + 1}, {which} batch {batch} of "
+            f"{batches}. "
+            f"Lower the learning rate (now {self.profile.learning_rate}) or check the "
+            f"inputs of this batch; the last good checkpoint is {where}."
+        )
 
     @contextmanager
     def explaining_nan(self):
-        """Pyro's argument checks see a NaN before the loss does: say so, with the batch."""
+        """Pyro's argument checks see a NaN before the loss does: say so, with the
+        batch."""
         try:
             yield
         except ValueError as error:
             if "invalid values" not in str(error):
                 raise
-            # a pass that ran to its end has position 0 again: the other loader was running
-            loader, which = ((self.train, "training") if self.train.position
-                             else (self.val, "validation"))
+            # a pass that ran to its end has position 0 again: the other loader was
+            # running
+            loader, which = (
+                (self.train, "training")
+                if self.train.position
+                else (self.val, "validation")
+            )
             what = "a distribution's parameters are NaN or infinite"
-            raise NonFiniteLossError(self._nan_message(what, which, loader.position,
-                                                       len(loader))) from error
+            raise NonFiniteLossError(
+                self._nan_message(what, which, loader.position, len(loader))
+            ) from error
 
-    def end_epoch(self, epoch: int, train_losses: Sequence, val_losses: Sequence) -> bool:
-        """Record ``epoch`` (its losses per batch), keep the best weights, checkpoint; ``True``
-        once validation has not improved for ``profile.patience`` epochs."""
+    def end_epoch(
+        self, epoch: int, train_losses: Sequence, val_losses: Sequence
+    ) -> bool:
+        """Record ``epoch`` (its losses per batch), keep the best weights, checkpoint;
+        ``True`` once validation has not improved for ``profile.patience`` epochs."""
         train_loss = self._per_item(train_losses, self.train, "training")
         self.module.eval()
         val_loss = self._per_item(val_losses, self.val, "validation")
         self.epoch = epoch
-        for key, value in (("train_loss", train_loss), ("val_loss", val_loss),
-                           ("epoch_seconds", time.perf_counter() - self.started),
-                           ("engines", self.engine)):
+        for key, value in (
+            ("train_loss", train_loss),
+            ("val_loss", val_loss),
+            ("epoch_seconds", time.perf_counter() - self.started),
+            ("engines", self.engine),
+        ):
             self.history.setdefault(key, []).append(value)
         if val_loss < self.history["best_val_loss"]:
-            self.history["best_val_loss"], self.history["best_epoch"] = val_loss, self.epoch
-            self.best_state, self.bad_epochs = copy.deepcopy(self.module.state_dict()), 0
+            self.history["best_val_loss"], self.history["best_epoch"] = (
+                val_loss,
+                self.epoch,
+            )
+            self.best_state, self.bad_epochs = (
+                copy.deepcopy(self.module.state_dict()),
+                0,
+            )
         else:
             self.bad_epochs += 1
         self.bar.update()
@@ -253,7 +313,8 @@ class TrainingRun:
         return False
 
     def finish(self) -> dict:
-        """Put the best weights back, save the finished checkpoint; returns the history."""
+        """Put the best weights back, save the finished checkpoint; returns the
+        history."""
         if not self.reused:
             self.bar.close()
             self.module.load_state_dict(self.best_state)
@@ -264,106 +325,173 @@ class TrainingRun:
     def _save(self, status: str) -> None:
         if self.checkpoint_path is None:
             return
-        save_checkpoint(self.checkpoint_path, {
-            "config": self.config, "status": status, "epoch": self.epoch,
-            "history": self.history, "model_state": self.module.state_dict(),
-            "optimizer_state": self.optim.get_state(),
-            "best_state": self.best_state if status == "running" else None,
-            "bad_epochs": self.bad_epochs, "rng": _rng_state(self.train),
-        })
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "config": self.config,
+                "status": status,
+                "epoch": self.epoch,
+                "history": self.history,
+                "model_state": self.module.state_dict(),
+                "optimizer_state": self.optim.get_state(),
+                "best_state": self.best_state if status == "running" else None,
+                "bad_epochs": self.bad_epochs,
+                "rng": _rng_state(self.train),
+            },
+        )
 
 
 def baseline_config(spec: RunSpec, hidden_1: int = 500, hidden_2: int = 500) -> dict:
     """Everything that determines a trained baseline: its checkpoint's cache key."""
-    return {"model": "baseline", "num_quadrant_inputs": spec.num_quadrant_inputs,
-            "hidden_1": hidden_1, "hidden_2": hidden_2, "seed": spec.seed,
-            "precision": spec.precision, "profile": spec.profile.training_dict()}
+    return {
+        "model": "baseline",
+        "num_quadrant_inputs": spec.num_quadrant_inputs,
+        "hidden_1": hidden_1,
+        "hidden_2": hidden_2,
+        "seed": spec.seed,
+        "precision": spec.precision,
+        "profile": spec.profile.training_dict(),
+    }
 
 
 def cvae_config(spec: RunSpec, model: CVAE, baseline_cfg: dict) -> dict:
-    """Everything that determines a trained CVAE (or GSNN, or hybrid), the baseline it leans
-    on included: its checkpoint's cache key."""
-    config = {"model": "cvae", "family": spec.family.name,
-              "num_quadrant_inputs": spec.num_quadrant_inputs, "seed": spec.seed,
-              **model.config.as_dict(), "precision": spec.precision,
-              "profile": spec.profile.training_dict(), "baseline": baseline_cfg}
+    """Everything that determines a trained CVAE (or GSNN, or hybrid), the baseline it
+    leans on included: its checkpoint's cache key."""
+    config = {
+        "model": "cvae",
+        "family": spec.family.name,
+        "num_quadrant_inputs": spec.num_quadrant_inputs,
+        "seed": spec.seed,
+        **model.config.as_dict(),
+        "precision": spec.precision,
+        "profile": spec.profile.training_dict(),
+        "baseline": baseline_cfg,
+    }
     if spec.family.cvae_share is None:  # the hybrid's weight is a setting of the run
         config["alpha"] = spec.alpha
     return config
 
 
-def make_batches(spec: RunSpec, train: tuple[torch.Tensor, ...],
-                 val: tuple[torch.Tensor, ...]) -> tuple[TensorBatches, TensorBatches]:
-    """Shuffled training batches (seeded by ``spec``) and the validation split in order."""
-    return (TensorBatches(*train, batch_size=spec.profile.batch_size, seed=spec.seed),
-            TensorBatches(*val, batch_size=EVAL_BATCH_SIZE, shuffle=False))
+def make_batches(
+    spec: RunSpec, train: tuple[torch.Tensor, ...], val: tuple[torch.Tensor, ...]
+) -> tuple[TensorBatches, TensorBatches]:
+    """Shuffled training batches (seeded by ``spec``) and the validation split in
+    order."""
+    return (
+        TensorBatches(*train, batch_size=spec.profile.batch_size, seed=spec.seed),
+        TensorBatches(*val, batch_size=EVAL_BATCH_SIZE, shuffle=False),
+    )
 
 
-def train_baseline(splits: QuadrantSplits, spec: RunSpec, *,
-                   checkpoint_path: str | Path | None = None, progress: bool = True,
-                   make_steps: Callable = baseline_steps,
-                   after_save: Callable[[int], None] | None = None,
-                   ) -> tuple[BaselineNet, dict]:
+def train_baseline(
+    splits: QuadrantSplits,
+    spec: RunSpec,
+    *,
+    checkpoint_path: str | Path | None = None,
+    progress: bool = True,
+    make_steps: Callable = baseline_steps,
+    after_save: Callable[[int], None] | None = None,
+) -> tuple[BaselineNet, dict]:
     """Train (or reuse, or resume) the baseline MLP with the masked BCE.
 
-    Returns the network with its best validation weights, in eval mode, on ``spec.device``,
-    and its history. ``make_steps(net, spec)``: the training step (the fast engine's, or
-    this plain PyTorch one).
+    Returns the network with its best validation weights, in eval mode, on
+    ``spec.device``, and its history. ``make_steps(net, spec)``: the training step (the
+    fast engine's, or this plain PyTorch one).
     """
     splits = splits.to(spec.device)
     set_seed(spec.seed)  # the initial weights depend on the seed only
     net = BaselineNet().to(spec.device)
-    train, val = make_batches(spec, (splits.train.inputs, splits.train.targets),
-                          (splits.val.inputs, splits.val.targets))
-    run = TrainingRun(net, baseline_config(spec), spec.profile,
-                      f"baseline, {quadrant_label(spec.num_quadrant_inputs)}", train, val,
-                      checkpoint_path, progress, after_save=after_save)
+    train, val = make_batches(
+        spec,
+        (splits.train.inputs, splits.train.targets),
+        (splits.val.inputs, splits.val.targets),
+    )
+    run = TrainingRun(
+        net,
+        baseline_config(spec),
+        spec.profile,
+        f"baseline, {quadrant_label(spec.num_quadrant_inputs)}",
+        train,
+        val,
+        checkpoint_path,
+        progress,
+        after_save=after_save,
+    )
     with run.explaining_nan():
         history = fit(make_steps(net, spec), train, val, run)
     return net, history
 
 
-def snapshot_hook(cvae: CVAE, inputs: torch.Tensor, num_samples: int, seed: int) -> Callable:
-    """An ``on_epoch_end`` hook that records the completions of ``inputs`` ``(k, 28, 28)``
-    after every epoch (``history["snapshots"]``: uint8 ``(epochs, num_samples, k, 784)``), with
-    noise from a generator of its own, so that recording them changes no training number."""
-    noise = cvae.latent_noise(num_samples, inputs.shape[0], torch.Generator().manual_seed(seed))
+def snapshot_hook(
+    cvae: CVAE, inputs: torch.Tensor, num_samples: int, seed: int
+) -> Callable:
+    """An ``on_epoch_end`` hook that records the completions of ``inputs``
+    ``(k, 28, 28)`` after every epoch (``history["snapshots"]``: uint8
+    ``(epochs, num_samples, k, 784)``), with noise from a generator of its own, so that
+    recording them changes no training number."""
+    noise = cvae.latent_noise(
+        num_samples, inputs.shape[0], torch.Generator().manual_seed(seed)
+    )
 
     def hook(epoch: int, history: dict) -> None:
         probs = cvae.sample(inputs, noise=noise)
-        history.setdefault("snapshots", []).append((probs * 255).round().to(torch.uint8).cpu())
+        history.setdefault("snapshots", []).append(
+            (probs * 255).round().to(torch.uint8).cpu()
+        )
         history["snapshot_inputs"] = inputs.cpu()
 
     return hook
 
 
-def train_cvae(splits: QuadrantSplits, baseline: BaselineNet, spec: RunSpec, *,
-               checkpoint_path: str | Path | None = None, progress: bool = True,
-               make_steps: Callable = make_svi, snapshot_inputs: torch.Tensor | None = None,
-               after_save: Callable[[int], None] | None = None) -> tuple[CVAE, dict]:
+def train_cvae(
+    splits: QuadrantSplits,
+    baseline: BaselineNet,
+    spec: RunSpec,
+    *,
+    checkpoint_path: str | Path | None = None,
+    progress: bool = True,
+    make_steps: Callable = make_svi,
+    snapshot_inputs: torch.Tensor | None = None,
+    after_save: Callable[[int], None] | None = None,
+) -> tuple[CVAE, dict]:
     """Train (or reuse, or resume) a CVAE, GSNN or hybrid (``spec.family``) with SVI.
 
     The baseline is frozen, so its guess y_hat is computed once per split and passed to
-    every step. ``make_steps(cvae, spec)``: :func:`make_svi` (default) or the fast engine's.
-    ``snapshot_inputs`` ``(k, 28, 28)``: test inputs whose completions are recorded after
-    every epoch (:func:`snapshot_hook`). Returns the model with its best validation weights,
-    in eval mode, and its history.
+    every step. ``make_steps(cvae, spec)``: :func:`make_svi` (default) or the fast
+    engine's. ``snapshot_inputs`` ``(k, 28, 28)``: test inputs whose completions are
+    recorded after every epoch (:func:`snapshot_hook`). Returns the model with its best
+    validation weights, in eval mode, and its history.
     """
     splits = splits.to(spec.device)
     set_seed(spec.seed)
-    cvae = CVAE(baseline=copy.deepcopy(baseline), decoder_sees_input=spec.decoder_sees_input,
-                recognition=spec.family.recognition).to(spec.device)
+    cvae = CVAE(
+        baseline=copy.deepcopy(baseline),
+        decoder_sees_input=spec.decoder_sees_input,
+        recognition=spec.family.recognition,
+    ).to(spec.device)
     cvae.baseline.eval()
     train, val = (splits.train, splits.val)
     train, val = make_batches(
-        spec, (train.inputs, train.targets, batched(cvae.baseline_guess, train.inputs)),
-        (val.inputs, val.targets, batched(cvae.baseline_guess, val.inputs)))
+        spec,
+        (train.inputs, train.targets, batched(cvae.baseline_guess, train.inputs)),
+        (val.inputs, val.targets, batched(cvae.baseline_guess, val.inputs)),
+    )
     hook = None
     if snapshot_inputs is not None:
         hook = snapshot_hook(cvae, snapshot_inputs.to(spec.device), 3, spec.seed)
     label = f"{spec.family.label}, {quadrant_label(spec.num_quadrant_inputs)}"
-    run = TrainingRun(cvae, cvae_config(spec, cvae, baseline_config(spec)), spec.profile,
-                      label, train, val, checkpoint_path, progress, hook, after_save)
+    run = TrainingRun(
+        cvae,
+        cvae_config(spec, cvae, baseline_config(spec)),
+        spec.profile,
+        label,
+        train,
+        val,
+        checkpoint_path,
+        progress,
+        hook,
+        after_save,
+    )
     pyro.clear_param_store()  # Pyro's parameters are this model's alone
     with run.explaining_nan():
         history = fit(make_steps(cvae, spec), train, val, run)

@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests run on the CPU; MNIST comes from $CVAE_DATA_DIR (CI: a copy of shared/data)."""
+"""Shared fixtures. Tests run on the CPU; MNIST comes from $CVAE_DATA_DIR (CI: a copy of
+shared/data)."""
 
 from __future__ import annotations
 
@@ -16,21 +17,24 @@ def _cpu_only(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _default_engine_and_precision(monkeypatch):
-    """The tests choose the engine and precision themselves: a developer's CVAE_ENGINE=fast or
-    CVAE_PRECISION=bf16 would otherwise change what tiny_spec trains with."""
+    """The tests choose the engine and precision themselves: a developer's
+    CVAE_ENGINE=fast or CVAE_PRECISION=bf16 would otherwise change what tiny_spec trains
+    with."""
     monkeypatch.delenv("CVAE_ENGINE", raising=False)
     monkeypatch.delenv("CVAE_PRECISION", raising=False)
 
 
 @pytest.fixture(autouse=True)
 def _no_internet(monkeypatch):
-    """Pretrained weights come from 127.0.0.1 only: a test that wants them serves them itself
-    (tests/test_pretrained.py); elsewhere a download fails at once and training goes ahead."""
+    """Pretrained weights come from 127.0.0.1 only: a test that wants them serves them
+    itself (tests/test_pretrained.py); elsewhere a download fails at once and training
+    goes ahead."""
     monkeypatch.setenv("CVAE_PRETRAINED_URL", "http://127.0.0.1:9/")
 
 
 def synthetic_split(n: int, q: int, seed: int) -> MaskedSplit:
-    """Blobby fake digits in [0, 1]: fast stand-ins where real MNIST is not the point."""
+    """Blobby fake digits in [0, 1]: fast stand-ins where real MNIST is not the
+    point."""
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(n, 28, 28, generator=g) ** 4
     inputs, targets = mask_quadrants(images, q)
@@ -39,8 +43,12 @@ def synthetic_split(n: int, q: int, seed: int) -> MaskedSplit:
 
 @pytest.fixture
 def tiny_splits() -> QuadrantSplits:
-    return QuadrantSplits(2, synthetic_split(96, 2, 0), synthetic_split(48, 2, 1),
-                          synthetic_split(32, 2, 2))
+    return QuadrantSplits(
+        2,
+        synthetic_split(96, 2, 0),
+        synthetic_split(48, 2, 1),
+        synthetic_split(32, 2, 2),
+    )
 
 
 @pytest.fixture
@@ -50,5 +58,8 @@ def tiny_profile():
 
 @pytest.fixture
 def tiny_spec(tiny_profile, tmp_path) -> RunSpec:
-    """A 2-quadrant run on the CPU with the tiny profile, caching under the test's tmp_path."""
-    return RunSpec.create(2, tiny_profile, checkpoint_dir=tmp_path / "checkpoints", device="cpu")
+    """A 2-quadrant run on the CPU with the tiny profile, caching under the test's
+    tmp_path."""
+    return RunSpec.create(
+        2, tiny_profile, checkpoint_dir=tmp_path / "checkpoints", device="cpu"
+    )

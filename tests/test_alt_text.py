@@ -1,5 +1,5 @@
-"""Alt text: every figure-drawing cell of every chapter has it, and both checks of tools/alt_text
-find what they are meant to find."""
+"""Alt text: every figure-drawing cell of every chapter has it, and both checks of
+tools/alt_text find what they are meant to find."""
 
 from __future__ import annotations
 
@@ -60,7 +60,13 @@ def test_figure_functions_are_those_that_return_figures():
         "training_animation",
         "digit_completion_grid",
     } <= names
-    assert not names & {"compose", "to_rgb", "animation_html", "figure_to_data_uri", "static_explorer"}
+    assert not names & {
+        "compose",
+        "to_rgb",
+        "animation_html",
+        "figure_to_data_uri",
+        "static_explorer",
+    }
 
 
 def test_a_figure_cell_without_a_description_is_reported(tmp_path):
@@ -69,9 +75,7 @@ def test_a_figure_cell_without_a_description_is_reported(tmp_path):
         "    alt: Three masks side by side, one per setting.\n---\nplt.show()\n```\n"
     )
     bare = "```{code-cell} ipython3\ncompletion_grid(models)\nplt.show()\n```\n"
-    label = (
-        "```{code-cell} ipython3\n---\nmystnb:\n  image:\n    alt: a figure\n---\ndraw_graphical_models()\n```\n"
-    )
+    label = "```{code-cell} ipython3\n---\nmystnb:\n  image:\n    alt: a figure\n---\ndraw_graphical_models()\n```\n"
     no_figure = "```{code-cell} ipython3\nprint('no figure here')\n```\n"
     problems = chapter_problems(_chapter(tmp_path, described, bare, label, no_figure))
     assert len(problems) == 2
@@ -112,7 +116,9 @@ def test_the_built_book_check_reads_every_page_but_the_theme_files(tmp_path):
     (tmp_path / "book").mkdir()
     (tmp_path / "_static").mkdir()
     (tmp_path / "_static" / "theme.html").write_text('<img src="logo.svg">')
-    (tmp_path / "book" / "good.html").write_text('<img alt="Ten test digits and their completions." src="a.png">')
+    (tmp_path / "book" / "good.html").write_text(
+        '<img alt="Ten test digits and their completions." src="a.png">'
+    )
     assert built_book_problems(tmp_path) == []
     (tmp_path / "book" / "bad.html").write_text('<img alt="a.png" src="a.png">')
     problems = built_book_problems(tmp_path)
@@ -124,9 +130,14 @@ def test_animation_html_puts_the_alt_text_on_the_frame():
     fig, ax = plt.subplots()
     image = ax.imshow([[0.0, 1.0]])
     anim = animation.FuncAnimation(fig, lambda i: [image], frames=2)
-    player = animation_html(anim, alt='Two frames of a "test" <animation>, nothing else.')
+    player = animation_html(
+        anim, alt='Two frames of a "test" <animation>, nothing else.'
+    )
     plt.close(fig)
     assert html_problems(player) == []
-    assert 'alt="Two frames of a &quot;test&quot; &lt;animation&gt;, nothing else."' in player
+    assert (
+        'alt="Two frames of a &quot;test&quot; &lt;animation&gt;, nothing else."'
+        in player
+    )
     with pytest.raises(ValueError, match="alt text"):
         animation_html(anim, alt=" ")

@@ -1,6 +1,6 @@
-"""The browser explorer's export and page, without a browser (tests/browser_check_explorer.py
-runs the page in Chromium). Tiny untrained models and synthetic digits, plus one default-size
-CVAE for the size limits."""
+"""The browser explorer's export and page, without a browser
+(tests/browser_check_explorer.py runs the page in Chromium). Tiny untrained models and
+synthetic digits, plus one default-size CVAE for the size limits."""
 
 from __future__ import annotations
 
@@ -57,9 +57,15 @@ def test_blob_round_trip(models_by_q, fmt):
     state = unpack_layers(blob, table, fmt)
     for name in LAYERS:
         weight = cvae.get_submodule(name).weight.detach()
-        expected = dequantize(*quantize_rows(weight)) if fmt == "int8" else weight.half().float()
+        expected = (
+            dequantize(*quantize_rows(weight))
+            if fmt == "int8"
+            else weight.half().float()
+        )
         assert torch.equal(state[f"{name}.weight"], expected)
-        assert torch.equal(state[f"{name}.bias"], cvae.get_submodule(name).bias.detach())
+        assert torch.equal(
+            state[f"{name}.bias"], cvae.get_submodule(name).bias.detach()
+        )
     with pytest.raises(ValueError, match="Unknown weight format"):
         pack_layers(cvae, "int4")
 
@@ -79,21 +85,32 @@ def test_manifest_describes_models_blobs_and_digits(models_by_q, int8):
     assert manifest["decoder"].startswith("p(y|z)") and manifest["z_dim"] == 4
     test = models_by_q[1].splits.test
     for entry, index in zip(manifest["digits"], DIGITS, strict=True):
-        pixels = torch.frombuffer(bytearray(base64.b64decode(entry["pixels"])), dtype=torch.uint8)
+        pixels = torch.frombuffer(
+            bytearray(base64.b64decode(entry["pixels"])), dtype=torch.uint8
+        )
         assert entry["index"] == index and entry["label"] == int(test.labels[index])
-        assert torch.allclose(pixels.float() / 255, test.images[index].flatten(), atol=0.5 / 255)
+        assert torch.allclose(
+            pixels.float() / 255, test.images[index].flatten(), atol=0.5 / 255
+        )
     for q, blob in int8.blobs.items():
         setting = manifest["settings"][str(q)]
         assert setting["bytes"] == len(blob) and setting["file"] == f"q{q}.bin"
         exported = exported_cvae(models_by_q[q].cvae, blob, setting["layers"], "int8")
         inputs = torch.where(given_quadrants_mask(q), test.images[DIGITS], -1.0)
-        assert setting["max_pixel_error"] == pixel_error(models_by_q[q].cvae, exported, inputs) > 0
+        assert (
+            setting["max_pixel_error"]
+            == pixel_error(models_by_q[q].cvae, exported, inputs)
+            > 0
+        )
 
 
 def test_fp16_is_closer_than_int8(models_by_q, int8):
     fp16 = export_weights(models_by_q, DIGITS, fmt="fp16")
     for q in ("1", "2", "3"):
-        assert fp16.manifest["settings"][q]["max_pixel_error"] < int8.manifest["settings"][q]["max_pixel_error"]
+        assert (
+            fp16.manifest["settings"][q]["max_pixel_error"]
+            < int8.manifest["settings"][q]["max_pixel_error"]
+        )
 
 
 def test_export_refuses_mixed_decoders(models_by_q):
@@ -107,13 +124,17 @@ def test_export_refuses_mixed_decoders(models_by_q):
 
 def test_write_puts_manifest_and_blobs_in_a_folder(int8, tmp_path):
     folder = int8.write(tmp_path / "explorer")
-    assert json.loads((folder / "manifest.json").read_text()) == json.loads(json.dumps(int8.manifest))
+    assert json.loads((folder / "manifest.json").read_text()) == json.loads(
+        json.dumps(int8.manifest)
+    )
     for q, blob in int8.blobs.items():
         assert (folder / f"q{q}.bin").read_bytes() == blob
 
 
 def config_of(page: str, eid: str) -> dict:
-    found = re.search(rf'<script type="application/json" id="{eid}-config">(.*?)</script>', page)
+    found = re.search(
+        rf'<script type="application/json" id="{eid}-config">(.*?)</script>', page
+    )
     return json.loads(found.group(1))
 
 
@@ -122,7 +143,9 @@ def test_notebook_form_carries_the_weights_and_book_form_loads_them(int8):
     eid = explorer.element_id
     inline, book = explorer._repr_html_(), explorer._repr_markdown_()
     for page in (inline, book):
-        assert "\n\n" not in page  # Markdown would end the raw HTML block at a blank line
+        assert (
+            "\n\n" not in page
+        )  # Markdown would end the raw HTML block at a blank line
         assert "CVAEExplorer.mount(" in page and "function dense(" in page
     assert config_of(inline, eid)["inline"] is True
     assert config_of(book, eid) == {
@@ -140,8 +163,8 @@ def test_notebook_form_carries_the_weights_and_book_form_loads_them(int8):
 
 
 def test_default_size_fits_the_limits():
-    """The default decoder's sampling layers: int8 fits 3 MB per setting, fp16 does not; the
-    book's page carries no weights, so it grows by far less than 1 MB."""
+    """The default decoder's sampling layers: int8 fits 3 MB per setting, fp16 does not;
+    the book's page carries no weights, so it grows by far less than 1 MB."""
     cvae = CVAE()
     int8_blob, _ = pack_layers(cvae, "int8")
     fp16_blob, _ = pack_layers(cvae, "fp16")
@@ -149,7 +172,9 @@ def test_default_size_fits_the_limits():
 
 
 def test_javascript_slices_are_real_lines():
-    network = javascript_lines("// --- the network ---", "// --- end of the network ---")
+    network = javascript_lines(
+        "// --- the network ---", "// --- end of the network ---"
+    )
     assert "function dense(" in network and "function generate(" in network
     with pytest.raises(ValueError, match="is not in"):
         javascript_lines("no such marker", "// --- end")

@@ -17,12 +17,17 @@ def test_device_choice_and_its_errors(monkeypatch):
     assert resolve_device() == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(ValueError, match=r"'cuda' was asked for, but CUDA is not available.*CVAE_DEVICE"):
+    with pytest.raises(
+        ValueError,
+        match=r"'cuda' was asked for, but CUDA is not available.*CVAE_DEVICE",
+    ):
         resolve_device("cuda")
     monkeypatch.setenv("CVAE_DEVICE", "cuda:1")
     with pytest.raises(ValueError, match="'cuda:1' was asked for"):
         resolve_device()
-    with pytest.raises(ValueError, match=r"Unknown device 'tpu'; use 'cpu', 'cuda', 'cuda:N' or 'auto'"):
+    with pytest.raises(
+        ValueError, match=r"Unknown device 'tpu'; use 'cpu', 'cuda', 'cuda:N' or 'auto'"
+    ):
         resolve_device("tpu")
 
 
@@ -36,7 +41,9 @@ def test_cuda_is_chosen_when_available(monkeypatch):
 def test_profiles_and_overrides(monkeypatch):
     monkeypatch.setenv("CVAE_PROFILE", "quick")
     assert get_profile() is PROFILES["quick"]
-    assert get_profile("full", patience=7).patience == 7 and PROFILES["full"].patience == 3
+    assert (
+        get_profile("full", patience=7).patience == 7 and PROFILES["full"].patience == 3
+    )
     with pytest.raises(ValueError, match=r"Unknown profile 'huge'.*CVAE_PROFILE"):
         get_profile("huge")
 
@@ -46,16 +53,30 @@ def test_run_spec_resolves_everything_once(monkeypatch, tmp_path):
     monkeypatch.setenv("CVAE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CVAE_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
     spec = RunSpec.create(2, seed=3)
-    assert spec.profile is PROFILES["quick"] and spec.seed == 3 and not spec.decoder_sees_input
-    assert spec.data_dir == tmp_path / "data" and spec.checkpoint_dir == tmp_path / "ckpt"
+    assert (
+        spec.profile is PROFILES["quick"]
+        and spec.seed == 3
+        and not spec.decoder_sees_input
+    )
+    assert (
+        spec.data_dir == tmp_path / "data" and spec.checkpoint_dir == tmp_path / "ckpt"
+    )
     assert spec.device == torch.device("cpu")  # the tests' CVAE_DEVICE
-    # arguments win over the environment; a spec is frozen and derived specs share the rest
+    # arguments win over the environment; a spec is frozen and derived specs share the
+    # rest
     other = RunSpec.create(1, "full", data_dir="~/mnist", device="cpu")
-    assert other.profile is PROFILES["full"] and other.data_dir == Path("~/mnist").expanduser()
+    assert (
+        other.profile is PROFILES["full"]
+        and other.data_dir == Path("~/mnist").expanduser()
+    )
     with pytest.raises(FrozenInstanceError):
         spec.seed = 4
     three = spec.for_quadrants(3).with_decoder(True)
-    assert (three.num_quadrant_inputs, three.decoder_sees_input, three.seed) == (3, True, 3)
+    assert (three.num_quadrant_inputs, three.decoder_sees_input, three.seed) == (
+        3,
+        True,
+        3,
+    )
     assert spec.num_quadrant_inputs == 2
 
 
@@ -94,8 +115,14 @@ def test_precision_switch_and_its_fallback(monkeypatch):
 def test_profile_fields_and_the_training_part_of_the_cache_key():
     full, quick = PROFILES["full"], PROFILES["quick"]
     assert (full.reference, full.fetch_pretrained) == (True, True)
-    assert (quick.reference, quick.fetch_pretrained) == (False, False)  # the quick budget never downloads
-    assert full.description == "the real experiment" and "not meaningful" in quick.description
+    assert (quick.reference, quick.fetch_pretrained) == (
+        False,
+        False,
+    )  # the quick budget never downloads
+    assert (
+        full.description == "the real experiment"
+        and "not meaningful" in quick.description
+    )
     assert (full.diversity_images, quick.diversity_images) == (1000, 50)
     assert full.curve_sample_sizes[-1] == 5000 and quick.curve_sample_sizes[-1] == 300
     assert (full.curve_images, quick.curve_images) == (500, 100)
@@ -105,7 +132,10 @@ def test_profile_fields_and_the_training_part_of_the_cache_key():
     assert quick.training_dict() == {
         "name": "quick", "train_size": 3000, "val_size": 1000, "max_epochs": 2, "patience": 3,
         "batch_size": 128, "learning_rate": 1e-3}  # fmt: skip
-    assert get_profile("quick", num_samples=99, curve_images=7).training_dict() == quick.training_dict()
+    assert (
+        get_profile("quick", num_samples=99, curve_images=7).training_dict()
+        == quick.training_dict()
+    )
     assert get_profile("quick", batch_size=64).training_dict()["batch_size"] == 64
     assert set(full.as_dict()) > set(full.training_dict())
 
@@ -118,9 +148,17 @@ def test_engine_choice_and_its_errors(monkeypatch):
     assert resolve_engine(None) == "pyro"  # the default: what the chapters show
     assert RunSpec.create(1, "quick").engine == "pyro"
     monkeypatch.setenv("CVAE_ENGINE", "fast")
-    assert resolve_engine(None) == "fast" and RunSpec.create(1, "quick").engine == "fast"
-    assert resolve_engine("pyro") == "pyro" and RunSpec.create(1, "quick", engine="pyro").engine == "pyro"
-    with pytest.raises(ValueError, match=r"Unknown engine 'jax'; choose one of \('pyro', 'fast'\).*CVAE_ENGINE"):
+    assert (
+        resolve_engine(None) == "fast" and RunSpec.create(1, "quick").engine == "fast"
+    )
+    assert (
+        resolve_engine("pyro") == "pyro"
+        and RunSpec.create(1, "quick", engine="pyro").engine == "pyro"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown engine 'jax'; choose one of \('pyro', 'fast'\).*CVAE_ENGINE",
+    ):
         resolve_engine("jax")
     monkeypatch.setenv("CVAE_ENGINE", "numba")
     with pytest.raises(ValueError, match="Unknown engine 'numba'"):
@@ -134,13 +172,18 @@ def test_bf16_needs_the_fast_engine(monkeypatch):
 
     monkeypatch.delenv("CVAE_ENGINE", raising=False)
     monkeypatch.setattr(config, "bf16_supported", lambda device: True)
-    with pytest.raises(ValueError, match=r"speed lever of the fast engine: add --engine fast"):
+    with pytest.raises(
+        ValueError, match=r"speed lever of the fast engine: add --engine fast"
+    ):
         RunSpec.create(1, "quick", device="cpu", precision="bf16")
     with pytest.raises(ValueError, match="fast engine"):
         RunSpec(1, PROFILES["quick"], precision="bf16")
     spec = RunSpec.create(1, "quick", device="cpu", precision="bf16", engine="fast")
     assert (spec.precision, spec.engine) == ("bf16", "fast")
-    assert RunSpec(1, PROFILES["quick"], precision="bf16", engine="fast").precision == "bf16"
+    assert (
+        RunSpec(1, PROFILES["quick"], precision="bf16", engine="fast").precision
+        == "bf16"
+    )
 
 
 def test_run_spec_family_is_an_object_made_from_its_name():
@@ -151,7 +194,11 @@ def test_run_spec_family_is_an_object_made_from_its_name():
     gsnn = RunSpec(1, PROFILES["quick"], family="gsnn")
     assert gsnn.family is GSNN and spec.with_family("gsnn").family is GSNN
     hybrid = spec.with_family(HYBRID, alpha=0.2)
-    assert hybrid.family is HYBRID and hybrid.alpha == 0.2 and hybrid.with_family("cvae").alpha == 0.2
+    assert (
+        hybrid.family is HYBRID
+        and hybrid.alpha == 0.2
+        and hybrid.with_family("cvae").alpha == 0.2
+    )
     with pytest.raises(ValueError, match="Unknown model family 'vae'"):
         RunSpec.create(1, "quick", device="cpu", family="vae")
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\], got -0.1"):

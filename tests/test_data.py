@@ -22,19 +22,26 @@ from cvae_helpers.data import (
 def _quadrants(mask: torch.Tensor) -> dict[str, bool]:
     """Which quadrants are all True / all False (raises if a quadrant is mixed)."""
     out = {}
-    for name, (rows, cols) in {"TL": (slice(0, 14), slice(0, 14)), "TR": (slice(0, 14), slice(14, 28)),
-                               "BL": (slice(14, 28), slice(0, 14)), "BR": (slice(14, 28), slice(14, 28))}.items():
+    for name, (rows, cols) in {
+        "TL": (slice(0, 14), slice(0, 14)),
+        "TR": (slice(0, 14), slice(14, 28)),
+        "BL": (slice(14, 28), slice(0, 14)),
+        "BR": (slice(14, 28), slice(14, 28)),
+    }.items():
         block = mask[rows, cols]
         assert bool(block.all()) or not bool(block.any()), f"quadrant {name} is mixed"
         out[name] = bool(block.all())
     return out
 
 
-@pytest.mark.parametrize("q, given", [
-    (1, {"TL": False, "TR": False, "BL": True, "BR": False}),
-    (2, {"TL": True, "TR": False, "BL": True, "BR": False}),
-    (3, {"TL": True, "TR": True, "BL": True, "BR": False}),
-])
+@pytest.mark.parametrize(
+    "q, given",
+    [
+        (1, {"TL": False, "TR": False, "BL": True, "BR": False}),
+        (2, {"TL": True, "TR": False, "BL": True, "BR": False}),
+        (3, {"TL": True, "TR": True, "BL": True, "BR": False}),
+    ],
+)
 def test_given_pixel_sets_are_exact(q, given):
     mask = given_quadrants_mask(q)
     assert mask.shape == (28, 28) and mask.dtype == torch.bool
@@ -50,9 +57,14 @@ def test_inputs_and_targets_are_complementary(q):
     assert inputs.shape == targets.shape == (5, 28, 28)
     assert torch.equal(inputs[:, given], images[:, given])
     assert torch.equal(targets[:, ~given], images[:, ~given])
-    assert (inputs[:, ~given] == MASK_VALUE).all() and (targets[:, given] == MASK_VALUE).all()
+    assert (inputs[:, ~given] == MASK_VALUE).all() and (
+        targets[:, given] == MASK_VALUE
+    ).all()
     # exactly one of the two holds each pixel, so together they give the image back
-    assert torch.equal((inputs == MASK_VALUE) ^ (targets == MASK_VALUE), torch.ones(5, 28, 28, dtype=torch.bool))
+    assert torch.equal(
+        (inputs == MASK_VALUE) ^ (targets == MASK_VALUE),
+        torch.ones(5, 28, 28, dtype=torch.bool),
+    )
     assert torch.equal(torch.where(inputs == MASK_VALUE, targets, inputs), images)
 
 
@@ -69,7 +81,9 @@ def test_bad_quadrant_count(q):
         mask_quadrants(torch.rand(2, 28, 28), q)
 
 
-@pytest.mark.parametrize("shape", [(28, 28), (2, 28, 27), (2, 2, 28, 28), (2, 784), (2, 1, 1, 28, 28)])
+@pytest.mark.parametrize(
+    "shape", [(28, 28), (2, 28, 27), (2, 2, 28, 28), (2, 784), (2, 1, 1, 28, 28)]
+)
 def test_bad_shape(shape):
     with pytest.raises(ValueError, match="shape"):
         mask_quadrants(torch.rand(shape), 1)
@@ -106,7 +120,9 @@ def test_batches_shapes_dtypes_and_coverage():
     batches = list(loader)
     assert len(loader) == len(batches) == 3
     assert [b[0].shape for b in batches] == [(32, 28, 28), (32, 28, 28), (6, 28, 28)]
-    assert all(b[0].dtype == torch.float32 and b[2].dtype == torch.int64 for b in batches)
+    assert all(
+        b[0].dtype == torch.float32 and b[2].dtype == torch.int64 for b in batches
+    )
     seen = torch.cat([b[2] for b in batches])
     assert sorted(seen.tolist()) == list(range(70))  # each item exactly once per pass
     # items stay aligned across tensors
@@ -115,20 +131,26 @@ def test_batches_shapes_dtypes_and_coverage():
     second = torch.cat([b[2] for b in loader])
     assert not torch.equal(seen, second)  # a new order each pass
     replay = TensorBatches(inputs, targets, labels, batch_size=32, seed=3)
-    assert torch.equal(torch.cat([b[2] for b in replay]), seen)  # the seed fixes the order
-    ordered = torch.cat([b[0] for b in TensorBatches(labels, batch_size=32, shuffle=False)])
+    assert torch.equal(
+        torch.cat([b[2] for b in replay]), seen
+    )  # the seed fixes the order
+    ordered = torch.cat(
+        [b[0] for b in TensorBatches(labels, batch_size=32, shuffle=False)]
+    )
     assert torch.equal(ordered, labels)
 
 
 def test_batches_count_items_and_say_which_batch_is_out():
-    """``num_items`` divides an epoch's summed loss; ``position`` (1-based) names the batch an
-    error happened in, in either order."""
+    """``num_items`` divides an epoch's summed loss; ``position`` (1-based) names the
+    batch an error happened in, in either order."""
     labels = torch.arange(70)
     for shuffle in (True, False):
         loader = TensorBatches(labels, batch_size=32, shuffle=shuffle)
         assert loader.num_items == 70 and loader.position == 0
         positions = [loader.position for _ in loader]
-        assert positions == [1, 2, 3] and loader.position == 0  # 0 again once a pass ends
+        assert (
+            positions == [1, 2, 3] and loader.position == 0
+        )  # 0 again once a pass ends
         batches = iter(loader)
         next(batches)
         assert loader.position == 1  # a new pass counts from the start
@@ -139,17 +161,41 @@ def test_batches_reject_misaligned_tensors():
         TensorBatches(torch.zeros(3), torch.zeros(4))
 
 
-# --- real MNIST from the data root ------------------------------------------------------------
+# --- real MNIST from the data root
+# ------------------------------------------------------------
+
 
 def test_load_mnist_from_data_root():
     images, labels = load_mnist(train=True)
     assert images.shape == (60_000, 28, 28) and images.dtype == torch.float32
     assert float(images.min()) == 0.0 and float(images.max()) == 1.0
     assert abs(images.mean().item() - 0.1307) < 1e-3
-    assert torch.bincount(labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert torch.bincount(labels).tolist() == [
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
     test_images, test_labels = load_mnist(train=False)
     assert test_images.shape == (10_000, 28, 28)
-    assert torch.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert torch.bincount(test_labels).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
 
 
 def test_load_splits_quick_mode():
@@ -172,7 +218,9 @@ def test_failed_download_gets_the_same_clear_error(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise URLError("no network")
 
-    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", offline)
+    monkeypatch.setattr(
+        "torchvision.datasets.mnist.download_and_extract_archive", offline
+    )
     with pytest.raises(MNISTDataError, match="CVAE_DATA_DIR"):
         load_mnist(tmp_path, train=False, download=True)
 
@@ -201,6 +249,8 @@ def test_truncated_unpacked_file_is_reported(tmp_path):
         if not unpacked.exists():
             load_mnist(train=False)
         content = Path(unpacked).read_bytes()
-        (raw / name).write_bytes(content[: len(content) // 2] if "images" in name else content)
+        (raw / name).write_bytes(
+            content[: len(content) // 2] if "images" in name else content
+        )
     with pytest.raises(MNISTDataError, match="unreadable|unpacked"):
         load_mnist(tmp_path, train=False, download=False)

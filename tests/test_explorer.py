@@ -26,8 +26,12 @@ NUM_TEST = 12
 
 def tiny_models(q: int) -> TrainedModels:
     torch.manual_seed(q)
-    splits = QuadrantSplits(q, synthetic_split(8, q, 0), synthetic_split(8, q, 1),
-                            synthetic_split(NUM_TEST, q, 2))
+    splits = QuadrantSplits(
+        q,
+        synthetic_split(8, q, 0),
+        synthetic_split(8, q, 1),
+        synthetic_split(NUM_TEST, q, 2),
+    )
     cvae = CVAE(z_dim=4, hidden_1=16, hidden_2=16, baseline=BaselineNet(16, 16))
     history = {"train_loss": [], "val_loss": [], "best_epoch": 0}
     spec = RunSpec.create(q, get_profile("quick"), device="cpu")
@@ -40,7 +44,9 @@ def models_by_q() -> dict[int, TrainedModels]:
 
 
 def png_of(models, index, num_samples, seed) -> bytes:
-    return base64.b64decode(figure_png_base64(digit_completion_grid(models, index, num_samples, seed)))
+    return base64.b64decode(
+        figure_png_base64(digit_completion_grid(models, index, num_samples, seed))
+    )
 
 
 def test_digit_completion_grid_rows_and_sample_grid(models_by_q):
@@ -59,7 +65,9 @@ def test_digit_completion_grid_is_seeded_and_leaves_global_rng_alone(models_by_q
     before = torch.rand(3)
     torch.manual_seed(123)
     first = png_of(models, 5, 4, seed=7)
-    assert torch.equal(torch.rand(3), before), "digit_completion_grid consumed the global RNG"
+    assert torch.equal(torch.rand(3), before), (
+        "digit_completion_grid consumed the global RNG"
+    )
     assert png_of(models, 5, 4, seed=7) == first
     assert png_of(models, 5, 4, seed=8) != first
     assert png_of(models, 6, 4, seed=7) != first
@@ -79,8 +87,11 @@ def test_widget_has_three_sliders_and_a_button(models_by_q):
     assert isinstance(explorer.resample, widgets.Button)
     assert isinstance(explorer.output, widgets.Output)
     # all of them are on screen, not only attributes
-    shown = {id(w) for box in explorer.children
-             for w in (box.children if isinstance(box, widgets.Box) else (box,))}
+    shown = {
+        id(w)
+        for box in explorer.children
+        for w in (box.children if isinstance(box, widgets.Box) else (box,))
+    }
     assert {id(w) for w in [*sliders, explorer.resample, explorer.output]} <= shown
     assert base64.b64decode(shown_png(explorer)).startswith(PNG_MAGIC)
     assert interactive_explorer(models_by_q).digit.max == NUM_TEST - 1

@@ -1,6 +1,7 @@
-"""The three families: their objects, and the GSNN's and hybrid's losses, where Pyro's losses
-(Trace_ELBO with the GSNN guide, HybridELBO), the fast engine's and a hand computation with
-fixed noise all give the same number (the gradients: tests/test_fast.py)."""
+"""The three families: their objects, and the GSNN's and hybrid's losses, where Pyro's
+losses (Trace_ELBO with the GSNN guide, HybridELBO), the fast engine's and a hand
+computation with fixed noise all give the same number (the gradients:
+tests/test_fast.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ from cvae_helpers import fast
 from cvae_helpers.config import set_seed
 from cvae_helpers.data import mask_quadrants
 from cvae_helpers.families import CVAE as CVAE_FAMILY
-from cvae_helpers.families import DEFAULT_ALPHA, FAMILIES, GSNN, HYBRID, Family, HybridELBO, get_family
+from cvae_helpers.families import (
+    DEFAULT_ALPHA,
+    FAMILIES,
+    GSNN,
+    HYBRID,
+    Family,
+    HybridELBO,
+    get_family,
+)
 from cvae_helpers.models import CVAE
 
 
@@ -38,7 +47,9 @@ def _bernoulli_nll(logits, xs, ys):
 
 def _normal_log_density(z, loc, scale):
     z, loc, scale = z.double(), loc.double(), scale.double()
-    return (-0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return (
+        -0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)
+    ).sum(-1)
 
 
 def _seeded(seed, compute):
@@ -49,7 +60,10 @@ def _seeded(seed, compute):
 
 
 def test_the_family_objects():
-    assert FAMILIES == {"cvae": CVAE_FAMILY, "gsnn": GSNN, "hybrid": HYBRID} and DEFAULT_ALPHA == 0.5
+    assert (
+        FAMILIES == {"cvae": CVAE_FAMILY, "gsnn": GSNN, "hybrid": HYBRID}
+        and DEFAULT_ALPHA == 0.5
+    )
     assert [(f.name, f.label, f.article) for f in FAMILIES.values()] == [
         ("cvae", "CVAE", "a CVAE"),
         ("gsnn", "GSNN", "a GSNN"),
@@ -59,8 +73,16 @@ def test_the_family_objects():
     unknown = r"Unknown model family 'vae'; choose one of \('cvae', 'gsnn', 'hybrid'\)"
     with pytest.raises(ValueError, match=unknown):
         get_family("vae")
-    assert (CVAE_FAMILY.recognition, GSNN.recognition, HYBRID.recognition) == (True, False, True)
-    assert CVAE_FAMILY.estimators == HYBRID.estimators == ("mc", "is", "neg_elbo") and GSNN.estimators == ("mc",)
+    assert (CVAE_FAMILY.recognition, GSNN.recognition, HYBRID.recognition) == (
+        True,
+        False,
+        True,
+    )
+    assert CVAE_FAMILY.estimators == HYBRID.estimators == (
+        "mc",
+        "is",
+        "neg_elbo",
+    ) and GSNN.estimators == ("mc",)
     # the guide SVI pairs with the model, and the loss it minimises
     cvae = CVAE(z_dim=4, hidden_1=8, hidden_2=8)
     assert CVAE_FAMILY.guide(cvae) == cvae.guide and HYBRID.guide(cvae) == cvae.guide
@@ -68,20 +90,34 @@ def test_the_family_objects():
     assert isinstance(CVAE_FAMILY.svi_loss(cvae, 0.3), Trace_ELBO)
     assert isinstance(GSNN.svi_loss(cvae, 0.3), Trace_ELBO)
     hybrid = HYBRID.svi_loss(cvae, 0.3)
-    assert isinstance(hybrid, HybridELBO) and hybrid.alpha == 0.3 and hybrid.gsnn_guide == cvae.gsnn_guide
+    assert (
+        isinstance(hybrid, HybridELBO)
+        and hybrid.alpha == 0.3
+        and hybrid.gsnn_guide == cvae.gsnn_guide
+    )
     assert isinstance(CVAE_FAMILY, Family)
 
 
 @pytest.mark.parametrize("sees_input", [False, True])
 def test_gsnn_loss_equals_a_hand_computation_with_fixed_noise(sees_input):
     set_seed(0)
-    gsnn = CVAE(z_dim=6, hidden_1=16, hidden_2=12, decoder_sees_input=sees_input, recognition=False)
+    gsnn = CVAE(
+        z_dim=6,
+        hidden_1=16,
+        hidden_2=12,
+        decoder_sees_input=sees_input,
+        recognition=False,
+    )
     xs, ys = _batch()
     y_hat = torch.rand(5, 784)
     quick = _seeded(3, lambda: fast.gsnn_loss(gsnn, xs, ys, y_hat))
-    quick_training = _seeded(3, lambda: fast.training_loss(gsnn, GSNN, DEFAULT_ALPHA)(xs, ys, y_hat))
+    quick_training = _seeded(
+        3, lambda: fast.training_loss(gsnn, GSNN, DEFAULT_ALPHA)(xs, ys, y_hat)
+    )
     elbo = GSNN.svi_loss(gsnn, DEFAULT_ALPHA)
-    pyros = _seeded(3, lambda: elbo.differentiable_loss(gsnn.model, GSNN.guide(gsnn), xs, ys, y_hat))
+    pyros = _seeded(
+        3, lambda: elbo.differentiable_loss(gsnn.model, GSNN.guide(gsnn), xs, ys, y_hat)
+    )
     set_seed(3)
     noise = torch.randn(5, 6)
     with torch.no_grad():
@@ -100,7 +136,12 @@ def test_hybrid_loss_equals_a_hand_computation_with_fixed_noise(alpha):
     xs, ys = _batch(q=1)
     y_hat = torch.rand(5, 784)
     quick = _seeded(4, lambda: fast.training_loss(model, HYBRID, alpha)(xs, ys, y_hat))
-    pyros = _seeded(4, lambda: HybridELBO(model.gsnn_guide, alpha)(model.model, model.guide, xs, ys, y_hat))
+    pyros = _seeded(
+        4,
+        lambda: HybridELBO(model.gsnn_guide, alpha)(
+            model.model, model.guide, xs, ys, y_hat
+        ),
+    )
     set_seed(4)
     noise_q, noise_p = torch.randn(5, 6), torch.randn(5, 6)  # q's draw first, then p's
     with torch.no_grad():
@@ -120,9 +161,18 @@ def test_hybrid_loss_equals_a_hand_computation_with_fixed_noise(alpha):
     # and the weighting matters: the two terms differ
     assert not torch.allclose(cvae_term, gsnn_term)
     # the CVAE's own loss is the first term, with the same first draw
-    cvae_only = _seeded(4, lambda: Trace_ELBO().differentiable_loss(model.model, model.guide, xs, ys, y_hat))
+    cvae_only = _seeded(
+        4,
+        lambda: Trace_ELBO().differentiable_loss(
+            model.model, model.guide, xs, ys, y_hat
+        ),
+    )
     assert torch.allclose(cvae_only.double(), cvae_term, rtol=1e-5)
-    assert torch.allclose(_seeded(4, lambda: fast.neg_elbo(model, xs, ys, y_hat)).double(), cvae_term, rtol=1e-5)
+    assert torch.allclose(
+        _seeded(4, lambda: fast.neg_elbo(model, xs, ys, y_hat)).double(),
+        cvae_term,
+        rtol=1e-5,
+    )
 
 
 def test_gsnn_guide_samples_from_the_prior_network():
@@ -133,7 +183,9 @@ def test_gsnn_guide_samples_from_the_prior_network():
     site = trace.nodes["z"]
     loc, scale = gsnn.prior(xs)
     assert site["fn"].base_dist.loc.shape == (5, 4)
-    assert torch.allclose(site["fn"].base_dist.loc, loc) and torch.allclose(site["fn"].base_dist.scale, scale)
+    assert torch.allclose(site["fn"].base_dist.loc, loc) and torch.allclose(
+        site["fn"].base_dist.scale, scale
+    )
     assert site["value"].requires_grad  # reparameterised: the gradient flows through z
 
 
@@ -147,8 +199,8 @@ def test_a_gsnn_has_no_posterior_to_ask_for():
 
 
 def test_the_cache_keys_name_the_family_and_the_hybrids_weight(tiny_spec):
-    """Every CVAE-family key names its family; the hybrid's adds its weight; each family has
-    its own file, and a hybrid weight other than the default its own too."""
+    """Every CVAE-family key names its family; the hybrid's adds its weight; each family
+    has its own file, and a hybrid weight other than the default its own too."""
     from cvae_helpers.pipeline import checkpoint_paths
     from cvae_helpers.training import cvae_config
 
@@ -167,11 +219,24 @@ def test_the_cache_keys_name_the_family_and_the_hybrids_weight(tiny_spec):
         "profile",
         "baseline",
     }
-    assert cvae_key["family"] == "cvae" and cvae_key["model"] == "cvae" and cvae_key["baseline"] == {"b": 1}
-    assert cvae_key["z_dim"] == 8 and cvae_key["profile"] == tiny_spec.profile.training_dict()
+    assert (
+        cvae_key["family"] == "cvae"
+        and cvae_key["model"] == "cvae"
+        and cvae_key["baseline"] == {"b": 1}
+    )
+    assert (
+        cvae_key["z_dim"] == 8
+        and cvae_key["profile"] == tiny_spec.profile.training_dict()
+    )
     gsnn_key = cvae_config(tiny_spec.with_family("gsnn"), model, {"b": 1})
-    hybrid_key = cvae_config(tiny_spec.with_family("hybrid", alpha=0.25), model, {"b": 1})
-    assert gsnn_key["family"] == "gsnn" and "alpha" not in gsnn_key and "alpha" not in cvae_key
+    hybrid_key = cvae_config(
+        tiny_spec.with_family("hybrid", alpha=0.25), model, {"b": 1}
+    )
+    assert (
+        gsnn_key["family"] == "gsnn"
+        and "alpha" not in gsnn_key
+        and "alpha" not in cvae_key
+    )
     assert hybrid_key["family"] == "hybrid" and hybrid_key["alpha"] == 0.25
     assert set(hybrid_key) == set(cvae_key) | {"alpha"}
     # the engine says how fast a model trains, not what it is: not part of the key
@@ -198,7 +263,9 @@ def test_the_cache_keys_name_the_family_and_the_hybrids_weight(tiny_spec):
 
 
 @pytest.mark.parametrize("family", ["gsnn", "hybrid"])
-def test_families_train_with_early_stopping_and_are_evaluated(tiny_splits, tiny_spec, family, tmp_path):
+def test_families_train_with_early_stopping_and_are_evaluated(
+    tiny_splits, tiny_spec, family, tmp_path
+):
     from cvae_helpers.checkpoints import CheckpointMismatchError, load_checkpoint
     from cvae_helpers.evaluation import evaluate
     from cvae_helpers.training import train_baseline, train_cvae
@@ -206,7 +273,9 @@ def test_families_train_with_early_stopping_and_are_evaluated(tiny_splits, tiny_
     spec = tiny_spec.with_family(family)
     baseline, _ = train_baseline(tiny_splits, spec, progress=False)
     path = tmp_path / f"{family}.pt"
-    model, history = train_cvae(tiny_splits, baseline, spec, checkpoint_path=path, progress=False)
+    model, history = train_cvae(
+        tiny_splits, baseline, spec, checkpoint_path=path, progress=False
+    )
     assert len(history["val_loss"]) == 3 and all(v > 0 for v in history["val_loss"])
     assert history["engines"] == ["pyro"] * 3
     assert (model.recognition_net is None) == (family == "gsnn")
@@ -218,7 +287,9 @@ def test_families_train_with_early_stopping_and_are_evaluated(tiny_splits, tiny_
         assert set(estimates) == {"baseline_nll", "mc", "is", "neg_elbo"}
     # a CVAE asked for at the family's path is refused, with the family named
     with pytest.raises(CheckpointMismatchError, match="family"):
-        train_cvae(tiny_splits, baseline, tiny_spec, checkpoint_path=path, progress=False)
+        train_cvae(
+            tiny_splits, baseline, tiny_spec, checkpoint_path=path, progress=False
+        )
 
 
 def _record(q, family, decoder=False):
@@ -240,24 +311,44 @@ def _record(q, family, decoder=False):
 def test_family_table_rows_columns_and_what_a_gsnn_lacks():
     from cvae_helpers.results import family_table, results_table
 
-    by_family = {f: [_record(q, f) for q in (1, 2, 3)] for f in ("cvae", "gsnn", "hybrid")}
+    by_family = {
+        f: [_record(q, f) for q in (1, 2, 3)] for f in ("cvae", "gsnn", "hybrid")
+    }
     table = family_table(by_family)
     lines = table.strip().splitlines()
-    assert lines[0] == "| negative CLL (nats/image) | 1 quadrant | 2 quadrants | 3 quadrants |"
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[2:]}
-    assert list(rows) == ["NN (baseline)", "GSNN (MC)", "CVAE (MC)", "CVAE (IS)", "hybrid (MC)", "hybrid (IS)"]
-    assert rows["GSNN (MC)"][0] == "88.00 ± 0.50" and rows["hybrid (IS)"][2].startswith("22.17 ± 0.40")
+    assert (
+        lines[0]
+        == "| negative CLL (nats/image) | 1 quadrant | 2 quadrants | 3 quadrants |"
+    )
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[2:]
+    }
+    assert list(rows) == [
+        "NN (baseline)",
+        "GSNN (MC)",
+        "CVAE (MC)",
+        "CVAE (IS)",
+        "hybrid (MC)",
+        "hybrid (IS)",
+    ]
+    assert rows["GSNN (MC)"][0] == "88.00 ± 0.50" and rows["hybrid (IS)"][2].startswith(
+        "22.17 ± 0.40"
+    )
     assert rows["NN (baseline)"][1] == "50.00 ± 0.50"
     # a missing family shows as dashes, not as an error
     partial = family_table({"cvae": by_family["cvae"]})
     assert "| GSNN (MC) | – | – | – |" in partial
     # a GSNN's own results table has no IS, −ELBO or gap rows
     gsnn_table = results_table(by_family["gsnn"])
-    assert "CVAE" not in gsnn_table and "(IS)" not in gsnn_table and "gap" not in gsnn_table
-    assert "| GSNN (MC) | 88.00 ± 0.50 |" in gsnn_table
-    assert "| hybrid (IS) |" in results_table(by_family["hybrid"]) and "gap: NN − hybrid (IS)" in results_table(
-        by_family["hybrid"]
+    assert (
+        "CVAE" not in gsnn_table
+        and "(IS)" not in gsnn_table
+        and "gap" not in gsnn_table
     )
+    assert "| GSNN (MC) | 88.00 ± 0.50 |" in gsnn_table
+    assert "| hybrid (IS) |" in results_table(
+        by_family["hybrid"]
+    ) and "gap: NN − hybrid (IS)" in results_table(by_family["hybrid"])
 
 
 def test_family_reference_is_found_only_when_complete(tmp_path):
@@ -267,12 +358,21 @@ def test_family_reference_is_found_only_when_complete(tmp_path):
         for decoder, name in ((False, "p_y_given_z"), (True, "p_y_given_xz")):
             records = [_record(q, family, decoder) for q in (1, 2, 3)]
             if family == "hybrid" and decoder:
-                records = records[:2]  # the paper's decoder's hybrid is missing a setting
+                records = records[
+                    :2
+                ]  # the paper's decoder's hybrid is missing a setting
             write_results(records, tmp_path / sub / name)
     found = load_family_reference(tmp_path)
     assert list(found) == [False]
-    assert {f: len(r) for f, r in found[False].items()} == {"cvae": 3, "gsnn": 3, "hybrid": 3}
-    assert "Trained as the hybrid, alpha = 0.5" in (tmp_path / "hybrid" / "p_y_given_z" / "results.md").read_text()
+    assert {f: len(r) for f, r in found[False].items()} == {
+        "cvae": 3,
+        "gsnn": 3,
+        "hybrid": 3,
+    }
+    assert (
+        "Trained as the hybrid, alpha = 0.5"
+        in (tmp_path / "hybrid" / "p_y_given_z" / "results.md").read_text()
+    )
     assert load_family_reference(tmp_path / "nothing") == {}
 
 
@@ -283,7 +383,9 @@ def test_quick_train_of_a_gsnn_from_the_command_line(tmp_path, capsys, monkeypat
     from cvae_helpers.cli import main
 
     # the quick profile cut down further: the command runs end to end in seconds
-    smaller = config.get_profile("quick", train_size=500, val_size=200, test_size=200, max_epochs=1)
+    smaller = config.get_profile(
+        "quick", train_size=500, val_size=200, test_size=200, max_epochs=1
+    )
     monkeypatch.setitem(config.PROFILES, "quick", smaller)
 
     out = tmp_path / "out"
@@ -298,14 +400,18 @@ def test_quick_train_of_a_gsnn_from_the_command_line(tmp_path, capsys, monkeypat
     ]
     assert main(["train", "--family", "gsnn", "--output", str(out), *common]) == 0
     record = json.loads((out / "metrics_q3.json").read_text())
-    assert record["family"] == "gsnn" and not any(key.startswith("cvae_") for key in record)
+    assert record["family"] == "gsnn" and not any(
+        key.startswith("cvae_") for key in record
+    )
     assert record["gsnn_nll_mc"] > 0 and "gsnn_nll_is" not in record
     assert "GSNN (MC)" in capsys.readouterr().out
     assert (tmp_path / "ckpt" / "quick" / "q3_seed0" / "gsnn_pyz.pt").is_file()
     assert not (tmp_path / "ckpt" / "quick" / "q3_seed0" / "cvae_pyz.pt").exists()
 
 
-def test_reference_report_adds_the_four_way_diversity_and_convergence_sections(tmp_path):
+def test_reference_report_adds_the_four_way_diversity_and_convergence_sections(
+    tmp_path,
+):
     import json
 
     from cvae_helpers.results import write_results
@@ -315,13 +421,23 @@ def test_reference_report_adds_the_four_way_diversity_and_convergence_sections(t
              "epoch_seconds_cvae": 240.0, "eval_seconds": 30.0, "versions": {"torch": "2.14.1"}}  # fmt: skip
     for family, sub in (("cvae", ""), ("gsnn", "gsnn"), ("hybrid", "hybrid")):
         for decoder, name in ((False, "p_y_given_z"), (True, "p_y_given_xz")):
-            write_results([{**_record(q, family, decoder), **extra} for q in (1, 2, 3)], tmp_path / sub / name)
-    metrics = {k: [0.25, 0.01] for k in ("entropy_bits", "ambiguous", "best_of_1", "best_of_5", "best_of_20")}
+            write_results(
+                [{**_record(q, family, decoder), **extra} for q in (1, 2, 3)],
+                tmp_path / sub / name,
+            )
+    metrics = {
+        k: [0.25, 0.01]
+        for k in ("entropy_bits", "ambiguous", "best_of_1", "best_of_5", "best_of_20")
+    }
     diversity = {"classifier_test_accuracy": 0.9899, "classifier_test_images": 10000, "num_samples": 100,
                  "num_images": 1000, "decoder_sees_input": False,
                  "settings": {"1": {"NN": {**metrics, "confidence": [0.9, 0.0]}}}}  # fmt: skip
     (tmp_path / "diversity.json").write_text(json.dumps(diversity))
-    full = {"sample_sizes": [100, 1000, 5000], "mean": [70.3, 70.1, 70.0], "stderr": [0.3, 0.3, 0.3]}
+    full = {
+        "sample_sizes": [100, 1000, 5000],
+        "mean": [70.3, 70.1, 70.0],
+        "stderr": [0.3, 0.3, 0.3],
+    }
     study = {"device": "cuda (H100)", "settings": {"1": {"full_test_is": full}}}
     (tmp_path / "convergence_p_y_given_z.json").write_text(json.dumps(study))
     (tmp_path / "logs").mkdir()
@@ -334,9 +450,21 @@ def test_reference_report_adds_the_four_way_diversity_and_convergence_sections(t
     assert timings == [{"command": "train --profile full --family gsnn --decoder-sees-input",
                         "decoder_sees_input": True, "wall_s": 600.0, "peak_rss_mib": 1024.0}]  # fmt: skip
     text = write_readme(tmp_path, "abc1234").read_text()
-    assert "## NN, GSNN, CVAE and hybrid" in text and "`make reference-gsnn` at commit `feed123`" in text
+    assert (
+        "## NN, GSNN, CVAE and hybrid" in text
+        and "`make reference-gsnn` at commit `feed123`" in text
+    )
     assert text.count("| GSNN (MC) |") == 2 and "98.99% test accuracy" in text
-    assert "`make reference-gsnn` at commit `beef456`, seed 0, fp32. The classifier" in text
+    assert (
+        "`make reference-gsnn` at commit `beef456`, seed 0, fp32. The classifier"
+        in text
+    )
     assert "| 1 quadrant | NN | 0.25 ± 0.01 |" in text
-    assert "| p(y\\|z) | 1 quadrant | 70.30 ± 0.30 | 70.10 ± 0.30 | 70.00 ± 0.30 | 0.30 |" in text
-    assert "`make reference-convergence` at commit `unknown`, seed 0, fp32. Computed on cuda (H100)." in text
+    assert (
+        "| p(y\\|z) | 1 quadrant | 70.30 ± 0.30 | 70.10 ± 0.30 | 70.00 ± 0.30 | 0.30 |"
+        in text
+    )
+    assert (
+        "`make reference-convergence` at commit `unknown`, seed 0, fp32. Computed on cuda (H100)."
+        in text
+    )

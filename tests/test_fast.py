@@ -1,9 +1,10 @@
 """The fast engine (cvae_helpers.fast) computes what the readable Pyro path computes.
 
 On the same random state every training loss and gradient equals Pyro's (``Trace_ELBO``,
-``HybridELBO``) to float rounding, several steps of the fast engine train the same weights as
-``SVI`` does, and every estimator equals the plain one (``evaluation.log_weights``) on the same
-noise. The speed tricks are checked one by one against the plain modules' forward.
+``HybridELBO``) to float rounding, several steps of the fast engine train the same
+weights as ``SVI`` does, and every estimator equals the plain one
+(``evaluation.log_weights``) on the same noise. The speed tricks are checked one by one
+against the plain modules' forward.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def _pyro_loss(cvae, family, alpha, xs, ys, y_hat):
 def _unsliced_fast_loss(cvae, family, alpha, xs, ys, y_hat):
     """fast.training_loss without the hidden-pixel slicing: all 784 logits."""
     if family.cvae_share is None:
-        return (alpha * fast.neg_elbo(cvae, xs, ys, y_hat)
-                + (1 - alpha) * fast.gsnn_loss(cvae, xs, ys, y_hat))
+        return alpha * fast.neg_elbo(cvae, xs, ys, y_hat) + (
+            1 - alpha
+        ) * fast.gsnn_loss(cvae, xs, ys, y_hat)
     if family.recognition:
         return fast.neg_elbo(cvae, xs, ys, y_hat)
     return fast.gsnn_loss(cvae, xs, ys, y_hat)
@@ -59,7 +61,11 @@ def _loss_and_grads(cvae, compute):
     set_seed(7)
     loss = compute()
     loss.backward()
-    grads = {name: p.grad.clone() for name, p in cvae.named_parameters() if p.grad is not None}
+    grads = {
+        name: p.grad.clone()
+        for name, p in cvae.named_parameters()
+        if p.grad is not None
+    }
     return loss.detach(), grads
 
 
@@ -67,15 +73,25 @@ def _loss_and_grads(cvae, compute):
 @pytest.mark.parametrize("sees_input", [False, True])
 @pytest.mark.parametrize(("name", "alpha"), SETTINGS)
 def test_training_loss_and_gradients_equal_pyro(name, alpha, sees_input, q):
-    """For the same random state the fast loss draws the same z as Pyro's guide and gives the
-    same loss and the same gradient for every parameter."""
+    """For the same random state the fast loss draws the same z as Pyro's guide and
+    gives the same loss and the same gradient for every parameter."""
     family = get_family(name)
     set_seed(0)
-    cvae = CVAE(z_dim=6, hidden_1=16, hidden_2=12, decoder_sees_input=sees_input, recognition=family.recognition)
+    cvae = CVAE(
+        z_dim=6,
+        hidden_1=16,
+        hidden_2=12,
+        decoder_sees_input=sees_input,
+        recognition=family.recognition,
+    )
     xs, ys = _batch(q=q)
     y_hat = torch.rand(5, 784)
-    assert len(hidden_pixels(xs)) == 196 * (4 - q)  # the fast loss scores these logits only
-    pyro_loss, pyro_grads = _loss_and_grads(cvae, lambda: _pyro_loss(cvae, family, alpha, xs, ys, y_hat))
+    assert len(hidden_pixels(xs)) == 196 * (
+        4 - q
+    )  # the fast loss scores these logits only
+    pyro_loss, pyro_grads = _loss_and_grads(
+        cvae, lambda: _pyro_loss(cvae, family, alpha, xs, ys, y_hat)
+    )
     training_loss = fast.training_loss(cvae, family, alpha)
     for compute in (
         lambda: training_loss(xs, ys, y_hat),
@@ -86,25 +102,37 @@ def test_training_loss_and_gradients_equal_pyro(name, alpha, sees_input, q):
         assert grads.keys() == pyro_grads.keys()
         for key, grad in grads.items():
             assert torch.allclose(grad, pyro_grads[key], rtol=1e-4, atol=1e-5), key
-    trained = {key.split(".")[0] for key in pyro_grads}  # nothing reaches the frozen baseline
-    assert trained == {"prior_net", "generation_net"} | ({"recognition_net"} if family.recognition else set())
-    # another random state draws another z: the equality above is not an accident of the seed
+    trained = {
+        key.split(".")[0] for key in pyro_grads
+    }  # nothing reaches the frozen baseline
+    assert trained == {"prior_net", "generation_net"} | (
+        {"recognition_net"} if family.recognition else set()
+    )
+    # another random state draws another z: the equality above is not an accident of the
+    # seed
     set_seed(8)
     assert not torch.allclose(training_loss(xs, ys, y_hat).detach(), pyro_loss)
 
 
-@pytest.mark.parametrize(("name", "alpha"), [("cvae", 0.5), ("gsnn", 0.5), ("hybrid", 0.2)])
+@pytest.mark.parametrize(
+    ("name", "alpha"), [("cvae", 0.5), ("gsnn", 0.5), ("hybrid", 0.2)]
+)
 def test_fast_steps_train_the_weights_svi_trains(name, alpha, tmp_path):
-    """Three steps of the fast engine (fused torch Adam) and of Pyro's SVI (pyro.optim.Adam)
-    from the same weights and seeds: the same losses and weights, up to rounding."""
+    """Three steps of the fast engine (fused torch Adam) and of Pyro's SVI
+    (pyro.optim.Adam) from the same weights and seeds: the same losses and weights, up
+    to rounding."""
     profile = get_profile("quick", learning_rate=1e-2)
-    spec = RunSpec.create(2, profile, device="cpu", checkpoint_dir=tmp_path, family=name, alpha=alpha)
+    spec = RunSpec.create(
+        2, profile, device="cpu", checkpoint_dir=tmp_path, family=name, alpha=alpha
+    )
     xs, ys = _batch(q=2, n=6)
     y_hat = torch.rand(6, 784)
 
     def train(make_steps):
         set_seed(1)
-        cvae = CVAE(z_dim=4, hidden_1=16, hidden_2=16, recognition=spec.family.recognition)
+        cvae = CVAE(
+            z_dim=4, hidden_1=16, hidden_2=16, recognition=spec.family.recognition
+        )
         initial = {key: value.clone() for key, value in cvae.state_dict().items()}
         pyro.clear_param_store()
         steps = make_steps(cvae, spec)
@@ -135,18 +163,26 @@ def test_fast_steps_are_shaped_like_svi(tiny_spec):
     y_hat = torch.rand(5, 784)
     steps = fast.cvae_steps(cvae, tiny_spec)
     loss = steps.step(xs, ys, y_hat)
-    assert isinstance(loss, torch.Tensor) and loss.shape == () and not loss.requires_grad
+    assert (
+        isinstance(loss, torch.Tensor) and loss.shape == () and not loss.requires_grad
+    )
     evaluated = steps.evaluate_loss(xs, ys, y_hat)
     assert torch.isfinite(evaluated) and not evaluated.requires_grad
     state = steps.optim.get_state()
     assert state["state"]  # Adam's moments, checkpointed with the run
     steps.optim.set_state(state)
-    assert ENGINES["pyro"].cvae_steps is training.make_svi and ENGINES["fast"].cvae_steps is fast.cvae_steps
+    assert (
+        ENGINES["pyro"].cvae_steps is training.make_svi
+        and ENGINES["fast"].cvae_steps is fast.cvae_steps
+    )
     assert ENGINES["pyro"].log_weights is evaluation.log_weights
     assert ENGINES["fast"].log_weights is fast.log_weights
     assert ENGINES["pyro"].baseline_steps is training.baseline_steps
     assert ENGINES["fast"].baseline_steps is fast.baseline_steps
-    assert engine_of(tiny_spec).name == "pyro" and engine_of(replace(tiny_spec, engine="fast")).name == "fast"
+    assert (
+        engine_of(tiny_spec).name == "pyro"
+        and engine_of(replace(tiny_spec, engine="fast")).name == "fast"
+    )
 
 
 def _estimator_model(sees_input, dtype, recognition=True):
@@ -171,21 +207,32 @@ def _split(n, q, dtype=torch.float32):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("q", [1, 2, 3])
 @pytest.mark.parametrize("sees_input", [False, True])
-def test_fast_estimators_equal_the_plain_ones_on_the_same_noise(sees_input, q, dtype, monkeypatch):
-    """MC, IS and -ELBO at every S, through fast.log_weights (chunked) and through the plain
-    formula, from the same seed. In float64 they agree to 1e-9 nats per image; in float32 (the
-    engine's arithmetic, with oneDNN) to 1e-4 nats per image plus 4 float32 steps of the value:
-    at 400 nats one step is 3e-5 nats, and the two sums round differently."""
-    monkeypatch.setattr(fast, "CHUNK_ROWS", 30)  # a few samples per chunk, the last one short
+def test_fast_estimators_equal_the_plain_ones_on_the_same_noise(
+    sees_input, q, dtype, monkeypatch
+):
+    """MC, IS and -ELBO at every S, through fast.log_weights (chunked) and through the
+    plain formula, from the same seed. In float64 they agree to 1e-9 nats per image; in
+    float32 (the engine's arithmetic, with oneDNN) to 1e-4 nats per image plus 4 float32
+    steps of the value: at 400 nats one step is 3e-5 nats, and the two sums round
+    differently."""
+    monkeypatch.setattr(
+        fast, "CHUNK_ROWS", 30
+    )  # a few samples per chunk, the last one short
     calls = []
     log_likelihood = fast.log_likelihood
-    monkeypatch.setattr(fast, "log_likelihood", lambda *args: calls.append(1) or log_likelihood(*args))
+    monkeypatch.setattr(
+        fast, "log_likelihood", lambda *args: calls.append(1) or log_likelihood(*args)
+    )
     cvae = _estimator_model(sees_input, dtype)
     split = _split(23, q, dtype)
     for batch_size in (7, 23):  # 4 samples per chunk, or 1
         set_seed(5)
         plain = evaluation.estimates_against_samples(
-            cvae, split, SAMPLE_SIZES, batch_size=batch_size, weigh=evaluation.log_weights
+            cvae,
+            split,
+            SAMPLE_SIZES,
+            batch_size=batch_size,
+            weigh=evaluation.log_weights,
         )
         calls.clear()
         set_seed(5)
@@ -202,7 +249,9 @@ def test_fast_estimators_equal_the_plain_ones_on_the_same_noise(sees_input, q, d
                 assert torch.allclose(quick[name], values, rtol=5e-7, atol=1e-4), name
     # other noise gives other numbers: the comparison is not between constants
     set_seed(6)
-    other = evaluation.estimates_against_samples(cvae, split, SAMPLE_SIZES, batch_size=7, weigh=fast.log_weights)
+    other = evaluation.estimates_against_samples(
+        cvae, split, SAMPLE_SIZES, batch_size=7, weigh=fast.log_weights
+    )
     assert (other["is"] - quick["is"]).abs().max() > 1e-2
 
 
@@ -212,9 +261,13 @@ def test_fast_evaluation_of_a_gsnn_equals_the_plain_one(monkeypatch):
     gsnn = _estimator_model(False, torch.float32, recognition=False)
     split = _split(20, 2)
     set_seed(3)
-    plain = evaluation.evaluate(gsnn.baseline, gsnn, split, num_samples=12, batch_size=9)
+    plain = evaluation.evaluate(
+        gsnn.baseline, gsnn, split, num_samples=12, batch_size=9
+    )
     set_seed(3)
-    quick = evaluation.evaluate(gsnn.baseline, gsnn, split, num_samples=12, batch_size=9, weigh=fast.log_weights)
+    quick = evaluation.evaluate(
+        gsnn.baseline, gsnn, split, num_samples=12, batch_size=9, weigh=fast.log_weights
+    )
     assert plain.keys() == quick.keys() == {"baseline_nll", "mc"}
     assert quick["baseline_nll"] == plain["baseline_nll"]
     assert quick["mc"].mean == pytest.approx(plain["mc"].mean, rel=5e-7, abs=1e-4)
@@ -229,14 +282,17 @@ def test_fast_evaluation_of_a_gsnn_equals_the_plain_one(monkeypatch):
 
 @pytest.mark.parametrize("proposal", ["posterior", "prior"])
 def test_fast_log_weights_draw_the_z_that_the_proposal_samples(proposal, monkeypatch):
-    """z = loc + scale * noise, noise drawn at once and cut into chunks, is bit for bit the z
-    that ``proposal.sample((S,))`` draws from the same random state (the proposal as the fast
-    engine computes it; the plain network's loc and scale differ from it by rounding only)."""
+    """z = loc + scale * noise, noise drawn at once and cut into chunks, is bit for bit
+    the z that ``proposal.sample((S,))`` draws from the same random state (the proposal
+    as the fast engine computes it; the plain network's loc and scale differ from it by
+    rounding only)."""
     monkeypatch.setattr(fast, "CHUNK_ROWS", 12)  # 2 samples per chunk of 5 images
     drawn = []
     log_likelihood = fast.log_likelihood
     monkeypatch.setattr(
-        fast, "log_likelihood", lambda cvae, z, *rest: drawn.append(z) or log_likelihood(cvae, z, *rest)
+        fast,
+        "log_likelihood",
+        lambda cvae, z, *rest: drawn.append(z) or log_likelihood(cvae, z, *rest),
     )
     cvae = _estimator_model(True, torch.float32)
     split = _split(5, 1)
@@ -260,8 +316,9 @@ def test_fast_log_weights_draw_the_z_that_the_proposal_samples(proposal, monkeyp
 
 @pytest.mark.parametrize("pixels", [588, 392, 196, 784, 7])
 def test_softplus_sum_equals_softplus(pixels):
-    """Evaluation's grouped-product softplus sum against torch's softplus, in float64, on logits
-    from the saturated tails to 0 (e^{-|l|} underflows, or 1 + e^{-|l|} rounds to 1)."""
+    """Evaluation's grouped-product softplus sum against torch's softplus, in float64,
+    on logits from the saturated tails to 0 (e^{-|l|} underflows, or 1 + e^{-|l|} rounds
+    to 1)."""
     set_seed(0)
     logits = torch.cat(
         [
@@ -276,15 +333,20 @@ def test_softplus_sum_equals_softplus(pixels):
         quick = fast.softplus_sum(logits)
     assert quick.shape == (53, 3) and quick.dtype == torch.float32
     assert torch.allclose(quick.double(), exact, rtol=1e-6, atol=pixels * 1e-7)
-    slow = fast.softplus_sum(logits.requires_grad_())  # the training path: torch's softplus
-    assert slow.requires_grad and torch.allclose(slow.detach().double(), exact, rtol=1e-6, atol=pixels * 1e-7)
+    slow = fast.softplus_sum(
+        logits.requires_grad_()
+    )  # the training path: torch's softplus
+    assert slow.requires_grad and torch.allclose(
+        slow.detach().double(), exact, rtol=1e-6, atol=pixels * 1e-7
+    )
 
 
 @pytest.mark.parametrize("onednn", [True, False])
 def test_fast_layers_equal_the_plain_modules(onednn, monkeypatch):
     """dense (oneDNN's fused linear + ReLU without gradients, where this torch has it),
-    fast.gaussian and fast.generation_logits (p(y|x,z)'s first layer split without gradients,
-    the hidden pixels' logits only) compute what the plain modules' forward computes."""
+    fast.gaussian and fast.generation_logits (p(y|x,z)'s first layer split without
+    gradients, the hidden pixels' logits only) compute what the plain modules' forward
+    computes."""
     monkeypatch.setattr(fast, "ONEDNN_LINEAR", onednn and fast.ONEDNN_LINEAR)
     set_seed(0)
     paper = CVAE(z_dim=6, hidden_1=32, hidden_2=24, decoder_sees_input=True)
@@ -295,8 +357,15 @@ def test_fast_layers_equal_the_plain_modules(onednn, monkeypatch):
         for net in (paper.generation_net, example.generation_net):
             reference = net(z, xs).detach()
             with torch.set_grad_enabled(grad):
-                logits, part = fast.generation_logits(net, z, xs), fast.generation_logits(net, z, xs, pixels)
-            assert logits.requires_grad is grad and logits.shape == (5, 3, 784) and part.shape == (5, 3, 200)
+                logits, part = (
+                    fast.generation_logits(net, z, xs),
+                    fast.generation_logits(net, z, xs, pixels),
+                )
+            assert (
+                logits.requires_grad is grad
+                and logits.shape == (5, 3, 784)
+                and part.shape == (5, 3, 200)
+            )
             assert torch.allclose(logits, reference, atol=1e-5) and torch.allclose(
                 part, reference[..., pixels], atol=1e-5
             )
@@ -304,7 +373,9 @@ def test_fast_layers_equal_the_plain_modules(onednn, monkeypatch):
         with torch.set_grad_enabled(grad):
             fast_loc, fast_scale = fast.gaussian(paper.prior_net, filled)
         assert fast_loc.requires_grad is grad
-        assert torch.allclose(fast_loc, loc, atol=1e-5) and torch.allclose(fast_scale, scale, atol=1e-5)
+        assert torch.allclose(fast_loc, loc, atol=1e-5) and torch.allclose(
+            fast_scale, scale, atol=1e-5
+        )
         layer, hidden = paper.generation_net.fc2, torch.randn(4, 2, 32)
         for relu in (True, False):
             expected = F.relu(layer(hidden)) if relu else layer(hidden)
@@ -315,8 +386,8 @@ def test_fast_layers_equal_the_plain_modules(onednn, monkeypatch):
 
 
 def test_a_nan_stays_nan_on_the_fast_path():
-    """oneDNN's fused ReLU would turn a NaN into 0 and a corrupt image into a finite score:
-    the fast path keeps NaN where the plain modules do, and nowhere else."""
+    """oneDNN's fused ReLU would turn a NaN into 0 and a corrupt image into a finite
+    score: the fast path keeps NaN where the plain modules do, and nowhere else."""
     set_seed(0)
     layer = torch.nn.Linear(6, 5)
     x = torch.randn(4, 6)
@@ -333,20 +404,25 @@ def test_a_nan_stays_nan_on_the_fast_path():
     xs[3, 0] = float("nan")  # one given pixel of one image
     others = [0, 1, 2, 4, 5]
     for proposal in ("posterior", "prior"):
-        with pytest.raises(ValueError, match="invalid values"):  # the plain path's Normal refuses it
+        with pytest.raises(
+            ValueError, match="invalid values"
+        ):  # the plain path's Normal refuses it
             evaluation.log_weights(cvae, xs, ys, 4, proposal)
         set_seed(2)
         quick = fast.log_weights(cvae, xs, ys, 4, proposal)
         set_seed(2)
         reference = fast.log_weights(cvae, clean, ys, 4, proposal)
         assert quick[:, 3].isnan().all() and torch.isfinite(quick[:, others]).all()
-        assert torch.allclose(quick[:, others], reference[:, others], rtol=1e-6, atol=1e-4)
+        assert torch.allclose(
+            quick[:, others], reference[:, others], rtol=1e-6, atol=1e-4
+        )
 
 
 @pytest.mark.parametrize("sees_input", [False, True])
 def test_fast_log_likelihood_equals_the_models(sees_input):
     """All logits or the hidden pixels' only, with gradients (training) or without them
-    (evaluation: split first layer, grouped softplus sum): CVAE.log_likelihood's numbers."""
+    (evaluation: split first layer, grouped softplus sum): CVAE.log_likelihood's
+    numbers."""
     set_seed(0)
     cvae = CVAE(z_dim=4, hidden_1=16, hidden_2=16, decoder_sees_input=sees_input)
     xs, ys = _batch(q=2, n=3)
@@ -372,7 +448,9 @@ def test_fast_prior_and_posterior_equal_the_models():
         (fast.prior(cvae, xs), cvae.prior(xs)),  # y_hat from the frozen baseline
         (fast.posterior(cvae, xs, ys), cvae.posterior(xs, ys)),
     ):
-        assert torch.allclose(fast_dist.loc, loc, atol=1e-6) and torch.allclose(fast_dist.scale, scale, atol=1e-6)
+        assert torch.allclose(fast_dist.loc, loc, atol=1e-6) and torch.allclose(
+            fast_dist.scale, scale, atol=1e-6
+        )
     assert not torch.allclose(fast.prior(cvae, xs, y_hat).loc, fast.prior(cvae, xs).loc)
     gsnn = CVAE(z_dim=4, hidden_1=16, hidden_2=16, recognition=False)
     with pytest.raises(ValueError, match="no recognition network"):
@@ -404,18 +482,35 @@ def test_hidden_pixels_of_a_split():
 
 @pytest.mark.parametrize("family", ["cvae", "gsnn", "hybrid"])
 def test_both_engines_train_the_same_trajectory(family, tmp_path):
-    """train_cvae with Pyro's SVI and with the fast engine, from the same seed, for two epochs:
-    per epoch the training and validation losses agree to 1e-5 (they differ by rounding only,
-    measured at 1e-7), while they change by about 10% from one epoch to the next."""
-    splits = QuadrantSplits(2, synthetic_split(96, 2, 0), synthetic_split(48, 2, 1), synthetic_split(32, 2, 2))
+    """train_cvae with Pyro's SVI and with the fast engine, from the same seed, for two
+    epochs: per epoch the training and validation losses agree to 1e-5 (they differ by
+    rounding only, measured at 1e-7), while they change by about 10% from one epoch to
+    the next."""
+    splits = QuadrantSplits(
+        2,
+        synthetic_split(96, 2, 0),
+        synthetic_split(48, 2, 1),
+        synthetic_split(32, 2, 2),
+    )
     profile = get_profile("quick", max_epochs=2, batch_size=32)
-    spec = RunSpec.create(2, profile, device="cpu", checkpoint_dir=tmp_path, family=family)
+    spec = RunSpec.create(
+        2, profile, device="cpu", checkpoint_dir=tmp_path, family=family
+    )
     set_seed(0)
     baseline = BaselineNet()
-    _, pyro_history = training.train_cvae(splits, baseline, spec, progress=False, make_steps=training.make_svi)
-    fast_spec = RunSpec.create(2, profile, device="cpu", checkpoint_dir=tmp_path, family=family, engine="fast")
-    _, fast_history = training.train_cvae(splits, baseline, fast_spec, progress=False, make_steps=fast.cvae_steps)
-    assert pyro_history["engines"] == ["pyro", "pyro"] and fast_history["engines"] == ["fast", "fast"]
+    _, pyro_history = training.train_cvae(
+        splits, baseline, spec, progress=False, make_steps=training.make_svi
+    )
+    fast_spec = RunSpec.create(
+        2, profile, device="cpu", checkpoint_dir=tmp_path, family=family, engine="fast"
+    )
+    _, fast_history = training.train_cvae(
+        splits, baseline, fast_spec, progress=False, make_steps=fast.cvae_steps
+    )
+    assert pyro_history["engines"] == ["pyro", "pyro"] and fast_history["engines"] == [
+        "fast",
+        "fast",
+    ]
     for key in ("train_loss", "val_loss"):
         ours, theirs = fast_history[key], pyro_history[key]
         assert len(ours) == len(theirs) == 2

@@ -49,7 +49,9 @@ def test_model_and_guide_sites(sees_input):
     cvae = CVAE(z_dim=5, hidden_1=16, hidden_2=12, decoder_sees_input=sees_input)
     xs, ys = _batch()
     guide_trace = poutine.trace(cvae.guide).get_trace(xs, ys)
-    model_trace = poutine.trace(poutine.replay(cvae.model, trace=guide_trace)).get_trace(xs, ys)
+    model_trace = poutine.trace(
+        poutine.replay(cvae.model, trace=guide_trace)
+    ).get_trace(xs, ys)
     assert guide_trace.nodes["z"]["value"].shape == (6, 5)
     y_site = model_trace.nodes["y"]
     assert y_site["is_observed"]
@@ -68,7 +70,9 @@ def test_guide_without_y_uses_the_prior_network():
     assert any(p.startswith("prior_net") for p in params)
     assert not any(p.startswith("recognition_net") for p in params)
     set_seed(0)
-    samples = Predictive(cvae.model, guide=cvae.guide, num_samples=7, return_sites=["y"])(xs)["y"]
+    samples = Predictive(
+        cvae.model, guide=cvae.guide, num_samples=7, return_sites=["y"]
+    )(xs)["y"]
     assert samples.shape == (7, 6, 784) and ((samples >= 0) & (samples <= 1)).all()
     assert samples.std(0).mean() > 0  # different z, different completions
     direct = cvae.sample(xs, num_samples=3)
@@ -96,12 +100,19 @@ def test_one_svi_step_trains_the_cvae_but_not_the_baseline():
     loss = svi.step(xs, ys)
     assert math.isfinite(loss) and loss > 0
     changed = {k for k, v in cvae.state_dict().items() if not torch.equal(v, before[k])}
-    assert {k.split(".")[0] for k in changed} == {"prior_net", "recognition_net", "generation_net"}
-    assert not any(name.startswith("baseline") for name in pyro.get_param_store().keys())
+    assert {k.split(".")[0] for k in changed} == {
+        "prior_net",
+        "recognition_net",
+        "generation_net",
+    }
+    assert not any(
+        name.startswith("baseline") for name in pyro.get_param_store().keys()
+    )
 
 
 def test_likelihood_is_the_masked_bce_of_the_generation_network():
-    """log p(y|x,z) for many z per image: the Bernoulli log-likelihood of the hidden pixels."""
+    """log p(y|x,z) for many z per image: the Bernoulli log-likelihood of the hidden
+    pixels."""
     set_seed(0)
     cvae = CVAE(z_dim=4, hidden_1=16, hidden_2=16, decoder_sees_input=True)
     xs, ys = _batch(q=2, n=3)
@@ -114,7 +125,9 @@ def test_likelihood_is_the_masked_bce_of_the_generation_network():
     log_lik = cvae.log_likelihood(z, xs, ys)
     assert log_lik.shape == (7, 3) and torch.equal(log_lik, -masked_bce(logits, ys))
     hidden = xs == -1
-    by_hand = (ys * torch.nn.functional.logsigmoid(logits) + (1 - ys) * torch.nn.functional.logsigmoid(-logits))
+    by_hand = ys * torch.nn.functional.logsigmoid(logits) + (
+        1 - ys
+    ) * torch.nn.functional.logsigmoid(-logits)
     assert torch.allclose(log_lik, (by_hand * hidden).sum(-1), atol=1e-4)
 
 
@@ -126,6 +139,8 @@ def test_sample_with_fixed_noise_is_loc_plus_scale_times_noise():
     assert noise.shape == (5, 3, 4)
     assert torch.equal(noise, cvae.latent_noise(5, 3, torch.Generator().manual_seed(2)))
     loc, scale = cvae.prior(xs)
-    expected = torch.sigmoid(cvae.generation_net(loc + scale * noise, xs.reshape(3, 784)))
+    expected = torch.sigmoid(
+        cvae.generation_net(loc + scale * noise, xs.reshape(3, 784))
+    )
     assert torch.equal(cvae.sample(xs, noise=noise), expected)
     assert cvae.sample(xs, num_samples=2).shape == (2, 3, 784)

@@ -1,5 +1,5 @@
-"""The chapters as files: each .ipynb is the output-free twin of its .md, listed in the TOC,
-with a Colab install cell that points at the one repository URL in _config.yml."""
+"""The chapters as files: each .ipynb is the output-free twin of its .md, listed in the
+TOC, with a Colab install cell that points at the one repository URL in _config.yml."""
 
 from __future__ import annotations
 
@@ -16,12 +16,16 @@ from tools.repo_url import INSTALL_PATTERN, repository_url
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
-PAIRED_MARKDOWN = sorted(p for p in BOOK.glob("*.md") if "jupytext:" in p.read_text()[:300])
+PAIRED_MARKDOWN = sorted(
+    p for p in BOOK.glob("*.md") if "jupytext:" in p.read_text()[:300]
+)
 
 
 def _cells(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
-    return [(cell.cell_type, cell.source.strip(), tuple(cell.metadata.get("tags", [])))
-            for cell in notebook.cells]
+    return [
+        (cell.cell_type, cell.source.strip(), tuple(cell.metadata.get("tags", [])))
+        for cell in notebook.cells
+    ]
 
 
 def test_every_text_chapter_has_its_notebook_and_back():
@@ -32,16 +36,19 @@ def test_every_text_chapter_has_its_notebook_and_back():
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_pair_in_sync_and_without_outputs(notebook):
     assert cells_with_outputs(notebook) == [], (
-        f"{notebook.name} holds outputs; clear them (jupytext --sync writes none)")
+        f"{notebook.name} holds outputs; clear them (jupytext --sync writes none)"
+    )
     markdown = jupytext.read(notebook.with_suffix(".md"))
     assert _cells(jupytext.read(notebook)) == _cells(markdown), (
-        f"{notebook.name} and its .md differ; run: jupytext --sync {notebook.with_suffix('.md')}")
+        f"{notebook.name} and its .md differ; run: jupytext --sync {notebook.with_suffix('.md')}"
+    )
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_colab_cell_installs_from_the_configured_repository(notebook):
-    first_code = next(c for c in nbformat.read(notebook, as_version=4).cells
-                      if c.cell_type == "code")
+    first_code = next(
+        c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"
+    )
     match = INSTALL_PATTERN.search(first_code.source)
     assert match, f"{notebook.name}: the first code cell must be the Colab install cell"
     assert match.group(2) == repository_url(), "run: make sync-repo-url"
@@ -52,13 +59,17 @@ def test_toc_lists_every_chapter_and_only_existing_files():
     toc = (ROOT / "_toc.yml").read_text()
     listed = set(re.findall(r"(?:file|root):\s*(\S+)", toc))
     for name in listed:
-        assert (ROOT / f"{name}.md").is_file(), f"_toc.yml names {name}, which does not exist"
+        assert (ROOT / f"{name}.md").is_file(), (
+            f"_toc.yml names {name}, which does not exist"
+        )
     assert {f"book/{p.stem}" for p in PAIRED_MARKDOWN} <= listed
 
 
 def test_repository_url_is_read_from_the_config(tmp_path):
     config = tmp_path / "_config.yml"
-    config.write_text("title: x\nrepository:\n  branch: main\n  url: https://example.org/r\n")
+    config.write_text(
+        "title: x\nrepository:\n  branch: main\n  url: https://example.org/r\n"
+    )
     assert repository_url(config) == "https://example.org/r"
     config.write_text("title: x\n")
     with pytest.raises(ValueError, match="repository.url"):
@@ -70,7 +81,9 @@ def test_sync_repo_url_rewrites_both_files_of_a_pair(tmp_path):
 
     for suffix in (".md", ".ipynb"):
         source = (BOOK / f"01_data{suffix}").read_text()
-        (tmp_path / f"01_data{suffix}").write_text(source.replace(repository_url(), "https://old/x"))
+        (tmp_path / f"01_data{suffix}").write_text(
+            source.replace(repository_url(), "https://old/x")
+        )
     assert sync_repo_url(tmp_path) == [tmp_path / "01_data.md"]
     for suffix in (".md", ".ipynb"):
         text = (tmp_path / f"01_data{suffix}").read_text()
@@ -81,15 +94,20 @@ def test_sync_repo_url_rewrites_both_files_of_a_pair(tmp_path):
 def test_the_output_check_finds_cells_with_outputs(tmp_path):
     from tools.notebook_outputs import main
 
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# title"),
-                                               nbformat.v4.new_code_cell("1 + 1"),
-                                               nbformat.v4.new_code_cell("2 + 2")])
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# title"),
+            nbformat.v4.new_code_cell("1 + 1"),
+            nbformat.v4.new_code_cell("2 + 2"),
+        ]
+    )
     clean = tmp_path / "clean.ipynb"
     nbformat.write(notebook, clean)
-    notebook.cells[2].outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "4"})]
+    notebook.cells[2].outputs = [
+        nbformat.v4.new_output("execute_result", {"text/plain": "4"})
+    ]
     notebook.cells[2].execution_count = 1
     dirty = tmp_path / "dirty.ipynb"
     nbformat.write(notebook, dirty)
     assert cells_with_outputs(clean) == [] and cells_with_outputs(dirty) == [2]
     assert main([str(clean)]) == 0 and main([str(clean), str(dirty)]) == 1
-

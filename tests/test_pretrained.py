@@ -1,9 +1,9 @@
 """Pretrained weights: export → serve on 127.0.0.1 → fetch → load, offline and verified.
 
-The exported set is small: one setting (2 quadrants, default decoder) and the digit classifier,
-trained on a few hundred MNIST images for two epochs, under a profile that keeps the name "full"
-(the only budget that downloads) with small sizes, served by a threading ``http.server`` started
-by the test.
+The exported set is small: one setting (2 quadrants, default decoder) and the digit
+classifier, trained on a few hundred MNIST images for two epochs, under a profile that
+keeps the name "full" (the only budget that downloads) with small sizes, served by a
+threading ``http.server`` started by the test.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ from cvae_helpers import pretrained, results
 from cvae_helpers.checkpoints import load_checkpoint
 from cvae_helpers.classifier import classifier_path, get_classifier
 from cvae_helpers.config import RunSpec, get_profile
-from cvae_helpers.pipeline import checkpoint_paths, get_trained_models, metrics_record, restore_pretrained
+from cvae_helpers.pipeline import (
+    checkpoint_paths,
+    get_trained_models,
+    metrics_record,
+    restore_pretrained,
+)
 from tools.release_assets import REFERENCE, export_assets
 from tools.repo_url import repository_url
 
@@ -45,8 +50,11 @@ class _Handler(SimpleHTTPRequestHandler):
 
 @contextmanager
 def serve(folder: Path):
-    """An HTTP server on 127.0.0.1 for ``folder``; yields it (``.url``, ``.requested``)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(folder)))
+    """An HTTP server on 127.0.0.1 for ``folder``; yields it (``.url``,
+    ``.requested``)."""
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(folder))
+    )
     server.requested, server.url = [], f"http://127.0.0.1:{server.server_port}/"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -64,17 +72,27 @@ def files_under(folder: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """Models and the classifier trained here (cache ``trained/``) and their release assets
-    (``release/``)."""
+    """Models and the classifier trained here (cache ``trained/``) and their release
+    assets (``release/``)."""
     root = tmp_path_factory.mktemp("pretrained")
     profile = get_profile(
-        "full", train_size=256, val_size=128, test_size=64, max_epochs=2, batch_size=64, num_samples=4
+        "full",
+        train_size=256,
+        val_size=128,
+        test_size=64,
+        max_epochs=2,
+        batch_size=64,
+        num_samples=4,
     )
     spec = RunSpec.create(2, profile, checkpoint_dir=root / "trained", device="cpu")
     models = get_trained_models(spec, progress=False, force_training=True)
     classifier = get_classifier(spec, progress=False, force_training=True)
     manifest = export_assets(
-        [spec], root / "release", commit="abc1234", classifier_commit="cafe567", reference_dir=REFERENCE
+        [spec],
+        root / "release",
+        commit="abc1234",
+        classifier_commit="cafe567",
+        reference_dir=REFERENCE,
     )
     return spec, models, manifest, root / "release", classifier
 
@@ -100,62 +118,102 @@ def test_manifest_lists_each_file_with_its_sha256_configuration_and_commit(expor
     ]
     for entry in manifest["models"]:
         path = folder / entry["file"]
-        assert path.suffix == ".safetensors" and entry["sha256"] == pretrained.file_sha256(path)
-        trained_by = "cafe567" if entry["checkpoint"] == "full/classifier_seed0.pt" else "abc1234"
+        assert path.suffix == ".safetensors" and entry[
+            "sha256"
+        ] == pretrained.file_sha256(path)
+        trained_by = (
+            "cafe567"
+            if entry["checkpoint"] == "full/classifier_seed0.pt"
+            else "abc1234"
+        )
         assert entry["size"] == path.stat().st_size and entry["commit"] == trained_by
-        assert entry["config"] == load_checkpoint(spec.checkpoint_dir / entry["checkpoint"])["config"]
+        assert (
+            entry["config"]
+            == load_checkpoint(spec.checkpoint_dir / entry["checkpoint"])["config"]
+        )
         assert {"torch", "pyro"} <= set(entry["versions"])
-    assert manifest["reference"]["sha256"] == pretrained.file_sha256(folder / "reference-results.zip")
+    assert manifest["reference"]["sha256"] == pretrained.file_sha256(
+        folder / "reference-results.zip"
+    )
     assert json.loads((folder / "manifest.json").read_text()) == manifest
 
 
 def test_export_is_reproducible(exported, tmp_path):
     spec, _, manifest, _, _ = exported
     again = export_assets(
-        [spec], tmp_path / "again", commit="abc1234", classifier_commit="cafe567", reference_dir=REFERENCE
+        [spec],
+        tmp_path / "again",
+        commit="abc1234",
+        classifier_commit="cafe567",
+        reference_dir=REFERENCE,
     )
-    assert [m["sha256"] for m in again["models"]] == [m["sha256"] for m in manifest["models"]]
+    assert [m["sha256"] for m in again["models"]] == [
+        m["sha256"] for m in manifest["models"]
+    ]
     assert again["reference"]["sha256"] == manifest["reference"]["sha256"]
 
 
-def test_round_trip_export_fetch_load_gives_identical_models(exported, fresh, monkeypatch, capsys):
+def test_round_trip_export_fetch_load_gives_identical_models(
+    exported, fresh, monkeypatch, capsys
+):
     spec, trained, manifest, folder, _ = exported
     with serve(folder) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
         fetched = get_trained_models(fresh, progress=False)
     out = capsys.readouterr().out
     assert out.count("loaded pretrained weights of") == 2 and "Traceback" not in out
-    for ours, theirs in ((trained.baseline, fetched.baseline), (trained.cvae, fetched.cvae)):
+    for ours, theirs in (
+        (trained.baseline, fetched.baseline),
+        (trained.cvae, fetched.cvae),
+    ):
         a, b = ours.state_dict(), theirs.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # the same outputs, and the same evaluation, to the last bit
     inputs = trained.splits.test.inputs
     assert torch.equal(trained.baseline(inputs), fetched.baseline(inputs))
     noise = trained.cvae.latent_noise(3, len(inputs), torch.Generator().manual_seed(0))
-    assert torch.equal(trained.cvae.sample(inputs, noise=noise), fetched.cvae.sample(inputs, noise=noise))
+    assert torch.equal(
+        trained.cvae.sample(inputs, noise=noise),
+        fetched.cvae.sample(inputs, noise=noise),
+    )
     ours, theirs = metrics_record(trained), metrics_record(fetched)
-    assert all(ours[k] == theirs[k] and ours[k + "_stderr"] == theirs[k + "_stderr"] for k in ESTIMATES)
+    assert all(
+        ours[k] == theirs[k] and ours[k + "_stderr"] == theirs[k + "_stderr"]
+        for k in ESTIMATES
+    )
     # the histories come along (the loss curves and the animation's snapshots)
     history = dict(fetched.cvae_history)
     assert history.pop("pretrained")["sha256"] == manifest["models"][1]["sha256"]
     snapshots = history.pop("snapshots")
-    assert all(torch.equal(a, b) for a, b in zip(trained.cvae_history["snapshots"], snapshots, strict=True))
-    assert torch.equal(history.pop("snapshot_inputs"), trained.cvae_history["snapshot_inputs"])
-    assert history == {k: v for k, v in trained.cvae_history.items() if not k.startswith("snapshot")}
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(trained.cvae_history["snapshots"], snapshots, strict=True)
+    )
+    assert torch.equal(
+        history.pop("snapshot_inputs"), trained.cvae_history["snapshot_inputs"]
+    )
+    assert history == {
+        k: v for k, v in trained.cvae_history.items() if not k.startswith("snapshot")
+    }
     assert fetched.origin() == (
         f"2 quadrants: baseline loaded pretrained weights (sha256 {manifest['models'][0]['sha256'][:12]}…), "
         f"CVAE loaded pretrained weights (sha256 {manifest['models'][1]['sha256'][:12]}…)"
     )
     assert "trained here in" in trained.origin()
-    # stored as ordinary checkpoints: the next call reads the cache without any download (and,
-    # with progress shown, says so)
+    # stored as ordinary checkpoints: the next call reads the cache without any download
+    # (and, with progress shown, says so)
     with serve(folder) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
         get_trained_models(fresh, progress=True)
-    assert server.requested == [] and "reusing CVAE, 2 quadrants" in capsys.readouterr().out
+    assert (
+        server.requested == []
+        and "reusing CVAE, 2 quadrants" in capsys.readouterr().out
+    )
 
 
-def test_classifier_round_trip_gives_identical_weights_history_and_accuracy(exported, fresh, monkeypatch, capsys):
+def test_classifier_round_trip_gives_identical_weights_history_and_accuracy(
+    exported, fresh, monkeypatch, capsys
+):
     spec, _, manifest, folder, trained = exported
     entry = manifest["models"][-1]
     assert entry["file"] == "full_classifier_seed0.safetensors"
@@ -165,18 +223,28 @@ def test_classifier_round_trip_gives_identical_weights_history_and_accuracy(expo
         fetched = get_classifier(fresh, progress=False)
     assert server.requested == ["/manifest.json", "/" + entry["file"]]
     out = capsys.readouterr().out
-    assert out.startswith("loaded pretrained weights of classifier (sha256 ") and "Traceback" not in out
+    assert (
+        out.startswith("loaded pretrained weights of classifier (sha256 ")
+        and "Traceback" not in out
+    )
     a, b = trained.net.state_dict(), fetched.net.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     history = dict(fetched.history)
     assert history.pop("pretrained")["sha256"] == entry["sha256"]
-    assert history == trained.history  # the loss curves and early stopping's record, exactly
+    assert (
+        history == trained.history
+    )  # the loss curves and early stopping's record, exactly
     # measured again on the test split after loading: the same digits, the same answer
-    assert (fetched.test_accuracy, fetched.num_test_images) == (trained.test_accuracy, trained.num_test_images)
+    assert (fetched.test_accuracy, fetched.num_test_images) == (
+        trained.test_accuracy,
+        trained.num_test_images,
+    )
     assert load_checkpoint(classifier_path(fresh))["status"] == "finished"
 
 
-def test_forced_training_ignores_and_replaces_the_released_classifier(exported, fresh, monkeypatch, capsys):
+def test_forced_training_ignores_and_replaces_the_released_classifier(
+    exported, fresh, monkeypatch, capsys
+):
     with serve(exported[3]) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
         monkeypatch.setenv(pretrained.FORCE_TRAINING_ENV, "1")
@@ -203,25 +271,43 @@ def test_tampered_file_is_refused_and_nothing_is_cached(release, fresh, monkeypa
     cvae_file.write_bytes(bytes(data))
     with serve(release) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
-        with pytest.raises(pretrained.PretrainedIntegrityError, match="SHA-256") as error:
+        with pytest.raises(
+            pretrained.PretrainedIntegrityError, match="SHA-256"
+        ) as error:
             get_trained_models(fresh, progress=False)
-    assert cvae_file.name in str(error.value) and pretrained.FORCE_TRAINING_ENV in str(error.value)
-    assert files_under(fresh.checkpoint_dir) == []  # not even the baseline, whose file was fine
+    assert cvae_file.name in str(error.value) and pretrained.FORCE_TRAINING_ENV in str(
+        error.value
+    )
+    assert (
+        files_under(fresh.checkpoint_dir) == []
+    )  # not even the baseline, whose file was fine
 
 
-def test_missing_file_falls_back_to_training_with_one_line(release, fresh, monkeypatch, capsys):
+def test_missing_file_falls_back_to_training_with_one_line(
+    release, fresh, monkeypatch, capsys
+):
     (release / "full_q2_seed0_cvae_pyz.safetensors").unlink()
     with serve(release) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
         models = get_trained_models(fresh, progress=False)
     out = capsys.readouterr().out
-    notes = [line for line in out.splitlines() if line.startswith("pretrained weights not used")]
-    assert len(notes) == 1 and "HTTP 404" in notes[0] and notes[0].endswith("training here")
+    notes = [
+        line
+        for line in out.splitlines()
+        if line.startswith("pretrained weights not used")
+    ]
+    assert (
+        len(notes) == 1
+        and "HTTP 404" in notes[0]
+        and notes[0].endswith("training here")
+    )
     assert "Traceback" not in out
     assert "trained here in" in models.origin() and "pretrained" not in models.origin()
 
 
-def test_manifest_from_another_configuration_is_refused(release, fresh, monkeypatch, capsys):
+def test_manifest_from_another_configuration_is_refused(
+    release, fresh, monkeypatch, capsys
+):
     manifest_path = release / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["models"][0]["config"]["profile"]["max_epochs"] = 3
@@ -229,7 +315,8 @@ def test_manifest_from_another_configuration_is_refused(release, fresh, monkeypa
     with serve(release) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
         restore_pretrained(fresh)
-        # asking for what the edited manifest claims: the weights file itself says otherwise
+        # asking for what the edited manifest claims: the weights file itself says
+        # otherwise
         with pytest.raises(pretrained.PretrainedMismatchError, match="weights file"):
             pretrained.restore_checkpoints(
                 [
@@ -275,12 +362,16 @@ def test_quick_budget_and_forced_training_never_download(exported, fresh, monkey
     assert server.requested == [] and files_under(fresh.checkpoint_dir) == []
 
 
-def test_forced_training_drops_downloaded_models_only(exported, fresh, monkeypatch, capsys):
+def test_forced_training_drops_downloaded_models_only(
+    exported, fresh, monkeypatch, capsys
+):
     with serve(exported[3]) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
         restore_pretrained(fresh)
     baseline_path, cvae_path = checkpoint_paths(fresh)
-    shutil.copy(checkpoint_paths(exported[0])[0], baseline_path)  # a baseline trained here
+    shutil.copy(
+        checkpoint_paths(exported[0])[0], baseline_path
+    )  # a baseline trained here
     capsys.readouterr()
     restore_pretrained(fresh, force_training=True)
     assert baseline_path.is_file() and not cvae_path.exists()
@@ -289,7 +380,9 @@ def test_forced_training_drops_downloaded_models_only(exported, fresh, monkeypat
     )
 
 
-def test_reference_results_reach_a_reader_without_a_checkout(exported, tmp_path, monkeypatch, capsys):
+def test_reference_results_reach_a_reader_without_a_checkout(
+    exported, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)  # no results/reference above: as in Colab
     monkeypatch.delenv(results.REFERENCE_DIR_ENV, raising=False)
     monkeypatch.setenv("CVAE_CHECKPOINT_DIR", str(tmp_path / "cache"))
@@ -298,8 +391,13 @@ def test_reference_results_reach_a_reader_without_a_checkout(exported, tmp_path,
     with serve(exported[3]) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
         assert results.load_reference() == results.load_reference(REFERENCE)
-        assert results.load_reference_json("bench.json") == results.load_reference_json("bench.json", REFERENCE)
-    assert server.requested == ["/manifest.json", "/reference-results.zip"]  # once per process
+        assert results.load_reference_json("bench.json") == results.load_reference_json(
+            "bench.json", REFERENCE
+        )
+    assert server.requested == [
+        "/manifest.json",
+        "/reference-results.zip",
+    ]  # once per process
     assert "fetched the reference results (sha256" in capsys.readouterr().out
     # the quick budget never downloads
     monkeypatch.setenv("CVAE_PROFILE", "quick")
@@ -319,12 +417,16 @@ def test_tampered_reference_results_are_refused(release, tmp_path):
 def test_export_names_missing_models(tmp_path):
     spec = RunSpec.create(1, "full", checkpoint_dir=tmp_path / "empty", device="cpu")
     with pytest.raises(SystemExit, match="make reference") as error:
-        export_assets([spec], tmp_path / "release", commit="abc1234", reference_dir=None)
+        export_assets(
+            [spec], tmp_path / "release", commit="abc1234", reference_dir=None
+        )
     assert str(checkpoint_paths(spec)[1]) in str(error.value)
     assert str(classifier_path(spec)) in str(error.value)  # in the same list
 
 
 def test_default_address_is_a_release_of_the_repository():
     # make sync-repo-url moves it with repository.url (tools/repo_url.py LINKS)
-    assert pretrained.DEFAULT_BASE_URL.startswith(repository_url() + "/releases/download/")
+    assert pretrained.DEFAULT_BASE_URL.startswith(
+        repository_url() + "/releases/download/"
+    )
     assert pretrained.base_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/"

@@ -1,12 +1,13 @@
-"""The release workflow's job (tools/release_job.py, .github/workflows/release.yml) and its dry run.
+"""The release workflow's job (tools/release_job.py, .github/workflows/release.yml) and
+its dry run.
 
-The dry run runs the job's own commands at the ``dryrun`` budget (quick's sizes, fetched from the
-release): the models step trains into a temporary cache, ``make release-assets`` exports them,
-``publish --dry-run`` says what ``gh`` would do, the summary step writes the table; then the
-intro chapter runs against the export served on 127.0.0.1, with an empty checkpoint cache.
-Nothing contacts GitHub. The digit classifier is left out of this run (``--without-classifier``):
-its export and download are checked by tests/test_pretrained.py, and ``make release-dry-run``
-includes it.
+The dry run runs the job's own commands at the ``dryrun`` budget (quick's sizes, fetched
+from the release): the models step trains into a temporary cache,
+``make release-assets`` exports them, ``publish --dry-run`` says what ``gh`` would do,
+the summary step writes the table; then the intro chapter runs against the export served
+on 127.0.0.1, with an empty checkpoint cache. Nothing contacts GitHub. The digit
+classifier is left out of this run (``--without-classifier``): its export and download
+are checked by tests/test_pretrained.py, and ``make release-dry-run`` includes it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from tools.release_assets import reference_specs, summary_markdown
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 PROFILE = release_job.DRY_RUN_PROFILE
-CHAPTER_MODELS = {f"{PROFILE}/q1_seed0/baseline.pt", f"{PROFILE}/q1_seed0/cvae_pyz.pt"}  # the intro's
+CHAPTER_MODELS = {
+    f"{PROFILE}/q1_seed0/baseline.pt",
+    f"{PROFILE}/q1_seed0/cvae_pyz.pt",
+}  # the intro's
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,9 @@ def test_dry_run_fetches_the_chapter_s_models_and_trains_none(dry):
         history = load_checkpoint(work / "reader-checkpoints" / relative)["history"]
         assert history["pretrained"]["url"].startswith("http://127.0.0.1:")
     assert result.chapter_output.count("loaded pretrained weights of") == 2
-    assert "loaded pretrained weights (sha256" in result.chapter_output  # models.origin()
+    assert (
+        "loaded pretrained weights (sha256" in result.chapter_output
+    )  # models.origin()
     assert "trained here" not in result.chapter_output
     assert result.requested[0] == "/manifest.json"
 
@@ -66,24 +72,41 @@ def test_dry_run_fetches_the_chapter_s_models_and_trains_none(dry):
 def test_the_release_holds_every_reference_model_trained_by_the_checked_out_commit(dry):
     _, result = dry
     manifest = result.manifest
-    assert len(manifest["models"]) == 9  # 3 baselines, 3 x 2 CVAE decoders (no classifier here)
+    assert (
+        len(manifest["models"]) == 9
+    )  # 3 baselines, 3 x 2 CVAE decoders (no classifier here)
     commit = release_job.head_commit()
-    assert manifest["commit"] == commit and {m["commit"] for m in manifest["models"]} == {commit}
+    assert manifest["commit"] == commit and {
+        m["commit"] for m in manifest["models"]
+    } == {commit}
     assert {m["config"]["profile"]["name"] for m in manifest["models"]} == {PROFILE}
 
 
-def test_job_summary_says_where_the_models_came_from_what_gh_would_do_and_every_sha256(dry):
+def test_job_summary_says_where_the_models_came_from_what_gh_would_do_and_every_sha256(
+    dry,
+):
     _, result = dry
     summary = result.summary
     assert (
-        summary.index("### Reference models") < summary.index("### Release") < summary.index("### Release assets")
+        summary.index("### Reference models")
+        < summary.index("### Release")
+        < summary.index("### Release assets")
     )
-    assert "0 of 9 came from the checkpoint cache" in summary and "9 were trained in this job" in summary
+    assert (
+        "0 of 9 came from the checkpoint cache" in summary
+        and "9 were trained in this job" in summary
+    )
     assert "Nothing was downloaded." in summary
-    assert "Dry run: nothing was uploaded." in summary and "gh release create pretrained-v1" in summary
+    assert (
+        "Dry run: nothing was uploaded." in summary
+        and "gh release create pretrained-v1" in summary
+    )
     assert "Every SHA-256 and size below was computed again" in summary
     for entry in [*result.manifest["models"], result.manifest["reference"]]:
-        assert f"| `{entry['file']}` | {entry['size'] / 1e6:.2f} MB | `{entry['sha256']}` |" in summary
+        assert (
+            f"| `{entry['file']}` | {entry['size'] / 1e6:.2f} MB | `{entry['sha256']}` |"
+            in summary
+        )
 
 
 def test_book_summary_after_the_chapter_says_the_models_came_from_the_release(dry):
@@ -94,11 +117,18 @@ def test_book_summary_after_the_chapter_says_the_models_came_from_the_release(dr
     assert "trained in CI" not in book
 
 
-def test_models_step_uses_a_cache_that_holds_exactly_the_release_s_models(dry, monkeypatch, capsys):
+def test_models_step_uses_a_cache_that_holds_exactly_the_release_s_models(
+    dry, monkeypatch, capsys
+):
     work, _ = dry
     monkeypatch.delenv(release_job.SUMMARY_ENV, raising=False)
-    markdown = release_job.prepare_models(PROFILE, work / "job-checkpoints", classifier=False)
-    assert "9 of 9 came from the checkpoint cache" in markdown and "0 were trained in this job." in markdown
+    markdown = release_job.prepare_models(
+        PROFILE, work / "job-checkpoints", classifier=False
+    )
+    assert (
+        "9 of 9 came from the checkpoint cache" in markdown
+        and "0 were trained in this job." in markdown
+    )
     assert "trained in this job (" not in markdown
     assert "reusing" not in capsys.readouterr().out  # not even loaded for training
 
@@ -107,23 +137,34 @@ def test_models_step_does_not_take_a_model_fetched_from_a_release(dry, tmp_path)
     work, _ = dry
     relative = f"{PROFILE}/q1_seed0/baseline.pt"
     (tmp_path / relative).parent.mkdir(parents=True)
-    shutil.copy(work / "reader-checkpoints" / relative, tmp_path / relative)  # came from the release
-    states = {m.relative: m.state for m in release_job.release_models(reference_specs(tmp_path, PROFILE), False)}
+    shutil.copy(
+        work / "reader-checkpoints" / relative, tmp_path / relative
+    )  # came from the release
+    states = {
+        m.relative: m.state
+        for m in release_job.release_models(reference_specs(tmp_path, PROFILE), False)
+    }
     assert states[relative] == "from a release"
     assert set(states.values()) == {"from a release", "missing"}
 
 
 def test_the_release_needs_the_classifier_by_default(tmp_path):
     models = release_job.release_models(reference_specs(tmp_path, "full"))
-    assert [m.relative for m in models][-1] == "full/classifier_seed0.pt" and len(models) == 10
+    assert [m.relative for m in models][-1] == "full/classifier_seed0.pt" and len(
+        models
+    ) == 10
     assert {m.state for m in models} == {"missing"}
 
 
-def test_book_summary_without_a_release_says_the_book_was_trained_in_ci_and_how_to_make_it(dry, tmp_path):
+def test_book_summary_without_a_release_says_the_book_was_trained_in_ci_and_how_to_make_it(
+    dry, tmp_path
+):
     work, _ = dry
     relative = f"{PROFILE}/q2_seed0/cvae_pyxz.pt"
     (tmp_path / relative).parent.mkdir(parents=True)
-    shutil.copy(work / "job-checkpoints" / relative, tmp_path / relative)  # trained, not fetched
+    shutil.copy(
+        work / "job-checkpoints" / relative, tmp_path / relative
+    )  # trained, not fetched
     book = release_job.book_summary(tmp_path, PROFILE, "http://127.0.0.1:9/")
     assert "not available (could not download http://127.0.0.1:9/manifest.json" in book
     assert (
@@ -147,11 +188,14 @@ def test_summary_refuses_a_file_that_differs_from_its_manifest(dry, tmp_path):
 
 
 def _fake_gh(tmp_path: Path, monkeypatch, view: str) -> Path:
-    """A ``gh`` on the PATH that logs its arguments; ``release view`` answers ``view``."""
+    """A ``gh`` on the PATH that logs its arguments; ``release view`` answers
+    ``view``."""
     log = tmp_path / "gh.log"
     script = tmp_path / "bin" / "gh"
     script.parent.mkdir()
-    script.write_text(f'#!/bin/sh\necho "$*" >> {log}\nif [ "$2" = view ]; then\n{view}\nfi\n')
+    script.write_text(
+        f'#!/bin/sh\necho "$*" >> {log}\nif [ "$2" = view ]; then\n{view}\nfi\n'
+    )
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("GITHUB_REPOSITORY", "someone/fork")
@@ -159,15 +203,23 @@ def _fake_gh(tmp_path: Path, monkeypatch, view: str) -> Path:
     return log
 
 
-def test_publish_creates_the_release_at_the_commit_when_there_is_none(dry, tmp_path, monkeypatch):
+def test_publish_creates_the_release_at_the_commit_when_there_is_none(
+    dry, tmp_path, monkeypatch
+):
     work, result = dry
     log = _fake_gh(tmp_path, monkeypatch, "  echo 'release not found' >&2; exit 1")
     markdown = release_job.publish(work / "release", "pretrained-v1", "0123abc")
     calls = log.read_text().splitlines()
     assert calls[0] == "release view pretrained-v1 --json assets --jq .assets[].name"
-    assert calls[1].startswith("release create pretrained-v1 ") and calls[1].endswith("--target 0123abc")
+    assert calls[1].startswith("release create pretrained-v1 ") and calls[1].endswith(
+        "--target 0123abc"
+    )
     names = {Path(word).name for word in calls[1].split() if word.startswith(str(work))}
-    assert names == {"manifest.json", *(m["file"] for m in result.manifest["models"]), "reference-results.zip"}
+    assert names == {
+        "manifest.json",
+        *(m["file"] for m in result.manifest["models"]),
+        "reference-results.zip",
+    }
     assert len(calls) == 2
     assert (
         "Created the release [`pretrained-v1`](https://github.com/someone/fork/releases/tag/pretrained-v1)"
@@ -175,23 +227,41 @@ def test_publish_creates_the_release_at_the_commit_when_there_is_none(dry, tmp_p
     )
 
 
-def test_publish_replaces_the_files_of_an_existing_release_and_drops_stale_ones(dry, tmp_path, monkeypatch):
+def test_publish_replaces_the_files_of_an_existing_release_and_drops_stale_ones(
+    dry, tmp_path, monkeypatch
+):
     work, _ = dry
-    log = _fake_gh(tmp_path, monkeypatch, "  echo manifest.json; echo old_weights.safetensors; exit 0")
+    log = _fake_gh(
+        tmp_path,
+        monkeypatch,
+        "  echo manifest.json; echo old_weights.safetensors; exit 0",
+    )
     markdown = release_job.publish(work / "release", "pretrained-v2", "0123abc")
     calls = log.read_text().splitlines()
-    assert calls[1].startswith("release upload pretrained-v2 ") and calls[1].endswith("--clobber")
-    assert calls[2] == "release delete-asset pretrained-v2 old_weights.safetensors --yes"
+    assert calls[1].startswith("release upload pretrained-v2 ") and calls[1].endswith(
+        "--clobber"
+    )
+    assert (
+        calls[2] == "release delete-asset pretrained-v2 old_weights.safetensors --yes"
+    )
     assert calls[3].startswith("release edit pretrained-v2 --notes-file ")
-    assert "1 that the manifest no longer lists removed (`old_weights.safetensors`)" in markdown
-    assert "The package fetches from the release `pretrained-v1`" in markdown  # not from v2
+    assert (
+        "1 that the manifest no longer lists removed (`old_weights.safetensors`)"
+        in markdown
+    )
+    assert (
+        "The package fetches from the release `pretrained-v1`" in markdown
+    )  # not from v2
 
 
 def test_release_workflow_runs_the_job_s_commands():
     workflow = yaml.safe_load((WORKFLOWS / "release.yml").read_text())
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
     assert triggers["push"] == {"tags": ["pretrained-v*"]}
-    assert triggers["workflow_dispatch"]["inputs"]["tag"]["default"] == release_job.release_tag()
+    assert (
+        triggers["workflow_dispatch"]["inputs"]["tag"]["default"]
+        == release_job.release_tag()
+    )
     assert workflow["permissions"] == {"contents": "read"}
     (job,) = workflow["jobs"].values()
     assert job["permissions"] == {"contents": "write"}
@@ -200,7 +270,8 @@ def test_release_workflow_runs_the_job_s_commands():
         "python", PROFILE, Path("release"), "abc1234", "pretrained-v1", classifier=True
     )
     kinds = [
-        " ".join(command[1:4]) if command[0] == "python" else " ".join(command[3:4]) for _, command in commands
+        " ".join(command[1:4]) if command[0] == "python" else " ".join(command[3:4])
+        for _, command in commands
     ]
     assert kinds == [
         "-m tools.release_job models",
@@ -211,20 +282,41 @@ def test_release_workflow_runs_the_job_s_commands():
     for kind in kinds:
         assert any(kind in run for run in runs), f"release.yml runs no `{kind}`"
     assert 'RELEASE_COMMIT="$(git rev-parse --short HEAD)"' in "\n".join(runs)
-    assert any(run.endswith('--summary release/manifest.json >> "$GITHUB_STEP_SUMMARY"') for run in runs)
-    publish = next(step for step in job["steps"] if "release_job publish" in step.get("run", ""))
-    assert publish["env"]["GH_TOKEN"] == "${{ github.token }}" and "--dry-run" not in publish["run"]
+    assert any(
+        run.endswith('--summary release/manifest.json >> "$GITHUB_STEP_SUMMARY"')
+        for run in runs
+    )
+    publish = next(
+        step for step in job["steps"] if "release_job publish" in step.get("run", "")
+    )
+    assert (
+        publish["env"]["GH_TOKEN"] == "${{ github.token }}"
+        and "--dry-run" not in publish["run"]
+    )
     # the book workflow's cache, restored with the same path and key
-    restore = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/cache/restore@"))
-    book = yaml.safe_load((WORKFLOWS / "book.yml").read_text())["jobs"]["build"]["steps"]
+    restore = next(
+        step
+        for step in job["steps"]
+        if step.get("uses", "").startswith("actions/cache/restore@")
+    )
+    book = yaml.safe_load((WORKFLOWS / "book.yml").read_text())["jobs"]["build"][
+        "steps"
+    ]
     (cached,) = [step for step in book if step.get("name") == "Cache trained models"]
     assert restore["with"] == cached["with"]
 
 
 def test_book_workflow_writes_where_its_models_came_from():
-    steps = yaml.safe_load((WORKFLOWS / "book.yml").read_text())["jobs"]["build"]["steps"]
+    steps = yaml.safe_load((WORKFLOWS / "book.yml").read_text())["jobs"]["build"][
+        "steps"
+    ]
     names = [step.get("name") for step in steps]
     summary = steps[names.index("Where the models came from (job summary)")]
-    assert names.index("make book") < names.index("Where the models came from (job summary)")
-    assert summary["run"] == '.venv/bin/python -m tools.release_job book-summary >> "$GITHUB_STEP_SUMMARY"'
+    assert names.index("make book") < names.index(
+        "Where the models came from (job summary)"
+    )
+    assert (
+        summary["run"]
+        == '.venv/bin/python -m tools.release_job book-summary >> "$GITHUB_STEP_SUMMARY"'
+    )
     assert summary["if"] == "${{ !cancelled() }}"

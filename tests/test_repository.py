@@ -1,5 +1,6 @@
-"""The repository's own files agree with the project: the license, the citation file, the
-published book's address (which follows repository.url), the workflows and the pre-commit hooks."""
+"""The repository's own files agree with the project: the license, the citation file,
+the published book's address (which follows repository.url), the workflows and the
+pre-commit hooks."""
 
 from __future__ import annotations
 
@@ -17,9 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     ("repo", "pages"),
     [
-        ("https://github.com/cvae-book/cvae-pyro-book", "https://cvae-book.github.io/cvae-pyro-book/"),
+        (
+            "https://github.com/cvae-book/cvae-pyro-book",
+            "https://cvae-book.github.io/cvae-pyro-book/",
+        ),
         ("https://github.com/Some-One/book.git", "https://some-one.github.io/book/"),
-        ("https://github.com/some-one/Some-One.github.io/", "https://some-one.github.io/"),
+        (
+            "https://github.com/some-one/Some-One.github.io/",
+            "https://some-one.github.io/",
+        ),
     ],
 )
 def test_pages_url_follows_the_repository(repo, pages):
@@ -40,7 +47,11 @@ def test_readme_and_citation_name_the_configured_repository_and_book():
 
 
 def test_sync_links_rewrites_readme_and_citation(tmp_path):
-    config = (ROOT / "_config.yml").read_text().replace(repository_url(), "https://github.com/me/fork")
+    config = (
+        (ROOT / "_config.yml")
+        .read_text()
+        .replace(repository_url(), "https://github.com/me/fork")
+    )
     (tmp_path / "_config.yml").write_text(config)
     names = list(dict.fromkeys(name for name, _, _ in LINKS))
     for name in names:
@@ -56,22 +67,34 @@ def test_sync_links_rewrites_readme_and_citation(tmp_path):
         'DEFAULT_BASE_URL = "https://github.com/me/fork/releases/download/'
         in (tmp_path / "cvae_helpers" / "pretrained.py").read_text()
     )
-    assert expected_links(tmp_path / "_config.yml")["pages"] == "https://me.github.io/fork/"
+    assert (
+        expected_links(tmp_path / "_config.yml")["pages"]
+        == "https://me.github.io/fork/"
+    )
     assert sync_links(tmp_path) == []  # nothing left to change
 
 
 def _anchor(heading: str) -> str:
-    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to
+    hyphens."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
 def test_readme_is_short_and_links_what_moved_out():
     readme = (ROOT / "README.md").read_text()
-    assert len(readme.splitlines()) <= 150, "README.md is a newcomer's entry: at most 150 lines"
-    for section in ("## Two commands", "## Open the book", "## Layout", "## How to cite", "## License"):
+    assert len(readme.splitlines()) <= 150, (
+        "README.md is a newcomer's entry: at most 150 lines"
+    )
+    for section in (
+        "## Two commands",
+        "## Open the book",
+        "## Layout",
+        "## How to cite",
+        "## License",
+    ):
         assert section in readme
-    # the logbook, the contributing guide and the release's internals live elsewhere; each link
-    # must reach a file that exists and a heading that it holds
+    # the logbook, the contributing guide and the release's internals live elsewhere;
+    # each link must reach a file that exists and a heading that it holds
     links = re.findall(r"\]\(([^)#]+\.md)(?:#([^)]+))?\)", readme)
     targets = {(path, anchor) for path, anchor in links}
     assert ("CONTRIBUTING.md", "") in targets
@@ -79,8 +102,14 @@ def test_readme_is_short_and_links_what_moved_out():
     assert ("CONTRIBUTING.md", "pretrained-weights-how-the-release-works") in targets
     for path, anchor in targets:
         text = (ROOT / path).read_text()
-        headings = {_anchor(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
-        assert not anchor or anchor in headings, f"README links {path}#{anchor}, which has no such heading"
+        headings = {
+            _anchor(line.lstrip("#"))
+            for line in text.splitlines()
+            if line.startswith("#")
+        }
+        assert not anchor or anchor in headings, (
+            f"README links {path}#{anchor}, which has no such heading"
+        )
 
 
 def test_measured_times_logbook_is_the_reference_readme_s_last_section():
@@ -91,7 +120,11 @@ def test_measured_times_logbook_is_the_reference_readme_s_last_section():
 
 
 def test_license_file_is_the_license_pyproject_declares():
-    declared = re.search(r'^license = \{ text = "([^"]+)" \}', (ROOT / "pyproject.toml").read_text(), re.M)
+    declared = re.search(
+        r'^license = \{ text = "([^"]+)" \}',
+        (ROOT / "pyproject.toml").read_text(),
+        re.M,
+    )
     assert declared and declared.group(1) == "Apache-2.0"
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
@@ -102,9 +135,13 @@ def test_citation_cites_the_book_and_references_the_paper():
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert citation["cff-version"] == "1.2.0"
     assert citation["license"] == "Apache-2.0"
-    assert citation["title"] == yaml.safe_load((ROOT / "_config.yml").read_text())["title"]
+    assert (
+        citation["title"] == yaml.safe_load((ROOT / "_config.yml").read_text())["title"]
+    )
     bib = (ROOT / "references.bib").read_text()
-    paper_title = re.search(r"@inproceedings\{sohn2015cvae,.*?title\s*=\s*\{(.+?)\},", bib, re.S).group(1)
+    paper_title = re.search(
+        r"@inproceedings\{sohn2015cvae,.*?title\s*=\s*\{(.+?)\},", bib, re.S
+    ).group(1)
     (paper,) = [ref for ref in citation["references"] if ref["title"] == paper_title]
     assert [a["family-names"] for a in paper["authors"]] == ["Sohn", "Lee", "Yan"]
     assert paper["year"] == 2015
@@ -119,7 +156,11 @@ def test_the_workflows_run_the_readme_commands():
     book = (workflows / "book.yml").read_text()
     assert "make test" in (ROOT / "README.md").read_text() and "run: make test" in tests
     assert "run: make book" in book
-    for action in ("actions/configure-pages@", "actions/upload-pages-artifact@", "actions/deploy-pages@"):
+    for action in (
+        "actions/configure-pages@",
+        "actions/upload-pages-artifact@",
+        "actions/deploy-pages@",
+    ):
         assert action in book
 
 
@@ -129,5 +170,10 @@ def test_pre_commit_hooks_run_offline():
     assert all(repo["repo"] == "local" for repo in config["repos"])
     assert all(hook["language"] == "system" for hook in hooks)
     entries = " ".join(hook["entry"] for hook in hooks)
-    for command in ("ruff check", "ruff format --check", "jupytext --sync", "tools.notebook_outputs"):
+    for command in (
+        "ruff check",
+        "ruff format --check",
+        "jupytext --sync",
+        "tools.notebook_outputs",
+    ):
         assert command in entries

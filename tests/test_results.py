@@ -1,4 +1,5 @@
-"""Results files, tables and labels: what the chapters and the reference report print."""
+"""Results files, tables and labels: what the chapters and the reference report
+print."""
 
 from __future__ import annotations
 
@@ -26,17 +27,36 @@ from cvae_helpers.results import (
 
 
 def _record(q, decoder=False):
-    return {"num_quadrant_inputs": q, "profile": "full", "seed": 0, "decoder_sees_input": decoder,
-            "baseline_nll": 100.0 / q, "cvae_nll_mc": 80.0 / q, "cvae_nll_is": 70.0 / q,
-            "cvae_neg_elbo": 75.0 / q, "baseline_nll_stderr": 0.5, "cvae_nll_mc_stderr": 0.5,
-            "cvae_nll_is_stderr": 0.4, "cvae_neg_elbo_stderr": 0.4, "num_samples": 100,
-            "num_test_images": 10000, "epochs_baseline": 20 + q, "epochs_cvae": 40 + q,
-            "train_seconds": 300.0 * q, "eval_seconds": 30.0,
-            "epoch_seconds_baseline": 60.0 * q, "epoch_seconds_cvae": 240.0 * q}
+    return {
+        "num_quadrant_inputs": q,
+        "profile": "full",
+        "seed": 0,
+        "decoder_sees_input": decoder,
+        "baseline_nll": 100.0 / q,
+        "cvae_nll_mc": 80.0 / q,
+        "cvae_nll_is": 70.0 / q,
+        "cvae_neg_elbo": 75.0 / q,
+        "baseline_nll_stderr": 0.5,
+        "cvae_nll_mc_stderr": 0.5,
+        "cvae_nll_is_stderr": 0.4,
+        "cvae_neg_elbo_stderr": 0.4,
+        "num_samples": 100,
+        "num_test_images": 10000,
+        "epochs_baseline": 20 + q,
+        "epochs_cvae": 40 + q,
+        "train_seconds": 300.0 * q,
+        "eval_seconds": 30.0,
+        "epoch_seconds_baseline": 60.0 * q,
+        "epoch_seconds_cvae": 240.0 * q,
+    }
 
 
 def test_labels():
-    assert [quadrant_label(q) for q in (1, 2, 3)] == ["1 quadrant", "2 quadrants", "3 quadrants"]
+    assert [quadrant_label(q) for q in (1, 2, 3)] == [
+        "1 quadrant",
+        "2 quadrants",
+        "3 quadrants",
+    ]
     assert decoder_label(False) == "p(y|z)" and decoder_label(True) == "p(y|x,z)"
     assert decoder_label(False, long=True) == "p(y|z), the Pyro example's (default)"
     assert decoder_label(True, long=True) == "p(y|x,z), the paper's"
@@ -44,7 +64,8 @@ def test_labels():
 
 def test_markdown_table():
     assert markdown_table(["a", "b"], [[1, "x"], [2.5, "y"]]) == (
-        "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |\n")
+        "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | y |\n"
+    )
     # a pipe inside a cell, as in p(y|z), is escaped instead of splitting the cell
     assert markdown_table(["decoder"], [["p(y|z)"]]).splitlines()[2] == r"| p(y\|z) |"
 
@@ -52,7 +73,10 @@ def test_markdown_table():
 def test_results_table_rows_columns_and_missing_settings():
     table = results_table([_record(1), _record(3)])
     lines = table.splitlines()
-    assert lines[0] == "| negative CLL (nats/image) | 1 quadrant | 2 quadrants | 3 quadrants |"
+    assert (
+        lines[0]
+        == "| negative CLL (nats/image) | 1 quadrant | 2 quadrants | 3 quadrants |"
+    )
     assert lines[2] == "| NN (baseline) | 100.00 ± 0.50 | – | 33.33 ± 0.50 |"
     assert lines[4] == "| CVAE (IS) | 70.00 ± 0.40 | – | 23.33 ± 0.40 |"
     assert lines[-1] == "| gap: NN − CVAE (IS) | 30.00 | – | 10.00 |"
@@ -60,11 +84,20 @@ def test_results_table_rows_columns_and_missing_settings():
 
 def test_headline_and_published_tables():
     records = [_record(q) for q in (1, 2, 3)]
-    assert headline_table(records).splitlines()[3] == "| CVAE, importance sampling | 70.0 | 35.0 | 23.3 |"
-    table = published_comparison_table({False: records, True: [_record(q, True) for q in (1, 2, 3)]})
+    assert (
+        headline_table(records).splitlines()[3]
+        == "| CVAE, importance sampling | 70.0 | 35.0 | 23.3 |"
+    )
+    table = published_comparison_table(
+        {False: records, True: [_record(q, True) for q in (1, 2, 3)]}
+    )
     lines = table.splitlines()
-    assert lines[2] == "| Pyro tutorial: NN (baseline) | " + " | ".join(
-        f"{PYRO_TUTORIAL['baseline_nll'][q]:.1f}" for q in (1, 2, 3)) + " |"
+    assert (
+        lines[2]
+        == "| Pyro tutorial: NN (baseline) | "
+        + " | ".join(f"{PYRO_TUTORIAL['baseline_nll'][q]:.1f}" for q in (1, 2, 3))
+        + " |"
+    )
     assert "| this book, p(y\\|z): CVAE (−ELBO) | 75.0 | 37.5 | 25.0 |" in lines
     # the baseline is shared by both decoders, so it appears once
     assert sum("NN (baseline)" in line and "this book" in line for line in lines) == 1
@@ -72,18 +105,42 @@ def test_headline_and_published_tables():
 
 
 def test_baseline_gap_run_and_timings_tables():
-    gap = {"settings": {str(q): {"book_50k_val_selected": 1.0 * q, "pyro_style_60k_test_selected": 2.0,
-                                 "refit_60k_val_epochs": 3.0} for q in (1, 2, 3)}}
-    assert "| this book: 50k, epoch chosen on validation | 1.00 | 2.00 | 3.00 |" in baseline_gap_table(gap)
+    gap = {
+        "settings": {
+            str(q): {
+                "book_50k_val_selected": 1.0 * q,
+                "pyro_style_60k_test_selected": 2.0,
+                "refit_60k_val_epochs": 3.0,
+            }
+            for q in (1, 2, 3)
+        }
+    }
+    assert (
+        "| this book: 50k, epoch chosen on validation | 1.00 | 2.00 | 3.00 |"
+        in baseline_gap_table(gap)
+    )
     runs = run_table({True: [_record(2, True)]})
     assert runs.splitlines()[-1] == "| p(y\\|x,z) | 2 | 22 / 42 | 120 / 480 | 30.0 |"
-    timings = {"commands": [{"command": "train --profile full", "wall_s": 1500.0, "peak_rss_mib": 2048.4}]}
-    assert timings_table(timings).splitlines()[-1] == "| `train --profile full` | 25.0 min | 2048 MiB |"
+    timings = {
+        "commands": [
+            {
+                "command": "train --profile full",
+                "wall_s": 1500.0,
+                "peak_rss_mib": 2048.4,
+            }
+        ]
+    }
+    assert (
+        timings_table(timings).splitlines()[-1]
+        == "| `train --profile full` | 25.0 min | 2048 MiB |"
+    )
 
 
 def test_write_and_load_results(tmp_path):
     write_results([_record(2)], tmp_path)
-    write_results([_record(1)], tmp_path)  # a later setting joins the table of the same run
+    write_results(
+        [_record(1)], tmp_path
+    )  # a later setting joins the table of the same run
     assert [r["num_quadrant_inputs"] for r in load_results(tmp_path)] == [1, 2]
     text = (tmp_path / "results.md").read_text()
     assert "decoder p(y|z), the Pyro example's (default)" in text
@@ -96,9 +153,13 @@ def test_reference_dir_argument_environment_and_search(tmp_path, monkeypatch):
     folder = checkout / "results" / "reference"
     for q in (1, 2, 3):
         (folder / "p_y_given_z").mkdir(parents=True, exist_ok=True)
-        (folder / "p_y_given_z" / f"metrics_q{q}.json").write_text(json.dumps(_record(q)))
+        (folder / "p_y_given_z" / f"metrics_q{q}.json").write_text(
+            json.dumps(_record(q))
+        )
     (folder / "p_y_given_xz").mkdir()
-    (folder / "p_y_given_xz" / "metrics_q1.json").write_text(json.dumps(_record(1, True)))
+    (folder / "p_y_given_xz" / "metrics_q1.json").write_text(
+        json.dumps(_record(1, True))
+    )
     (folder / "bench.json").write_text('{"cvae_epoch_s": 9.0}')
     (checkout / "book").mkdir()
     monkeypatch.chdir(checkout / "book")  # where a chapter runs
@@ -129,11 +190,27 @@ def test_precision_and_levers_tables():
     """(The speed tables live with the measurements: tests/test_speed.py.)"""
     from cvae_helpers.results import levers_table, precision_table
 
-    comparison = {"all_within_noise": False, "settings": {
-        str(q): {"fp32": 68.0 / q, "bf16": 68.5 / q, "difference": 0.5 / q, "stderr": 0.3,
-                 "within_noise": q > 1, "epochs_fp32": 30, "epochs_bf16": 31} for q in (1, 2, 3)}}
+    comparison = {
+        "all_within_noise": False,
+        "settings": {
+            str(q): {
+                "fp32": 68.0 / q,
+                "bf16": 68.5 / q,
+                "difference": 0.5 / q,
+                "stderr": 0.3,
+                "within_noise": q > 1,
+                "epochs_fp32": 30,
+                "epochs_bf16": 31,
+            }
+            for q in (1, 2, 3)
+        },
+    }
     rows = precision_table(comparison).splitlines()
     assert rows[2] == "| 1 quadrant | 68.00 | 68.50 | +0.50 ± 0.30 | no | 30 / 31 |"
     assert rows[3].split(" | ")[4] == "yes"
     table = levers_table({"levers": {"fast": 6.0, "slow": 9.5, "middle": 7.0}})
-    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == ["| slow", "| middle", "| fast"]
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == [
+        "| slow",
+        "| middle",
+        "| fast",
+    ]

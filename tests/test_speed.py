@@ -1,5 +1,5 @@
-"""Measuring speed: the Pyro example's per-item dataset, the bench table, and where a step's time
-goes (the timings themselves: tests/test_cli.py)."""
+"""Measuring speed: the Pyro example's per-item dataset, the bench table, and where a
+step's time goes (the timings themselves: tests/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import pytest
 
 from cvae_helpers import speed
 from cvae_helpers.config import RunSpec
-from cvae_helpers.data import MASK_VALUE, TensorBatches, batched, load_mnist, load_splits
+from cvae_helpers.data import (
+    MASK_VALUE,
+    TensorBatches,
+    batched,
+    load_mnist,
+    load_splits,
+)
 from cvae_helpers.speed import PyroExampleMNIST, bench_table, benchmark
 
 BENCH = {
@@ -34,7 +40,9 @@ def test_bench_table_gives_seconds_and_how_many_times_faster_than_the_pyro_examp
         "| Pyro `SVI`, per-item `DataLoader` (the Pyro example) | 10.0 | 25.0 | 1.0× |",
     ]
     # without the Pyro example there is nothing to divide by: no ratio column
-    alone = {key: value for key, value in BENCH.items() if not key.startswith("pyro_example")}
+    alone = {
+        key: value for key, value in BENCH.items() if not key.startswith("pyro_example")
+    }
     lines = bench_table({**alone, "paths": ["fast"]}).splitlines()
     assert lines == [
         "| seconds per 60k-image epoch | baseline | CVAE |",
@@ -56,18 +64,23 @@ def test_speed_table_puts_bench_results_side_by_side():
 
 
 def test_pyro_example_dataset_masks_each_item():
-    load_mnist(train=True)  # finds (or downloads) and unpacks the files, or fails clearly
+    load_mnist(
+        train=True
+    )  # finds (or downloads) and unpacks the files, or fails clearly
     from cvae_helpers.config import default_data_dir
 
     dataset = PyroExampleMNIST(default_data_dir(), num_quadrant_inputs=3)
     item = dataset[0]
     assert item["input"].shape == item["output"].shape == (28, 28)
-    assert (item["input"][14:, 14:] == MASK_VALUE).all() and (item["output"][:14] == MASK_VALUE).all()
+    assert (item["input"][14:, 14:] == MASK_VALUE).all() and (
+        item["output"][:14] == MASK_VALUE
+    ).all()
 
 
 def test_unknown_path_is_refused():
     with pytest.raises(
-        ValueError, match=r"Unknown paths \['seed'\]; choose from \('pyro', 'fast', 'pyro_example'\)"
+        ValueError,
+        match=r"Unknown paths \['seed'\]; choose from \('pyro', 'fast', 'pyro_example'\)",
     ):
         benchmark(paths=["fast", "seed"])
 
@@ -85,7 +98,9 @@ def _plain_step_ms(engine: str) -> float:
     split = load_splits(1, None, train_size=(STEPS + WARMUP) * BATCH).train
     _, step, cvae = speed._steps(RunSpec.create(1, "full", device="cpu", engine=engine))
     y_hat = batched(cvae.baseline_guess, split.inputs)
-    batches = speed._endless(TensorBatches(split.inputs, split.targets, y_hat, batch_size=BATCH, seed=0))
+    batches = speed._endless(
+        TensorBatches(split.inputs, split.targets, y_hat, batch_size=BATCH, seed=0)
+    )
     for _ in range(WARMUP):
         step(*next(batches))
     started = time.perf_counter()
@@ -95,20 +110,27 @@ def _plain_step_ms(engine: str) -> float:
 
 
 def test_a_profiled_step_is_split_into_parts_that_are_each_a_share_of_it(step_report):
-    """No wall-clock thresholds: each part is a non-negative share of the step, the matmuls a
-    real part of it, and the profiled step as long as a plain one up to the profiler's
-    overhead and the machine's noise (a unit or per-step slip would be a factor of 10+)."""
+    """No wall-clock thresholds: each part is a non-negative share of the step, the
+    matmuls a real part of it, and the profiled step as long as a plain one up to the
+    profiler's overhead and the machine's noise (a unit or per-step slip would be a
+    factor of 10+)."""
     assert set(step_report) == {"pyro", "fast"}
     for engine, parts in step_report.items():
         assert set(parts) == {*speed.STEP_PARTS, "total"}
-        assert all(math.isfinite(value) and value >= 0 for value in parts.values()), (engine, parts)
+        assert all(math.isfinite(value) and value >= 0 for value in parts.values()), (
+            engine,
+            parts,
+        )
         assert 0 < parts["matmuls"] < parts["total"], (engine, parts)
         assert 0 < parts["Python and framework"] < parts["total"], (engine, parts)
         ratio = parts["total"] / _plain_step_ms(engine)
         assert 0.2 < ratio < 5, (engine, ratio)
     assert step_report["fast"]["optimizer"] > 0  # fused Adam, one op per step
     table = speed.profile_table(step_report)
-    assert table.splitlines()[0] == "| ms per CVAE step (batch 128) | Pyro `SVI` + `Trace_ELBO` | fast engine |"
+    assert (
+        table.splitlines()[0]
+        == "| ms per CVAE step (batch 128) | Pyro `SVI` + `Trace_ELBO` | fast engine |"
+    )
     fast = step_report["fast"]
     assert table.splitlines()[2] == (
         f"| matmuls | {step_report['pyro']['matmuls']:.2f} "
@@ -119,8 +141,9 @@ def test_a_profiled_step_is_split_into_parts_that_are_each_a_share_of_it(step_re
 
 
 def test_the_pyro_engines_optimizer_is_counted(step_report):
-    """pyro.optim's Adam runs plain tensor ops, one parameter at a time: they are counted as the
-    optimizer because they run inside Optimizer.step, not by their names."""
+    """pyro.optim's Adam runs plain tensor ops, one parameter at a time: they are
+    counted as the optimizer because they run inside Optimizer.step, not by their
+    names."""
     assert step_report["pyro"]["optimizer"] > 0 and step_report["fast"]["optimizer"] > 0
 
 

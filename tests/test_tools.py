@@ -1,10 +1,16 @@
-"""Repository tooling (tools/, not installed): the reference run's report and its time logs."""
+"""Repository tooling (tools/, not installed): the reference run's report and its time
+logs."""
 
 from __future__ import annotations
 
 import json
 
-from tools.reference_report import machine_description, read_time_log, write_readme, write_timings
+from tools.reference_report import (
+    machine_description,
+    read_time_log,
+    write_readme,
+    write_timings,
+)
 
 TIME_LOG = """\tCommand being timed: "python -m cvae_helpers train --profile full"
 \tUser time (seconds): 2900.10
@@ -28,54 +34,112 @@ def test_machine_description_names_cores_and_cpu():
 
 
 def _record(q, decoder):
-    return {"num_quadrant_inputs": q, "profile": "full", "seed": 0, "decoder_sees_input": decoder,
-            "baseline_nll": 100.0 / q, "cvae_nll_mc": 80.0 / q, "cvae_nll_is": 70.0 / q,
-            "cvae_neg_elbo": 75.0 / q, "baseline_nll_stderr": 0.5, "cvae_nll_mc_stderr": 0.5,
-            "cvae_nll_is_stderr": 0.4, "cvae_neg_elbo_stderr": 0.4, "num_samples": 100,
-            "num_test_images": 10000, "epochs_baseline": 20 + q, "epochs_cvae": 40 + q,
-            "train_seconds": 300.0 * q, "eval_seconds": 30.0,
-            "epoch_seconds_baseline": 60.0 * q, "epoch_seconds_cvae": 240.0 * q,
-            "versions": {"torch": "2.14.1", "pyro": "1.9.2"}}
+    return {
+        "num_quadrant_inputs": q,
+        "profile": "full",
+        "seed": 0,
+        "decoder_sees_input": decoder,
+        "baseline_nll": 100.0 / q,
+        "cvae_nll_mc": 80.0 / q,
+        "cvae_nll_is": 70.0 / q,
+        "cvae_neg_elbo": 75.0 / q,
+        "baseline_nll_stderr": 0.5,
+        "cvae_nll_mc_stderr": 0.5,
+        "cvae_nll_is_stderr": 0.4,
+        "cvae_neg_elbo_stderr": 0.4,
+        "num_samples": 100,
+        "num_test_images": 10000,
+        "epochs_baseline": 20 + q,
+        "epochs_cvae": 40 + q,
+        "train_seconds": 300.0 * q,
+        "eval_seconds": 30.0,
+        "epoch_seconds_baseline": 60.0 * q,
+        "epoch_seconds_cvae": 240.0 * q,
+        "versions": {"torch": "2.14.1", "pyro": "1.9.2"},
+    }
 
 
 def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
     for decoder, folder in ((False, "p_y_given_z"), (True, "p_y_given_xz")):
         (tmp_path / folder).mkdir()
         for q in (1, 2, 3):
-            (tmp_path / folder / f"metrics_q{q}.json").write_text(json.dumps(_record(q, decoder)))
+            (tmp_path / folder / f"metrics_q{q}.json").write_text(
+                json.dumps(_record(q, decoder))
+            )
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "time_p_y_given_z.txt").write_text(TIME_LOG)
     (tmp_path / "logs" / "started.txt").write_text("2026-01-02T03:04:05Z\n")
-    (tmp_path / "bench.json").write_text(json.dumps(
-        {"paths": ["pyro", "fast", "pyro_example"], "pyro_baseline_epoch_s": 4.0,
-         "pyro_cvae_epoch_s": 16.0, "fast_baseline_epoch_s": 3.0, "fast_cvae_epoch_s": 8.0,
-         "pyro_example_baseline_epoch_s": 21.0, "pyro_example_cvae_epoch_s": 32.0}))
-    (tmp_path / "bf16").mkdir()  # make reference-bf16: the fast engine in both precisions
-    (tmp_path / "bf16" / "bench_fp32.json").write_text(json.dumps(
-        {"paths": ["fast"], "fast_baseline_epoch_s": 3.5, "fast_cvae_epoch_s": 8.5}))
-    (tmp_path / "bf16" / "bench_bf16.json").write_text(json.dumps(
-        {"paths": ["fast"], "fast_baseline_epoch_s": 2.5, "fast_cvae_epoch_s": 5.0}))
+    (tmp_path / "bench.json").write_text(
+        json.dumps(
+            {
+                "paths": ["pyro", "fast", "pyro_example"],
+                "pyro_baseline_epoch_s": 4.0,
+                "pyro_cvae_epoch_s": 16.0,
+                "fast_baseline_epoch_s": 3.0,
+                "fast_cvae_epoch_s": 8.0,
+                "pyro_example_baseline_epoch_s": 21.0,
+                "pyro_example_cvae_epoch_s": 32.0,
+            }
+        )
+    )
+    (
+        tmp_path / "bf16"
+    ).mkdir()  # make reference-bf16: the fast engine in both precisions
+    (tmp_path / "bf16" / "bench_fp32.json").write_text(
+        json.dumps(
+            {"paths": ["fast"], "fast_baseline_epoch_s": 3.5, "fast_cvae_epoch_s": 8.5}
+        )
+    )
+    (tmp_path / "bf16" / "bench_bf16.json").write_text(
+        json.dumps(
+            {"paths": ["fast"], "fast_baseline_epoch_s": 2.5, "fast_cvae_epoch_s": 5.0}
+        )
+    )
     (tmp_path / "notes.md").write_text("- a note only a person can write\n")
 
     timings = json.loads(write_timings(tmp_path).read_text())
-    assert timings["commands"] == [{"command": "train --profile full", "decoder_sees_input": False,
-                                    "wall_s": 3723.5, "peak_rss_mib": 2048.0}]
+    assert timings["commands"] == [
+        {
+            "command": "train --profile full",
+            "decoder_sees_input": False,
+            "wall_s": 3723.5,
+            "peak_rss_mib": 2048.0,
+        }
+    ]
     text = write_readme(tmp_path, "abc1234").read_text()
     # provenance: command, commit, start time, machine, versions, data
-    assert "make reference" in text and "`abc1234`" in text and "2026-01-02T03:04:05Z" in text
+    assert (
+        "make reference" in text
+        and "`abc1234`" in text
+        and "2026-01-02T03:04:05Z" in text
+    )
     assert f"- Machine: {machine_description()}, CPU only" in text
     assert "torch 2.14.1, pyro 1.9.2" in text and "S = 100 samples" in text
     # one results table per decoder, in the order of the folders
-    z, xz = text.index("## Decoder p(y|z), the Pyro example's"), text.index("## Decoder p(y|x,z)")
-    assert z < xz and text.count("| CVAE (IS) | 70.00 ± 0.40 | 35.00 ± 0.40 | 23.33 ± 0.40 |") == 2
+    z, xz = (
+        text.index("## Decoder p(y|z), the Pyro example's"),
+        text.index("## Decoder p(y|x,z)"),
+    )
+    assert (
+        z < xz
+        and text.count("| CVAE (IS) | 70.00 ± 0.40 | 35.00 ± 0.40 | 23.33 ± 0.40 |")
+        == 2
+    )
     # time, memory and speed, then the notes last
     assert "| p(y\\|x,z) | 3 | 23 / 43 | 180 / 720 | 30.0 |" in text
     assert "| `train --profile full` | 62.1 min | 2048 MiB |" in text
-    assert "| Pyro `SVI`, in-memory batches (the book's default) | 4.0 | 16.0 | 2.0× |" in text
+    assert (
+        "| Pyro `SVI`, in-memory batches (the book's default) | 4.0 | 16.0 | 2.0× |"
+        in text
+    )
     assert "| fast engine, in-memory batches | 3.0 | 8.0 | 4.0× |" in text
-    assert "| CVAE: fast engine, in-memory batches | 8.50 | 5.00 |" in text  # fp32, then bf16
+    assert (
+        "| CVAE: fast engine, in-memory batches | 8.50 | 5.00 |" in text
+    )  # fp32, then bf16
     # which engine trained and evaluated the models (these records predate the record)
-    assert "- Engine: trained by `unrecorded` (CVAEs) and `unrecorded` (baselines)" in text
+    assert (
+        "- Engine: trained by `unrecorded` (CVAEs) and `unrecorded` (baselines)" in text
+    )
     assert text.rstrip().endswith("- a note only a person can write")
     # an evaluation-only rerun names both commits
     again = write_readme(tmp_path, "abc1234", "def5678").read_text()
@@ -89,11 +153,19 @@ def test_precision_quality_compares_settings_pairwise():
     from tools.precision_quality import compare
 
     fp32 = [{**_record(q, False), "cvae_nll_is_stderr": 0.3} for q in (1, 2, 3)]
-    bf16 = [{**r, "cvae_nll_is": r["cvae_nll_is"] + (1.0 if r["num_quadrant_inputs"] == 1 else 0.1)}
-            for r in fp32]
+    bf16 = [
+        {
+            **r,
+            "cvae_nll_is": r["cvae_nll_is"]
+            + (1.0 if r["num_quadrant_inputs"] == 1 else 0.1),
+        }
+        for r in fp32
+    ]
     result = compare(fp32, bf16)
     one = result["settings"]["1"]
-    assert one["difference"] == pytest.approx(1.0) and one["stderr"] == pytest.approx(0.3 * 2 ** 0.5)
+    assert one["difference"] == pytest.approx(1.0) and one["stderr"] == pytest.approx(
+        0.3 * 2**0.5
+    )
     assert not one["within_noise"] and result["settings"]["2"]["within_noise"]
     assert not result["all_within_noise"]
     with pytest.raises(ValueError, match="settings differ"):
@@ -106,8 +178,13 @@ def test_merge_studies_joins_settings_and_refuses_mixed_runs(tmp_path):
     from tools.merge_studies import main, merge_studies
 
     def part(q, **header):
-        return {"profile": "full", "seed": 0, "versions": {"torch": "2.11"}, **header,
-                "settings": {str(q): {"curve": q}}}
+        return {
+            "profile": "full",
+            "seed": 0,
+            "versions": {"torch": "2.11"},
+            **header,
+            "settings": {str(q): {"curve": q}},
+        }
 
     merged = merge_studies([part(3), part(1), part(2)])
     assert list(merged["settings"]) == ["1", "2", "3"]
@@ -121,4 +198,6 @@ def test_merge_studies_joins_settings_and_refuses_mixed_runs(tmp_path):
         paths.append(tmp_path / f"q{q}.json")
         paths[-1].write_text(json.dumps(part(q)))
     main([str(tmp_path / "all.json"), *map(str, paths)])
-    assert json.loads((tmp_path / "all.json").read_text()) == merge_studies([part(1), part(2)])
+    assert json.loads((tmp_path / "all.json").read_text()) == merge_studies(
+        [part(1), part(2)]
+    )

@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from cvae_helpers import checkpoints, fast
-from cvae_helpers.checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from cvae_helpers.checkpoints import (
+    CheckpointMismatchError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from cvae_helpers.config import get_profile
 from cvae_helpers.data import EVAL_BATCH_SIZE, TensorBatches
 from cvae_helpers.engines import ENGINES
@@ -30,17 +34,27 @@ def _val_nll(net, split):
     return baseline_nll(net, split.inputs, split.targets).mean().item()
 
 
-def test_baseline_keeps_the_weights_of_its_best_validation_epoch(tiny_splits, tiny_spec):
-    spec = replace(tiny_spec, profile=get_profile("quick", max_epochs=6, patience=10, batch_size=32,
-                                                  learning_rate=0.05))
+def test_baseline_keeps_the_weights_of_its_best_validation_epoch(
+    tiny_splits, tiny_spec
+):
+    spec = replace(
+        tiny_spec,
+        profile=get_profile(
+            "quick", max_epochs=6, patience=10, batch_size=32, learning_rate=0.05
+        ),
+    )
     net, history = train_baseline(tiny_splits, spec, progress=False)
     val_loss = history["val_loss"]
     assert len(history["train_loss"]) == len(val_loss) == 6
-    # the kept epoch is the argmin of the validation curve, and the restored weights give that loss
+    # the kept epoch is the argmin of the validation curve, and the restored weights
+    # give that loss
     best = min(range(6), key=val_loss.__getitem__) + 1
-    assert history["best_epoch"] == best and history["best_val_loss"] == val_loss[best - 1]
+    assert (
+        history["best_epoch"] == best and history["best_val_loss"] == val_loss[best - 1]
+    )
     assert _val_nll(net, tiny_splits.val) == pytest.approx(val_loss[best - 1], rel=1e-6)
-    # the large learning rate makes the curve non-monotone, so "the last epoch" would be wrong
+    # the large learning rate makes the curve non-monotone, so "the last epoch" would be
+    # wrong
     assert best != 6 and _val_nll(net, tiny_splits.val) < val_loss[-1]
     assert not net.training
 
@@ -49,14 +63,17 @@ def test_same_seed_same_numbers(tiny_splits, tiny_spec):
     a, ha = train_baseline(tiny_splits, replace(tiny_spec, seed=5), progress=False)
     b, hb = train_baseline(tiny_splits, replace(tiny_spec, seed=5), progress=False)
     assert ha["val_loss"] == hb["val_loss"]
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     _, hc = train_baseline(tiny_splits, replace(tiny_spec, seed=6), progress=False)
     assert hc["val_loss"] != ha["val_loss"]
 
 
 class _ScriptedSteps:
-    """Shaped like SVI: a real gradient step on ``module``, and validation losses from a script
-    (per item; ``evaluate_loss`` returns the batch's sum, as SVI does)."""
+    """Shaped like SVI: a real gradient step on ``module``, and validation losses from a
+    script (per item; ``evaluate_loss`` returns the batch's sum, as SVI does)."""
 
     def __init__(self, module, val_per_item):
         self.module = module
@@ -93,49 +110,93 @@ def test_early_stopping_keeps_the_best_epoch(tiny_splits):
     def record(epoch, history):
         weights_at[epoch] = module.weight.detach().clone()
 
-    train = TensorBatches(tiny_splits.train.inputs, tiny_splits.train.targets, batch_size=32, seed=0)
-    val = TensorBatches(tiny_splits.val.inputs, tiny_splits.val.targets, batch_size=EVAL_BATCH_SIZE,
-                        shuffle=False)
-    run = TrainingRun(module, {"test": 1}, profile, "test", train, val, progress=False, on_epoch_end=record)
-    history = fit(_ScriptedSteps(module, [5.0, 4.0, 4.5, 4.2, 4.1, 3.0]), train, val, run)
-    assert history["val_loss"] == pytest.approx([5.0, 4.0, 4.5, 4.2, 4.1], rel=1e-6) and history["stopped_early"]
-    assert history["best_epoch"] == 2 and history["best_val_loss"] == history["val_loss"][1]
+    train = TensorBatches(
+        tiny_splits.train.inputs, tiny_splits.train.targets, batch_size=32, seed=0
+    )
+    val = TensorBatches(
+        tiny_splits.val.inputs,
+        tiny_splits.val.targets,
+        batch_size=EVAL_BATCH_SIZE,
+        shuffle=False,
+    )
+    run = TrainingRun(
+        module,
+        {"test": 1},
+        profile,
+        "test",
+        train,
+        val,
+        progress=False,
+        on_epoch_end=record,
+    )
+    history = fit(
+        _ScriptedSteps(module, [5.0, 4.0, 4.5, 4.2, 4.1, 3.0]), train, val, run
+    )
+    assert (
+        history["val_loss"] == pytest.approx([5.0, 4.0, 4.5, 4.2, 4.1], rel=1e-6)
+        and history["stopped_early"]
+    )
+    assert (
+        history["best_epoch"] == 2
+        and history["best_val_loss"] == history["val_loss"][1]
+    )
     assert len(history["train_loss"]) == 5 and history["engines"] == ["pyro"] * 5
-    assert not torch.equal(weights_at[2], weights_at[5])  # training went on after the best epoch
+    assert not torch.equal(
+        weights_at[2], weights_at[5]
+    )  # training went on after the best epoch
     assert torch.equal(module.weight, weights_at[2])  # and its weights came back
     assert not module.training
 
 
 def test_checkpoint_round_trip_and_reuse(tiny_splits, tiny_spec, tmp_path, capsys):
     path = tmp_path / "baseline.pt"
-    net, history = train_baseline(tiny_splits, tiny_spec, checkpoint_path=path, progress=False)
+    net, history = train_baseline(
+        tiny_splits, tiny_spec, checkpoint_path=path, progress=False
+    )
     assert "reusing" not in capsys.readouterr().out
     state = load_checkpoint(path, baseline_config(tiny_spec))
     assert state["status"] == "finished" and state["epoch"] == 3
     assert {"torch", "pyro", "torchvision"} <= set(state["versions"])
     assert state["optimizer_state"]["state"]  # Adam moments are kept
-    assert all(torch.equal(v, state["model_state"][k]) for k, v in net.state_dict().items())
+    assert all(
+        torch.equal(v, state["model_state"][k]) for k, v in net.state_dict().items()
+    )
     calls = []
 
     def no_training(*args, **kwargs):
         calls.append(1)
         raise AssertionError("a finished checkpoint must be reused, not retrained")
 
-    reused, reused_history = train_baseline(tiny_splits, tiny_spec, checkpoint_path=path,
-                                            progress=True, after_save=no_training)
+    reused, reused_history = train_baseline(
+        tiny_splits,
+        tiny_spec,
+        checkpoint_path=path,
+        progress=True,
+        after_save=no_training,
+    )
     assert reused_history == history and not calls
     # one line says so, naming the model, its epochs and the file
     assert capsys.readouterr().out.splitlines() == [
         f"reusing baseline, 2 quadrants: finished after 3 epochs (…/{path.parent.parent.name}/"
-        f"{path.parent.name}/baseline.pt)"]
+        f"{path.parent.name}/baseline.pt)"
+    ]
     pairs = zip(net.state_dict().values(), reused.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
     # a quiet run (a chapter's) reuses without a word
-    quiet, _ = train_baseline(tiny_splits, tiny_spec, checkpoint_path=path, progress=False,
-                              after_save=no_training)
+    quiet, _ = train_baseline(
+        tiny_splits,
+        tiny_spec,
+        checkpoint_path=path,
+        progress=False,
+        after_save=no_training,
+    )
     assert capsys.readouterr().out == "" and not calls
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), quiet.state_dict().values(),
-                                                 strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            net.state_dict().values(), quiet.state_dict().values(), strict=True
+        )
+    )
 
 
 class _Interrupt(Exception):
@@ -148,62 +209,119 @@ def _stop_after_two(epoch):
 
 
 @pytest.mark.parametrize("engine", ["pyro", "fast"])
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_splits, tiny_spec, tmp_path,
-                                                              capsys, engine):
-    spec = replace(tiny_spec, engine=engine,
-                   profile=get_profile("quick", max_epochs=4, patience=10, batch_size=32))
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(
+    tiny_splits, tiny_spec, tmp_path, capsys, engine
+):
+    spec = replace(
+        tiny_spec,
+        engine=engine,
+        profile=get_profile("quick", max_epochs=4, patience=10, batch_size=32),
+    )
     steps = ENGINES[engine].baseline_steps
-    straight, straight_history = train_baseline(tiny_splits, spec, progress=False, make_steps=steps)
+    straight, straight_history = train_baseline(
+        tiny_splits, spec, progress=False, make_steps=steps
+    )
     path = tmp_path / "baseline.pt"
     with pytest.raises(_Interrupt):
-        train_baseline(tiny_splits, spec, checkpoint_path=path, progress=False,
-                       after_save=_stop_after_two, make_steps=steps)
-    assert load_checkpoint(path)["status"] == "running" and load_checkpoint(path)["epoch"] == 2
+        train_baseline(
+            tiny_splits,
+            spec,
+            checkpoint_path=path,
+            progress=False,
+            after_save=_stop_after_two,
+            make_steps=steps,
+        )
+    assert (
+        load_checkpoint(path)["status"] == "running"
+        and load_checkpoint(path)["epoch"] == 2
+    )
     capsys.readouterr()
-    resumed, resumed_history = train_baseline(tiny_splits, spec, checkpoint_path=path,
-                                              progress=False, make_steps=steps)
+    resumed, resumed_history = train_baseline(
+        tiny_splits, spec, checkpoint_path=path, progress=False, make_steps=steps
+    )
     assert capsys.readouterr().out.startswith(
-        "resuming baseline, 2 quadrants, after epoch 2 of at most 4 (")
+        "resuming baseline, 2 quadrants, after epoch 2 of at most 4 ("
+    )
     assert resumed_history["val_loss"] == straight_history["val_loss"]
     assert resumed_history["train_loss"] == straight_history["train_loss"]
     assert resumed_history["engines"] == [engine] * 4
-    pairs = zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True)
+    pairs = zip(
+        straight.state_dict().values(), resumed.state_dict().values(), strict=True
+    )
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
 @pytest.mark.parametrize("engine", ["pyro", "fast"])
-def test_a_resumed_cvae_trains_as_an_uninterrupted_one(tiny_splits, tiny_spec, tmp_path, capsys,
-                                                       engine):
-    """Pyro's optimizer state and random state are checkpointed with the run (or the fast
-    engine's): resuming after epoch 2 gives the uninterrupted run's numbers, bit for bit."""
-    spec = replace(tiny_spec, engine=engine,
-                   profile=get_profile("quick", max_epochs=3, patience=10, batch_size=32))
+def test_a_resumed_cvae_trains_as_an_uninterrupted_one(
+    tiny_splits, tiny_spec, tmp_path, capsys, engine
+):
+    """Pyro's optimizer state and random state are checkpointed with the run (or the
+    fast engine's): resuming after epoch 2 gives the uninterrupted run's numbers, bit
+    for bit."""
+    spec = replace(
+        tiny_spec,
+        engine=engine,
+        profile=get_profile("quick", max_epochs=3, patience=10, batch_size=32),
+    )
     steps = ENGINES[engine].cvae_steps
     baseline = BaselineNet()
-    straight, straight_history = train_cvae(tiny_splits, baseline, spec, progress=False,
-                                            make_steps=steps)
+    straight, straight_history = train_cvae(
+        tiny_splits, baseline, spec, progress=False, make_steps=steps
+    )
     path = tmp_path / "cvae.pt"
     with pytest.raises(_Interrupt):
-        train_cvae(tiny_splits, baseline, spec, checkpoint_path=path, progress=False,
-                   after_save=_stop_after_two, make_steps=steps)
+        train_cvae(
+            tiny_splits,
+            baseline,
+            spec,
+            checkpoint_path=path,
+            progress=False,
+            after_save=_stop_after_two,
+            make_steps=steps,
+        )
     capsys.readouterr()
-    resumed, resumed_history = train_cvae(tiny_splits, baseline, spec, checkpoint_path=path,
-                                          progress=False, make_steps=steps)
-    assert capsys.readouterr().out.startswith("resuming CVAE, 2 quadrants, after epoch 2 of at most 3 (")
+    resumed, resumed_history = train_cvae(
+        tiny_splits,
+        baseline,
+        spec,
+        checkpoint_path=path,
+        progress=False,
+        make_steps=steps,
+    )
+    assert capsys.readouterr().out.startswith(
+        "resuming CVAE, 2 quadrants, after epoch 2 of at most 3 ("
+    )
     for key in ("train_loss", "val_loss", "engines", "best_epoch"):
         assert resumed_history[key] == straight_history[key], key
-    pairs = zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True)
+    pairs = zip(
+        straight.state_dict().values(), resumed.state_dict().values(), strict=True
+    )
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
-def test_checkpoint_from_another_configuration_is_refused(tiny_splits, tiny_spec, tmp_path):
+def test_checkpoint_from_another_configuration_is_refused(
+    tiny_splits, tiny_spec, tmp_path
+):
     path = tmp_path / "baseline.pt"
     train_baseline(tiny_splits, tiny_spec, checkpoint_path=path, progress=False)
-    with pytest.raises(CheckpointMismatchError, match=r"seed: checkpoint has 0, you asked for 1"):
-        train_baseline(tiny_splits, replace(tiny_spec, seed=1), checkpoint_path=path, progress=False)
-    with pytest.raises(CheckpointMismatchError, match=r"profile\.max_epochs: checkpoint has 3"):
-        train_baseline(tiny_splits, replace(tiny_spec, profile=replace(tiny_spec.profile, max_epochs=4)),
-                       checkpoint_path=path, progress=False)
+    with pytest.raises(
+        CheckpointMismatchError, match=r"seed: checkpoint has 0, you asked for 1"
+    ):
+        train_baseline(
+            tiny_splits,
+            replace(tiny_spec, seed=1),
+            checkpoint_path=path,
+            progress=False,
+        )
+    with pytest.raises(
+        CheckpointMismatchError, match=r"profile\.max_epochs: checkpoint has 3"
+    ):
+        train_baseline(
+            tiny_splits,
+            replace(tiny_spec, profile=replace(tiny_spec.profile, max_epochs=4)),
+            checkpoint_path=path,
+            progress=False,
+        )
 
 
 def test_interrupted_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
@@ -232,9 +350,9 @@ def test_garbage_file_gets_a_clear_error(tmp_path):
 @pytest.mark.parametrize("model", ["baseline", "cvae"])
 @pytest.mark.parametrize("engine", ["pyro", "fast"])
 def test_nan_loss_names_setting_epoch_and_batch(tiny_splits, tiny_spec, engine, model):
-    """A NaN in one training image: the error names the model and setting, the epoch and the
-    batch that holds the image. Pyro's argument checks see it first (a Normal's NaN loc), the
-    fast engine in its loss."""
+    """A NaN in one training image: the error names the model and setting, the epoch and
+    the batch that holds the image. Pyro's argument checks see it first (a Normal's NaN
+    loc), the fast engine in its loss."""
     spec = replace(tiny_spec, engine=engine)
     bad = tiny_splits.train.inputs.clone()
     bad[40] = float("nan")
@@ -246,31 +364,63 @@ def test_nan_loss_names_setting_epoch_and_batch(tiny_splits, tiny_spec, engine, 
     if model == "baseline":
         label, what = "baseline", "the training loss is nan"
         with pytest.raises(NonFiniteLossError) as info:
-            train_baseline(tiny_splits, spec, progress=False, make_steps=engine_steps.baseline_steps)
+            train_baseline(
+                tiny_splits,
+                spec,
+                progress=False,
+                make_steps=engine_steps.baseline_steps,
+            )
     else:
         label = "CVAE"
-        what = ("a distribution's parameters are NaN or infinite" if engine == "pyro"
-                else "the training loss is nan")
+        what = (
+            "a distribution's parameters are NaN or infinite"
+            if engine == "pyro"
+            else "the training loss is nan"
+        )
         with pytest.raises(NonFiniteLossError) as info:
-            train_cvae(tiny_splits, BaselineNet(), spec, progress=False, make_steps=engine_steps.cvae_steps)
+            train_cvae(
+                tiny_splits,
+                BaselineNet(),
+                spec,
+                progress=False,
+                make_steps=engine_steps.cvae_steps,
+            )
     message = str(info.value)
-    assert message.startswith(f"{label}, 2 quadrants: {what} at epoch 1, training batch {batch} of 3. ")
-    assert "Lower the learning rate (now 0.001)" in message and "checkpoint is not kept" in message
+    assert message.startswith(
+        f"{label}, 2 quadrants: {what} at epoch 1, training batch {batch} of 3. "
+    )
+    assert (
+        "Lower the learning rate (now 0.001)" in message
+        and "checkpoint is not kept" in message
+    )
     if engine == "pyro" and model == "cvae":
-        assert "invalid values" in str(info.value.__cause__)  # Pyro's own error, kept as the cause
+        assert "invalid values" in str(
+            info.value.__cause__
+        )  # Pyro's own error, kept as the cause
 
 
-@pytest.mark.parametrize("engine", [
-    "pyro",
-    "fast",
-])
-def test_a_nan_in_a_validation_image_names_the_validation_batch(tiny_splits, tiny_spec, engine):
+@pytest.mark.parametrize(
+    "engine",
+    [
+        "pyro",
+        "fast",
+    ],
+)
+def test_a_nan_in_a_validation_image_names_the_validation_batch(
+    tiny_splits, tiny_spec, engine
+):
     spec = replace(tiny_spec, engine=engine)
     bad = tiny_splits.val.inputs.clone()
     bad[5] = float("nan")
     tiny_splits.val.inputs = bad
     with pytest.raises(NonFiniteLossError) as info:
-        train_cvae(tiny_splits, BaselineNet(), spec, progress=False, make_steps=ENGINES[engine].cvae_steps)
+        train_cvae(
+            tiny_splits,
+            BaselineNet(),
+            spec,
+            progress=False,
+            make_steps=ENGINES[engine].cvae_steps,
+        )
     assert str(info.value).startswith("CVAE, 2 quadrants: ")
     assert "at epoch 1, validation batch 1 of 1. " in str(info.value)
 
@@ -281,22 +431,41 @@ def test_cvae_trains_with_both_decoders(tiny_splits, tiny_spec, sees_input, tmp_
     baseline, _ = train_baseline(tiny_splits, spec, progress=False)
     before = {k: v.clone() for k, v in baseline.state_dict().items()}
     snapshot_inputs = tiny_splits.test.inputs[:4]
-    cvae, history = train_cvae(tiny_splits, baseline, spec, checkpoint_path=tmp_path / "cvae.pt",
-                               progress=False, snapshot_inputs=snapshot_inputs)
+    cvae, history = train_cvae(
+        tiny_splits,
+        baseline,
+        spec,
+        checkpoint_path=tmp_path / "cvae.pt",
+        progress=False,
+        snapshot_inputs=snapshot_inputs,
+    )
     assert len(history["val_loss"]) == 3 and all(v > 0 for v in history["val_loss"])
     assert history["engines"] == ["pyro"] * 3
-    assert len(history["snapshots"]) == 3 and history["snapshots"][0].shape == (3, 4, 784)
+    assert len(history["snapshots"]) == 3 and history["snapshots"][0].shape == (
+        3,
+        4,
+        784,
+    )
     assert history["snapshots"][0].dtype == torch.uint8
-    assert not torch.equal(history["snapshots"][0], history["snapshots"][2])  # training moved them
+    assert not torch.equal(
+        history["snapshots"][0], history["snapshots"][2]
+    )  # training moved them
     assert cvae.generation_net.sees_input is sees_input and not cvae.training
     # the frozen baseline is untouched, and the checkpoint carries the config of both
     assert all(torch.equal(before[k], v) for k, v in cvae.baseline.state_dict().items())
     stored = load_checkpoint(tmp_path / "cvae.pt")["config"]
     assert stored == cvae_config(spec, cvae, baseline_config(spec))
-    assert stored["decoder_sees_input"] is sees_input and stored["baseline"] == baseline_config(spec)
+    assert stored["decoder_sees_input"] is sees_input and stored[
+        "baseline"
+    ] == baseline_config(spec)
     with pytest.raises(CheckpointMismatchError, match="decoder_sees_input"):
-        train_cvae(tiny_splits, baseline, spec.with_decoder(not sees_input),
-                   checkpoint_path=tmp_path / "cvae.pt", progress=False)
+        train_cvae(
+            tiny_splits,
+            baseline,
+            spec.with_decoder(not sees_input),
+            checkpoint_path=tmp_path / "cvae.pt",
+            progress=False,
+        )
 
 
 def test_make_svi_pairs_the_model_with_the_familys_guide_and_loss(tiny_spec):
@@ -307,64 +476,124 @@ def test_make_svi_pairs_the_model_with_the_familys_guide_and_loss(tiny_spec):
     svi = make_svi(cvae, tiny_spec)
     assert svi.model == cvae.model and svi.guide == cvae.guide
     assert isinstance(svi.loss.__self__, Trace_ELBO)  # SVI keeps an ELBO's loss method
-    assert isinstance(svi.optim, PyroOptim) and svi.optim.pt_optim_constructor is torch.optim.Adam
+    assert (
+        isinstance(svi.optim, PyroOptim)
+        and svi.optim.pt_optim_constructor is torch.optim.Adam
+    )
     assert svi.optim.pt_optim_args == {"lr": tiny_spec.profile.learning_rate}
     gsnn = CVAE(z_dim=4, hidden_1=8, hidden_2=8, recognition=False)
     assert make_svi(gsnn, tiny_spec.with_family("gsnn")).guide == gsnn.gsnn_guide
     hybrid = make_svi(cvae, tiny_spec.with_family("hybrid", alpha=0.3))
-    assert hybrid.guide == cvae.guide and isinstance(hybrid.loss, HybridELBO) and hybrid.loss.alpha == 0.3
+    assert (
+        hybrid.guide == cvae.guide
+        and isinstance(hybrid.loss, HybridELBO)
+        and hybrid.loss.alpha == 0.3
+    )
 
 
 def test_config_diff_names_nested_keys_with_dots():
-    stored = {"model": "cvae", "profile": {"max_epochs": 50, "patience": 3},
-              "baseline": {"profile": {"batch_size": 128}, "seed": 0}}
-    wanted = {"model": "cvae", "profile": {"max_epochs": 2, "patience": 3},
-              "baseline": {"profile": {"batch_size": 64}, "seed": 0}, "extra": 1}
+    stored = {
+        "model": "cvae",
+        "profile": {"max_epochs": 50, "patience": 3},
+        "baseline": {"profile": {"batch_size": 128}, "seed": 0},
+    }
+    wanted = {
+        "model": "cvae",
+        "profile": {"max_epochs": 2, "patience": 3},
+        "baseline": {"profile": {"batch_size": 64}, "seed": 0},
+        "extra": 1,
+    }
     assert checkpoints.config_diff(stored, wanted) == {
-        "baseline.profile.batch_size": (128, 64), "extra": (None, 1), "profile.max_epochs": (50, 2)}
+        "baseline.profile.batch_size": (128, 64),
+        "extra": (None, 1),
+        "profile.max_epochs": (50, 2),
+    }
     assert checkpoints.config_diff(stored, stored) == {}
     # a dict against a scalar is one difference at that key, not a crash
     assert checkpoints.config_diff({"a": {"b": 1}}, {"a": 2}) == {"a": ({"b": 1}, 2)}
 
 
-def test_bf16_training_keeps_fp32_weights_and_its_own_cache_file(tiny_splits, tiny_spec, monkeypatch):
+def test_bf16_training_keeps_fp32_weights_and_its_own_cache_file(
+    tiny_splits, tiny_spec, monkeypatch
+):
     from cvae_helpers import config
     from cvae_helpers.pipeline import checkpoint_paths
 
-    monkeypatch.setattr(config, "bf16_supported", lambda device: True)  # autocast works anywhere
-    with pytest.raises(ValueError, match="bf16 mixed precision is a speed lever of the fast engine"):
+    monkeypatch.setattr(
+        config, "bf16_supported", lambda device: True
+    )  # autocast works anywhere
+    with pytest.raises(
+        ValueError, match="bf16 mixed precision is a speed lever of the fast engine"
+    ):
         replace(tiny_spec, precision="bf16")  # the Pyro engine trains in fp32 only
     spec = replace(tiny_spec, precision="bf16", engine="fast")
-    baseline, _ = train_baseline(tiny_splits, spec, progress=False, make_steps=fast.baseline_steps)
-    cvae, history = train_cvae(tiny_splits, baseline, spec, progress=False, make_steps=fast.cvae_steps)
+    baseline, _ = train_baseline(
+        tiny_splits, spec, progress=False, make_steps=fast.baseline_steps
+    )
+    cvae, history = train_cvae(
+        tiny_splits, baseline, spec, progress=False, make_steps=fast.cvae_steps
+    )
     assert all(p.dtype == torch.float32 for p in cvae.parameters())
     assert all(math.isfinite(v) for v in history["val_loss"] + history["train_loss"])
     fp32_paths, bf16_paths = checkpoint_paths(tiny_spec), checkpoint_paths(spec)
-    assert bf16_paths[1].name == "cvae_pyz_bf16.pt" and fp32_paths[1].name == "cvae_pyz.pt"
-    assert bf16_paths[0].name == "baseline_bf16.pt" and fp32_paths[0].name == "baseline.pt"
+    assert (
+        bf16_paths[1].name == "cvae_pyz_bf16.pt" and fp32_paths[1].name == "cvae_pyz.pt"
+    )
+    assert (
+        bf16_paths[0].name == "baseline_bf16.pt" and fp32_paths[0].name == "baseline.pt"
+    )
     assert baseline_config(spec)["precision"] == "bf16"
-    # the same seed in fp32 trains to other numbers: the switch really changes the arithmetic
+    # the same seed in fp32 trains to other numbers: the switch really changes the
+    # arithmetic
     fp32_spec = replace(spec, precision="fp32")
-    _, fp32_history = train_cvae(tiny_splits, baseline, fp32_spec, progress=False, make_steps=fast.cvae_steps)
+    _, fp32_history = train_cvae(
+        tiny_splits, baseline, fp32_spec, progress=False, make_steps=fast.cvae_steps
+    )
     assert fp32_history["train_loss"] != history["train_loss"]
-    assert fp32_history["train_loss"] == pytest.approx(history["train_loss"], rel=0.05)  # but not others
+    assert fp32_history["train_loss"] == pytest.approx(
+        history["train_loss"], rel=0.05
+    )  # but not others
 
 
 @pytest.mark.parametrize(("first", "then"), [("pyro", "fast"), ("fast", "pyro")])
-def test_resuming_with_the_other_engine_says_which_engine_to_use(tiny_splits, tiny_spec, tmp_path,
-                                                                 first, then):
-    """The two engines keep different optimizer states (one Adam per parameter, or one fused
-    Adam): an interrupted run resumes with its own engine, and the other gets a clear error,
-    not a KeyError or a silently restarted Adam."""
-    spec = replace(tiny_spec, profile=get_profile("quick", max_epochs=3, patience=10, batch_size=32))
+def test_resuming_with_the_other_engine_says_which_engine_to_use(
+    tiny_splits, tiny_spec, tmp_path, first, then
+):
+    """The two engines keep different optimizer states (one Adam per parameter, or one
+    fused Adam): an interrupted run resumes with its own engine, and the other gets a
+    clear error, not a KeyError or a silently restarted Adam."""
+    spec = replace(
+        tiny_spec,
+        profile=get_profile("quick", max_epochs=3, patience=10, batch_size=32),
+    )
     path = tmp_path / "cvae.pt"
     with pytest.raises(_Interrupt):
-        train_cvae(tiny_splits, BaselineNet(), replace(spec, engine=first), checkpoint_path=path,
-                   progress=False, after_save=_stop_after_two, make_steps=ENGINES[first].cvae_steps)
-    with pytest.raises(CheckpointMismatchError, match=f"resume it with --engine {first}"):
-        train_cvae(tiny_splits, BaselineNet(), replace(spec, engine=then), checkpoint_path=path,
-                   progress=False, make_steps=ENGINES[then].cvae_steps)
-    _, history = train_cvae(tiny_splits, BaselineNet(), replace(spec, engine=first),
-                            checkpoint_path=path, progress=False,
-                            make_steps=ENGINES[first].cvae_steps)
+        train_cvae(
+            tiny_splits,
+            BaselineNet(),
+            replace(spec, engine=first),
+            checkpoint_path=path,
+            progress=False,
+            after_save=_stop_after_two,
+            make_steps=ENGINES[first].cvae_steps,
+        )
+    with pytest.raises(
+        CheckpointMismatchError, match=f"resume it with --engine {first}"
+    ):
+        train_cvae(
+            tiny_splits,
+            BaselineNet(),
+            replace(spec, engine=then),
+            checkpoint_path=path,
+            progress=False,
+            make_steps=ENGINES[then].cvae_steps,
+        )
+    _, history = train_cvae(
+        tiny_splits,
+        BaselineNet(),
+        replace(spec, engine=first),
+        checkpoint_path=path,
+        progress=False,
+        make_steps=ENGINES[first].cvae_steps,
+    )
     assert history["engines"] == [first] * 3

@@ -1,8 +1,10 @@
-"""Notebooks carry no outputs: the book executes the chapters itself, and outputs in git are noise.
+"""Notebooks carry no outputs: the book executes the chapters itself, and outputs in git
+are noise.
 
-Usage: ``python -m tools.notebook_outputs book/*.ipynb`` (the pre-commit hook; tests/test_notebooks.py
-uses :func:`cells_with_outputs`). Prints each offending notebook and exits 1; ``jupytext --sync``
-rewrites a notebook without outputs from its Markdown twin.
+Usage: ``python -m tools.notebook_outputs book/*.ipynb`` (the pre-commit hook;
+tests/test_notebooks.py uses :func:`cells_with_outputs`). Prints each offending notebook
+and exits 1; ``jupytext --sync`` rewrites a notebook without outputs from its Markdown
+twin.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import nbformat
 
 
 def cells_with_outputs(path: str | Path) -> list[int]:
-    """Indices of the code cells of the notebook ``path`` that hold outputs or an execution count."""
+    """Indices of the code cells of the notebook ``path`` that hold outputs or an
+    execution count."""
     notebook = nbformat.read(path, as_version=4)
     return [
         index
         for index, cell in enumerate(notebook.cells)
-        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+        if cell.cell_type == "code"
+        and (cell.outputs or cell.execution_count is not None)
     ]
 
 

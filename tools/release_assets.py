@@ -1,21 +1,25 @@
-"""Export the reference models and results as release assets (what ``make release-assets`` runs).
+"""Export the reference models and results as release assets (what
+``make release-assets`` runs).
 
 Usage (from the repository root)::
 
-    python -m tools.release_assets [--checkpoint-dir checkpoints] [--output release] [--commit abc1234]
+    python -m tools.release_assets [--checkpoint-dir checkpoints] [--output release]
+    [--commit abc1234]
         [--profile full]
     python -m tools.release_assets --summary release/manifest.json
 
-Writes, into ``--output`` (git-ignored), one ``.safetensors`` file per cached reference model
-(the baselines and both CVAE decoders for 1, 2 and 3 quadrants, seed 0, fp32, and the digit
-classifier of the diversity measurements, ``full/classifier_seed0.pt``), the zipped
-``results/reference/`` folder and ``manifest.json``, which lists each file's SHA-256, size,
-configuration, library versions and the commit that trained it. Attach every file of the
-folder to the release that :data:`cvae_helpers.pretrained.DEFAULT_BASE_URL` points at (the
-``release`` workflow does, through ``tools/release_job.py``).
+Writes, into ``--output`` (git-ignored), one ``.safetensors`` file per cached reference
+model (the baselines and both CVAE decoders for 1, 2 and 3 quadrants, seed 0, fp32, and
+the digit classifier of the diversity measurements, ``full/classifier_seed0.pt``), the
+zipped ``results/reference/`` folder and ``manifest.json``, which lists each file's
+SHA-256, size, configuration, library versions and the commit that trained it. Attach
+every file of the folder to the release that
+:data:`cvae_helpers.pretrained.DEFAULT_BASE_URL` points at (the ``release`` workflow
+does, through ``tools/release_job.py``).
 
-``--summary`` prints the manifest's files with their sizes and SHA-256 as Markdown (the release
-workflow's job summary), after computing every SHA-256 again from the files next to it.
+``--summary`` prints the manifest's files with their sizes and SHA-256 as Markdown (the
+release workflow's job summary), after computing every SHA-256 again from the files next
+to it.
 """
 
 from __future__ import annotations
@@ -40,18 +44,35 @@ REFERENCE = ROOT / "results" / "reference"
 
 
 def reference_specs(
-    checkpoint_dir: str | Path | None = None, profile: str = "full", quadrants: Sequence[int] = QUADRANT_SETTINGS
+    checkpoint_dir: str | Path | None = None,
+    profile: str = "full",
+    quadrants: Sequence[int] = QUADRANT_SETTINGS,
 ) -> list[RunSpec]:
-    """The reference run's specs: seed 0, fp32, both decoders, each number of quadrants."""
-    base = RunSpec.create(1, profile, seed=0, checkpoint_dir=checkpoint_dir, device="cpu", precision="fp32")
-    return [base.for_quadrants(q).with_decoder(d) for q in quadrants for d in (False, True)]
+    """The reference run's specs: seed 0, fp32, both decoders, each number of
+    quadrants."""
+    base = RunSpec.create(
+        1,
+        profile,
+        seed=0,
+        checkpoint_dir=checkpoint_dir,
+        device="cpu",
+        precision="fp32",
+    )
+    return [
+        base.for_quadrants(q).with_decoder(d) for q in quadrants for d in (False, True)
+    ]
 
 
 def training_commit(reference_dir: Path = REFERENCE) -> str:
     """The commit that trained the reference models, as its README records it."""
     readme = reference_dir / "README.md"
-    # "- Commit: `X` (...)", or "- Commits: `X` trained these models; `Y` evaluated them again"
-    match = re.search(r"^- Commits?: `([0-9a-f]+)`", readme.read_text(), re.M) if readme.is_file() else None
+    # "- Commit: `X` (...)", or "- Commits: `X` trained these models; `Y` evaluated them
+    # again"
+    match = (
+        re.search(r"^- Commits?: `([0-9a-f]+)`", readme.read_text(), re.M)
+        if readme.is_file()
+        else None
+    )
     if match is None:
         raise SystemExit(f"{readme} records no training commit; pass --commit.")
     return match.group(1)
@@ -61,20 +82,29 @@ def recorded_commit(name: str, reference_dir: Path = REFERENCE) -> str:
     """The commit a reference step recorded in ``logs/commit_<name>.txt``."""
     log = reference_dir / "logs" / f"commit_{name}.txt"
     if not log.is_file():
-        raise SystemExit(f"{log} is missing: pass the commit that trained the {name} (--{name}-commit).")
+        raise SystemExit(
+            f"{log} is missing: pass the commit that trained the {name} (--{name}-commit)."
+        )
     return log.read_text().strip()
 
 
-def reference_checkpoints(specs: Sequence[RunSpec], classifier: bool = True) -> list[tuple[str, Path, dict]]:
-    """The models of ``specs`` as (path inside the cache, path, the configuration it must have):
-    the baselines and CVAEs, then (unless ``classifier`` is false) the classifier of each spec's
-    budget and seed (repeats included)."""
+def reference_checkpoints(
+    specs: Sequence[RunSpec], classifier: bool = True
+) -> list[tuple[str, Path, dict]]:
+    """The models of ``specs`` as (path inside the cache, path, the configuration it
+    must have): the baselines and CVAEs, then (unless ``classifier`` is false) the
+    classifier of each spec's budget and seed (repeats included)."""
     models = [
         (path.relative_to(spec.checkpoint_dir).as_posix(), path, config)
         for spec in specs
-        for path, config in zip(checkpoint_paths(spec), checkpoint_configs(spec), strict=True)
+        for path, config in zip(
+            checkpoint_paths(spec), checkpoint_configs(spec), strict=True
+        )
     ]
-    classifiers = [(item.relative, item.path, item.config) for item in map(wanted_classifier, specs)]
+    classifiers = [
+        (item.relative, item.path, item.config)
+        for item in map(wanted_classifier, specs)
+    ]
     return models + (classifiers if classifier else [])
 
 
@@ -88,14 +118,15 @@ def export_assets(
     exported_by: str = "unknown",
     classifier: bool = True,
 ) -> dict:
-    """Write the weights of ``specs`` and of the classifier of their budget and seed (from their
-    checkpoint cache), the reference results and the manifest into ``output``; returns the
-    manifest. ``commit`` trained the models, ``classifier_commit`` (default ``commit``) the
-    classifier, and ``exported_by`` is the commit of the code that exports them; ``classifier``
-    false leaves the classifier out (the release workflow's dry run can, ``--without-classifier``).
+    """Write the weights of ``specs`` and of the classifier of their budget and seed
+    (from their checkpoint cache), the reference results and the manifest into
+    ``output``; returns the manifest. ``commit`` trained the models,
+    ``classifier_commit`` (default ``commit``) the classifier, and ``exported_by`` is
+    the commit of the code that exports them; ``classifier`` false leaves the classifier
+    out (the release workflow's dry run can, ``--without-classifier``).
 
-    Each checkpoint must be finished and made by the configuration this code asks for, so that
-    what is published is what the package will accept.
+    Each checkpoint must be finished and made by the configuration this code asks for,
+    so that what is published is what the package will accept.
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -109,7 +140,11 @@ def export_assets(
             continue
         payload = load_checkpoint(path, config)
         name = pretrained.asset_name(relative)
-        trained_by = (classifier_commit or commit) if config.get("model") == "classifier" else commit
+        trained_by = (
+            (classifier_commit or commit)
+            if config.get("model") == "classifier"
+            else commit
+        )
         pretrained.checkpoint_to_safetensors(payload, output / name, trained_by)
         models.append(
             {
@@ -144,35 +179,63 @@ def export_assets(
             "size": archive.stat().st_size,
             "files": count,
         }
-    (output / pretrained.MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+    (output / pretrained.MANIFEST_NAME).write_text(
+        json.dumps(manifest, indent=1) + "\n"
+    )
     return manifest
 
 
 def size_table(manifest: dict) -> str:
     """One line per asset with its size in MB, and the total."""
-    entries = [*manifest["models"], *([manifest["reference"]] if "reference" in manifest else [])]
+    entries = [
+        *manifest["models"],
+        *([manifest["reference"]] if "reference" in manifest else []),
+    ]
     lines = [f"{entry['size'] / 1e6:7.2f} MB  {entry['file']}" for entry in entries]
     total = sum(entry["size"] for entry in entries)
-    return "\n".join([*lines, f"{total / 1e6:7.2f} MB  in all ({len(entries)} files and the manifest)"])
+    return "\n".join(
+        [
+            *lines,
+            f"{total / 1e6:7.2f} MB  in all ({len(entries)} files and the manifest)",
+        ]
+    )
 
 
 def summary_markdown(manifest_path: str | Path, title: str = "Release assets") -> str:
-    """The manifest's files with their sizes and SHA-256, as Markdown (a job summary, release
-    notes). Every SHA-256 and size is computed again from the files next to the manifest; a file
-    that is missing or differs is an error (``SystemExit``) that names it."""
+    """The manifest's files with their sizes and SHA-256, as Markdown (a job summary,
+    release notes). Every SHA-256 and size is computed again from the files next to the
+    manifest; a file that is missing or differs is an error (``SystemExit``) that names
+    it."""
     manifest_path = Path(manifest_path)
     folder, manifest = manifest_path.parent, json.loads(manifest_path.read_text())
-    entries = [*manifest["models"], *([manifest["reference"]] if "reference" in manifest else [])]
+    entries = [
+        *manifest["models"],
+        *([manifest["reference"]] if "reference" in manifest else []),
+    ]
     wrong = []
     for entry in entries:
         path = folder / entry["file"]
         if not path.is_file():
             wrong.append(f"{entry['file']}: missing")
-        elif (pretrained.file_sha256(path), path.stat().st_size) != (entry["sha256"], entry["size"]):
-            wrong.append(f"{entry['file']}: its SHA-256 or size differs from the manifest's")
+        elif (pretrained.file_sha256(path), path.stat().st_size) != (
+            entry["sha256"],
+            entry["size"],
+        ):
+            wrong.append(
+                f"{entry['file']}: its SHA-256 or size differs from the manifest's"
+            )
     if wrong:
-        raise SystemExit(f"{manifest_path} does not describe the files next to it:\n  " + "\n  ".join(wrong))
-    budgets = sorted({m["config"]["profile"]["name"] for m in manifest["models"] if "profile" in m["config"]})
+        raise SystemExit(
+            f"{manifest_path} does not describe the files next to it:\n  "
+            + "\n  ".join(wrong)
+        )
+    budgets = sorted(
+        {
+            m["config"]["profile"]["name"]
+            for m in manifest["models"]
+            if "profile" in m["config"]
+        }
+    )
     commits = sorted({m["commit"] for m in manifest["models"]})
     total = sum(entry["size"] for entry in entries)
     lines = [
@@ -185,7 +248,10 @@ def summary_markdown(manifest_path: str | Path, title: str = "Release assets") -
         "",
         "| file | size | SHA-256 |",
         "|---|--:|---|",
-        *(f"| `{e['file']}` | {e['size'] / 1e6:.2f} MB | `{e['sha256']}` |" for e in entries),
+        *(
+            f"| `{e['file']}` | {e['size'] / 1e6:.2f} MB | `{e['sha256']}` |"
+            for e in entries
+        ),
         f"| `{manifest_path.name}` | {manifest_path.stat().st_size / 1e3:.1f} kB | (lists the others) |",
         f"| **in all** | **{(total + manifest_path.stat().st_size) / 1e6:.2f} MB** | {len(entries) + 1} files |",
     ]
@@ -201,7 +267,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the cache holding the reference models (default: $CVAE_CHECKPOINT_DIR, else ./checkpoints)",
     )
     parser.add_argument(
-        "--output", type=Path, default=ROOT / "release", help="where to write the assets (default: release/)"
+        "--output",
+        type=Path,
+        default=ROOT / "release",
+        help="where to write the assets (default: release/)",
     )
     parser.add_argument(
         "--commit",
@@ -214,7 +283,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the commit that trained the classifier (default: results/reference/logs/commit_classifier.txt)",
     )
     parser.add_argument(
-        "--profile", default="full", help="the budget of the models to export (default: full, the reference run's)"
+        "--profile",
+        default="full",
+        help="the budget of the models to export (default: full, the reference run's)",
     )
     parser.add_argument(
         "--without-classifier",
@@ -234,10 +305,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     commit = args.commit or training_commit()
     classifier_commit = (
-        None if args.without_classifier else args.classifier_commit or recorded_commit("classifier")
+        None
+        if args.without_classifier
+        else args.classifier_commit or recorded_commit("classifier")
     )
     head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     ).stdout.strip()
     manifest = export_assets(
         reference_specs(args.checkpoint_dir, args.profile),
@@ -248,7 +324,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         classifier=not args.without_classifier,
     )
     print(size_table(manifest))
-    print(f"Wrote {args.output}; attach its files to the release at {pretrained.DEFAULT_BASE_URL}")
+    print(
+        f"Wrote {args.output}; attach its files to the release at {pretrained.DEFAULT_BASE_URL}"
+    )
 
 
 if __name__ == "__main__":

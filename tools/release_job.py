@@ -1,24 +1,26 @@
-"""The release workflow's job (``.github/workflows/release.yml``), one command per step, and its
-dry run, which runs the same commands here at a small budget without contacting GitHub.
+"""The release workflow's job (``.github/workflows/release.yml``), one command per step,
+and its dry run, which runs the same commands here at a small budget without contacting
+GitHub.
 
 Usage (from the repository root)::
 
-    python -m tools.release_job models [--profile full]          # 1. cached, or trained here
-    make release-assets RELEASE_COMMIT=<commit>                  # 2. the files and the manifest
-    python -m tools.release_job publish --tag pretrained-v1 --target <sha> [--dry-run]  # 3.
-    python -m tools.release_assets --summary release/manifest.json  # 4. the sizes and SHA-256
-    python -m tools.release_job book-summary                     # the book workflow's summary
-    python -m tools.release_job dry-run [--without-classifier]   # make release-dry-run
+    python -m tools.release_job models [--profile full]          # 1. cached, or trained
+    here make release-assets RELEASE_COMMIT=<commit>                  # 2. the files and
+    the manifest python -m tools.release_job publish --tag pretrained-v1 --target <sha>
+    [--dry-run]  # 3. python -m tools.release_assets --summary release/manifest.json  #
+    4. the sizes and SHA-256 python -m tools.release_job book-summary
+    # the book workflow's summary python -m tools.release_job dry-run
+    [--without-classifier]   # make release-dry-run
 
-Steps 1 and 3 append their part of the job summary to ``$GITHUB_STEP_SUMMARY`` when it is set;
-steps 4 and ``book-summary`` print theirs, which the workflows append to it.
+Steps 1 and 3 append their part of the job summary to ``$GITHUB_STEP_SUMMARY`` when it
+is set; steps 4 and ``book-summary`` print theirs, which the workflows append to it.
 
-The dry run (:func:`dry_run`): the job's steps 1 to 4 at the ``dryrun`` budget (quick's sizes,
-but fetched from the release like the full budget) into a temporary folder, ``publish`` only
-saying which ``gh`` commands it would run; then a local HTTP server on 127.0.0.1 stands in for
-the release, and one chapter is executed against it with an empty checkpoint cache. It checks
-that every model the chapter used was fetched, none trained, and that each fetched file's
-SHA-256 is the manifest's and the served file's.
+The dry run (:func:`dry_run`): the job's steps 1 to 4 at the ``dryrun`` budget (quick's
+sizes, but fetched from the release like the full budget) into a temporary folder,
+``publish`` only saying which ``gh`` commands it would run; then a local HTTP server on
+127.0.0.1 stands in for the release, and one chapter is executed against it with an
+empty checkpoint cache. It checks that every model the chapter used was fetched, none
+trained, and that each fetched file's SHA-256 is the manifest's and the served file's.
 """
 
 from __future__ import annotations
@@ -42,15 +44,19 @@ from pathlib import Path
 from cvae_helpers import pretrained
 from cvae_helpers.checkpoints import CheckpointMismatchError, load_checkpoint
 from cvae_helpers.config import RunSpec, default_checkpoint_dir, get_profile
-from tools.release_assets import reference_checkpoints, reference_specs, summary_markdown
+from tools.release_assets import (
+    reference_checkpoints,
+    reference_specs,
+    summary_markdown,
+)
 from tools.repo_url import repository_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 DRY_RUN_PROFILE = "dryrun"
 DRY_RUN_CHAPTER = ROOT / "book" / "intro.ipynb"
-# What the dry run's job steps see as the release: nothing listens there, so a download that
-# should not happen fails at once instead of reaching GitHub.
+# What the dry run's job steps see as the release: nothing listens there, so a download
+# that should not happen fails at once instead of reaching GitHub.
 NOWHERE = "http://127.0.0.1:9/"
 
 
@@ -75,10 +81,13 @@ def append_summary(markdown: str) -> None:
 def head_commit(short: bool = True) -> str:
     """The checked-out commit (in the workflow: the commit it runs on)."""
     command = ["git", "rev-parse", *(["--short"] if short else []), "HEAD"]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True).stdout.strip()
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout.strip()
 
 
-# --- 1. the reference models: from the checkpoint cache, or trained here ------------------------
+# --- 1. the reference models: from the checkpoint cache, or trained here
+# ------------------------
 
 
 @dataclass
@@ -91,12 +100,15 @@ class CachedModel:
     state: str  # "ready", "missing", "unfinished" or "from a release"
 
 
-def release_models(specs: Sequence[RunSpec], classifier: bool = True) -> list[CachedModel]:
+def release_models(
+    specs: Sequence[RunSpec], classifier: bool = True
+) -> list[CachedModel]:
     """The checkpoints the release needs (each once) and the state of each in the cache.
 
-    ``ready``: finished, made by exactly the configuration the code asks for, and trained (not
-    fetched from an earlier release). A checkpoint made by another configuration is an error: the
-    release workflow's cache is keyed by the package's code, so it cannot hold one.
+    ``ready``: finished, made by exactly the configuration the code asks for, and
+    trained (not fetched from an earlier release). A checkpoint made by another
+    configuration is an error: the release workflow's cache is keyed by the package's
+    code, so it cannot hold one.
     """
     models, seen = [], set()
     for relative, path, config in reference_checkpoints(specs, classifier):
@@ -108,7 +120,9 @@ def release_models(specs: Sequence[RunSpec], classifier: bool = True) -> list[Ca
             try:
                 payload = load_checkpoint(path, config)
             except CheckpointMismatchError as error:
-                raise SystemExit(f"The checkpoint cache cannot be used for the release: {error}") from error
+                raise SystemExit(
+                    f"The checkpoint cache cannot be used for the release: {error}"
+                ) from error
             if payload["status"] != "finished":
                 state = "unfinished"
             elif payload["history"].get("pretrained") is not None:
@@ -129,9 +143,10 @@ def prepare_models(
     checkpoint_dir: str | Path | None = None,
     classifier: bool = True,
 ) -> str:
-    """The job's step 1: use the reference models the checkpoint cache holds (in the workflow,
-    the book workflow's cache restored), train the others here, never download any; returns
-    (and appends to the job summary) a table that says where each came from."""
+    """The job's step 1: use the reference models the checkpoint cache holds (in the
+    workflow, the book workflow's cache restored), train the others here, never download
+    any; returns (and appends to the job summary) a table that says where each came
+    from."""
     from cvae_helpers.classifier import get_classifier
     from cvae_helpers.pipeline import get_trained_models
 
@@ -140,7 +155,9 @@ def prepare_models(
     to_train = [m for m in before if m.state != "ready"]
     started = time.perf_counter()
     if to_train:
-        for spec in specs:  # the cached ones are reused ("reusing ..."), the others trained
+        for (
+            spec
+        ) in specs:  # the cached ones are reused ("reusing ..."), the others trained
             get_trained_models(spec, progress=False, force_training=True)
         if classifier:
             get_classifier(specs[0], progress=False, force_training=True)
@@ -148,8 +165,12 @@ def prepare_models(
     after = release_models(specs, classifier)
     not_ready = [m.relative for m in after if m.state != "ready"]
     if not_ready:
-        raise SystemExit(f"Still not ready for the release after training: {', '.join(not_ready)}")
-    cache = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir()
+        raise SystemExit(
+            f"Still not ready for the release after training: {', '.join(not_ready)}"
+        )
+    cache = (
+        Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir()
+    )
     rows = [
         f"| `{m.relative}` | "
         + (
@@ -178,27 +199,44 @@ def prepare_models(
     return markdown
 
 
-# --- 3. the release: created, or updated, with gh ------------------------------------------------
+# --- 3. the release: created, or updated, with gh
+# ------------------------------------------------
 
 
 def release_files(folder: Path) -> list[Path]:
-    """The manifest and every file it lists, checked against it (:func:`summary_markdown`)."""
+    """The manifest and every file it lists, checked against it
+    (:func:`summary_markdown`)."""
     manifest_path = folder / pretrained.MANIFEST_NAME
     summary_markdown(manifest_path)  # raises SystemExit if a file is missing or differs
     manifest = json.loads(manifest_path.read_text())
-    entries = [*manifest["models"], *([manifest["reference"]] if "reference" in manifest else [])]
+    entries = [
+        *manifest["models"],
+        *([manifest["reference"]] if "reference" in manifest else []),
+    ]
     return [manifest_path, *(folder / entry["file"] for entry in entries)]
 
 
-def publish(folder: str | Path, tag: str, target: str, *, dry_run: bool = False, repo: str | None = None) -> str:
-    """The job's step 3: create the release ``tag`` (at commit ``target`` if the tag does not
-    exist yet) with the files of ``folder``, or replace the files of the existing release and
-    remove the ones the new manifest does not list. Uses the ``gh`` of the runner (``GH_TOKEN``:
-    the workflow's token). ``dry_run`` runs nothing and says what it would run."""
+def publish(
+    folder: str | Path,
+    tag: str,
+    target: str,
+    *,
+    dry_run: bool = False,
+    repo: str | None = None,
+) -> str:
+    """The job's step 3: create the release ``tag`` (at commit ``target`` if the tag
+    does not exist yet) with the files of ``folder``, or replace the files of the
+    existing release and remove the ones the new manifest does not list. Uses the ``gh``
+    of the runner (``GH_TOKEN``: the workflow's token). ``dry_run`` runs nothing and
+    says what it would run."""
     folder = Path(folder)
     files = release_files(folder)
     names = [path.name for path in files]
-    repo = repo or os.environ.get("GITHUB_REPOSITORY") or repository_url().removeprefix("https://github.com/")
+    repo = (
+        repo
+        or os.environ.get("GITHUB_REPOSITORY")
+        or repository_url().removeprefix("https://github.com/")
+    )
     page = f"https://github.com/{repo}/releases/tag/{tag}"
     run_url = (
         f"{os.environ['GITHUB_SERVER_URL']}/{repo}/actions/runs/{os.environ['GITHUB_RUN_ID']}"
@@ -209,10 +247,21 @@ def publish(folder: str | Path, tag: str, target: str, *, dry_run: bool = False,
         f"Pretrained weights and reference results of the book, made by the `release` workflow"
         f"{f' ({run_url})' if run_url else ''} at commit `{target}`. `manifest.json` lists each file's "
         "SHA-256, size, configuration and the commit that trained it; the package checks every "
-        "download against it.\n\n" + summary_markdown(folder / pretrained.MANIFEST_NAME, "Files")
+        "download against it.\n\n"
+        + summary_markdown(folder / pretrained.MANIFEST_NAME, "Files")
     )
-    create = ["gh", "release", "create", tag, *map(str, files), "--title", f"Pretrained weights ({tag})"]
-    notes = tempfile.NamedTemporaryFile("w", suffix=".md", prefix="release-notes-", delete=False)
+    create = [
+        "gh",
+        "release",
+        "create",
+        tag,
+        *map(str, files),
+        "--title",
+        f"Pretrained weights ({tag})",
+    ]
+    notes = tempfile.NamedTemporaryFile(
+        "w", suffix=".md", prefix="release-notes-", delete=False
+    )
     with notes:
         notes.write(notes_text)
     create += ["--notes-file", notes.name, "--target", target]
@@ -242,7 +291,9 @@ def publish(folder: str | Path, tag: str, target: str, *, dry_run: bool = False,
             subprocess.run(upload, check=True)
             stale = [name for name in existing if name not in names]
             for name in stale:
-                subprocess.run(["gh", "release", "delete-asset", tag, name, "--yes"], check=True)
+                subprocess.run(
+                    ["gh", "release", "delete-asset", tag, name, "--yes"], check=True
+                )
             subprocess.run(edit, check=True)
             lines.append(
                 f"Updated the release [`{tag}`]({page}): {len(files)} files uploaded (replacing those of the "
@@ -252,7 +303,9 @@ def publish(folder: str | Path, tag: str, target: str, *, dry_run: bool = False,
             )
         elif "release not found" in found.stderr:
             subprocess.run(create, check=True)
-            lines.append(f"Created the release [`{tag}`]({page}) at commit `{target}` with {len(files)} files.")
+            lines.append(
+                f"Created the release [`{tag}`]({page}) at commit `{target}` with {len(files)} files."
+            )
         else:
             raise SystemExit(f"`{' '.join(view)}` failed: {found.stderr.strip()}")
     Path(notes.name).unlink()
@@ -261,19 +314,29 @@ def publish(folder: str | Path, tag: str, target: str, *, dry_run: bool = False,
     return markdown
 
 
-# --- the book workflow's summary -----------------------------------------------------------------
+# --- the book workflow's summary
+# -----------------------------------------------------------------
 
 
-def book_summary(checkpoint_dir: str | Path | None = None, profile: str = "full", url: str | None = None) -> str:
-    """Where the models of a book build came from, as Markdown: the release (with their SHA-256)
-    or training by the workflow, and, when the release does not exist, how to make it."""
-    cache = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir()
+def book_summary(
+    checkpoint_dir: str | Path | None = None,
+    profile: str = "full",
+    url: str | None = None,
+) -> str:
+    """Where the models of a book build came from, as Markdown: the release (with their
+    SHA-256) or training by the workflow, and, when the release does not exist, how to
+    make it."""
+    cache = (
+        Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir()
+    )
     fetched, trained, minutes = [], [], 0.0
     for path in sorted((cache / profile).rglob("*.pt")):
         history = load_checkpoint(path)["history"]
         relative = path.relative_to(cache).as_posix()
         if history.get("pretrained") is not None:
-            fetched.append(f"`{relative}` (sha256 `{history['pretrained']['sha256'][:12]}…`)")
+            fetched.append(
+                f"`{relative}` (sha256 `{history['pretrained']['sha256'][:12]}…`)"
+            )
         else:
             trained.append(f"`{relative}`")
             minutes += sum(history.get("epoch_seconds", [])) / 60
@@ -315,7 +378,8 @@ def book_summary(checkpoint_dir: str | Path | None = None, profile: str = "full"
     return "\n".join(lines) + "\n"
 
 
-# --- the dry run ---------------------------------------------------------------------------------
+# --- the dry run
+# ---------------------------------------------------------------------------------
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -331,8 +395,11 @@ class _Handler(SimpleHTTPRequestHandler):
 
 @contextmanager
 def serve(folder: Path) -> Iterator[ThreadingHTTPServer]:
-    """An HTTP server for ``folder`` on 127.0.0.1 at a free port (``.url``, ``.requested``)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(folder)))
+    """An HTTP server for ``folder`` on 127.0.0.1 at a free port (``.url``,
+    ``.requested``)."""
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(folder))
+    )
     server.requested, server.url = [], f"http://127.0.0.1:{server.server_port}/"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -353,17 +420,44 @@ def job_commands(
     *,
     classifier: bool,
 ) -> list[tuple[str, list[str]]]:
-    """The release job's steps as release.yml runs them, with this machine's ``python`` (the
-    workflow's is ``.venv/bin/python``) and the dry run's budget, folder and options."""
+    """The release job's steps as release.yml runs them, with this machine's ``python``
+    (the workflow's is ``.venv/bin/python``) and the dry run's budget, folder and
+    options."""
     models = [python, "-m", "tools.release_job", "models", "--profile", profile]
     models += [] if classifier else ["--without-classifier"]
     # -o: the dry run uses the environment it runs in, and never installs one
-    export = ["make", "-o", ".venv/.installed", "release-assets", "VENV=.venv", f"PY={python}"]
-    export += [f"RELEASE_DIR={release_dir}", f"RELEASE_PROFILE={profile}", f"RELEASE_COMMIT={commit}"]
+    export = [
+        "make",
+        "-o",
+        ".venv/.installed",
+        "release-assets",
+        "VENV=.venv",
+        f"PY={python}",
+    ]
+    export += [
+        f"RELEASE_DIR={release_dir}",
+        f"RELEASE_PROFILE={profile}",
+        f"RELEASE_COMMIT={commit}",
+    ]
     export += [] if classifier else ["RELEASE_ARGS=--without-classifier"]
-    publish_step = [python, "-m", "tools.release_job", "publish", "--dir", str(release_dir), "--tag", tag]
+    publish_step = [
+        python,
+        "-m",
+        "tools.release_job",
+        "publish",
+        "--dir",
+        str(release_dir),
+        "--tag",
+        tag,
+    ]
     publish_step += ["--target", commit, "--dry-run"]
-    summary = [python, "-m", "tools.release_assets", "--summary", str(release_dir / pretrained.MANIFEST_NAME)]
+    summary = [
+        python,
+        "-m",
+        "tools.release_assets",
+        "--summary",
+        str(release_dir / pretrained.MANIFEST_NAME),
+    ]
     return [
         ("1. models", models),
         ("2. make release-assets", export),
@@ -379,20 +473,26 @@ class DryRun:
     summary: str  # the job summary the release workflow would write
     book_summary: str  # what the book workflow would write after the chapter
     manifest: dict
-    fetched: dict[str, str]  # checkpoint (in the reader's cache) -> sha256 it was checked against
+    fetched: dict[
+        str, str
+    ]  # checkpoint (in the reader's cache) -> sha256 it was checked against
     requested: list[str]  # the paths the chapter's kernel asked the local release for
     chapter_output: str
     seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _execute_chapter(chapter: Path, env: dict[str, str], output: Path) -> str:
-    """Run ``chapter`` in a fresh kernel with ``env``; returns its cells' printed text."""
+    """Run ``chapter`` in a fresh kernel with ``env``; returns its cells' printed
+    text."""
     import nbformat
     from nbclient import NotebookClient
 
     notebook = nbformat.read(chapter, as_version=4)
     client = NotebookClient(
-        notebook, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(chapter.parent)}}
+        notebook,
+        timeout=1800,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(chapter.parent)}},
     )
     try:
         client.execute(env=env)
@@ -415,19 +515,26 @@ def dry_run(
     python: str = sys.executable,
 ) -> DryRun:
     """The release job's commands at ``profile`` in ``work`` (its checkpoint cache, its
-    ``release/`` and its summary), then ``chapter`` against ``release/`` served on 127.0.0.1
-    with an empty checkpoint cache. Raises ``AssertionError`` if a model was trained for the
-    chapter or a checksum does not hold, ``CalledProcessError`` if a step fails."""
+    ``release/`` and its summary), then ``chapter`` against ``release/`` served on
+    127.0.0.1 with an empty checkpoint cache. Raises ``AssertionError`` if a model was
+    trained for the chapter or a checksum does not hold, ``CalledProcessError`` if a
+    step fails."""
     if not get_profile(profile).fetch_pretrained:
         raise ValueError(
             f"the {profile!r} budget never downloads: the dry run needs one that does ({DRY_RUN_PROFILE!r})"
         )
     work = Path(work)
-    release, summary_file, reader_cache = work / "release", work / "summary.md", work / "reader-checkpoints"
+    release, summary_file, reader_cache = (
+        work / "release",
+        work / "summary.md",
+        work / "reader-checkpoints",
+    )
     work.mkdir(parents=True, exist_ok=True)
     summary_file.write_text("")
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
     job_env = {
         **env,
         SUMMARY_ENV: str(summary_file),
@@ -440,7 +547,9 @@ def dry_run(
         python, profile, release, head_commit(), release_tag(), classifier=classifier
     ):
         started = time.perf_counter()
-        done = subprocess.run(command, cwd=ROOT, env=job_env, capture_output=True, text=True)
+        done = subprocess.run(
+            command, cwd=ROOT, env=job_env, capture_output=True, text=True
+        )
         seconds[name] = time.perf_counter() - started
         if done.returncode != 0:
             raise RuntimeError(
@@ -448,7 +557,9 @@ def dry_run(
                 f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
             )
         print(done.stdout, end="", file=sys.stderr)
-        if name == "4. summary":  # release.yml appends this step's output to the job summary
+        if (
+            name == "4. summary"
+        ):  # release.yml appends this step's output to the job summary
             with open(summary_file, "a") as summary:
                 summary.write(done.stdout)
     manifest = json.loads((release / pretrained.MANIFEST_NAME).read_text())
@@ -462,7 +573,9 @@ def dry_run(
         }
         reader_env.pop(pretrained.FORCE_TRAINING_ENV, None)
         started = time.perf_counter()
-        output = _execute_chapter(chapter, reader_env, work / f"{chapter.stem}.executed.ipynb")
+        output = _execute_chapter(
+            chapter, reader_env, work / f"{chapter.stem}.executed.ipynb"
+        )
         seconds["chapter"] = time.perf_counter() - started
         requested = list(server.requested)
         # what the book workflow's summary step would write after this build
@@ -472,14 +585,20 @@ def dry_run(
     for path in sorted(reader_cache.rglob("*.pt")):
         relative = path.relative_to(reader_cache).as_posix()
         source = load_checkpoint(path)["history"].get("pretrained")
-        assert source is not None, f"{relative} was trained for the chapter, not fetched from the release"
+        assert source is not None, (
+            f"{relative} was trained for the chapter, not fetched from the release"
+        )
         entry = entries[relative]
         served = pretrained.file_sha256(release / entry["file"])
-        assert source["sha256"] == entry["sha256"] == served, f"{relative}: the SHA-256 did not hold"
+        assert source["sha256"] == entry["sha256"] == served, (
+            f"{relative}: the SHA-256 did not hold"
+        )
         fetched[relative] = source["sha256"]
     assert fetched, f"{chapter.name} fetched no model"
     assert "trained here" not in output and "training here" not in output, output
-    wanted = {"/" + pretrained.MANIFEST_NAME} | {"/" + entries[r]["file"] for r in fetched}
+    wanted = {"/" + pretrained.MANIFEST_NAME} | {
+        "/" + entries[r]["file"] for r in fetched
+    }
     assert wanted <= set(requested), requested
     return DryRun(
         summary=summary_file.read_text(),
@@ -492,7 +611,8 @@ def dry_run(
     )
 
 
-# --- the command line ----------------------------------------------------------------------------
+# --- the command line
+# ----------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -500,32 +620,76 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def budget(command: argparse.ArgumentParser, default: str) -> None:
-        command.add_argument("--profile", default=default, help=f"the budget (default: {default})")
         command.add_argument(
-            "--without-classifier", action="store_true", help="leave the digit classifier out (a release needs it)"
+            "--profile", default=default, help=f"the budget (default: {default})"
+        )
+        command.add_argument(
+            "--without-classifier",
+            action="store_true",
+            help="leave the digit classifier out (a release needs it)",
         )
 
-    models = commands.add_parser("models", help="1. the reference models: cached, or trained here")
+    models = commands.add_parser(
+        "models", help="1. the reference models: cached, or trained here"
+    )
     budget(models, "full")
-    models.add_argument("--checkpoint-dir", type=Path, default=None, help="default: $CVAE_CHECKPOINT_DIR")
-    publish_cmd = commands.add_parser("publish", help="3. create or update the release with gh")
-    publish_cmd.add_argument("--dir", type=Path, default=ROOT / "release", help="the assets (default: release/)")
-    publish_cmd.add_argument("--tag", default=release_tag(), help=f"default: {release_tag()}")
-    publish_cmd.add_argument("--target", default=None, help="the commit a new tag points at (default: HEAD)")
-    publish_cmd.add_argument("--dry-run", action="store_true", help="run nothing; say what would run")
-    book = commands.add_parser("book-summary", help="where a book build's models came from (Markdown)")
-    book.add_argument("--checkpoint-dir", type=Path, default=None, help="default: $CVAE_CHECKPOINT_DIR")
+    models.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="default: $CVAE_CHECKPOINT_DIR",
+    )
+    publish_cmd = commands.add_parser(
+        "publish", help="3. create or update the release with gh"
+    )
+    publish_cmd.add_argument(
+        "--dir",
+        type=Path,
+        default=ROOT / "release",
+        help="the assets (default: release/)",
+    )
+    publish_cmd.add_argument(
+        "--tag", default=release_tag(), help=f"default: {release_tag()}"
+    )
+    publish_cmd.add_argument(
+        "--target", default=None, help="the commit a new tag points at (default: HEAD)"
+    )
+    publish_cmd.add_argument(
+        "--dry-run", action="store_true", help="run nothing; say what would run"
+    )
+    book = commands.add_parser(
+        "book-summary", help="where a book build's models came from (Markdown)"
+    )
+    book.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="default: $CVAE_CHECKPOINT_DIR",
+    )
     book.add_argument("--profile", default="full")
-    dry = commands.add_parser("dry-run", help="the job at a small budget, offline, then one chapter against it")
+    dry = commands.add_parser(
+        "dry-run",
+        help="the job at a small budget, offline, then one chapter against it",
+    )
     budget(dry, DRY_RUN_PROFILE)
-    dry.add_argument("--work", type=Path, default=None, help="where to work (default: a temporary folder)")
+    dry.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="where to work (default: a temporary folder)",
+    )
     dry.add_argument("--chapter", type=Path, default=DRY_RUN_CHAPTER)
     args = parser.parse_args(argv)
 
     if args.command == "models":
         prepare_models(args.profile, args.checkpoint_dir, not args.without_classifier)
     elif args.command == "publish":
-        publish(args.dir, args.tag, args.target or head_commit(short=False), dry_run=args.dry_run)
+        publish(
+            args.dir,
+            args.tag,
+            args.target or head_commit(short=False),
+            dry_run=args.dry_run,
+        )
     elif args.command == "book-summary":
         print(book_summary(args.checkpoint_dir, args.profile), end="")
     else:

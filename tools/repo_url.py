@@ -1,8 +1,10 @@
-"""Keep everything that names the repository in step with ``repository.url`` of ``_config.yml``:
-every chapter's Colab install cell, the book's GitHub Pages address in README.md,
-the links of CITATION.cff and the address of the pretrained weights (cvae_helpers/pretrained.py).
+"""Keep everything that names the repository in step with ``repository.url`` of
+``_config.yml``: every chapter's Colab install cell, the book's GitHub Pages address in
+README.md, the links of CITATION.cff and the address of the pretrained weights
+(cvae_helpers/pretrained.py).
 
-Usage (from the repository root): ``python -m tools.repo_url`` (what ``make sync-repo-url`` runs).
+Usage (from the repository root): ``python -m tools.repo_url`` (what
+``make sync-repo-url`` runs).
 """
 
 from __future__ import annotations
@@ -11,16 +13,26 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The Colab setup cell of every chapter installs the package from the repository whose URL is
-# `repository.url` in _config.yml; tests/test_notebooks.py checks that they agree.
+# The Colab setup cell of every chapter installs the package from the repository whose
+# URL is `repository.url` in _config.yml; tests/test_notebooks.py checks that they
+# agree.
 INSTALL_PATTERN = re.compile(r'(%pip install -q "cvae-helpers @ git\+)([^"]+)(")')
-# Outside the chapters, each file that names the repository or the published book, the pattern
-# of that address (group 2) and whether it is the book's Pages address or the repository's.
+# Outside the chapters, each file that names the repository or the published book, the
+# pattern of that address (group 2) and whether it is the book's Pages address or the
+# repository's.
 LINKS = (
-    # "Once the repository at `repository.url` has GitHub Pages turned on (...), the `book`
-    # workflow publishes it at <ADDRESS>." (README.md, "Open the book")
-    ("README.md", re.compile(r"(`book` workflow publishes it at\s+<)([^>]+)(>)"), "pages"),
-    ("CITATION.cff", re.compile(r'^(repository-code: ")([^"]+)(")', re.M), "repository"),
+    # "Once the repository at `repository.url` has GitHub Pages turned on (...), the
+    # `book` workflow publishes it at <ADDRESS>." (README.md, "Open the book")
+    (
+        "README.md",
+        re.compile(r"(`book` workflow publishes it at\s+<)([^>]+)(>)"),
+        "pages",
+    ),
+    (
+        "CITATION.cff",
+        re.compile(r'^(repository-code: ")([^"]+)(")', re.M),
+        "repository",
+    ),
     ("CITATION.cff", re.compile(r'^(url: ")([^"]+)(")', re.M), "pages"),
     # the release that holds the pretrained weights and the reference results
     (
@@ -29,23 +41,29 @@ LINKS = (
         "repository",
     ),
 )
-GITHUB_REPO = re.compile(r"^https://github\.com/([A-Za-z0-9-]+)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
+GITHUB_REPO = re.compile(
+    r"^https://github\.com/([A-Za-z0-9-]+)/([A-Za-z0-9._-]+?)(?:\.git)?/?$"
+)
 
 
 def repository_url(config: str | Path | None = None) -> str:
-    """``repository.url`` of the book's ``_config.yml`` (the one place the URL is set)."""
+    """``repository.url`` of the book's ``_config.yml`` (the one place the URL is
+    set)."""
     path = Path(config) if config is not None else ROOT / "_config.yml"
-    match = re.search(r"^repository:\s*\n(?:\s+.*\n)*?\s+url:\s*(\S+)", path.read_text(), re.M)
+    match = re.search(
+        r"^repository:\s*\n(?:\s+.*\n)*?\s+url:\s*(\S+)", path.read_text(), re.M
+    )
     if match is None:
         raise ValueError(f"{path} has no repository.url")
     return match.group(1)
 
 
 def pages_url(repo_url: str) -> str:
-    """The GitHub Pages address at which ``.github/workflows/book.yml`` publishes the book.
+    """The GitHub Pages address at which ``.github/workflows/book.yml`` publishes the
+    book.
 
-    ``https://github.com/OWNER/REPO`` publishes at ``https://owner.github.io/REPO/`` (a repository
-    named ``OWNER.github.io`` at the root of that host).
+    ``https://github.com/OWNER/REPO`` publishes at ``https://owner.github.io/REPO/`` (a
+    repository named ``OWNER.github.io`` at the root of that host).
     """
     match = GITHUB_REPO.match(repo_url)
     if match is None:
@@ -59,7 +77,8 @@ def pages_url(repo_url: str) -> str:
 
 
 def expected_links(config: str | Path | None = None) -> dict[str, str]:
-    """The address each kind of link in :data:`LINKS` must hold, from ``repository.url``."""
+    """The address each kind of link in :data:`LINKS` must hold, from
+    ``repository.url``."""
     url = repository_url(config)
     return {"repository": url, "pages": pages_url(url)}
 
@@ -82,7 +101,9 @@ def sync_links(root: str | Path | None = None) -> list[Path]:
                         f"{path} no longer holds the line that names the {kind} address "
                         f"(pattern {pattern.pattern!r}); tools/repo_url.py LINKS needs updating"
                     )
-                new = pattern.sub(lambda m, k=kind: m.group(1) + wanted[k] + m.group(3), new)
+                new = pattern.sub(
+                    lambda m, k=kind: m.group(1) + wanted[k] + m.group(3), new
+                )
         if new != text:
             path.write_text(new)
             changed.append(path)
@@ -90,7 +111,8 @@ def sync_links(root: str | Path | None = None) -> list[Path]:
 
 
 def sync_repo_url(book_dir: str | Path | None = None) -> list[Path]:
-    """Point every chapter's install cell at :func:`repository_url`; re-pair the notebooks.
+    """Point every chapter's install cell at :func:`repository_url`; re-pair the
+    notebooks.
 
     Returns the Markdown chapters that changed.
     """
@@ -104,7 +126,8 @@ def sync_repo_url(book_dir: str | Path | None = None) -> list[Path]:
         if new != text:
             md.write_text(new)
             changed.append(md)
-            # the Markdown twin is the source here; --update keeps the notebook's cell ids
+            # the Markdown twin is the source here; --update keeps the notebook's cell
+            # ids
             jupytext_cli(["--to", "ipynb", "--update", "--quiet", str(md)])
     return changed
 

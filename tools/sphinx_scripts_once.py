@@ -1,11 +1,11 @@
 """A Sphinx extension for the book: every script tag once per page.
 
-sphinx-thebe and sphinx-togglebutton each add their inline configuration script twice, once
-with the file name ``None`` and once with ``""``, so Sphinx's own check for repeats misses
-them, and every page of the book declared ``const THEBE_JS_URL`` twice: a console error on
-every page ("Identifier 'THEBE_JS_URL' has already been declared"). This drops the repeats,
-keeping the first of each script with the same source, inline body and attributes.
-``_config.yml`` loads it (``sphinx: local_extensions``).
+sphinx-thebe and sphinx-togglebutton each add their inline configuration script twice,
+once with the file name ``None`` and once with ``""``, so Sphinx's own check for repeats
+misses them, and every page of the book declared ``const THEBE_JS_URL`` twice: a console
+error on every page ("Identifier 'THEBE_JS_URL' has already been declared"). This drops
+the repeats, keeping the first of each script with the same source, inline body and
+attributes. ``_config.yml`` loads it (``sphinx: local_extensions``).
 """
 
 from __future__ import annotations
