@@ -214,13 +214,11 @@ def export_weights(
 
     Args:
         models_by_q: trained models per number of given quadrants, all of one budget and
-        decoder.
+            decoder.
         digits: positions in the test split (the same digits in every setting) that the
-        page
-            offers under "load test digit".
+            page offers under "load test digit".
         fmt: ``"int8"`` (per-row scales, about 2.6 MB per setting of the default
-        decoder) or
-            ``"fp16"`` (twice that).
+            decoder) or ``"fp16"`` (twice that).
 
     Returns:
         The blobs and a manifest with the models' budget and decoder, the layer tables,
@@ -229,15 +227,11 @@ def export_weights(
     """
     specs = {q: models.spec for q, models in models_by_q.items()}
     first = specs[min(specs)]
-    if (
-        len(
-            {
-                (s.profile.name, s.seed, s.decoder_sees_input, s.precision)
-                for s in specs.values()
-            }
-        )
-        > 1
-    ):
+    runs = {
+        (s.profile.name, s.seed, s.decoder_sees_input, s.precision)
+        for s in specs.values()
+    }
+    if len(runs) > 1:
         raise ValueError(
             "export_weights needs models of one budget, seed, decoder and precision."
         )
@@ -273,18 +267,25 @@ def export_weights(
             "z_dim": config.z_dim,
             "min_scale": 1e-4,
             "settings": settings,
-            "digits": [
-                {
-                    "index": int(i),
-                    "label": int(test.labels[i]),
-                    "pixels": base64.b64encode(
-                        (image * 255).round().to(torch.uint8).numpy().tobytes()
-                    ).decode(),
-                }
-                for i, image in zip(digits, images, strict=True)
-            ],
+            "digits": _digit_records(test.labels, digits, images),
         },
     )
+
+
+def _digit_records(
+    labels: torch.Tensor, digits: list[int], images: torch.Tensor
+) -> list:
+    """The test digits the page offers: index, label and uint8 pixels in base64."""
+    return [
+        {
+            "index": int(i),
+            "label": int(labels[i]),
+            "pixels": base64.b64encode(
+                (image * 255).round().to(torch.uint8).numpy().tobytes()
+            ).decode(),
+        }
+        for i, image in zip(digits, images, strict=True)
+    ]
 
 
 def _script_json(value: object) -> str:

@@ -75,11 +75,19 @@ def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> 
         help="train here instead of downloading the release's pretrained weights "
         "(default: $CVAE_FORCE_TRAINING; the quick profile never downloads)",
     )
+    command.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="pyro (Pyro's SVI and the plain estimators, what the book shows) or "
+        "fast (the same numbers with the speed tricks of cvae_helpers.fast); "
+        "default: $CVAE_ENGINE, else pyro",
+    )
     _add_machine_arguments(command)
 
 
 def _add_machine_arguments(command: argparse.ArgumentParser) -> None:
-    """Where and in which arithmetic to train: shared by every command."""
+    """Where and in which arithmetic to train: shared by the model and bench commands."""
     command.add_argument(
         "--device",
         default=None,
@@ -92,14 +100,6 @@ def _add_machine_arguments(command: argparse.ArgumentParser) -> None:
         help="fp32, or bf16 mixed-precision training where the hardware has it "
         "(fast engine only; default: $CVAE_PRECISION, else fp32); "
         "evaluation is always fp32",
-    )
-    command.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default=None,
-        help="pyro (Pyro's SVI and the plain estimators, what the book shows) or "
-        "fast (the same numbers with the speed tricks of "
-        "cvae_helpers.fast); default: $CVAE_ENGINE, else pyro",
     )
 
 
@@ -137,37 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="hide the progress bars"
     )
 
-    bench = commands.add_parser(
-        "bench",
-        help="print seconds per 60k-image training epoch as one line of JSON",
-        description="Time training steps of the default baseline and CVAE (data handling "
-        "included) and extrapolate to one epoch of 60,000 images.",
-    )
-    bench.add_argument(
-        "--batches", type=_positive, default=50, help="timed batches (default 50)"
-    )
-    bench.add_argument(
-        "--batch-size", type=_positive, default=128, help="batch size (default 128)"
-    )
-    bench.add_argument(
-        "--quadrants",
-        type=int,
-        choices=[1, 2, 3],
-        default=1,
-        help="number of quadrants given (default 1)",
-    )
-    bench.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
-    bench.add_argument(
-        "--paths",
-        choices=["pyro", "fast", "pyro_example"],
-        nargs="+",
-        default=["pyro", "fast", "pyro_example"],
-        help="what to time, side by side in one run: this book's Pyro SVI, the "
-        "fast engine, and the Pyro example's per-item Dataset + DataLoader "
-        "with SVI (default: all three)",
-    )
-    _add_machine_arguments(bench)
+    _add_study_commands(commands)
+    _add_measure_commands(commands)
+    return parser
 
+
+def _add_study_commands(commands) -> None:
+    """``diversity`` and ``convergence``: the studies of the reference run, as JSON."""
     diversity = commands.add_parser(
         "diversity",
         help="measure the diversity of NN, GSNN, CVAE and hybrid completions (JSON)",
@@ -212,6 +188,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="S of the whole-test-set IS estimates (default: 100 1000 5000)",
     )
 
+
+def _add_measure_commands(commands) -> None:
+    """``bench`` and ``step-times``: speed, printed as one line of JSON each."""
+    bench = commands.add_parser(
+        "bench",
+        help="print seconds per 60k-image training epoch as one line of JSON",
+        description="Time training steps of the default baseline and CVAE (data handling "
+        "included) and extrapolate to one epoch of 60,000 images.",
+    )
+    bench.add_argument(
+        "--batches", type=_positive, default=50, help="timed batches (default 50)"
+    )
+    bench.add_argument(
+        "--batch-size", type=_positive, default=128, help="batch size (default 128)"
+    )
+    bench.add_argument(
+        "--quadrants",
+        type=int,
+        choices=[1, 2, 3],
+        default=1,
+        help="number of quadrants given (default 1)",
+    )
+    bench.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
+    bench.add_argument(
+        "--paths",
+        choices=["pyro", "fast", "pyro_example"],
+        nargs="+",
+        default=["pyro", "fast", "pyro_example"],
+        help="what to time, side by side in one run: this book's Pyro SVI, the "
+        "fast engine, and the Pyro example's per-item Dataset + DataLoader "
+        "with SVI (default: all three)",
+    )
+    _add_machine_arguments(bench)
+
     step_times = commands.add_parser(
         "step-times",
         help="print where a CVAE training step's time goes, as one line of JSON",
@@ -225,7 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     step_times.add_argument(
         "--data-dir", type=Path, default=None, help="MNIST data root"
     )
-    return parser
 
 
 def _write_json(record: dict, path: Path) -> None:
@@ -238,6 +247,115 @@ def _write_json(record: dict, path: Path) -> None:
     print(f"Wrote {path}")
 
 
+def _train(args: argparse.Namespace, specs: list[RunSpec]) -> None:
+    from .pipeline import run_setting
+    from .results import results_table, write_results
+
+    records = []
+    for spec in specs:
+        progress = not args.no_progress
+        records.append(
+            run_setting(spec, progress=progress, force_training=args.force_training)
+        )
+        write_results(records, args.output)
+    print(results_table(records), end="")
+    print(f"Wrote {args.output}/metrics_q*.json and {args.output}/results.md")
+
+
+def _figures(args: argparse.Namespace, specs: list[RunSpec]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .pipeline import get_trained_models
+    from .plotting import completion_grid
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        models = get_trained_models(
+            spec, progress=False, force_training=args.force_training
+        )
+        path = args.output / f"grid_q{spec.num_quadrant_inputs}.png"
+        completion_grid(models, seed=args.seed).savefig(path, dpi=80)
+        print(f"Wrote {path}")
+
+
+def _diversity(args: argparse.Namespace, specs: list[RunSpec]) -> None:
+    from .classifier import get_classifier
+    from .diversity import diversity_study
+
+    spec = specs[0]
+    classifier = get_classifier(
+        spec, progress=False, force_training=args.force_training
+    )
+    quadrants = [s.num_quadrant_inputs for s in specs]
+    study = diversity_study(
+        spec, classifier, quadrants=quadrants, num_images=args.images
+    )
+    _write_json(study, args.output)
+
+
+def _convergence(args: argparse.Namespace, specs: list[RunSpec]) -> None:
+    from .convergence import convergence_study
+
+    study = convergence_study(
+        specs[0],
+        [s.num_quadrant_inputs for s in specs],
+        sample_sizes=args.sizes,
+        num_images=args.images,
+        full_test_sizes=args.full_test_sizes,
+    )
+    _write_json(study, args.output)
+
+
+def _specs(args: argparse.Namespace) -> list[RunSpec]:
+    """One run spec per quadrant setting asked for, the rest as the options say."""
+    spec = RunSpec.create(
+        1,
+        args.profile,
+        seed=args.seed,
+        decoder_sees_input=args.decoder_sees_input,
+        data_dir=args.data_dir,
+        checkpoint_dir=args.checkpoint_dir,
+        device=args.device,
+        precision=args.precision,
+        family=args.family,
+        alpha=args.alpha,
+        engine=args.engine,
+    )
+    return [spec.for_quadrants(q) for q in sorted(set(args.quadrants))]
+
+
+MODEL_COMMANDS = {
+    "train": _train,
+    "figures": _figures,
+    "diversity": _diversity,
+    "convergence": _convergence,
+}
+
+
+def _measure(args: argparse.Namespace) -> None:
+    """``step-times`` and ``bench``: one line of JSON each."""
+    if args.command == "step-times":
+        from .speed import profile_cvae_step
+
+        print(json.dumps(profile_cvae_step(args.steps, data_dir=args.data_dir)))
+        return
+    from .speed import benchmark
+
+    spec = RunSpec.create(
+        args.quadrants,
+        "full",
+        data_dir=args.data_dir,
+        device=args.device,
+        precision=args.precision,
+        engine="fast",
+    )
+    figures = benchmark(
+        spec, num_batches=args.batches, batch_size=args.batch_size, paths=args.paths
+    )
+    print(json.dumps(figures))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported here so that --help answers at once, without loading torch and Pyro.
@@ -246,99 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .training import NonFiniteLossError
 
     try:
-        if args.command in ("train", "figures", "diversity", "convergence"):
-            spec = RunSpec.create(
-                1,
-                args.profile,
-                seed=args.seed,
-                decoder_sees_input=args.decoder_sees_input,
-                data_dir=args.data_dir,
-                checkpoint_dir=args.checkpoint_dir,
-                device=args.device,
-                precision=args.precision,
-                family=args.family,
-                alpha=args.alpha,
-                engine=args.engine,
-            )
-            specs = [spec.for_quadrants(q) for q in sorted(set(args.quadrants))]
-        if args.command == "train":
-            from .pipeline import run_setting
-            from .results import results_table, write_results
-
-            records = []
-            for spec in specs:
-                records.append(
-                    run_setting(
-                        spec,
-                        progress=not args.no_progress,
-                        force_training=args.force_training,
-                    )
-                )
-                write_results(records, args.output)
-            print(results_table(records), end="")
-            print(f"Wrote {args.output}/metrics_q*.json and {args.output}/results.md")
-        elif args.command == "figures":
-            import matplotlib
-
-            matplotlib.use("Agg")
-            from .pipeline import get_trained_models
-            from .plotting import completion_grid
-
-            args.output.mkdir(parents=True, exist_ok=True)
-            for spec in specs:
-                models = get_trained_models(
-                    spec, progress=False, force_training=args.force_training
-                )
-                path = args.output / f"grid_q{spec.num_quadrant_inputs}.png"
-                completion_grid(models, seed=args.seed).savefig(path, dpi=80)
-                print(f"Wrote {path}")
-        elif args.command == "diversity":
-            from .classifier import get_classifier
-            from .diversity import diversity_study
-
-            classifier = get_classifier(
-                spec, progress=False, force_training=args.force_training
-            )
-            study = diversity_study(
-                spec,
-                classifier,
-                quadrants=[s.num_quadrant_inputs for s in specs],
-                num_images=args.images,
-            )
-            _write_json(study, args.output)
-        elif args.command == "convergence":
-            from .convergence import convergence_study
-
-            study = convergence_study(
-                spec,
-                [s.num_quadrant_inputs for s in specs],
-                sample_sizes=args.sizes,
-                num_images=args.images,
-                full_test_sizes=args.full_test_sizes,
-            )
-            _write_json(study, args.output)
-        elif args.command == "step-times":
-            from .speed import profile_cvae_step
-
-            print(json.dumps(profile_cvae_step(args.steps, data_dir=args.data_dir)))
+        if args.command in MODEL_COMMANDS:
+            MODEL_COMMANDS[args.command](args, _specs(args))
         else:
-            from .speed import benchmark
-
-            print(
-                json.dumps(
-                    benchmark(
-                        args.quadrants,
-                        args.batches,
-                        args.batch_size,
-                        data_dir=args.data_dir,
-                        paths=args.paths,
-                        device=args.device,
-                        precision=args.precision,
-                    )
-                )
-            )
-    # ValueError includes pretrained.PretrainedError (a file that fails its SHA-256
-    # check)
+            _measure(args)
+    # ValueError includes pretrained.PretrainedError (a file that fails its SHA-256 check)
     except (
         MNISTDataError,
         CheckpointMismatchError,

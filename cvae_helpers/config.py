@@ -320,38 +320,31 @@ class RunSpec:
         num_quadrant_inputs: int = 1,
         profile: Profile | str | None = None,
         *,
-        seed: int = 0,
-        decoder_sees_input: bool = False,
+        precision: str | None = None,
+        engine: str | None = None,
+        device: str | torch.device | None = None,
         data_dir: str | Path | None = None,
         checkpoint_dir: str | Path | None = None,
-        device: str | torch.device | None = None,
-        precision: str | None = None,
-        family: str | Family = "cvae",
-        alpha: float = DEFAULT_ALPHA,
-        engine: str | None = None,
+        **choices,
     ) -> RunSpec:
-        """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_DATA_DIR``,
-        ``$CVAE_CHECKPOINT_DIR``, ``$CVAE_DEVICE``, ``$CVAE_PRECISION`` and
-        ``$CVAE_ENGINE`` apply where an argument is ``None``."""
+        """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_PRECISION``,
+        ``$CVAE_ENGINE``, ``$CVAE_DEVICE``, ``$CVAE_DATA_DIR`` and ``$CVAE_CHECKPOINT_DIR``
+        apply where an argument is ``None``. ``choices``: the fields whose defaults are
+        plain values, ``seed``, ``decoder_sees_input``, ``family`` and ``alpha``."""
         device = resolve_device(device)
+        data_dir = default_data_dir() if data_dir is None else data_dir
+        checkpoint_dir = (
+            default_checkpoint_dir() if checkpoint_dir is None else checkpoint_dir
+        )
         return cls(
             num_quadrant_inputs=num_quadrant_inputs,
             profile=profile if isinstance(profile, Profile) else get_profile(profile),
-            seed=seed,
-            decoder_sees_input=decoder_sees_input,
-            data_dir=Path(data_dir).expanduser()
-            if data_dir is not None
-            else default_data_dir(),
-            checkpoint_dir=(
-                Path(checkpoint_dir).expanduser()
-                if checkpoint_dir is not None
-                else default_checkpoint_dir()
-            ),
+            data_dir=Path(data_dir).expanduser(),
+            checkpoint_dir=Path(checkpoint_dir).expanduser(),
             device=device,
             precision=resolve_precision(precision, device),
-            family=family,
-            alpha=alpha,
             engine=resolve_engine(engine),
+            **choices,
         )
 
     def for_quadrants(self, num_quadrant_inputs: int) -> RunSpec:

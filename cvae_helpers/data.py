@@ -104,7 +104,7 @@ def load_mnist(
 
     Args:
         root: data root holding ``MNIST/raw``; default ``$CVAE_DATA_DIR``, else
-        ``<project>/data``.
+            ``<project>/data``.
         train: the 60k training images if True, else the 10k test images.
         download: let torchvision download missing files.
 
@@ -161,8 +161,7 @@ def mask_quadrants(
         images: ``(N, 28, 28)`` or ``(N, 1, 28, 28)``, values in ``[0, 1]``.
         num_quadrant_inputs: 1, 2 or 3 quadrants given as input.
         mask_value: the sentinel for "not part of this tensor"; -1 lies outside
-        ``[0, 1]``, so no
-            real pixel can be mistaken for it.
+            ``[0, 1]``, so no real pixel can be mistaken for it.
 
     Returns:
         ``inputs`` and ``targets``, both ``(N, 28, 28)``: ``inputs`` holds the given

@@ -37,12 +37,12 @@ def digit_completion_grid(
 
     Args:
         models: the trained models of one quadrant setting;
-        ``models.splits.test.inputs`` is
-            ``(N, 28, 28)`` with -1 on the hidden pixels.
+            ``models.splits.test.inputs`` is ``(N, 28, 28)`` with -1 on the hidden
+            pixels.
         index: position of the digit in the test split, ``0 <= index < N``.
         num_samples: how many CVAE completions to draw (rows of up to 8).
         seed: seeds the standard-normal noise ``(num_samples, 1, z_dim)`` of the latent
-        draws.
+            draws.
 
     Returns:
         The figure (not shown, not closed); rows "input", "truth", "NN", then "CVAE
@@ -181,10 +181,9 @@ def interactive_explorer(
 
     Args:
         models_by_q: trained models per number of given quadrants (consecutive, e.g. 1,
-        2, 3).
+            2, 3).
         max_index: the largest test digit the slider reaches; default: the last digit of
-        the
-            smallest test split.
+            the smallest test split.
         seed: the seed of the first picture; each "Resample" click adds one.
 
     Returns:

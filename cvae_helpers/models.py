@@ -43,7 +43,7 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
     Args:
         logits: ``(..., batch, 784)`` pre-sigmoid outputs; leading sample dimensions
-        broadcast.
+            broadcast.
         targets: ``(batch, 28, 28)`` or ``(batch, 784)``, with -1 on the given pixels.
 
     Returns:

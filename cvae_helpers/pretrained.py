@@ -41,9 +41,7 @@ from .checkpoints import config_diff, load_checkpoint, save_checkpoint
 # The one place the assets' address is written: the release of repository.url
 # (_config.yml) tagged `pretrained-v1`. tests/test_pretrained.py checks that it follows
 # repository.url.
-DEFAULT_BASE_URL = (
-    "https://github.com/cvae-book/cvae-pyro-book/releases/download/pretrained-v1/"
-)
+DEFAULT_BASE_URL = "https://github.com/cvae-book/cvae-pyro-book/releases/download/pretrained-v1/"  # fmt: skip
 BASE_URL_ENV = "CVAE_PRETRAINED_URL"
 FORCE_TRAINING_ENV = "CVAE_FORCE_TRAINING"
 MANIFEST_NAME = "manifest.json"

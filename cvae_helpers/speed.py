@@ -109,44 +109,35 @@ def _steps(spec: RunSpec) -> tuple[Callable, Callable, CVAE]:
     )
 
 
+WARMUP = 5  # untimed batches before each timing
+
+
 def benchmark(
-    num_quadrant_inputs: int = 1,
+    spec: RunSpec | None = None,
+    *,
     num_batches: int = 50,
     batch_size: int = 128,
-    warmup: int = 5,
-    data_dir=None,
-    seed: int = 0,
     paths: Sequence[str] = PATHS,
-    device: str | torch.device | None = None,
-    precision: str | None = None,
 ) -> dict:
     """Time the default baseline and CVAE training steps of each path in ``paths``.
 
+    ``spec`` says the setting, seed, data, device and precision (default: 1 quadrant, as
+    ``RunSpec.create`` resolves the rest); its precision applies to the fast engine only.
     Returns seconds for one epoch of 60,000 images (the whole MNIST training set),
     extrapolated from ``num_batches`` timed batches with data handling included:
     ``{path}_baseline_epoch_s`` and ``{path}_cvae_epoch_s`` per path,
     ``load_and_mask_s`` (reading and masking the images once per process) and
     ``y_hat_precompute_s`` (the baseline's guesses for 60k images, once) for the
-    in-memory paths. ``precision="bf16"`` applies to the fast engine (the only one that
-    has it).
+    in-memory paths.
     """
     unknown = set(paths) - set(PATHS)
     if unknown:
         raise ValueError(f"Unknown paths {sorted(unknown)}; choose from {PATHS}.")
-    spec = RunSpec.create(
-        num_quadrant_inputs,
-        "full",
-        seed=seed,
-        data_dir=data_dir,
-        device=device,
-        engine="fast",
-        precision=precision,
-    )
-    batches_per_epoch = NUM_TRAIN_VAL / batch_size
+    spec = replace(spec or RunSpec.create(1, "full"), engine="fast")
     result: dict = {
         "batch_size": batch_size,
         "num_batches": num_batches,
-        "num_quadrant_inputs": num_quadrant_inputs,
+        "num_quadrant_inputs": spec.num_quadrant_inputs,
         "device": str(spec.device),
         "precision": spec.precision,
         "threads": torch.get_num_threads(),
@@ -158,48 +149,48 @@ def benchmark(
             spec if path == "fast" else replace(spec, engine="pyro", precision="fp32")
         )
         if path == "pyro_example":
-            result.update(
-                _time_pyro_example(path_spec, num_batches, batch_size, warmup)
-            )
+            result.update(_time_pyro_example(path_spec, num_batches, batch_size))
             continue
         if split is None:
             started = time.perf_counter()
-            split = load_splits(num_quadrant_inputs, data_dir).train.to(spec.device)
+            split = load_splits(spec.num_quadrant_inputs, spec.data_dir).train
+            split = split.to(spec.device)
             result["load_and_mask_s"] = round(time.perf_counter() - started, 3)
-        baseline_step, cvae_step, cvae = _steps(path_spec)
-        loader = TensorBatches(
-            split.inputs, split.targets, batch_size=batch_size, seed=seed
-        )
-        baseline_s = _time_steps(
-            _endless(loader), baseline_step, num_batches, warmup, spec.device
-        )
-        started = time.perf_counter()
-        y_hat = batched(cvae.baseline_guess, split.inputs)
-        _synchronize(spec.device)
-        result["y_hat_precompute_s"] = round(
-            (time.perf_counter() - started) * NUM_TRAIN_VAL / len(split), 3
-        )
-        loader = TensorBatches(
-            split.inputs, split.targets, y_hat, batch_size=batch_size, seed=seed
-        )
-        cvae_s = _time_steps(
-            _endless(loader), cvae_step, num_batches, warmup, spec.device
-        )
-        result[f"{path}_baseline_epoch_s"] = round(baseline_s * batches_per_epoch, 2)
-        result[f"{path}_cvae_epoch_s"] = round(cvae_s * batches_per_epoch, 2)
+        result.update(_time_in_memory(path_spec, split, num_batches, batch_size))
     return result
 
 
-def _time_pyro_example(
-    spec: RunSpec, num_batches: int, batch_size: int, warmup: int
-) -> dict:
+def _time_in_memory(spec: RunSpec, split, num_batches: int, batch_size: int) -> dict:
+    """Seconds per epoch of ``spec.engine``'s steps on in-memory batches of ``split``."""
+    baseline_step, cvae_step, cvae = _steps(spec)
+    loader = TensorBatches(
+        split.inputs, split.targets, batch_size=batch_size, seed=spec.seed
+    )
+    baseline_s = _time_steps(
+        _endless(loader), baseline_step, num_batches, WARMUP, spec.device
+    )
+    started = time.perf_counter()
+    y_hat = batched(cvae.baseline_guess, split.inputs)
+    _synchronize(spec.device)
+    y_hat_s = (time.perf_counter() - started) * NUM_TRAIN_VAL / len(split)
+    loader = TensorBatches(
+        split.inputs, split.targets, y_hat, batch_size=batch_size, seed=spec.seed
+    )
+    cvae_s = _time_steps(_endless(loader), cvae_step, num_batches, WARMUP, spec.device)
+    batches_per_epoch = NUM_TRAIN_VAL / batch_size
+    return {
+        "y_hat_precompute_s": round(y_hat_s, 3),
+        f"{spec.engine}_baseline_epoch_s": round(baseline_s * batches_per_epoch, 2),
+        f"{spec.engine}_cvae_epoch_s": round(cvae_s * batches_per_epoch, 2),
+    }
+
+
+def _time_pyro_example(spec: RunSpec, num_batches: int, batch_size: int) -> dict:
     """Seconds per epoch of the Pyro example's per-item pipeline, with Pyro's
     ``SVI``."""
-    root = spec.data_dir
-    load_mnist(
-        root, train=True
-    )  # the same clear errors as the main path if files are missing
-    dataset = PyroExampleMNIST(root, spec.num_quadrant_inputs)
+    # the same clear errors as the in-memory path if files are missing
+    load_mnist(spec.data_dir, train=True)
+    dataset = PyroExampleMNIST(spec.data_dir, spec.num_quadrant_inputs)
     baseline_step, cvae_step, _ = _steps(spec)
     loader = DataLoader(
         dataset,
@@ -214,7 +205,7 @@ def _time_pyro_example(
             _pyro_example_batches(loader, spec.device),
             step,
             num_batches,
-            warmup,
+            WARMUP,
             spec.device,
         )
         result[f"pyro_example_{model}_epoch_s"] = round(
@@ -338,7 +329,7 @@ def profile_table(report: dict[str, dict[str, float]]) -> str:
 PATH_LABELS = {
     "pyro": "Pyro `SVI`, in-memory batches (the book's default)",
     "fast": "fast engine, in-memory batches",
-    "pyro_example": "Pyro `SVI`, per-item `DataLoader` (the Pyro example)",
+    "pyro_example": "`Trace_ELBO`, per-item `DataLoader` (the Pyro example)",
 }
 
 
@@ -351,7 +342,7 @@ def bench_table(bench: dict) -> str:
         row = [PATH_LABELS[path], f"{base:.1f}", f"{cvae:.1f}"]
         if "pyro_example" in bench["paths"]:
             ratio = bench["pyro_example_cvae_epoch_s"] / cvae
-            row.append(f"{ratio:.1f}×")
+            row.append("–" if path == "pyro_example" else f"{ratio:.1f}×")
         rows.append(row)
     header = ["seconds per 60k-image epoch", "baseline", "CVAE"]
     if "pyro_example" in bench["paths"]:

@@ -5,9 +5,8 @@ The dry run runs the job's own commands at the ``dryrun`` budget (quick's sizes,
 from the release): the models step trains into a temporary cache,
 ``make release-assets`` exports them, ``publish --dry-run`` says what ``gh`` would do,
 the summary step writes the table; then the intro chapter runs against the export served
-on 127.0.0.1, with an empty checkpoint cache. Nothing contacts GitHub. The digit
-classifier is left out of this run (``--without-classifier``): its export and download
-are checked by tests/test_pretrained.py, and ``make release-dry-run`` includes it.
+on 127.0.0.1, with an empty checkpoint cache. Nothing contacts GitHub. The release holds
+every file the real one does, the digit classifier included.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ CHAPTER_MODELS = {
 @pytest.fixture(scope="module")
 def dry(tmp_path_factory):
     work = tmp_path_factory.mktemp("release-dry-run")
-    return work, release_job.dry_run(work, classifier=False)
+    return work, release_job.dry_run(work, classifier=True)
 
 
 def test_the_dryrun_budget_is_quick_that_fetches():
@@ -62,9 +61,6 @@ def test_dry_run_fetches_the_chapter_s_models_and_trains_none(dry):
         history = load_checkpoint(work / "reader-checkpoints" / relative)["history"]
         assert history["pretrained"]["url"].startswith("http://127.0.0.1:")
     assert result.chapter_output.count("loaded pretrained weights of") == 2
-    assert (
-        "loaded pretrained weights (sha256" in result.chapter_output
-    )  # models.origin()
     assert "trained here" not in result.chapter_output
     assert result.requested[0] == "/manifest.json"
 
@@ -72,9 +68,8 @@ def test_dry_run_fetches_the_chapter_s_models_and_trains_none(dry):
 def test_the_release_holds_every_reference_model_trained_by_the_checked_out_commit(dry):
     _, result = dry
     manifest = result.manifest
-    assert (
-        len(manifest["models"]) == 9
-    )  # 3 baselines, 3 x 2 CVAE decoders (no classifier here)
+    # 3 baselines, 3 x 2 CVAE decoders and the classifier
+    assert len(manifest["models"]) == 10
     commit = release_job.head_commit()
     assert manifest["commit"] == commit and {
         m["commit"] for m in manifest["models"]
@@ -93,8 +88,8 @@ def test_job_summary_says_where_the_models_came_from_what_gh_would_do_and_every_
         < summary.index("### Release assets")
     )
     assert (
-        "0 of 9 came from the checkpoint cache" in summary
-        and "9 were trained in this job" in summary
+        "0 of 10 came from the checkpoint cache" in summary
+        and "10 were trained in this job" in summary
     )
     assert "Nothing was downloaded." in summary
     assert (
@@ -123,10 +118,10 @@ def test_models_step_uses_a_cache_that_holds_exactly_the_release_s_models(
     work, _ = dry
     monkeypatch.delenv(release_job.SUMMARY_ENV, raising=False)
     markdown = release_job.prepare_models(
-        PROFILE, work / "job-checkpoints", classifier=False
+        PROFILE, work / "job-checkpoints", classifier=True
     )
     assert (
-        "9 of 9 came from the checkpoint cache" in markdown
+        "10 of 10 came from the checkpoint cache" in markdown
         and "0 were trained in this job." in markdown
     )
     assert "trained in this job (" not in markdown

@@ -138,7 +138,8 @@ def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
     )  # fp32, then bf16
     # which engine trained and evaluated the models (these records predate the record)
     assert (
-        "- Engine: trained by `unrecorded` (CVAEs) and `unrecorded` (baselines)" in text
+        "- Engine: unrecorded (the hand-written code of that time, today's `fast` engine) "
+        "trained and evaluated every model." in text
     )
     assert text.rstrip().endswith("- a note only a person can write")
     # an evaluation-only rerun names both commits
@@ -201,3 +202,32 @@ def test_merge_studies_joins_settings_and_refuses_mixed_runs(tmp_path):
     assert json.loads((tmp_path / "all.json").read_text()) == merge_studies(
         [part(1), part(2)]
     )
+
+
+def test_reference_report_of_a_run_of_the_three_settings_side_by_side(tmp_path):
+    """A run made since the engine switch: its records say which engine trained and
+    evaluated them, and its time logs are one per quadrant setting."""
+    for decoder, folder in ((False, "p_y_given_z"), (True, "p_y_given_xz")):
+        (tmp_path / folder).mkdir()
+        for q in (1, 2, 3):
+            record = {**_record(q, decoder), "engine": "pyro"}
+            record["trained_by"] = {
+                "baseline": "pyro",
+                "cvae": "pyro" if q < 3 else "fast",
+            }
+            (tmp_path / folder / f"metrics_q{q}.json").write_text(json.dumps(record))
+    (tmp_path / "logs").mkdir()
+    for q in (1, 2, 3):
+        (tmp_path / "logs" / f"time_q{q}.txt").write_text(TIME_LOG)
+    text = write_readme(tmp_path, "abc1234").read_text()
+    assert (
+        "--quadrants N` for both\n  decoders, the three settings side by side" in text
+    )
+    assert (
+        "- Engine: `fast`, `pyro` trained the CVAEs, `pyro` the baselines; `pyro` "
+        in text
+    )
+    timings = json.loads(write_timings(tmp_path).read_text())["commands"]
+    assert [c["command"].split(",")[0] for c in timings] == [
+        f"train --profile full --quadrants {q}" for q in (1, 2, 3)
+    ]

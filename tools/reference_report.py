@@ -148,14 +148,8 @@ def write_readme(
         "the book's introduction, evaluation chapter and appendices. Checkpoints are not "
         "committed (they are large); the command below makes them again.\n",
         "## Provenance\n",
-        "- Command: `make reference` (from the repository root), which runs\n"
-        "  `python -m cvae_helpers train --profile full --seed 0 --quadrants N` for both\n"
-        "  decoders, the three settings side by side with one thread each, under\n"
-        "  `/usr/bin/time -v`, then `figures`, `bench --batches 100`, `step-times` and this\n"
-        "  report (`python -m tools.reference_report`).",
-        f"- Engine: trained by {_engines(reference, 'cvae')} (CVAEs) and "
-        f"{_engines(reference, 'baseline')} (baselines), evaluated by "
-        f"{_engines(reference, None)}.",
+        _command(logs),
+        _engine_line(reference),
         f"- Commit: `{commit}` (the code that trained and evaluated these models)."
         if eval_commit in (None, commit)
         else f"- Commits: `{commit}` trained these models; `{eval_commit}` evaluated them again and "
@@ -219,17 +213,53 @@ def write_readme(
     return path
 
 
+def _command(logs: Path) -> str:
+    """How ``make reference`` trained the models, from the time logs it left: the three
+    settings side by side (``time_q*.txt``), or, before 2026-12-02, one decoder at a time."""
+    if (logs / "time_q1.txt").is_file():
+        how = (
+            "`python -m cvae_helpers train --profile full --seed 0 --quadrants N` for both\n"
+            "  decoders, the three settings side by side with one thread each,"
+        )
+    else:
+        how = "`python -m cvae_helpers train --profile full --seed 0` once per decoder"
+    return (
+        "- Command: `make reference` (from the repository root), which runs\n"
+        f"  {how} under `/usr/bin/time -v`, then `figures`, `bench`, `step-times`\n"
+        "  and this report (`python -m tools.reference_report`)."
+    )
+
+
+def _engine_line(reference: dict) -> str:
+    """Which engine trained the CVAEs and the baselines, and which evaluated them."""
+    trained_cvae, trained_baseline = (
+        _engines(reference, "cvae"),
+        _engines(reference, "baseline"),
+    )
+    evaluated = _engines(reference, None)
+    if trained_cvae == trained_baseline == evaluated:
+        return f"- Engine: {trained_cvae} trained and evaluated every model."
+    return (
+        f"- Engine: {trained_cvae} trained the CVAEs, {trained_baseline} the baselines; "
+        f"{evaluated} evaluated them."
+    )
+
+
 def _engines(reference: dict, model: str | None) -> str:
     """The engines that trained (``model``: "cvae" or "baseline") or evaluated
     (``None``) the reference models, as the metrics files record them."""
+    # Metrics written before the engine switch (2026-12-02) do not say: their models were
+    # trained, and evaluated, by the hand-written code that is today's fast engine.
+    before = "unrecorded (the hand-written code of that time, today's `fast` engine)"
     names = set()
     for records in reference.values():
         for record in records:
             if model is None:
-                names.add(record.get("engine", "unrecorded"))
+                names.add(f"`{record['engine']}`" if "engine" in record else before)
             else:
-                names.add(record.get("trained_by", {}).get(model, "unrecorded"))
-    return ", ".join(f"`{name}`" for name in sorted(names))
+                engine = record.get("trained_by", {}).get(model)
+                names.add(f"`{engine}`" if engine else before)
+    return ", ".join(sorted(names))
 
 
 def _made_by(reference_dir: Path, target: str, step: str | None = None) -> str:
