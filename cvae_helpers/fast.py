@@ -177,7 +177,8 @@ def log_likelihood(
     pixels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:meth:`CVAE.log_likelihood` ``(..., batch)``; with ``pixels`` (the hidden ones,
-    the same in every image) only their logits, and Σ t·l − softplus(l) per image."""
+    the same in every image) only their logits, and Σ t·l − softplus(l) per
+    image."""
     xs, ys = flatten(xs), flatten(ys)
     if pixels is None:
         return -masked_bce(generation_logits(cvae.generation_net, z, xs), ys)

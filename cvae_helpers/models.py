@@ -144,15 +144,10 @@ class CVAEConfig:
 class CVAE(nn.Module):
     """Conditional VAE of Sohn, Lee & Yan (2015) with a Pyro ``model`` and ``guide``.
 
-    - prior network p(z|x): x with its hidden pixels filled by the frozen baseline's
-      guess.
-    - recognition network q(z|x,y): x with its hidden pixels filled by the true y.
-    - generation network p(y|z) (default, as in the Pyro example) or p(y|x,z)
-      (``decoder_sees_input=True``, as in the paper): Bernoulli logits for all pixels,
-      of which only the hidden ones are observed.
-
-    The baseline is a frozen submodule: a checkpoint carries it, Pyro never sees it. A
-    GSNN (``recognition=False``) has no q(z|x,y).
+    The prior network p(z|x) sees x with its hidden pixels filled by the frozen
+    baseline's guess, the recognition network q(z|x,y) with the true y; the generation
+    network is p(y|z) (default, as in the Pyro example) or the paper's p(y|x,z)
+    (``decoder_sees_input=True``). A GSNN (``recognition=False``) has no q(z|x,y).
     """
 
     def __init__(
@@ -166,17 +161,13 @@ class CVAE(nn.Module):
     ) -> None:
         super().__init__()
         self.config = CVAEConfig(z_dim, hidden_1, hidden_2, decoder_sees_input)
-        self.baseline = (
-            baseline if baseline is not None else BaselineNet(hidden_1, hidden_2)
-        )
+        # frozen: a checkpoint carries it, Pyro never sees its parameters
+        self.baseline = baseline or BaselineNet(hidden_1, hidden_2)
         self.baseline.requires_grad_(False)
-        self.prior_net = GaussianMLP(z_dim, hidden_1, hidden_2)
-        self.recognition_net = (
-            GaussianMLP(z_dim, hidden_1, hidden_2) if recognition else None
-        )
-        self.generation_net = GenerationNet(
-            z_dim, hidden_1, hidden_2, decoder_sees_input
-        )
+        sizes = (z_dim, hidden_1, hidden_2)
+        self.prior_net = GaussianMLP(*sizes)
+        self.recognition_net = GaussianMLP(*sizes) if recognition else None
+        self.generation_net = GenerationNet(*sizes, decoder_sees_input)
 
     @torch.no_grad()
     def baseline_guess(self, xs: torch.Tensor) -> torch.Tensor:
@@ -200,9 +191,7 @@ class CVAE(nn.Module):
 
     def model(self, xs, ys=None, y_hat=None) -> torch.Tensor:
         """p(z|x) p(y|z) (or p(y|x,z)); ``xs``, ``ys``, ``y_hat``: ``(batch, 784)``.
-
-        Returns the pixel probabilities ``(batch, 784)`` of the sampled completion.
-        """
+        Returns the pixel probabilities ``(batch, 784)`` of the sampled completion."""
         pyro.module("prior_net", self.prior_net)
         pyro.module("generation_net", self.generation_net)
         xs = flatten(xs)
@@ -212,9 +201,8 @@ class CVAE(nn.Module):
             if ys is None:
                 return pyro.deterministic("y", torch.sigmoid(logits), event_dim=1)
             hidden = xs == MASK_VALUE
-            # Grayscale pixels in [0, 1] are fine for the Bernoulli log-density (a
-            # cross-entropy), but its support check would reject them. Given pixels are
-            # masked out of the likelihood.
+            # Grey pixels in [0, 1] are fine for the Bernoulli log-density, but not for
+            # its support check. The given pixels are masked out of the likelihood.
             likelihood = dist.Bernoulli(logits=logits, validate_args=False).mask(hidden)
             pyro.sample(
                 "y", likelihood.to_event(1), obs=torch.where(hidden, flatten(ys), 0.0)
@@ -230,35 +218,30 @@ class CVAE(nn.Module):
             pyro.sample("z", dist.Normal(*self.posterior(xs, ys)).to_event(1))
 
     def gsnn_guide(self, xs, ys=None, y_hat=None) -> None:
-        """z ~ p(z|x) from the prior network, whatever ``ys``: with :meth:`model`, the
-        ELBO is log p(y|x,z) for one z, the GSNN's objective (the prior terms
-        cancel)."""
+        """z ~ p(z|x), whatever ``ys``: with :meth:`model`, the ELBO is log p(y|x,z) for
+        one z (the prior terms cancel), the GSNN's objective."""
         pyro.module("prior_net", self.prior_net)
         with pyro.plate("data", xs.shape[0]):
             pyro.sample("z", dist.Normal(*self.prior(xs, y_hat)).to_event(1))
 
     def log_likelihood(self, z, xs, ys) -> torch.Tensor:
-        """log p(y|x,z) ``(..., batch)`` of the hidden pixels; z
-        ``(..., batch, z_dim)``."""
+        """log p(y|x,z) ``(..., batch)`` of the hidden pixels, z ``(..., batch, z)``."""
         return -masked_bce(self.generation_net(z, flatten(xs)), ys)
 
     def latent_noise(
-        self, num_samples: int, batch: int, generator: torch.Generator | None = None
+        self, num_samples: int, batch: int, generator=None
     ) -> torch.Tensor:
         """Standard-normal draws ``(num_samples, batch, z_dim)`` on this model's device,
-        drawn on the CPU so that a generator's seed gives the same noise on any
-        device."""
-        device = next(self.parameters()).device
+        drawn on the CPU: a generator's seed gives the same noise on any device."""
         shape = (num_samples, batch, self.config.z_dim)
-        return torch.randn(shape, generator=generator).to(device)
+        return torch.randn(shape, generator=generator).to(
+            self.baseline.fc1.weight.device
+        )
 
     @torch.no_grad()
     def sample(self, xs, num_samples: int = 1, y_hat=None, noise=None) -> torch.Tensor:
         """Completions ``(num_samples, batch, 784)``: Bernoulli means, z from p(z|x).
-
-        ``noise`` ``(num_samples, batch, z_dim)`` fixes the draws: z = loc + scale *
-        noise.
-        """
+        ``noise`` ``(num_samples, batch, z_dim)`` fixes z = loc + scale * noise."""
         xs = flatten(xs)
         loc, scale = self.prior(xs, y_hat)
         if noise is None:

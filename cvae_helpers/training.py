@@ -40,11 +40,6 @@ def make_svi(cvae: CVAE, spec: RunSpec) -> SVI:
 
     For the CVAE this is ``SVI(cvae.model, cvae.guide, Adam(...), loss=Trace_ELBO())``.
     """
-    if spec.precision != "fp32":
-        raise ValueError(
-            "Pyro's SVI trains in fp32; bf16 is a lever of the fast engine "
-            "(--engine fast)."
-        )
     family = spec.family
     return SVI(
         cvae.model,
@@ -208,15 +203,14 @@ class TrainingRun:
         if stored["status"] == "finished":
             self.reused = True
             if self.progress:  # a quiet run (a chapter's) reuses without a word
-                print(
-                    f"reusing {self.label}: finished after {self.epoch} epochs ({where})"
-                )
+                epochs = f"finished after {self.epoch} epochs"
+                print(f"reusing {self.label}: {epochs} ({where})")
             return
-        if stored["history"]["engines"][-1:] not in ([], [self.engine]):
+        engine = (stored["history"].get("engines") or [self.engine])[-1]
+        if engine != self.engine:  # their optimizers keep different states
             raise CheckpointMismatchError(
-                f"{where} was being trained by the {stored['history']['engines'][-1]} engine and "
-                f"its optimizer state is that engine's: resume it with --engine "
-                f"{stored['history']['engines'][-1]} (CVAE_ENGINE), or delete it to start over."
+                f"{where} was being trained by the {engine} engine: resume it with "
+                f"--engine {engine} (CVAE_ENGINE), or delete it to start over."
             )
         self.optim.set_state(stored["optimizer_state"])
         _set_rng_state(self.train, stored["rng"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
+import yaml
 
 from tools.notebook_outputs import cells_with_outputs
 from tools.repo_url import INSTALL_PATTERN, repository_url
@@ -111,3 +112,19 @@ def test_the_output_check_finds_cells_with_outputs(tmp_path):
     nbformat.write(notebook, dirty)
     assert cells_with_outputs(clean) == [] and cells_with_outputs(dirty) == [2]
     assert main([str(clean)]) == 0 and main([str(clean), str(dirty)]) == 1
+
+
+def test_the_introduction_lists_every_chapter():
+    """Every chapter of the table of contents is linked from the introduction's list."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    intro = (BOOK / "intro.md").read_text()
+    missing = [f for f in files if f"]({Path(f).name})" not in intro]
+    assert not missing, f"book/intro.md does not link {missing}"
+
+
+@pytest.mark.parametrize("chapter", sorted(BOOK.glob("*.md")), ids=lambda p: p.name)
+def test_no_chapter_is_longer_than_380_lines(chapter):
+    """A chapter holds one idea; a longer one is split (as the GSNN and diversity chapters
+    were)."""
+    assert len(chapter.read_text().splitlines()) <= 380
