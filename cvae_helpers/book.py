@@ -27,9 +27,10 @@ def setup_chapter(seed: int = 0, profile: str | None = None) -> RunSpec:
     set_seed(seed)
     _inline_figures()
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "font.size": 10})
+    # short enough for the book's narrowest code column (about 70 characters)
+    profile = spec.profile
     print(
-        f"{PROFILE_ENV}={spec.profile.name}: {spec.profile.description}; "
-        f"{spec.device}, seed {seed}"
+        f"{PROFILE_ENV}={profile.name} ({profile.description}), {spec.device}, seed {seed}"
     )
     return spec
 

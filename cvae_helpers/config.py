@@ -134,7 +134,7 @@ PROFILES: dict[str, Profile] = {
     # downloads.
     "quick": Profile(
         name="quick",
-        description="a smoke test on small subsets, numbers not meaningful",
+        description="smoke test, numbers not meaningful",
         train_size=3000,
         val_size=1000,
         test_size=1000,
@@ -158,8 +158,7 @@ PROFILES["dryrun"] = replace(
     PROFILES["quick"],
     name="dryrun",
     fetch_pretrained=True,
-    description="quick's budget fetched from the release, to check the "
-    "release path; numbers not meaningful",
+    description="quick's sizes, fetched from a release",
 )
 
 

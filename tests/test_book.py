@@ -51,5 +51,5 @@ def test_setup_chapter_returns_the_run_spec(monkeypatch, capsys):
     # one line: the budget and what it is for (the quick one warns), the device, the
     # seed
     assert capsys.readouterr().out == (
-        "CVAE_PROFILE=quick: a smoke test on small subsets, numbers not meaningful; cpu, seed 4\n"
+        "CVAE_PROFILE=quick (smoke test, numbers not meaningful), cpu, seed 4\n"
     )
