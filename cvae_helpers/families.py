@@ -61,6 +61,11 @@ class Family:
     cvae_share: float | None
 
     @property
+    def weighted(self) -> bool:
+        """Whether the run's alpha weighs two losses (the hybrid)."""
+        return self.cvae_share is None
+
+    @property
     def recognition(self) -> bool:
         """Whether the model has a recognition network q(z|x,y)."""
         return self.cvae_share != 0
@@ -81,7 +86,7 @@ class Family:
     def svi_loss(self, cvae, alpha: float):
         """The loss ``SVI`` minimises: ``Trace_ELBO`` or, for the hybrid,
         :class:`HybridELBO`."""
-        if self.cvae_share is None:
+        if self.weighted:
             return HybridELBO(cvae.gsnn_guide, alpha)
         return Trace_ELBO()
 

@@ -231,7 +231,7 @@ def training_loss(
 
     def loss(xs: torch.Tensor, ys: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
         pixels = hidden_pixels(xs)  # a setting hides the same pixels in every image
-        if family.cvae_share is None:
+        if family.weighted:
             return alpha * neg_elbo(cvae, xs, ys, y_hat, pixels) + (
                 1 - alpha
             ) * gsnn_loss(cvae, xs, ys, y_hat, pixels)

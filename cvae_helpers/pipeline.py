@@ -62,9 +62,8 @@ def describe_origin(history: dict) -> str:
 
 
 def trained_by(history: dict) -> str:
-    """The engines that trained a model's epochs, e.g. ``"pyro"`` or ``"fast+pyro"`` for
-    a run resumed with the other one; ``"unknown"`` for a history that predates the
-    record."""
+    """The engine that trained a model's epochs, e.g. ``"pyro"`` (a run resumes only with
+    its own engine); ``"unknown"`` for a history that predates the record."""
     return "+".join(sorted(set(history.get("engines", [])))) or "unknown"
 
 
@@ -80,9 +79,7 @@ def checkpoint_paths(spec: RunSpec) -> tuple[Path, Path]:
     )
     suffix = "" if spec.precision == "fp32" else f"_{spec.precision}"
     name = spec.family.name
-    if (
-        spec.family.cvae_share is None and spec.alpha != DEFAULT_ALPHA
-    ):  # a hybrid's weight
+    if spec.family.weighted and spec.alpha != DEFAULT_ALPHA:  # a hybrid's weight
         name += f"_a{spec.alpha:g}"
     return (
         folder / f"baseline{suffix}.pt",
@@ -240,7 +237,7 @@ def metrics_record(models: TrainedModels) -> dict:
         "decoder_sees_input": spec.decoder_sees_input,
         "family": spec.family.name,
     }
-    if spec.family.cvae_share is None:
+    if spec.family.weighted:
         record["alpha"] = spec.alpha
     keys = {name: spec.family.result_key(name) for name in spec.family.estimators}
     for name, estimate in estimates.items():

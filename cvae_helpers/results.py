@@ -196,7 +196,7 @@ def write_results(records: list[dict], output_dir: str | Path) -> None:
     ]
     family = get_family(record_key(first, "family"))
     trained = "" if family is CVAE else f"Trained as {family.article}. "
-    if family.cvae_share is None:
+    if family.weighted:
         trained = f"Trained as {family.article}, alpha = {first['alpha']:g}. "
     text = (
         f"# Negative conditional log-likelihood on the MNIST test set\n\n{trained}"

@@ -33,7 +33,7 @@ from .data import (
     load_splits,
     mask_quadrants,
 )
-from .engines import ENGINES
+from .engines import ENGINES, engine_of
 from .models import CVAE, BaselineNet
 from .results import markdown_table
 
@@ -97,7 +97,7 @@ def _pyro_example_batches(loader: DataLoader, device: torch.device) -> Iterator:
 def _steps(spec: RunSpec) -> tuple[Callable, Callable, CVAE]:
     """Fresh default networks, seeded, and ``spec.engine``'s training steps for them:
     the baseline's ``step(xs, ys)``, the CVAE's ``step(xs, ys, y_hat)`` and the CVAE."""
-    engine = ENGINES[spec.engine]
+    engine = engine_of(spec)
     set_seed(spec.seed)
     baseline = BaselineNet().to(spec.device)
     cvae = CVAE(baseline=BaselineNet()).to(spec.device)

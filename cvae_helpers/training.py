@@ -361,7 +361,7 @@ def cvae_config(spec: RunSpec, model: CVAE, baseline_cfg: dict) -> dict:
         "profile": spec.profile.training_dict(),
         "baseline": baseline_cfg,
     }
-    if spec.family.cvae_share is None:  # the hybrid's weight is a setting of the run
+    if spec.family.weighted:  # the hybrid's weight is a setting of the run
         config["alpha"] = spec.alpha
     return config
 
