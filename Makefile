@@ -16,7 +16,7 @@ CHAPTERS := $(sort $(wildcard book/*.ipynb))
 REF := results/reference
 
 .PHONY: book test env data unit notebooks book-quick browser reference reference-eval reference-bf16 \
-	baseline-gap reference-gsnn reference-convergence release-assets release-dry-run sync-repo-url lint clean
+	baseline-gap reference-gsnn reference-convergence study-seeds study-protocols release-assets release-dry-run sync-repo-url lint clean
 
 env: $(VENV)/.installed
 
@@ -146,6 +146,23 @@ reference-convergence: data
 	/usr/bin/time -v -o $(REF)/logs/time_convergence_p_y_given_xz.txt $(PY) -m cvae_helpers convergence \
 	  --profile $(GAP_PROFILE) --seed 0 --precision fp32 --decoder-sees-input \
 	  --output $(REF)/convergence_p_y_given_xz.json
+
+# The seed and protocol studies (book/11_how_sure.md, cvae_helpers/studies.py): one JSON per
+# run in $(STUDY_DIR), with its commit, machine, engine and times. Resumable: only the missing
+# runs run, and each resumes from its last epoch (keep CVAE_CHECKPOINT_DIR); run files from
+# other machines merge by copying them into $(STUDY_DIR). STUDY_JOBS runs side by side, one
+# thread each. The runs are independent commands: to spread them over more machines, hand
+#   $(PY) -m cvae_helpers study list seeds --missing --engine fast
+# to GNU parallel or a SLURM array instead. STUDY_PROFILE=quick tries it in minutes.
+STUDY_DIR ?= $(REF)/studies
+STUDY_JOBS ?= 2
+STUDY_ENGINE ?= fast
+STUDY_PROFILE ?= full
+study-seeds study-protocols: data
+	$(PY) -m cvae_helpers study list $(@:study-%=%) --missing --profile $(STUDY_PROFILE) \
+	  --engine $(STUDY_ENGINE) --results $(STUDY_DIR) | sed 's|^python |$(PY) |' | \
+	  OMP_NUM_THREADS=1 xargs -P $(STUDY_JOBS) -I{} sh -c '{} --no-progress'
+	$(PY) -m cvae_helpers study report --profile $(STUDY_PROFILE) --results $(STUDY_DIR)
 
 # The release assets (pretrained weights, reference results, manifest) in release/, exported from
 # the reference models in the checkpoint cache ($CVAE_CHECKPOINT_DIR, else checkpoints/).

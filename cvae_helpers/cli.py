@@ -138,8 +138,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_study_commands(commands)
+    _add_seed_and_protocol_commands(commands)
     _add_measure_commands(commands)
     return parser
+
+
+def _add_seed_and_protocol_commands(commands) -> None:
+    """``study list|run|report``: the seed and protocol studies, one run per command."""
+    study = commands.add_parser(
+        "study",
+        help="the seed and protocol studies: list their runs, run one, report",
+        description="Each study is a list of independent runs, one JSON file each in "
+        "--results: `list` prints their commands (--missing: those not yet done, for "
+        "xargs -P, GNU parallel or a SLURM array), `run` trains (or resumes) and "
+        "evaluates one, `report` writes the tables of what is there.",
+    )
+    actions = study.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="print the commands of a study's runs")
+    listing.add_argument("study", choices=["seeds", "protocols"])
+    listing.add_argument("--missing", action="store_true", help="only runs not done")
+    run = actions.add_parser("run", help="train (or resume) and evaluate one run")
+    run.add_argument("--quadrants", type=int, choices=[1, 2, 3], required=True)
+    run.add_argument("--seed", type=int, required=True)
+    run.add_argument("--decoder-sees-input", action="store_true")
+    run.add_argument(
+        "--large-samples",
+        action="store_true",
+        help="also the IS estimate at the profile's study_large_samples",
+    )
+    run.add_argument("--no-progress", action="store_true")
+    report = actions.add_parser("report", help="write README.md with the tables")
+    for action in (listing, run, report):
+        action.add_argument(
+            "--profile",
+            default="full",
+            help="the budget: full (default) or quick; `run`: also with levers, "
+            "e.g. full-long",
+        )
+        action.add_argument(
+            "--results",
+            type=Path,
+            default=Path("results/reference/studies"),
+            help="the folder of the runs' JSON files (default: results/reference/studies)",
+        )
+    for action in (listing, run):
+        action.add_argument(
+            "--engine", choices=ENGINES, default=None, help="pyro or fast"
+        )
+    for name in ("--data-dir", "--checkpoint-dir"):
+        run.add_argument(name, type=Path, default=None)
+    _add_machine_arguments(run)
 
 
 def _add_study_commands(commands) -> None:
@@ -356,6 +404,39 @@ def _measure(args: argparse.Namespace) -> None:
     print(json.dumps(figures))
 
 
+def _study(args: argparse.Namespace) -> None:
+    from . import studies
+
+    if args.action == "list":
+        profile = studies.get_profile(args.profile)
+        for run in studies.study_runs(args.study, profile):
+            if not (args.missing and run.done(args.results)):
+                print(run.command(args.results, args.engine))
+        return
+    if args.action == "report":
+        path = studies.write_report(args.results, studies.get_profile(args.profile))
+        print(f"Wrote {path}")
+        return
+    template = RunSpec.create(
+        args.quadrants,
+        args.profile,
+        precision=args.precision,
+        engine=args.engine,
+        device=args.device,
+        data_dir=args.data_dir,
+        checkpoint_dir=args.checkpoint_dir,
+    )
+    run = studies.StudyRun(
+        args.profile,
+        args.quadrants,
+        args.decoder_sees_input,
+        args.seed,
+        args.large_samples,
+    )
+    record = studies.run_study_run(run, template, progress=not args.no_progress)
+    print(f"Wrote {studies.write_run(record, run, args.results)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported here so that --help answers at once, without loading torch and Pyro.
@@ -366,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in MODEL_COMMANDS:
             MODEL_COMMANDS[args.command](args, _specs(args))
+        elif args.command == "study":
+            _study(args)
         else:
             _measure(args)
     # ValueError includes pretrained.PretrainedError (a file that fails its SHA-256 check)

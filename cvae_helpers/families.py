@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyro.infer import Trace_ELBO
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 # The hybrid's weight on the CVAE's loss: the value of the authors' released code.
 DEFAULT_ALPHA = 0.5
@@ -35,9 +35,11 @@ class HybridELBO:
     p(z|x)).
     """
 
-    def __init__(self, gsnn_guide: Callable, alpha: float) -> None:
+    def __init__(
+        self, gsnn_guide: Callable, alpha: float, elbo: Trace_ELBO | None = None
+    ) -> None:
         self.gsnn_guide, self.alpha = gsnn_guide, alpha
-        self.elbo = Trace_ELBO()
+        self.elbo = elbo or Trace_ELBO()
 
     def __call__(self, model: Callable, guide: Callable, *args, **kwargs):
         cvae_loss = self.elbo.differentiable_loss(model, guide, *args, **kwargs)
@@ -83,12 +85,14 @@ class Family:
         """The guide ``SVI`` pairs with ``cvae.model``."""
         return cvae.guide if self.recognition else cvae.gsnn_guide
 
-    def svi_loss(self, cvae, alpha: float):
-        """The loss ``SVI`` minimises: ``Trace_ELBO`` or, for the hybrid,
-        :class:`HybridELBO`."""
+    def svi_loss(self, cvae, alpha: float, analytic_kl: bool = False):
+        """The loss ``SVI`` minimises: ``Trace_ELBO`` (``TraceMeanField_ELBO``, the KL
+        term in closed form, if ``analytic_kl``) or, for the hybrid, :class:`HybridELBO`
+        of it."""
+        elbo = TraceMeanField_ELBO() if analytic_kl else Trace_ELBO()
         if self.weighted:
-            return HybridELBO(cvae.gsnn_guide, alpha)
-        return Trace_ELBO()
+            return HybridELBO(cvae.gsnn_guide, alpha, elbo)
+        return elbo
 
 
 CVAE = Family("cvae", "CVAE", "a CVAE", cvae_share=1.0)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from pyro.distributions import Normal
+from torch.distributions import kl_divergence
 
 from .config import RunSpec, autocast_dtype
 from .data import hidden_pixels
@@ -192,19 +193,20 @@ def neg_elbo(
     ys: torch.Tensor,
     y_hat: torch.Tensor | None = None,
     pixels: torch.Tensor | None = None,
+    analytic_kl: bool = False,
 ) -> torch.Tensor:
     """What ``Trace_ELBO`` computes from :meth:`CVAE.model` and :meth:`CVAE.guide`,
     summed over the batch: -[log p(y|x,z) + log p(z|x) - log q(z|x,y)], z ~ q(z|x,y). z
     is drawn as the guide draws it (``rsample``), so the same random state gives the
-    same z."""
+    same z. ``analytic_kl``: ``TraceMeanField_ELBO``'s -[log p(y|x,z) - KL(q || p)]."""
     q = posterior(cvae, xs, ys)
     z = q.rsample()
-    log_weight = (
-        log_likelihood(cvae, z, xs, ys, pixels)
-        + prior(cvae, xs, y_hat).log_prob(z).sum(-1)
-        - q.log_prob(z).sum(-1)
-    )
-    return -log_weight.sum()
+    p = prior(cvae, xs, y_hat)
+    if analytic_kl:
+        kl = kl_divergence(q, p).sum(-1)
+    else:
+        kl = q.log_prob(z).sum(-1) - p.log_prob(z).sum(-1)
+    return -(log_likelihood(cvae, z, xs, ys, pixels) - kl).sum()
 
 
 def gsnn_loss(
@@ -221,7 +223,7 @@ def gsnn_loss(
 
 
 def training_loss(
-    cvae: CVAE, family: Family, alpha: float
+    cvae: CVAE, family: Family, alpha: float, analytic_kl: bool = False
 ) -> Callable[..., torch.Tensor]:
     """``family``'s loss as ``loss(xs, ys, y_hat)``, summed over the batch:
     :func:`neg_elbo` for the CVAE, :func:`gsnn_loss` for the GSNN, and for the hybrid
@@ -232,11 +234,11 @@ def training_loss(
     def loss(xs: torch.Tensor, ys: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
         pixels = hidden_pixels(xs)  # a setting hides the same pixels in every image
         if family.weighted:
-            return alpha * neg_elbo(cvae, xs, ys, y_hat, pixels) + (
+            return alpha * neg_elbo(cvae, xs, ys, y_hat, pixels, analytic_kl) + (
                 1 - alpha
             ) * gsnn_loss(cvae, xs, ys, y_hat, pixels)
         if family.recognition:
-            return neg_elbo(cvae, xs, ys, y_hat, pixels)
+            return neg_elbo(cvae, xs, ys, y_hat, pixels, analytic_kl)
         return gsnn_loss(cvae, xs, ys, y_hat, pixels)
 
     return loss
@@ -244,16 +246,36 @@ def training_loss(
 
 class TorchOptim:
     """A torch optimizer with ``get_state`` / ``set_state``, as Pyro's optimizers have
-    them."""
+    them; with ``lr_decay``, also ``step(val_loss)``, as Pyro's ``ReduceLROnPlateau``
+    (:func:`cvae_helpers.training.make_optimizer`) has it."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, lr_decay: float | None = None
+    ) -> None:
         self.optimizer = optimizer
+        self.scheduler = None
+        if lr_decay is not None:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=lr_decay, patience=0
+            )
+
+    def step(self, val_loss: float) -> None:
+        self.scheduler.step(val_loss)
 
     def get_state(self) -> dict:
-        return self.optimizer.state_dict()
+        if self.scheduler is None:
+            return self.optimizer.state_dict()
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
 
     def set_state(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
+        if self.scheduler is None:
+            self.optimizer.load_state_dict(state)
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
 
 def make_adam(params, lr: float) -> torch.optim.Adam:
@@ -273,7 +295,8 @@ class FastSteps:
     per step).
 
     ``autocast``: the dtype of mixed-precision matmuls (``None``: fp32); fp16 gets a
-    gradient scaler so that small gradients survive.
+    gradient scaler so that small gradients survive. ``lr_decay``: see
+    :class:`TorchOptim`.
     """
 
     engine = "fast"  # what a training run records for the epochs these steps train
@@ -284,9 +307,10 @@ class FastSteps:
         params,
         lr: float,
         autocast: torch.dtype | None = None,
+        lr_decay: float | None = None,
     ) -> None:
         self.loss = loss
-        self.optim = TorchOptim(make_adam(params, lr))
+        self.optim = TorchOptim(make_adam(params, lr), lr_decay)
         self.autocast = autocast
         self.scaler = torch.amp.GradScaler() if autocast == torch.float16 else None
 
@@ -329,11 +353,13 @@ def cvae_steps(cvae: CVAE, spec: RunSpec) -> FastSteps:
     """The CVAE family's steps: ``spec.family``'s loss over the networks it trains."""
     nets = [cvae.prior_net, cvae.recognition_net, cvae.generation_net]
     params = [p for net in nets if net is not None for p in net.parameters()]
+    profile = spec.profile
     return FastSteps(
-        training_loss(cvae, spec.family, spec.alpha),
+        training_loss(cvae, spec.family, spec.alpha, profile.analytic_kl),
         params,
-        spec.profile.learning_rate,
+        profile.learning_rate,
         autocast_dtype(spec.precision, spec.device),
+        profile.lr_decay,
     )
 
 

@@ -72,18 +72,22 @@ def checkpoint_paths(spec: RunSpec) -> tuple[Path, Path]:
     folder and file names spell the cache key): ``cvae_pyz.pt``, ``gsnn_pyz.pt``,
     ``hybrid_pyz.pt``, and ``hybrid_a0.25_pyz.pt`` for a hybrid weight other than
     0.5."""
-    folder = (
-        spec.checkpoint_dir
-        / spec.profile.name
-        / f"q{spec.num_quadrant_inputs}_seed{spec.seed}"
-    )
+
+    def folder(profile):
+        return (
+            spec.checkpoint_dir
+            / profile.name
+            / f"q{spec.num_quadrant_inputs}_seed{spec.seed}"
+        )
+
     suffix = "" if spec.precision == "fp32" else f"_{spec.precision}"
     name = spec.family.name
     if spec.family.weighted and spec.alpha != DEFAULT_ALPHA:  # a hybrid's weight
         name += f"_a{spec.alpha:g}"
+    decoder = DECODER_FILE_TAGS[spec.decoder_sees_input]
     return (
-        folder / f"baseline{suffix}.pt",
-        folder / f"{name}_{DECODER_FILE_TAGS[spec.decoder_sees_input]}{suffix}.pt",
+        folder(spec.profile.for_baseline) / f"baseline{suffix}.pt",
+        folder(spec.profile) / f"{name}_{decoder}{suffix}.pt",
     )
 
 
@@ -93,7 +97,10 @@ def checkpoint_configs(spec: RunSpec) -> tuple[dict, dict]:
     with torch.device(
         "meta"
     ):  # only the architecture is read: no weights are allocated
-        cvae = CVAE(decoder_sees_input=spec.decoder_sees_input)
+        width = spec.profile.hidden_units
+        cvae = CVAE(
+            hidden_1=width, hidden_2=width, decoder_sees_input=spec.decoder_sees_input
+        )
     base = baseline_config(spec)
     return base, cvae_config(spec, cvae, base)
 

@@ -139,6 +139,42 @@ def plot_histories(histories: dict[str, dict], title: str = "") -> plt.Figure:
     return fig
 
 
+def plot_protocol_curves(records: Sequence[dict]) -> plt.Figure:
+    """Validation −ELBO per epoch for each protocol (a study run's ``profile``): the
+    mean over seeds as a line, the seeds' range as a band, over the epochs that every
+    seed trained; then each seed alone, thin, where some stopped earlier."""
+    fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    by_protocol: dict[str, list[list[float]]] = {}
+    for record in records:
+        by_protocol.setdefault(record["profile"], []).append(
+            record["curves"]["val_loss"]
+        )
+    for index, (name, curves) in enumerate(by_protocol.items()):
+        color = f"C{index}"
+        common = min(len(c) for c in curves)
+        values = np.array([c[:common] for c in curves])
+        epochs = np.arange(1, common + 1)
+        ax.plot(
+            epochs, values.mean(0), color=color, label=f"{name} ({len(curves)} seeds)"
+        )
+        ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.25)
+        for curve in curves:
+            if len(curve) > common:
+                later = np.arange(common, len(curve) + 1)
+                ax.plot(later, curve[common - 1 :], color=color, lw=0.7, alpha=0.7)
+    low = min(min(r["curves"]["val_loss"]) for r in records)
+    high = np.median([r["curves"]["val_loss"][0] for r in records])
+    ax.set_ylim(
+        low - 0.02 * (high - low), high
+    )  # the first epochs' losses dwarf the rest
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation −ELBO (nats per image)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def _node(ax, xy, label, observed=False, deterministic=False):
     face = "0.82" if observed else "white"
     if deterministic:

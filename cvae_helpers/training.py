@@ -20,7 +20,7 @@ from pathlib import Path
 import pyro
 import torch
 from pyro.infer import SVI
-from pyro.optim import Adam
+from pyro.optim import Adam, ReduceLROnPlateau
 from tqdm.auto import tqdm
 
 from .checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
@@ -40,13 +40,38 @@ def make_svi(cvae: CVAE, spec: RunSpec) -> SVI:
 
     For the CVAE this is ``SVI(cvae.model, cvae.guide, Adam(...), loss=Trace_ELBO())``.
     """
-    family = spec.family
+    family, profile = spec.family, spec.profile
     return SVI(
         cvae.model,
         family.guide(cvae),
-        Adam({"lr": spec.profile.learning_rate}),
-        loss=family.svi_loss(cvae, spec.alpha),
+        make_optimizer(profile),
+        loss=family.svi_loss(cvae, spec.alpha, profile.analytic_kl),
     )
+
+
+def make_optimizer(profile: Profile):
+    """Pyro's Adam at the profile's learning rate; with ``profile.lr_decay``, wrapped in
+    ``ReduceLROnPlateau``, which multiplies the rate by it after each epoch whose
+    validation loss did not improve (:meth:`TrainingRun.end_epoch` tells it the loss)."""
+    if profile.lr_decay is None:
+        return Adam({"lr": profile.learning_rate})
+    return ReduceLROnPlateau(
+        {
+            "optimizer": torch.optim.Adam,
+            "optim_args": {"lr": profile.learning_rate},
+            "factor": profile.lr_decay,
+            "patience": 0,
+        }
+    )
+
+
+def current_lr(optim) -> float:
+    """The learning rate ``optim`` applies now: Pyro's optimizer (one torch optimizer
+    or scheduler per parameter), or a torch one held as ``optim.optimizer``."""
+    held = getattr(optim, "optim_objs", None)
+    first = next(iter(held.values())) if held else optim.optimizer
+    first = getattr(first, "optimizer", first)  # a scheduler wraps its optimizer
+    return first.param_groups[0]["lr"]
 
 
 def fit(svi, train: TensorBatches, val: TensorBatches, run: TrainingRun) -> dict:
@@ -137,6 +162,7 @@ def _new_history() -> dict:
         "val_loss": [],
         "epoch_seconds": [],
         "engines": [],
+        "learning_rates": [],
         "best_epoch": None,
         "best_val_loss": math.inf,
         "stopped_early": False,
@@ -275,11 +301,15 @@ class TrainingRun:
         self.module.eval()
         val_loss = self._per_item(val_losses, self.val, "validation")
         self.epoch = epoch
+        learning_rate = current_lr(self.optim)  # the rate this epoch trained with
+        if self.profile.lr_decay is not None:
+            self.optim.step(val_loss)  # ReduceLROnPlateau's step
         for key, value in (
             ("train_loss", train_loss),
             ("val_loss", val_loss),
             ("epoch_seconds", time.perf_counter() - self.started),
             ("engines", self.engine),
+            ("learning_rates", learning_rate),
         ):
             self.history.setdefault(key, []).append(value)
         if val_loss < self.history["best_val_loss"]:
@@ -337,6 +367,7 @@ class TrainingRun:
 
 def baseline_config(spec: RunSpec, hidden_1: int = 500, hidden_2: int = 500) -> dict:
     """Everything that determines a trained baseline: its checkpoint's cache key."""
+    spec = spec.for_baseline()
     return {
         "model": "baseline",
         "num_quadrant_inputs": spec.num_quadrant_inputs,
@@ -392,7 +423,7 @@ def train_baseline(
     ``spec.device``, and its history. ``make_steps(net, spec)``: the training step (the
     fast engine's, or this plain PyTorch one).
     """
-    splits = splits.to(spec.device)
+    splits, spec = splits.to(spec.device), spec.for_baseline()
     set_seed(spec.seed)  # the initial weights depend on the seed only
     net = BaselineNet().to(spec.device)
     train, val = make_batches(
@@ -459,6 +490,8 @@ def train_cvae(
     splits = splits.to(spec.device)
     set_seed(spec.seed)
     cvae = CVAE(
+        hidden_1=spec.profile.hidden_units,
+        hidden_2=spec.profile.hidden_units,
         baseline=copy.deepcopy(baseline),
         decoder_sees_input=spec.decoder_sees_input,
         recognition=spec.family.recognition,

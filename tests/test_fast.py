@@ -19,7 +19,7 @@ from conftest import synthetic_split
 from pyro.distributions import Normal
 
 from cvae_helpers import evaluation, fast, training
-from cvae_helpers.config import RunSpec, get_profile, set_seed
+from cvae_helpers.config import RunSpec, get_profile, set_seed, with_levers
 from cvae_helpers.data import MaskedSplit, QuadrantSplits, hidden_pixels, mask_quadrants
 from cvae_helpers.engines import ENGINES, engine_of
 from cvae_helpers.families import get_family
@@ -36,9 +36,9 @@ def _batch(q=2, n=5, seed=0):
     return xs.reshape(n, 784), ys.reshape(n, 784)
 
 
-def _pyro_loss(cvae, family, alpha, xs, ys, y_hat):
+def _pyro_loss(cvae, family, alpha, xs, ys, y_hat, analytic_kl=False):
     """The loss Pyro's ``SVI`` minimises for ``family``, as a differentiable tensor."""
-    loss = family.svi_loss(cvae, alpha)
+    loss = family.svi_loss(cvae, alpha, analytic_kl)
     if family.cvae_share is None:  # HybridELBO, called as SVI calls it
         return loss(cvae.model, cvae.guide, xs, ys, y_hat)
     return loss.differentiable_loss(cvae.model, family.guide(cvae), xs, ys, y_hat)
@@ -114,14 +114,49 @@ def test_training_loss_and_gradients_equal_pyro(name, alpha, sees_input, q):
     assert not torch.allclose(training_loss(xs, ys, y_hat).detach(), pyro_loss)
 
 
+@pytest.mark.parametrize("q", [1, 3])
+@pytest.mark.parametrize("sees_input", [False, True])
+@pytest.mark.parametrize(("name", "alpha"), [("cvae", 0.5), ("hybrid", 0.2)])
+def test_analytic_kl_loss_and_gradients_equal_trace_mean_field(
+    name, alpha, sees_input, q
+):
+    """The protocol lever analytic_kl: the fast loss with KL(q || p) in closed form
+    equals ``TraceMeanField_ELBO`` (and, for the hybrid, HybridELBO of it), loss and
+    gradients, on the same random state; and it differs from the sampled KL's."""
+    family = get_family(name)
+    set_seed(0)
+    cvae = CVAE(z_dim=6, hidden_1=16, hidden_2=12, decoder_sees_input=sees_input)
+    xs, ys = _batch(q=q)
+    y_hat = torch.rand(5, 784)
+    pyro_loss, pyro_grads = _loss_and_grads(
+        cvae, lambda: _pyro_loss(cvae, family, alpha, xs, ys, y_hat, True)
+    )
+    training_loss = fast.training_loss(cvae, family, alpha, analytic_kl=True)
+    loss, grads = _loss_and_grads(cvae, lambda: training_loss(xs, ys, y_hat))
+    assert torch.allclose(loss, pyro_loss, rtol=1e-5), (loss, pyro_loss)
+    assert grads.keys() == pyro_grads.keys()
+    for key, grad in grads.items():
+        assert torch.allclose(grad, pyro_grads[key], rtol=1e-4, atol=1e-5), key
+    sampled, _ = _loss_and_grads(
+        cvae, lambda: fast.training_loss(cvae, family, alpha)(xs, ys, y_hat)
+    )
+    assert (sampled - loss).abs() > 1e-3  # same z, another estimate of the KL
+
+
 @pytest.mark.parametrize(
-    ("name", "alpha"), [("cvae", 0.5), ("gsnn", 0.5), ("hybrid", 0.2)]
+    ("name", "alpha", "levers"),
+    [
+        ("cvae", 0.5, ()),
+        ("gsnn", 0.5, ()),
+        ("hybrid", 0.2, ()),
+        ("cvae", 0.5, ("lr-decay", "analytic-kl")),
+    ],
 )
-def test_fast_steps_train_the_weights_svi_trains(name, alpha, tmp_path):
+def test_fast_steps_train_the_weights_svi_trains(name, alpha, levers, tmp_path):
     """Three steps of the fast engine (fused torch Adam) and of Pyro's SVI
     (pyro.optim.Adam) from the same weights and seeds: the same losses and weights, up
     to rounding."""
-    profile = get_profile("quick", learning_rate=1e-2)
+    profile = with_levers(get_profile("quick", learning_rate=1e-2), levers)
     spec = RunSpec.create(
         2, profile, device="cpu", checkpoint_dir=tmp_path, family=name, alpha=alpha
     )
@@ -136,10 +171,19 @@ def test_fast_steps_train_the_weights_svi_trains(name, alpha, tmp_path):
         initial = {key: value.clone() for key, value in cvae.state_dict().items()}
         pyro.clear_param_store()
         steps = make_steps(cvae, spec)
-        losses = []
-        for step in range(3):
+        losses, rates = [], []
+        for step in range(4):
             set_seed(10 + step)
             losses.append(float(steps.step(xs, ys, y_hat)))
+            if (
+                profile.lr_decay is not None
+            ):  # an epoch that improved, then one that did not
+                steps.optim.step([100.0, 90.0, 200.0, 200.0][step])
+                rates.append(training.current_lr(steps.optim))
+        if profile.lr_decay is not None:
+            assert rates == pytest.approx([1e-2, 1e-2, 5e-3, 2.5e-3])
+            state = steps.optim.get_state()  # the scheduler's state is checkpointed too
+            steps.optim.set_state(state)
         pyro.clear_param_store()
         return initial, cvae.state_dict(), losses
 

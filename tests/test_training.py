@@ -12,7 +12,7 @@ from cvae_helpers.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from cvae_helpers.config import get_profile
+from cvae_helpers.config import get_profile, with_levers
 from cvae_helpers.data import EVAL_BATCH_SIZE, TensorBatches
 from cvae_helpers.engines import ENGINES
 from cvae_helpers.evaluation import baseline_nll
@@ -251,18 +251,17 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
+@pytest.mark.parametrize("levers", [(), ("lr-decay", "analytic-kl", "wide")])
 @pytest.mark.parametrize("engine", ["pyro", "fast"])
 def test_a_resumed_cvae_trains_as_an_uninterrupted_one(
-    tiny_splits, tiny_spec, tmp_path, capsys, engine
+    tiny_splits, tiny_spec, tmp_path, capsys, engine, levers
 ):
     """Pyro's optimizer state and random state are checkpointed with the run (or the
     fast engine's): resuming after epoch 2 gives the uninterrupted run's numbers, bit
-    for bit."""
-    spec = replace(
-        tiny_spec,
-        engine=engine,
-        profile=get_profile("quick", max_epochs=3, patience=10, batch_size=32),
-    )
+    for bit; with the protocol levers too, the learning-rate scheduler's state
+    included."""
+    base = get_profile("quick", max_epochs=4, patience=10, batch_size=32)
+    spec = replace(tiny_spec, engine=engine, profile=with_levers(base, levers))
     steps = ENGINES[engine].cvae_steps
     baseline = BaselineNet()
     straight, straight_history = train_cvae(
@@ -289,10 +288,16 @@ def test_a_resumed_cvae_trains_as_an_uninterrupted_one(
         make_steps=steps,
     )
     assert capsys.readouterr().out.startswith(
-        "resuming CVAE, 2 quadrants, after epoch 2 of at most 3 ("
+        "resuming CVAE, 2 quadrants, after epoch 2 of at most 4 ("
     )
-    for key in ("train_loss", "val_loss", "engines", "best_epoch"):
+    for key in ("train_loss", "val_loss", "engines", "best_epoch", "learning_rates"):
         assert resumed_history[key] == straight_history[key], key
+    rates = straight_history["learning_rates"]
+    if levers:  # the rate was halved after an epoch without gain, and resumed so
+        assert rates[0] == 1e-3 and min(rates) < 1e-3, rates
+        assert straight.prior_net.fc1.out_features == 1000
+    else:
+        assert rates == [1e-3] * 4
     pairs = zip(
         straight.state_dict().values(), resumed.state_dict().values(), strict=True
     )

@@ -1,0 +1,553 @@
+"""How sure, and how close to the paper: the seed study and the protocol study.
+
+A study is a list of independent runs (:class:`StudyRun`): one quadrant setting, one
+decoder, one seed, one training protocol (a profile, :func:`~cvae_helpers.config.
+with_levers`). Each run trains (or resumes, or reuses) its baseline and CVAE through
+:func:`~cvae_helpers.pipeline.get_trained_models`, evaluates them, and writes one JSON
+file named after it, with its provenance: commit, machine, engine, wall time. A study
+is done when every file is there, so it resumes by running the missing ones, and files
+from several machines merge by copying them into one folder. ``python -m cvae_helpers
+study list STUDY --missing`` prints one command per missing run, for ``xargs -P``, GNU
+parallel or a SLURM array; ``make study-seeds`` and ``make study-protocols`` run them.
+
+- ``seeds``: NN and CVAE for 1, 2 and 3 quadrants, seeds ``0 .. study_seeds - 1`` for
+  the default decoder p(y|z) and ``0 .. study_paper_seeds - 1`` for the paper's
+  p(y|x,z).
+- ``protocols``: one quadrant, p(y|z), seeds ``0 .. study_paper_seeds - 1``, the
+  tutorial's protocol and each lever of :data:`~cvae_helpers.config.LEVERS` alone; IS
+  also at S = ``study_large_samples``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from statistics import mean, stdev
+
+from .config import (
+    LEVERS,
+    Profile,
+    RunSpec,
+    describe_device,
+    get_profile,
+    project_root,
+    split_levers,
+    with_levers,
+)
+from .convergence import full_test_is
+from .pipeline import DECODER_FILE_TAGS, get_trained_models, metrics_record
+from .results import QUADRANT_SETTINGS, decoder_label, markdown_table
+
+STUDIES = ("seeds", "protocols")
+# Where the committed studies live, below the reference folder.
+STUDIES_SUBDIR = "studies"
+# The quadrant setting of the protocol study: where the gap to the paper is largest.
+PROTOCOL_QUADRANTS = 1
+# The estimators the tables report, by metrics key.
+ESTIMATOR_ROWS = {
+    "NN": "baseline_nll",
+    "CVAE MC": "cvae_nll_mc",
+    "CVAE IS": "cvae_nll_is",
+    "CVAE −ELBO": "cvae_neg_elbo",
+}
+# Sohn, Lee & Yan (2015), Table 1, MNIST, negative CLL, as it is commonly quoted: we
+# could not check a copy of the paper, and the book says so wherever it shows them.
+PAPER_AS_QUOTED = {
+    "NN": {1: 100.03, 2: 62.14, 3: 26.01},
+    "CVAE IS": {1: 64.05, 2: 44.96, 3: 20.97},
+}
+
+
+@dataclass(frozen=True, order=True)
+class StudyRun:
+    """One run of a study: a setting, a decoder, a seed and a protocol (profile name).
+    ``large_samples``: also the IS estimate at the profile's ``study_large_samples``."""
+
+    profile: str
+    num_quadrant_inputs: int
+    decoder_sees_input: bool
+    seed: int
+    large_samples: bool = False
+
+    @property
+    def name(self) -> str:
+        """The file name of its result: ``full-long_q1_pyz_seed2``."""
+        decoder = DECODER_FILE_TAGS[self.decoder_sees_input]
+        return f"{self.profile}_q{self.num_quadrant_inputs}_{decoder}_seed{self.seed}"
+
+    def path(self, results_dir: str | Path) -> Path:
+        return Path(results_dir) / f"{self.name}.json"
+
+    def done(self, results_dir: str | Path) -> bool:
+        """Whether its result is written, with the large-S estimate if it needs one."""
+        path = self.path(results_dir)
+        if not path.is_file():
+            return False
+        return not self.large_samples or "is_large_s" in json.loads(path.read_text())
+
+    def spec(self, template: RunSpec) -> RunSpec:
+        """``template`` (folders, device, engine) for this run. A profile named after
+        ``template``'s, alone or with levers, is built from it (so that its sizes
+        stay as given), any other by name."""
+        base = template.profile
+        if self.profile == base.name:
+            profile = base
+        elif self.profile.startswith(base.name + "-"):
+            profile = with_levers(
+                base, split_levers(self.profile[len(base.name) + 1 :])
+            )
+        else:
+            profile = get_profile(self.profile)
+        return replace(
+            template,
+            num_quadrant_inputs=self.num_quadrant_inputs,
+            profile=profile,
+            seed=self.seed,
+            decoder_sees_input=self.decoder_sees_input,
+        )
+
+    def command(self, results_dir: str | Path, engine: str | None = None) -> str:
+        """The shell command that runs it (from the repository root)."""
+        words = [
+            "python -m cvae_helpers study run",
+            f"--profile {self.profile}",
+            f"--quadrants {self.num_quadrant_inputs}",
+            f"--seed {self.seed}",
+            "--decoder-sees-input" if self.decoder_sees_input else "",
+            "--large-samples" if self.large_samples else "",
+            f"--engine {engine}" if engine else "",
+            f"--results {results_dir}",
+        ]
+        return " ".join(word for word in words if word)
+
+
+def protocol_profiles(base: Profile) -> list[Profile]:
+    """The protocol study's profiles: ``base`` (the tutorial's protocol), then ``base``
+    with each lever alone."""
+    return [base, *(with_levers(base, [lever]) for lever in LEVERS)]
+
+
+def study_runs(study: str, base: Profile) -> list[StudyRun]:
+    """The runs of ``study`` (``"seeds"`` or ``"protocols"``) at the sizes of ``base``."""
+    if study == "seeds":
+        return [
+            StudyRun(base.name, q, sees_input, seed)
+            for q in QUADRANT_SETTINGS
+            for sees_input in (False, True)
+            for seed in range(
+                base.study_paper_seeds if sees_input else base.study_seeds
+            )
+        ]
+    if study == "protocols":
+        return [
+            StudyRun(profile.name, PROTOCOL_QUADRANTS, False, seed, large_samples=True)
+            for profile in protocol_profiles(base)
+            for seed in range(base.study_paper_seeds)
+        ]
+    raise ValueError(f"Unknown study {study!r}; choose one of {STUDIES}.")
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=project_root(), capture_output=True, text=True
+        )
+    except OSError:
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(spec: RunSpec, wall_seconds: float) -> dict:
+    """Which code, machine and engine made a run's result, and how long it took here."""
+    return {
+        "commit": _git("rev-parse", "--short", "HEAD") or "unknown",
+        # changes to the package not yet committed when it ran
+        "package_modified": bool(_git("status", "--porcelain", "--", "cvae_helpers")),
+        "device": describe_device(spec.device),
+        "device_type": spec.device.type,
+        "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
+        "engine": spec.engine,
+        "wall_seconds": wall_seconds,
+        "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def run_study_run(run: StudyRun, template: RunSpec, *, progress: bool = False) -> dict:
+    """Train (or resume, or reuse) and evaluate one run; its record, with the learning
+    curves and provenance. Never downloads: a study measures training here."""
+    started = time.perf_counter()
+    spec = run.spec(template)
+    models = get_trained_models(spec, progress=progress, force_training=True)
+    evaluating = time.perf_counter()
+    record = metrics_record(models)
+    if run.large_samples:
+        record["is_large_s"] = full_test_is(models, (spec.profile.study_large_samples,))
+    history = models.cvae_history
+    record["curves"] = {
+        "val_loss": history["val_loss"],
+        "train_loss": history["train_loss"],
+        "learning_rates": history.get("learning_rates", []),
+        "best_val_loss": history["best_val_loss"],
+        "baseline_best_val_loss": models.baseline_history["best_val_loss"],
+    }
+    record["provenance"] = provenance(spec, time.perf_counter() - started)
+    record["provenance"]["eval_seconds"] = time.perf_counter() - evaluating
+    return record
+
+
+def write_run(record: dict, run: StudyRun, results_dir: str | Path) -> Path:
+    path = run.path(results_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def load_runs(results_dir: str | Path, runs: Iterable[StudyRun]) -> list[dict]:
+    """The records of ``runs`` found in ``results_dir`` (the missing ones are left
+    out)."""
+    found = []
+    for run in runs:
+        path = run.path(results_dir)
+        if path.is_file():
+            found.append(json.loads(path.read_text()))
+    return found
+
+
+def load_study(study: str, spec: RunSpec, reference: Path | None = None) -> list[dict]:
+    """The records of ``study`` for a chapter: at the reference budget those committed
+    in ``reference``/studies (the chapter trains nothing; missing runs are left out);
+    at any other budget every run, trained here with the fast engine (tested equal to
+    Pyro's) and kept in the checkpoint cache."""
+    if spec.profile.reference:
+        if reference is None:
+            return []
+        return load_runs(reference / STUDIES_SUBDIR, study_runs(study, spec.profile))
+    results = spec.checkpoint_dir / STUDIES_SUBDIR / spec.profile.name
+    return run_study(study, replace(spec, engine="fast"), results)
+
+
+def run_study(
+    study: str, template: RunSpec, results_dir: str | Path, *, progress: bool = False
+) -> list[dict]:
+    """Every run of ``study`` at ``template``'s sizes, the missing ones run here, in
+    order; the records. For a small budget in one process (a chapter's quick build)."""
+    runs = study_runs(study, template.profile)
+    for run in runs:
+        if not run.done(results_dir):
+            write_run(run_study_run(run, template, progress=progress), run, results_dir)
+    return load_runs(results_dir, runs)
+
+
+# --- summaries --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One estimator over seeds: the mean, the standard deviation across seeds and the
+    mean test-set standard error."""
+
+    mean: float
+    seed_sd: float
+    test_stderr: float
+    seeds: int
+
+    @classmethod
+    def of(cls, records: list[dict], key: str) -> Spread:
+        values = [r[key] for r in records]
+        sd = stdev(values) if len(values) > 1 else math.nan
+        return cls(
+            mean(values), sd, mean(r[f"{key}_stderr"] for r in records), len(values)
+        )
+
+
+def _group(records: Iterable[dict], *fields: str) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault(tuple(record[f] for f in fields), []).append(record)
+    return groups
+
+
+def seed_spread(records: list[dict]) -> dict[tuple[int, bool], dict[str, Spread]]:
+    """Per (quadrants, decoder_sees_input): each estimator's :class:`Spread`."""
+    groups = _group(records, "num_quadrant_inputs", "decoder_sees_input")
+    return {
+        key: {row: Spread.of(group, field) for row, field in ESTIMATOR_ROWS.items()}
+        for key, group in sorted(groups.items())
+    }
+
+
+def seed_spread_table(records: list[dict]) -> str:
+    """Rows (setting, decoder, estimator): mean, sd across seeds, mean test s.e."""
+    rows = []
+    for (q, sees_input), spreads in seed_spread(records).items():
+        for row, spread in spreads.items():
+            rows.append(
+                [
+                    q,
+                    decoder_label(sees_input),
+                    row,
+                    spread.seeds,
+                    f"{spread.mean:.2f}",
+                    f"{spread.seed_sd:.2f}",
+                    f"{spread.test_stderr:.2f}",
+                ]
+            )
+    header = ["quadrants", "decoder", "estimator", "seeds", "mean",
+              "sd across seeds", "mean test s.e."]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def decoder_differences(records: list[dict]) -> dict[tuple[int, str], dict]:
+    """Per (quadrants, estimator): p(y|x,z) − p(y|z), paired by seed, against the seed
+    spread. ``exceeds_spread``: the mean difference is larger than either decoder's
+    standard deviation across seeds."""
+    spreads = seed_spread(records)
+    by_key = _group(records, "num_quadrant_inputs", "decoder_sees_input", "seed")
+    comparison = {}
+    for q in sorted({r["num_quadrant_inputs"] for r in records}):
+        seeds = sorted(
+            s
+            for (qq, sees, s) in by_key
+            if qq == q and sees and (q, False, s) in by_key
+        )
+        if not seeds:
+            continue
+        for row, key in ESTIMATOR_ROWS.items():
+            if row == "NN":  # the same baseline under both decoders
+                continue
+            diffs = [
+                by_key[q, True, s][0][key] - by_key[q, False, s][0][key] for s in seeds
+            ]
+            spread = max(spreads[q, False][row].seed_sd, spreads[q, True][row].seed_sd)
+            sd = stdev(diffs) if len(diffs) > 1 else math.nan
+            comparison[q, row] = {
+                "seeds": seeds,
+                "differences": diffs,
+                "mean": mean(diffs),
+                "paired_sd": sd,
+                "seed_spread": spread,
+                "exceeds_spread": abs(mean(diffs)) > spread,
+            }
+    return comparison
+
+
+def decoder_table(records: list[dict]) -> str:
+    rows = [
+        [
+            q,
+            row,
+            ", ".join(f"{d:+.2f}" for d in c["differences"]),
+            f"{c['mean']:+.2f}",
+            f"{c['seed_spread']:.2f}",
+            "yes" if c["exceeds_spread"] else "no",
+        ]
+        for (q, row), c in decoder_differences(records).items()
+    ]
+    header = ["quadrants", "estimator", "p(y|x,z) − p(y|z), per seed", "mean",
+              "seed spread (larger sd)", "beyond the spread"]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def protocol_summary(records: list[dict]) -> dict[str, dict]:
+    """Per protocol (profile): mean and sd over seeds of the best validation −ELBO,
+    the epochs, IS at S = 100 and at the large S, and the gap of each IS to the paper's
+    number as quoted; in the study's order."""
+    summary = {}
+    for (profile,), group in _group(records, "profile").items():
+        large = [r["is_large_s"]["mean"][-1] for r in group if "is_large_s" in r]
+        q = group[0]["num_quadrant_inputs"]
+        paper = PAPER_AS_QUOTED["CVAE IS"][q]
+        summary[profile] = {
+            "seeds": len(group),
+            "best_val_loss": _mean_sd(r["curves"]["best_val_loss"] for r in group),
+            "epochs": _mean_sd(r["epochs_cvae"] for r in group),
+            "is": _mean_sd(r["cvae_nll_is"] for r in group),
+            "is_large_s": _mean_sd(large),
+            "large_s": group[0].get("is_large_s", {}).get("sample_sizes", [None])[-1],
+            "gap_is": mean(r["cvae_nll_is"] for r in group) - paper,
+            "gap_is_large_s": mean(large) - paper if large else math.nan,
+        }
+    return summary
+
+
+def _mean_sd(values: Iterable[float]) -> tuple[float, float]:
+    values = list(values)
+    if not values:
+        return (math.nan, math.nan)
+    return (mean(values), stdev(values) if len(values) > 1 else math.nan)
+
+
+def chosen_protocol(records: list[dict]) -> str:
+    """The protocol with the lowest mean best validation loss: chosen on the
+    validation split, never on the test set."""
+    summary = protocol_summary(records)
+    return min(summary, key=lambda name: summary[name]["best_val_loss"][0])
+
+
+def protocol_table(records: list[dict]) -> str:
+    def cell(pair: tuple[float, float]) -> str:
+        return f"{pair[0]:.2f} ± {pair[1]:.2f}"
+
+    summary = protocol_summary(records)
+    large_s = next(iter(summary.values()))["large_s"] if summary else None
+    small_s = records[0]["num_samples"] if records else None
+    rows = [
+        [
+            name,
+            s["seeds"],
+            f"{s['epochs'][0]:.0f}",
+            cell(s["best_val_loss"]),
+            cell(s["is"]),
+            cell(s["is_large_s"]),
+            f"{s['gap_is']:+.2f}",
+            f"{s['gap_is_large_s']:+.2f}",
+        ]
+        for name, s in summary.items()
+    ]
+    header = ["protocol", "seeds", "epochs (mean)", "best validation −ELBO",
+              f"IS, S = {small_s}", f"IS, S = {large_s}", f"gap to paper, S = {small_s}",
+              f"gap to paper, S = {large_s}"]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def paper_table(records: list[dict]) -> str:
+    """The paper's Table 1 as quoted beside the seed study's means (± sd across
+    seeds), default decoder and paper's decoder."""
+    spreads = seed_spread(records)
+    rows = []
+    for row in ("NN", "CVAE IS"):
+        rows.append([f"{row}, Sohn et al. (as commonly quoted)",
+                     *(f"{PAPER_AS_QUOTED[row][q]:.2f}" for q in QUADRANT_SETTINGS)])  # fmt: skip
+        for sees_input in (False, True):
+            if row == "NN" and sees_input:
+                continue
+            cells = []
+            for q in QUADRANT_SETTINGS:
+                spread = spreads.get((q, sees_input), {}).get(row)
+                cells.append(
+                    f"{spread.mean:.2f} ± {spread.seed_sd:.2f}" if spread else "–"
+                )
+            label = row if row == "NN" else f"{row}, {decoder_label(sees_input)}"
+            rows.append([f"{label}, this book (mean ± sd over seeds)", *cells])
+    header = ["negative CLL (nats/image)", *(f"{q} quadrant{'s' * (q > 1)}"
+              for q in QUADRANT_SETTINGS)]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def bf16_against_spread(precision: dict, records: list[dict]) -> dict[int, dict]:
+    """Per setting, bf16 − fp32 of the committed precision comparison (one seed each)
+    against the seed study's standard deviation of the same estimator and decoder."""
+    spreads = seed_spread(records)
+    row = next(r for r, key in ESTIMATOR_ROWS.items() if key == precision["estimator"])
+    out = {}
+    for q_text, setting in precision["settings"].items():
+        spread = spreads.get((int(q_text), precision["decoder_sees_input"]), {}).get(
+            row
+        )
+        if spread is not None:
+            out[int(q_text)] = {
+                "difference": setting["difference"],
+                "seed_sd": spread.seed_sd,
+                "beyond_spread": abs(setting["difference"]) > spread.seed_sd,
+            }
+    return out
+
+
+def compute_hours(records: Iterable[dict]) -> dict[str, float]:
+    """Hours of training and evaluation per device type (``cpu``, ``cuda``) that the
+    records' models took, counted once per model."""
+    hours: dict[str, float] = {}
+    seen: set = set()
+    for record in records:
+        kind = record["provenance"]["device_type"]
+        trained_with = record["profile_settings"]["baseline_profile"] or {}
+        q, seed = record["num_quadrant_inputs"], record["seed"]
+        base = (trained_with.get("name", record["profile"]), q, seed)
+        cvae = (record["profile"], q, seed, record["decoder_sees_input"])
+        seconds = record["provenance"]["eval_seconds"]
+        for key, part in (
+            (base, "epoch_seconds_baseline"),
+            (cvae, "epoch_seconds_cvae"),
+        ):
+            if key not in seen:
+                seen.add(key)
+                seconds += record[part]
+        hours[kind] = hours.get(kind, 0.0) + seconds / 3600
+    return hours
+
+
+def provenance_table(records: list[dict]) -> str:
+    """What made the records: commits, engines, devices, with the runs of each."""
+    groups = _group(
+        ({**r, **{f"_{k}": v for k, v in r["provenance"].items()}} for r in records),
+        "_commit",
+        "_engine",
+        "_device",
+        "_cpu",
+    )
+    rows = [
+        [commit, engine, device, cpu, len(group)]
+        for (commit, engine, device, cpu), group in sorted(groups.items())
+    ]
+    return markdown_table(["commit", "engine", "device", "cpu", "runs"], rows)
+
+
+def _run_of(record: dict) -> StudyRun:
+    return StudyRun(
+        record["profile"],
+        record["num_quadrant_inputs"],
+        record["decoder_sees_input"],
+        record["seed"],
+    )
+
+
+def write_report(results_dir: str | Path, base: Profile) -> Path:
+    """``README.md`` in ``results_dir``: the tables of every run found there."""
+    results_dir = Path(results_dir)
+    seeds = load_runs(results_dir, study_runs("seeds", base))
+    protocols = load_runs(results_dir, study_runs("protocols", base))
+    everything = {_run_of(r).name: r for r in seeds + protocols}.values()
+    expected = {name: len(study_runs(name, base)) for name in STUDIES}
+    parts = [
+        "# The seed and protocol studies\n",
+        "Written by `python -m cvae_helpers study report` from the run files in this "
+        "folder (one JSON per run, with its provenance); see `cvae_helpers/studies.py` "
+        "and chapter 11.\n",
+        f"Runs found: seeds {len(seeds)} of {expected['seeds']}, protocols "
+        f"{len(protocols)} of {expected['protocols']}.\n",
+    ]
+    if seeds:
+        parts += ["## Seed spread\n", seed_spread_table(seeds)]
+        parts += ["\n## The two decoders, paired by seed\n", decoder_table(seeds)]
+        parts += ["\n## The paper's Table 1, as commonly quoted\n", paper_table(seeds)]
+    if protocols:
+        parts += ["\n## Protocols, 1 quadrant, p(y|z)\n", protocol_table(protocols)]
+        parts.append(
+            f"\nChosen on the validation split: `{chosen_protocol(protocols)}`.\n"
+        )
+    if everything:
+        hours = compute_hours(everything)
+        spent = ", ".join(f"{kind}: {h:.1f} h" for kind, h in sorted(hours.items()))
+        parts += ["\n## Provenance\n", provenance_table(list(everything)),
+                  f"\nCompute spent (training once per model, and evaluation): {spent}.\n"]  # fmt: skip
+    path = results_dir / "README.md"
+    path.write_text("\n".join(parts))
+    return path

@@ -1,0 +1,256 @@
+"""The seed and protocol studies: their run lists, commands, resumption, summaries and
+report (cvae_helpers/studies.py), and the protocol levers they pull (config)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import replace
+
+import pytest
+
+from cvae_helpers import cli, studies
+from cvae_helpers.config import (
+    LEVERS,
+    PROFILES,
+    RunSpec,
+    get_profile,
+    split_levers,
+    with_levers,
+)
+from cvae_helpers.pipeline import checkpoint_configs, checkpoint_paths
+
+
+def test_full_profile_cache_key_is_unchanged_by_the_levers():
+    """The levers are left out of the key at the tutorial's values: every checkpoint
+    and release file trained before them keeps its key."""
+    assert PROFILES["full"].training_dict() == {
+        "name": "full",
+        "train_size": None,
+        "val_size": None,
+        "max_epochs": 50,
+        "patience": 3,
+        "batch_size": 128,
+        "learning_rate": 1e-3,
+    }
+
+
+def test_levers_make_profiles_that_share_the_tutorials_baseline(tmp_path):
+    full = PROFILES["full"]
+    long = get_profile("full-long-lr-decay")
+    assert (long.name, long.patience, long.max_epochs, long.lr_decay) == (
+        "full-long-lr-decay",
+        10,
+        300,
+        0.5,
+    )
+    assert get_profile("quick-long").max_epochs == 6 * PROFILES["quick"].max_epochs
+    assert get_profile("full-wide").hidden_units == 1000
+    assert get_profile("full-analytic-kl").analytic_kl
+    assert not long.fetch_pretrained  # the release has no such models
+    spec = RunSpec.create(1, long, checkpoint_dir=tmp_path, device="cpu")
+    tutorial = RunSpec.create(1, full, checkpoint_dir=tmp_path, device="cpu")
+    assert checkpoint_paths(spec)[0] == checkpoint_paths(tutorial)[0]
+    assert checkpoint_paths(spec)[1].parent.name == "q1_seed0"
+    assert checkpoint_paths(spec)[1].parent.parent.name == "full-long-lr-decay"
+    base_key, cvae_key = checkpoint_configs(spec)
+    assert base_key == checkpoint_configs(tutorial)[0]
+    assert cvae_key["profile"]["lr_decay"] == 0.5 and cvae_key["baseline"] == base_key
+    wide_key = checkpoint_configs(replace(tutorial, profile=get_profile("full-wide")))
+    assert wide_key[1]["hidden_1"] == wide_key[1]["hidden_2"] == 1000
+    # a profile given levers by overrides still trains its baseline without them
+    assert get_profile("full", lr_decay=0.5).for_baseline.lr_decay is None
+
+
+def test_profile_names_with_levers_parse_or_say_what_exists():
+    assert split_levers("long-lr-decay") == ["long", "lr-decay"]
+    assert split_levers("lr-decay-long") == ["lr-decay", "long"]
+    assert split_levers("long-bogus") is None
+    with pytest.raises(ValueError, match="levers .*'long'.*joined by '-'"):
+        get_profile("full-bogus")
+    with pytest.raises(ValueError, match="Unknown lever 'fast'"):
+        with_levers(PROFILES["full"], ["fast"])
+
+
+def test_study_runs_at_the_full_budget():
+    full = PROFILES["full"]
+    seeds = studies.study_runs("seeds", full)
+    assert len(seeds) == 3 * (5 + 3)
+    assert {r.seed for r in seeds if not r.decoder_sees_input} == set(range(5))
+    assert {r.seed for r in seeds if r.decoder_sees_input} == {0, 1, 2}
+    protocols = studies.study_runs("protocols", full)
+    assert len(protocols) == (1 + len(LEVERS)) * 3
+    assert {r.num_quadrant_inputs for r in protocols} == {1}
+    assert all(r.large_samples for r in protocols)
+    # the tutorial protocol's runs are the seed study's: one file each
+    names = {r.name for r in seeds}
+    shared = [r for r in protocols if r.name in names]
+    assert [r.name for r in shared] == [f"full_q1_pyz_seed{s}" for s in range(3)]
+    assert len({r.name for r in seeds + protocols}) == len(seeds) + len(protocols) - 3
+    with pytest.raises(ValueError, match="Unknown study 'other'"):
+        studies.study_runs("other", full)
+
+
+def test_each_listed_command_is_the_run_it_names(tmp_path):
+    """``study list`` prints commands that the command line parses back to the same
+    run: what a scheduler is handed runs exactly that."""
+    for study in studies.STUDIES:
+        for run in studies.study_runs(study, PROFILES["full"]):
+            words = shlex.split(run.command(tmp_path, "fast"))
+            assert words[:3] == ["python", "-m", "cvae_helpers"]
+            args = cli.build_parser().parse_args(words[3:])
+            parsed = studies.StudyRun(
+                args.profile,
+                args.quadrants,
+                args.decoder_sees_input,
+                args.seed,
+                args.large_samples,
+            )
+            assert parsed == run and args.engine == "fast" and args.results == tmp_path
+    parser_studies = cli.build_parser().parse_args(["study", "list", "seeds"])
+    assert parser_studies.study in studies.STUDIES
+
+
+def test_a_run_is_done_when_its_file_has_what_it_needs(tmp_path, capsys):
+    run = studies.StudyRun("full-long", 1, False, 2, large_samples=True)
+    assert not run.done(tmp_path)
+    run.path(tmp_path).write_text(json.dumps({"cvae_nll_is": 1.0}))
+    assert not run.done(tmp_path)  # written by the seed study, without large S
+    assert replace(run, large_samples=False).done(tmp_path)
+    run.path(tmp_path).write_text(json.dumps({"is_large_s": {}}))
+    assert run.done(tmp_path)
+    assert (
+        cli.main(
+            ["study", "list", "protocols", "--missing", "--results", str(tmp_path)]
+        )
+        == 0
+    )
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == len(studies.study_runs("protocols", PROFILES["full"])) - 1
+    assert not any(
+        "--profile full-long --quadrants 1 --seed 2 " in line for line in listed
+    )
+
+
+def _record(profile, q, sees_input, seed, value, val_loss=None, large=None):
+    record = {
+        "profile": profile,
+        "num_quadrant_inputs": q,
+        "decoder_sees_input": sees_input,
+        "seed": seed,
+        "num_samples": 100,
+        "epochs_cvae": 30 + seed,
+        "curves": {"best_val_loss": val_loss if val_loss is not None else value},
+        "provenance": {"device_type": "cpu", "eval_seconds": 36.0, "commit": "abc",
+                       "engine": "fast", "device": "cpu", "cpu": "x", "finished": str(seed)},
+        "profile_settings": {"baseline_profile": None},
+        "epoch_seconds_baseline": 360.0,
+        "epoch_seconds_cvae": 720.0,
+    }  # fmt: skip
+    for key in studies.ESTIMATOR_ROWS.values():
+        record[key], record[f"{key}_stderr"] = value, 0.2
+    if large is not None:
+        record["is_large_s"] = {"sample_sizes": [1000], "mean": [large]}
+    return record
+
+
+def test_seed_spread_and_the_decoder_comparison_by_hand():
+    records = [
+        _record("full", 3, False, s, v) for s, v in enumerate([22.0, 23.0, 24.0])
+    ]
+    records += [
+        _record("full", 3, True, s, v) for s, v in enumerate([20.0, 21.5, 21.0])
+    ]
+    records += [_record("full", 1, False, s, v) for s, v in enumerate([67.0, 69.0])]
+    records += [_record("full", 1, True, s, v) for s, v in enumerate([68.0, 68.5])]
+    spread = studies.seed_spread(records)[3, False]["CVAE IS"]
+    assert (spread.mean, spread.seed_sd, spread.test_stderr, spread.seeds) == (
+        23.0,
+        1.0,
+        0.2,
+        3,
+    )
+    differences = studies.decoder_differences(records)
+    three = differences[3, "CVAE IS"]
+    assert three["differences"] == [-2.0, -1.5, -3.0]
+    assert three["mean"] == pytest.approx(-13 / 6)
+    assert three["seed_spread"] == 1.0 and three["exceeds_spread"]
+    one = differences[1, "CVAE IS"]
+    assert one["mean"] == pytest.approx(0.25) and not one["exceeds_spread"]
+    assert (3, "NN") not in differences  # one baseline under both decoders
+    table = studies.decoder_table(records)
+    assert "-2.00, -1.50, -3.00" in table and "| yes |" in table and "| no |" in table
+
+
+def test_the_protocol_is_chosen_on_validation_never_on_the_test_set():
+    """The protocol with the best test IS has the worse validation loss: the choice
+    follows validation."""
+    records = [
+        _record("full", 1, False, s, 68.0, val_loss=72.0, large=67.5) for s in range(3)
+    ]
+    records += [
+        _record("full-long", 1, False, s, 66.0 + s, val_loss=70.0 + s, large=65.0 + s)
+        for s in range(3)
+    ]
+    records += [
+        _record("full-wide", 1, False, s, 60.0, val_loss=75.0, large=59.0)
+        for s in range(3)
+    ]
+    assert studies.chosen_protocol(records) == "full-long"
+    summary = studies.protocol_summary(records)["full-long"]
+    assert summary["is"] == (67.0, 1.0) and summary["is_large_s"] == (66.0, 1.0)
+    assert summary["gap_is_large_s"] == pytest.approx(66.0 - 64.05)
+    table = studies.protocol_table(records)
+    assert (
+        "| full-long | 3 | 31 | 71.00 ± 1.00 | 67.00 ± 1.00 | 66.00 ± 1.00 |" in table
+    )
+    assert "IS, S = 1000" in table and "IS, S = 100 " in table
+
+
+def test_compute_hours_count_a_shared_baseline_once():
+    records = [_record("full", 1, False, 0, 68.0), _record("full", 1, True, 0, 68.0)]
+    # one baseline (0.1 h), two CVAEs (0.2 h each), two evaluations (0.01 h each)
+    assert studies.compute_hours(records) == {"cpu": pytest.approx(0.52)}
+
+
+def test_report_holds_every_table(tmp_path):
+    full = PROFILES["full"]
+    for run in (
+        studies.study_runs("seeds", full)[:4]
+        + studies.study_runs("protocols", full)[-3:]
+    ):
+        record = _record(run.profile, run.num_quadrant_inputs,
+                         run.decoder_sees_input, run.seed, 60.0 + run.seed - (run.profile == "full-wide"), large=59.0)  # fmt: skip
+        studies.write_run(record, run, tmp_path)
+    text = studies.write_report(tmp_path, full).read_text()
+    assert "Runs found: seeds 4 of 24, protocols 6 of 15." in text
+    for heading in ("## Seed spread", "## The two decoders", "as commonly quoted",
+                    "## Protocols", "Chosen on the validation split: `full-wide`",
+                    "## Provenance"):  # fmt: skip
+        assert heading in text
+    assert "| abc | fast | cpu | x | 7 |" in text  # 4 + 6 runs, 3 of them shared
+
+
+def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
+    """run_study on a few hundred MNIST images: every run written with its curves and
+    provenance; a second call runs nothing (every file is there)."""
+    profile = get_profile(
+        "quick", train_size=256, val_size=128, test_size=64, max_epochs=2,
+        num_samples=4, study_seeds=2, study_paper_seeds=1, study_large_samples=6,
+    )  # fmt: skip
+    template = RunSpec.create(
+        1, profile, device="cpu", checkpoint_dir=tmp_path / "ck", engine="fast"
+    )
+    records = studies.run_study("protocols", template, tmp_path / "runs")
+    assert [r["profile"] for r in records] == [
+        p.name for p in studies.protocol_profiles(profile)
+    ]
+    wide = records[-1]
+    assert wide["profile_settings"]["hidden_units"] == 1000
+    assert wide["is_large_s"]["sample_sizes"] == [6]
+    assert len(wide["curves"]["val_loss"]) == 2
+    assert wide["provenance"]["engine"] == "fast"
+    assert wide["provenance"]["device_type"] == "cpu"
+    monkeypatch.setattr(studies, "run_study_run", lambda *a, **k: pytest.fail("reran"))
+    again = studies.run_study("protocols", template, tmp_path / "runs")
+    assert again == records
