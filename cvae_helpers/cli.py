@@ -417,6 +417,16 @@ def _study(args: argparse.Namespace) -> None:
         path = studies.write_report(args.results, studies.get_profile(args.profile))
         print(f"Wrote {path}")
         return
+    run = studies.StudyRun(
+        args.profile,
+        args.quadrants,
+        args.decoder_sees_input,
+        args.seed,
+        args.large_samples,
+    )
+    if run.done(args.results):  # another study wrote it (the two share runs)
+        print(f"{run.path(args.results)} is there already")
+        return
     template = RunSpec.create(
         args.quadrants,
         args.profile,
@@ -425,13 +435,6 @@ def _study(args: argparse.Namespace) -> None:
         device=args.device,
         data_dir=args.data_dir,
         checkpoint_dir=args.checkpoint_dir,
-    )
-    run = studies.StudyRun(
-        args.profile,
-        args.quadrants,
-        args.decoder_sees_input,
-        args.seed,
-        args.large_samples,
     )
     record = studies.run_study_run(run, template, progress=not args.no_progress)
     print(f"Wrote {studies.write_run(record, run, args.results)}")

@@ -111,7 +111,7 @@ def test_each_listed_command_is_the_run_it_names(tmp_path):
     assert parser_studies.study in studies.STUDIES
 
 
-def test_a_run_is_done_when_its_file_has_what_it_needs(tmp_path, capsys):
+def test_a_run_is_done_when_its_file_has_what_it_needs(tmp_path, capsys, monkeypatch):
     run = studies.StudyRun("full-long", 1, False, 2, large_samples=True)
     assert not run.done(tmp_path)
     run.path(tmp_path).write_text(json.dumps({"cvae_nll_is": 1.0}))
@@ -130,6 +130,12 @@ def test_a_run_is_done_when_its_file_has_what_it_needs(tmp_path, capsys):
     assert not any(
         "--profile full-long --quadrants 1 --seed 2 " in line for line in listed
     )
+    # a run that is done is not run again (the seed study lists runs the protocol
+    # study may have written, with more in them)
+    monkeypatch.setattr(studies, "run_study_run", lambda *a, **k: pytest.fail("reran"))
+    words = shlex.split(run.command(tmp_path))[3:]
+    assert cli.main(words) == 0
+    assert "is there already" in capsys.readouterr().out
 
 
 def _record(profile, q, sees_input, seed, value, val_loss=None, large=None):
