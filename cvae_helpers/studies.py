@@ -175,12 +175,19 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def provenance(spec: RunSpec, wall_seconds: float) -> dict:
-    """Which code, machine and engine made a run's result, and how long it took here."""
+def code_version() -> dict:
+    """The commit of the checkout this runs from, and whether its package was modified
+    (read when a run starts: the code it imported)."""
     return {
         "commit": _git("rev-parse", "--short", "HEAD") or "unknown",
-        # changes to the package not yet committed when it ran
         "package_modified": bool(_git("status", "--porcelain", "--", "cvae_helpers")),
+    }
+
+
+def provenance(spec: RunSpec, code: dict, wall_seconds: float) -> dict:
+    """Which code, machine and engine made a run's result, and how long it took here."""
+    return {
+        **code,
         "device": describe_device(spec.device),
         "device_type": spec.device.type,
         "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
@@ -193,7 +200,7 @@ def provenance(spec: RunSpec, wall_seconds: float) -> dict:
 def run_study_run(run: StudyRun, template: RunSpec, *, progress: bool = False) -> dict:
     """Train (or resume, or reuse) and evaluate one run; its record, with the learning
     curves and provenance. Never downloads: a study measures training here."""
-    started = time.perf_counter()
+    started, code = time.perf_counter(), code_version()
     spec = run.spec(template)
     models = get_trained_models(spec, progress=progress, force_training=True)
     evaluating = time.perf_counter()
@@ -208,7 +215,7 @@ def run_study_run(run: StudyRun, template: RunSpec, *, progress: bool = False) -
         "best_val_loss": history["best_val_loss"],
         "baseline_best_val_loss": models.baseline_history["best_val_loss"],
     }
-    record["provenance"] = provenance(spec, time.perf_counter() - started)
+    record["provenance"] = provenance(spec, code, time.perf_counter() - started)
     record["provenance"]["eval_seconds"] = time.perf_counter() - evaluating
     return record
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tools.reference_report import (
     machine_description,
     read_time_log,
@@ -25,6 +27,13 @@ def test_time_log_parsing(tmp_path):
     assert read_time_log(log) == {"wall_s": 3723.5, "peak_rss_mib": 2048.0}
     log.write_text(TIME_LOG.replace("1:02:03.50", "7:05.25"))
     assert read_time_log(log)["wall_s"] == 425.25
+    # a resumed run's log (time -a): one entry per attempt, added up
+    second = TIME_LOG.replace("1:02:03.50", "7:05.25").replace("2097152", "3145728")
+    log.write_text(TIME_LOG + second)
+    assert read_time_log(log) == {"wall_s": 3723.5 + 425.25, "peak_rss_mib": 3072.0}
+    log.write_text("Command exited with non-zero status 1\n")
+    with pytest.raises(ValueError, match="no /usr/bin/time -v report"):
+        read_time_log(log)
 
 
 def test_machine_description_names_cores_and_cpu():
@@ -231,3 +240,23 @@ def test_reference_report_of_a_run_of_the_three_settings_side_by_side(tmp_path):
     assert [c["command"].split(",")[0] for c in timings] == [
         f"train --profile full --quadrants {q}" for q in (1, 2, 3)
     ]
+
+
+def test_compare_reference_puts_each_estimator_of_two_runs_side_by_side(tmp_path):
+    from tools.compare_reference import comparison_rows
+
+    def write(folder, value, epochs):
+        record = {"num_quadrant_inputs": 3, "epochs_cvae": epochs, "best_epoch_cvae": 9}
+        for key in ("baseline_nll", "cvae_nll_mc", "cvae_nll_is", "cvae_neg_elbo"):
+            record[key], record[f"{key}_stderr"] = value, 0.3
+        path = tmp_path / folder / "p_y_given_z"
+        path.mkdir(parents=True)
+        (path / "metrics_q3.json").write_text(json.dumps(record))
+
+    write("old", 22.0, 12)
+    write("new", 22.5, 30)
+    rows = comparison_rows(tmp_path / "old", tmp_path / "new")
+    assert rows[2] == ["p(y|z)", 3, "CVAE IS", "22.00 ± 0.30", "22.50 ± 0.30", "+0.50",
+                       "+1.2"]  # fmt: skip
+    assert rows[-1][2:5] == ["CVAE epochs (best)", "12 (9)", "30 (9)"]
+    assert len(rows) == 5  # the paper's decoder is in neither folder

@@ -42,18 +42,27 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def read_time_log(path: str | Path) -> dict[str, float]:
-    """Wall time (s) and peak resident memory (MiB) from a ``/usr/bin/time -v`` log."""
+    """Wall time (s) and peak resident memory (MiB) from a ``/usr/bin/time -v`` log.
+
+    A run that was interrupted and resumed (``time -a`` appends) holds one entry per
+    attempt: the wall times add up, the peak is the largest."""
     text = Path(path).read_text()
-    rss_kb = float(
-        re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1)
-    )
-    clock = re.search(
+    rss_kb = [
+        float(kb)
+        for kb in re.findall(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    ]
+    clocks = re.findall(
         r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text
-    ).group(1)
-    seconds = 0.0
-    for part in clock.split(":"):
-        seconds = seconds * 60 + float(part)
-    return {"wall_s": seconds, "peak_rss_mib": rss_kb / 1024}
+    )
+    if not clocks or not rss_kb:
+        raise ValueError(f"{path} holds no /usr/bin/time -v report.")
+    total = 0.0
+    for clock in clocks:
+        seconds = 0.0
+        for part in clock.split(":"):
+            seconds = seconds * 60 + float(part)
+        total += seconds
+    return {"wall_s": total, "peak_rss_mib": max(rss_kb) / 1024}
 
 
 def machine_description() -> str:
