@@ -220,12 +220,13 @@ def with_levers(
     changes: dict = {}
     for lever in levers:
         if lever not in LEVERS:
-            raise ValueError(f"Unknown lever {lever!r}; choose from {sorted(LEVERS)}.")
+            choices = sorted(LEVERS)
+            raise ValueError(f"Unknown lever {lever!r}; choose from {choices}.")
         changes.update(LEVERS[lever](base))
     return replace(
         base,
         name=name or "-".join([base.name, *levers]),
-        description=f"{base.description}, protocol: {' + '.join(levers) or 'tutorial'}",
+        description=f"{base.description}, levers: {' + '.join(levers) or 'none'}",
         fetch_pretrained=False,
         baseline_profile=base.for_baseline,
         **changes,

@@ -136,7 +136,7 @@ def protocol_profiles(base: Profile) -> list[Profile]:
 
 
 def study_runs(study: str, base: Profile) -> list[StudyRun]:
-    """The runs of ``study`` (``"seeds"`` or ``"protocols"``) at the sizes of ``base``."""
+    """The runs of ``study``, ``"seeds"`` or ``"protocols"``, at ``base``'s sizes."""
     if study == "seeds":
         return [
             StudyRun(base.name, q, sees_input, seed)
@@ -148,8 +148,8 @@ def study_runs(study: str, base: Profile) -> list[StudyRun]:
         ]
     if study == "protocols":
         return [
-            StudyRun(profile.name, PROTOCOL_QUADRANTS, False, seed, large_samples=True)
-            for profile in protocol_profiles(base)
+            StudyRun(name, PROTOCOL_QUADRANTS, False, seed, large_samples=True)
+            for name in (profile.name for profile in protocol_profiles(base))
             for seed in range(base.study_paper_seeds)
         ]
     raise ValueError(f"Unknown study {study!r}; choose one of {STUDIES}.")
@@ -268,8 +268,8 @@ def run_study(
 
 @dataclass(frozen=True)
 class Spread:
-    """One estimator over seeds: the mean, the standard deviation across seeds and the
-    mean test-set standard error."""
+    """One estimator over seeds: the mean, the standard deviation across
+    seeds and the mean test-set standard error."""
 
     mean: float
     seed_sd: float
@@ -280,9 +280,8 @@ class Spread:
     def of(cls, records: list[dict], key: str) -> Spread:
         values = [r[key] for r in records]
         sd = stdev(values) if len(values) > 1 else math.nan
-        return cls(
-            mean(values), sd, mean(r[f"{key}_stderr"] for r in records), len(values)
-        )
+        stderr = mean(r[f"{key}_stderr"] for r in records)
+        return cls(mean(values), sd, stderr, len(values))
 
 
 def _group(records: Iterable[dict], *fields: str) -> dict[tuple, list[dict]]:

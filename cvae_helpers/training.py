@@ -50,9 +50,9 @@ def make_svi(cvae: CVAE, spec: RunSpec) -> SVI:
 
 
 def make_optimizer(profile: Profile):
-    """Pyro's Adam at the profile's learning rate; with ``profile.lr_decay``, wrapped in
-    ``ReduceLROnPlateau``, which multiplies the rate by it after each epoch whose
-    validation loss did not improve (:meth:`TrainingRun.end_epoch` tells it the loss)."""
+    """Pyro's Adam at the profile's learning rate. With ``profile.lr_decay``,
+    Pyro's ``ReduceLROnPlateau`` multiplies the rate by it after each epoch
+    whose validation loss did not improve (``TrainingRun.end_epoch`` tells it)."""
     if profile.lr_decay is None:
         return Adam({"lr": profile.learning_rate})
     return ReduceLROnPlateau(
