@@ -92,6 +92,7 @@ class Profile:
     curve_sample_sizes: tuple[int, ...]  # the S of the estimators' convergence curves
     curve_images: int  # test images of those curves
     bench_batches: int  # timed batches per speed measurement in the speed appendix
+    study_quadrants: tuple[int, ...]  # the seed study's settings
     study_seeds: int  # seeds 0..n-1 of the seed study's default decoder
     study_paper_seeds: int  # of its paper's decoder, and of the protocol study
     study_large_samples: int  # the protocol study's second S of the IS estimate
@@ -156,6 +157,7 @@ PROFILES: dict[str, Profile] = {
         curve_sample_sizes=(1, 3, 10, 30, 100, 300, 1000, 3000, 5000),
         curve_images=500,
         bench_batches=30,
+        study_quadrants=(1, 2, 3),
         study_seeds=5,
         study_paper_seeds=3,
         study_large_samples=1000,
@@ -179,8 +181,10 @@ PROFILES: dict[str, Profile] = {
         curve_sample_sizes=(1, 3, 10, 30, 100, 300),
         curve_images=100,
         bench_batches=5,
+        # a smoke test of the studies in CI: one setting, no spread for the second decoder
+        study_quadrants=(1,),
         study_seeds=2,
-        study_paper_seeds=2,
+        study_paper_seeds=1,
         study_large_samples=30,
     ),
 }

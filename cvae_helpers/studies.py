@@ -10,7 +10,8 @@ from several machines merge by copying them into one folder. ``python -m cvae_he
 study list STUDY --missing`` prints one command per missing run, for ``xargs -P``, GNU
 parallel or a SLURM array; ``make study-seeds`` and ``make study-protocols`` run them.
 
-- ``seeds``: NN and CVAE for 1, 2 and 3 quadrants, seeds ``0 .. study_seeds - 1`` for
+- ``seeds``: NN and CVAE for each of ``study_quadrants`` (1, 2 and 3 quadrants at the
+  full budget), seeds ``0 .. study_seeds - 1`` for
   the default decoder p(y|z) and ``0 .. study_paper_seeds - 1`` for the paper's
   p(y|x,z).
 - ``protocols``: one quadrant, p(y|z), seeds ``0 .. study_paper_seeds - 1``, the
@@ -140,7 +141,7 @@ def study_runs(study: str, base: Profile) -> list[StudyRun]:
     if study == "seeds":
         return [
             StudyRun(base.name, q, sees_input, seed)
-            for q in QUADRANT_SETTINGS
+            for q in base.study_quadrants
             for sees_input in (False, True)
             for seed in range(
                 base.study_paper_seeds if sees_input else base.study_seeds

@@ -87,6 +87,8 @@ def test_study_runs_at_the_full_budget():
     shared = [r for r in protocols if r.name in names]
     assert [r.name for r in shared] == [f"full_q1_pyz_seed{s}" for s in range(3)]
     assert len({r.name for r in seeds + protocols}) == len(seeds) + len(protocols) - 3
+    # the quick budget's smoke test: one setting, three seed-study runs
+    assert len(studies.study_runs("seeds", PROFILES["quick"])) == 3
     with pytest.raises(ValueError, match="Unknown study 'other'"):
         studies.study_runs("other", full)
 
