@@ -547,9 +547,9 @@ def write_report(results_dir: str | Path, base: Profile) -> Path:
         parts += ["\n## The paper's Table 1, as commonly quoted\n", paper_table(seeds)]
     if protocols:
         parts += ["\n## Protocols, 1 quadrant, p(y|z)\n", protocol_table(protocols)]
-        parts.append(
-            f"\nChosen on the validation split: `{chosen_protocol(protocols)}`.\n"
-        )
+        if len(protocol_summary(protocols)) > 1:  # a choice needs two
+            chosen = chosen_protocol(protocols)
+            parts.append(f"\nChosen on the validation split: `{chosen}`.\n")
     if everything:
         hours = compute_hours(everything)
         spent = ", ".join(f"{kind}: {h:.1f} h" for kind, h in sorted(hours.items()))
