@@ -287,6 +287,18 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(choice)
 
 
+def cpu_model() -> str:
+    """This machine's CPU model, e.g. ``"AMD EPYC 9B14"`` (``/proc/cpuinfo`` where there
+    is one; ``platform`` knows less, often only the architecture)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe_device(device: torch.device) -> str:
     """``device`` in words for a result's provenance: the GPU's name, or the CPU's."""
     if device.type == "cuda":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import subprocess
 import time
 from collections.abc import Iterable
@@ -37,6 +36,7 @@ from .config import (
     LEVERS,
     Profile,
     RunSpec,
+    cpu_model,
     describe_device,
     get_profile,
     project_root,
@@ -166,16 +166,6 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def code_version() -> dict:
     """The commit of the checkout this runs from, and whether its package was modified
     (read when a run starts: the code it imported)."""
@@ -191,7 +181,7 @@ def provenance(spec: RunSpec, code: dict, wall_seconds: float) -> dict:
         **code,
         "device": describe_device(spec.device),
         "device_type": spec.device.type,
-        "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
+        "cpu": f"{cpu_model()}, {os.cpu_count()} cores",
         "engine": spec.engine,
         "wall_seconds": wall_seconds,
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -402,11 +392,36 @@ def _mean_sd(values: Iterable[float]) -> tuple[float, float]:
     return (mean(values), stdev(values) if len(values) > 1 else math.nan)
 
 
-def chosen_protocol(records: list[dict]) -> str:
+def chosen_protocol(records: list[dict]) -> str | None:
     """The protocol with the lowest mean best validation loss: chosen on the
-    validation split, never on the test set."""
+    validation split, never on the test set. None while fewer than two protocols
+    have runs: a choice needs two."""
     summary = protocol_summary(records)
+    if len(summary) < 2:
+        return None
     return min(summary, key=lambda name: summary[name]["best_val_loss"][0])
+
+
+def levers_that_help(records: list[dict], base: str) -> list[str]:
+    """The levers whose protocol beat ``base`` (the tutorial's protocol) on the
+    validation split by more than the seed spread: mean best validation −ELBO lower
+    by more than the larger of the two standard deviations across seeds. Pulled
+    together, they make the converged protocol; the test set plays no part."""
+    summary = protocol_summary(records)
+    if base not in summary:
+        return []
+    tutorial_mean, tutorial_sd = summary[base]["best_val_loss"]
+    helping = []
+    for name, s in summary.items():
+        levers = split_levers(name.removeprefix(base + "-"))
+        if not name.startswith(base + "-") or not levers:
+            continue
+        mean_loss, sd = s["best_val_loss"]
+        if math.isnan(sd) or math.isnan(tutorial_sd):
+            continue  # one seed has no spread to beat
+        if tutorial_mean - mean_loss > max(tutorial_sd, sd):
+            helping += levers
+    return helping
 
 
 def protocol_table(records: list[dict]) -> str:
@@ -547,8 +562,8 @@ def write_report(results_dir: str | Path, base: Profile) -> Path:
         parts += ["\n## The paper's Table 1, as commonly quoted\n", paper_table(seeds)]
     if protocols:
         parts += ["\n## Protocols, 1 quadrant, p(y|z)\n", protocol_table(protocols)]
-        if len(protocol_summary(protocols)) > 1:  # a choice needs two
-            chosen = chosen_protocol(protocols)
+        chosen = chosen_protocol(protocols)
+        if chosen:
             parts.append(f"\nChosen on the validation split: `{chosen}`.\n")
     if everything:
         hours = compute_hours(everything)

@@ -205,6 +205,14 @@ def test_the_protocol_is_chosen_on_validation_never_on_the_test_set():
         for s in range(3)
     ]
     assert studies.chosen_protocol(records) == "full-long"
+    assert studies.chosen_protocol(records[:3]) is None  # one protocol: no choice
+    # long: 71 ± 1 against 72 ± 0, a gain of 1.0, not more than the sd 1.0; wide worse
+    assert studies.levers_that_help(records, "full") == []
+    better = [_record("full-lr-decay", 1, False, s, 66.0, val_loss=70.0 + 0.1 * s)
+              for s in range(3)]  # fmt: skip
+    assert studies.levers_that_help(records + better, "full") == ["lr-decay"]
+    one_seed = [_record("full-analytic-kl", 1, False, 0, 60.0, val_loss=60.0)]
+    assert studies.levers_that_help(records + one_seed, "full") == []  # no spread yet
     summary = studies.protocol_summary(records)["full-long"]
     assert summary["is"] == (67.0, 1.0) and summary["is_large_s"] == (66.0, 1.0)
     assert summary["gap_is_large_s"] == pytest.approx(66.0 - 64.05)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 from pathlib import Path
 
+from cvae_helpers.config import cpu_model
 from cvae_helpers.results import (
     DECODER_DIRS,
     convergence_table,
@@ -67,13 +67,7 @@ def read_time_log(path: str | Path) -> dict[str, float]:
 
 def machine_description() -> str:
     """CPU model and core count of this machine, e.g. ``"2 cores, AMD EPYC 9B14"``."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
-        if found:
-            model = found.group(1).strip()
-    return f"{os.cpu_count()} cores, {model}"
+    return f"{os.cpu_count()} cores, {cpu_model()}"
 
 
 def write_timings(reference_dir: Path) -> Path:
