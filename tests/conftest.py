@@ -41,6 +41,34 @@ def synthetic_split(n: int, q: int, seed: int) -> MaskedSplit:
     return MaskedSplit(inputs, targets, torch.randint(0, 10, (n,), generator=g))
 
 
+def metrics_record(q: int, decoder: bool = False) -> dict:
+    """One setting's metrics as the pipeline writes them (``metrics_q*.json``), with
+    round made-up numbers: for the tests of tables and reports."""
+    return {
+        "num_quadrant_inputs": q,
+        "profile": "full",
+        "seed": 0,
+        "decoder_sees_input": decoder,
+        "baseline_nll": 100.0 / q,
+        "cvae_nll_mc": 80.0 / q,
+        "cvae_nll_is": 70.0 / q,
+        "cvae_neg_elbo": 75.0 / q,
+        "baseline_nll_stderr": 0.5,
+        "cvae_nll_mc_stderr": 0.5,
+        "cvae_nll_is_stderr": 0.4,
+        "cvae_neg_elbo_stderr": 0.4,
+        "num_samples": 100,
+        "num_test_images": 10000,
+        "epochs_baseline": 20 + q,
+        "epochs_cvae": 40 + q,
+        "train_seconds": 300.0 * q,
+        "eval_seconds": 30.0,
+        "epoch_seconds_baseline": 60.0 * q,
+        "epoch_seconds_cvae": 240.0 * q,
+        "versions": {"torch": "2.14.1", "pyro": "1.9.2"},
+    }
+
+
 @pytest.fixture
 def tiny_splits() -> QuadrantSplits:
     return QuadrantSplits(

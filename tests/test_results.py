@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import metrics_record
 
 from cvae_helpers.data import quadrant_label
 from cvae_helpers.results import (
@@ -24,31 +25,6 @@ from cvae_helpers.results import (
     timings_table,
     write_results,
 )
-
-
-def _record(q, decoder=False):
-    return {
-        "num_quadrant_inputs": q,
-        "profile": "full",
-        "seed": 0,
-        "decoder_sees_input": decoder,
-        "baseline_nll": 100.0 / q,
-        "cvae_nll_mc": 80.0 / q,
-        "cvae_nll_is": 70.0 / q,
-        "cvae_neg_elbo": 75.0 / q,
-        "baseline_nll_stderr": 0.5,
-        "cvae_nll_mc_stderr": 0.5,
-        "cvae_nll_is_stderr": 0.4,
-        "cvae_neg_elbo_stderr": 0.4,
-        "num_samples": 100,
-        "num_test_images": 10000,
-        "epochs_baseline": 20 + q,
-        "epochs_cvae": 40 + q,
-        "train_seconds": 300.0 * q,
-        "eval_seconds": 30.0,
-        "epoch_seconds_baseline": 60.0 * q,
-        "epoch_seconds_cvae": 240.0 * q,
-    }
 
 
 def test_labels():
@@ -71,7 +47,7 @@ def test_markdown_table():
 
 
 def test_results_table_rows_columns_and_missing_settings():
-    table = results_table([_record(1), _record(3)])
+    table = results_table([metrics_record(1), metrics_record(3)])
     lines = table.splitlines()
     assert (
         lines[0]
@@ -83,13 +59,13 @@ def test_results_table_rows_columns_and_missing_settings():
 
 
 def test_headline_and_published_tables():
-    records = [_record(q) for q in (1, 2, 3)]
+    records = [metrics_record(q) for q in (1, 2, 3)]
     assert (
         headline_table(records).splitlines()[3]
         == "| CVAE, importance sampling | 70.0 | 35.0 | 23.3 |"
     )
     table = published_comparison_table(
-        {False: records, True: [_record(q, True) for q in (1, 2, 3)]}
+        {False: records, True: [metrics_record(q, True) for q in (1, 2, 3)]}
     )
     lines = table.splitlines()
     assert (
@@ -119,7 +95,7 @@ def test_baseline_gap_run_and_timings_tables():
         "| this book: 50k, epoch chosen on validation | 1.00 | 2.00 | 3.00 |"
         in baseline_gap_table(gap)
     )
-    runs = run_table({True: [_record(2, True)]})
+    runs = run_table({True: [metrics_record(2, True)]})
     assert runs.splitlines()[-1] == "| p(y\\|x,z) | 2 | 22 / 42 | 120 / 480 | 30.0 |"
     timings = {
         "commands": [
@@ -137,9 +113,9 @@ def test_baseline_gap_run_and_timings_tables():
 
 
 def test_write_and_load_results(tmp_path):
-    write_results([_record(2)], tmp_path)
+    write_results([metrics_record(2)], tmp_path)
     write_results(
-        [_record(1)], tmp_path
+        [metrics_record(1)], tmp_path
     )  # a later setting joins the table of the same run
     assert [r["num_quadrant_inputs"] for r in load_results(tmp_path)] == [1, 2]
     text = (tmp_path / "results.md").read_text()
@@ -154,11 +130,11 @@ def test_reference_dir_argument_environment_and_search(tmp_path, monkeypatch):
     for q in (1, 2, 3):
         (folder / "p_y_given_z").mkdir(parents=True, exist_ok=True)
         (folder / "p_y_given_z" / f"metrics_q{q}.json").write_text(
-            json.dumps(_record(q))
+            json.dumps(metrics_record(q))
         )
     (folder / "p_y_given_xz").mkdir()
     (folder / "p_y_given_xz" / "metrics_q1.json").write_text(
-        json.dumps(_record(1, True))
+        json.dumps(metrics_record(1, True))
     )
     (folder / "bench.json").write_text('{"cvae_epoch_s": 9.0}')
     (checkout / "book").mkdir()

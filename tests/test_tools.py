@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import metrics_record
 
 from tools.reference_report import (
     machine_description,
@@ -42,38 +43,12 @@ def test_machine_description_names_cores_and_cpu():
     assert int(cores) >= 1 and model.strip()
 
 
-def _record(q, decoder):
-    return {
-        "num_quadrant_inputs": q,
-        "profile": "full",
-        "seed": 0,
-        "decoder_sees_input": decoder,
-        "baseline_nll": 100.0 / q,
-        "cvae_nll_mc": 80.0 / q,
-        "cvae_nll_is": 70.0 / q,
-        "cvae_neg_elbo": 75.0 / q,
-        "baseline_nll_stderr": 0.5,
-        "cvae_nll_mc_stderr": 0.5,
-        "cvae_nll_is_stderr": 0.4,
-        "cvae_neg_elbo_stderr": 0.4,
-        "num_samples": 100,
-        "num_test_images": 10000,
-        "epochs_baseline": 20 + q,
-        "epochs_cvae": 40 + q,
-        "train_seconds": 300.0 * q,
-        "eval_seconds": 30.0,
-        "epoch_seconds_baseline": 60.0 * q,
-        "epoch_seconds_cvae": 240.0 * q,
-        "versions": {"torch": "2.14.1", "pyro": "1.9.2"},
-    }
-
-
 def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
     for decoder, folder in ((False, "p_y_given_z"), (True, "p_y_given_xz")):
         (tmp_path / folder).mkdir()
         for q in (1, 2, 3):
             (tmp_path / folder / f"metrics_q{q}.json").write_text(
-                json.dumps(_record(q, decoder))
+                json.dumps(metrics_record(q, decoder))
             )
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "time_p_y_given_z.txt").write_text(TIME_LOG)
@@ -162,7 +137,7 @@ def test_precision_quality_compares_settings_pairwise():
 
     from tools.precision_quality import compare
 
-    fp32 = [{**_record(q, False), "cvae_nll_is_stderr": 0.3} for q in (1, 2, 3)]
+    fp32 = [{**metrics_record(q, False), "cvae_nll_is_stderr": 0.3} for q in (1, 2, 3)]
     bf16 = [
         {
             **r,
@@ -219,7 +194,7 @@ def test_reference_report_of_a_run_of_the_three_settings_side_by_side(tmp_path):
     for decoder, folder in ((False, "p_y_given_z"), (True, "p_y_given_xz")):
         (tmp_path / folder).mkdir()
         for q in (1, 2, 3):
-            record = {**_record(q, decoder), "engine": "pyro"}
+            record = {**metrics_record(q, decoder), "engine": "pyro"}
             record["trained_by"] = {
                 "baseline": "pyro",
                 "cvae": "pyro" if q < 3 else "fast",
