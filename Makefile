@@ -16,7 +16,7 @@ CHAPTERS := $(sort $(wildcard book/*.ipynb))
 REF := results/reference
 
 .PHONY: book test env data unit notebooks book-quick browser reference reference-eval reference-bf16 \
-	baseline-gap reference-gsnn reference-convergence study-seeds study-protocols release-assets release-dry-run sync-repo-url lint clean
+	baseline-gap reference-gsnn reference-convergence study-seeds study-protocols study-converged release-assets release-dry-run sync-repo-url lint clean
 
 env: $(VENV)/.installed
 
@@ -147,18 +147,22 @@ reference-convergence: data
 	  --profile $(GAP_PROFILE) --seed 0 --precision fp32 --decoder-sees-input \
 	  --output $(REF)/convergence_p_y_given_xz.json
 
-# The seed and protocol studies (book/11_how_sure.md, cvae_helpers/studies.py): one JSON per
-# run in $(STUDY_DIR), with its commit, machine, engine and times. Resumable: only the missing
-# runs run, and each resumes from its last epoch (keep CVAE_CHECKPOINT_DIR); run files from
-# other machines merge by copying them into $(STUDY_DIR). STUDY_JOBS runs side by side, one
+# The seed, protocol and converged studies (book/11_how_sure.md, cvae_helpers/studies.py): one
+# JSON per run in $(STUDY_DIR), with its commit, machine, engine and times. Resumable: only the
+# missing runs run, and each resumes from its last epoch (keep CVAE_CHECKPOINT_DIR); run files
+# from other machines merge by copying them into $(STUDY_DIR). STUDY_JOBS runs side by side, one
 # thread each. The runs are independent commands: to spread them over more machines, hand
 #   $(PY) -m cvae_helpers study list seeds --missing --engine fast
 # to GNU parallel or a SLURM array instead. STUDY_PROFILE=quick tries it in minutes.
+# study-converged trains the converged protocol (config.CONVERGED_LEVERS) on every setting; it
+# shares its baselines with study-seeds in CVAE_CHECKPOINT_DIR. The seed study's seed-0 runs are the
+# reference run's (`study adopt-reference`), not trained again.
 STUDY_DIR ?= $(REF)/studies
 STUDY_JOBS ?= 2
 STUDY_ENGINE ?= fast
 STUDY_PROFILE ?= full
-study-seeds study-protocols: data
+study-seeds study-protocols study-converged: data
+	$(PY) -m cvae_helpers study adopt-reference --profile $(STUDY_PROFILE) --results $(STUDY_DIR)
 	$(PY) -m cvae_helpers study list $(@:study-%=%) --missing --profile $(STUDY_PROFILE) \
 	  --engine $(STUDY_ENGINE) --results $(STUDY_DIR) | sed 's|^python |$(PY) |' | \
 	  OMP_NUM_THREADS=1 xargs -P $(STUDY_JOBS) -I{} sh -c '{} --no-progress'

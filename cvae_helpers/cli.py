@@ -144,10 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_seed_and_protocol_commands(commands) -> None:
-    """``study list|run|report``: the seed and protocol studies, one run per command."""
+    """``study list|run|report``: the seed, protocol and converged studies, one run
+    per command."""
     study = commands.add_parser(
         "study",
-        help="the seed and protocol studies: list their runs, run one, report",
+        help="the seed, protocol and converged studies: list their runs, run one, "
+        "report",
         description="Each study is a list of independent runs, one JSON file each in "
         "--results: `list` prints their commands (--missing: those not yet done, for "
         "xargs -P, GNU parallel or a SLURM array), `run` trains (or resumes) and "
@@ -155,7 +157,8 @@ def _add_seed_and_protocol_commands(commands) -> None:
     )
     actions = study.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="print the commands of a study's runs")
-    listing.add_argument("study", choices=["seeds", "protocols"])
+    # studies.STUDIES, written out so that --help answers without importing torch
+    listing.add_argument("study", choices=["seeds", "protocols", "converged"])
     listing.add_argument("--missing", action="store_true", help="only runs not done")
     run = actions.add_parser("run", help="train (or resume) and evaluate one run")
     run.add_argument("--quadrants", type=int, choices=[1, 2, 3], required=True)
@@ -168,12 +171,25 @@ def _add_seed_and_protocol_commands(commands) -> None:
     )
     run.add_argument("--no-progress", action="store_true")
     report = actions.add_parser("report", help="write README.md with the tables")
-    for action in (listing, run, report):
+    adopt = actions.add_parser(
+        "adopt-reference",
+        help="write the seed study's seed-0 runs from the committed reference run",
+        description="The seed study's seed-0 row is the reference run (`make "
+        "reference`): its records are made from --reference's metrics files, where "
+        "they are missing in --results, instead of training those models again.",
+    )
+    adopt.add_argument(
+        "--reference",
+        type=Path,
+        default=Path("results/reference"),
+        help="the reference folder (default: results/reference)",
+    )
+    for action in (listing, run, report, adopt):
         action.add_argument(
             "--profile",
             default="full",
             help="the budget: full (default) or quick; `run`: also with levers, "
-            "e.g. full-long",
+            "e.g. full-long, or converged",
         )
         action.add_argument(
             "--results",
@@ -413,12 +429,17 @@ def _study(args: argparse.Namespace) -> None:
             if not (args.missing and run.done(args.results)):
                 print(run.command(args.results, args.engine))
         return
+    if args.action == "adopt-reference":
+        profile = studies.get_profile(args.profile)
+        for path in studies.adopt_reference(args.reference, args.results, profile):
+            print(f"Wrote {path}")
+        return
     if args.action == "report":
         path = studies.write_report(args.results, studies.get_profile(args.profile))
         print(f"Wrote {path}")
         return
     run = studies.StudyRun(
-        args.profile,
+        studies.get_profile(args.profile).name,  # "converged" is named after its levers
         args.quadrants,
         args.decoder_sees_input,
         args.seed,

@@ -142,35 +142,43 @@ def plot_histories(histories: dict[str, dict], title: str = "") -> plt.Figure:
 def plot_protocol_curves(records: Sequence[dict]) -> plt.Figure:
     """Validation −ELBO per epoch for each protocol (a study run's ``profile``): the
     mean over seeds as a line, the seeds' range as a band, over the epochs that every
-    seed trained; then each seed alone, thin, where some stopped earlier."""
-    fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    seed trained; then each seed alone, thin, where some stopped earlier. Left: every
+    epoch; right: the same, near the best losses, where the protocols part."""
+    fig, (whole, tail) = plt.subplots(1, 2, figsize=(9.6, 3.8))
     by_protocol: dict[str, list[list[float]]] = {}
     for record in records:
         by_protocol.setdefault(record["profile"], []).append(
             record["curves"]["val_loss"]
         )
-    for index, (name, curves) in enumerate(by_protocol.items()):
-        color = f"C{index}"
-        common = min(len(c) for c in curves)
-        values = np.array([c[:common] for c in curves])
-        epochs = np.arange(1, common + 1)
-        ax.plot(
-            epochs, values.mean(0), color=color, label=f"{name} ({len(curves)} seeds)"
-        )
-        ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.25)
-        for curve in curves:
-            if len(curve) > common:
-                later = np.arange(common, len(curve) + 1)
-                ax.plot(later, curve[common - 1 :], color=color, lw=0.7, alpha=0.7)
-    low = min(min(r["curves"]["val_loss"]) for r in records)
-    high = np.median([r["curves"]["val_loss"][0] for r in records])
-    ax.set_ylim(
-        low - 0.02 * (high - low), high
-    )  # the first epochs' losses dwarf the rest
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation −ELBO (nats per image)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    for ax in (whole, tail):
+        for index, (name, curves) in enumerate(by_protocol.items()):
+            color = f"C{index}"
+            common = min(len(c) for c in curves)
+            values = np.array([c[:common] for c in curves])
+            epochs = np.arange(1, common + 1)
+            label = f"{name} ({len(curves)} seeds)"
+            ax.plot(epochs, values.mean(0), color=color, label=label)
+            ax.fill_between(
+                epochs, values.min(0), values.max(0), color=color, alpha=0.25
+            )
+            for curve in curves:
+                if len(curve) > common:
+                    later = np.arange(common, len(curve) + 1)
+                    ax.plot(later, curve[common - 1 :], color=color, lw=0.7, alpha=0.7)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    bests = [min(r["curves"]["val_loss"]) for r in records]
+    low, worst_best = min(bests), max(bests)
+    # the first epochs' losses dwarf the rest: the left panel starts at the median
+    # first epoch, the right one shows the band of the runs' best losses, with room
+    high = float(np.median([r["curves"]["val_loss"][0] for r in records]))
+    whole.set_ylim(low - 0.02 * (high - low), high)
+    room = max(worst_best - low, 1.0)
+    tail.set_ylim(low - 0.25 * room, min(worst_best + 1.5 * room, high))
+    whole.set_title("every epoch", fontsize=9)
+    tail.set_title("near the best validation losses", fontsize=9)
+    whole.set_ylabel("validation −ELBO (nats per image)")
+    whole.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

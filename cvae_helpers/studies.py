@@ -17,6 +17,9 @@ parallel or a SLURM array; ``make study-seeds`` and ``make study-protocols`` run
 - ``protocols``: one quadrant, p(y|z), seeds ``0 .. study_paper_seeds - 1``, the
   tutorial's protocol and each lever of :data:`~cvae_helpers.config.LEVERS` alone; IS
   also at S = ``study_large_samples``.
+- ``converged``: the converged protocol (:func:`~cvae_helpers.config.converged`, the
+  levers the protocol study found) for each of ``study_quadrants``, p(y|z), seeds
+  ``0 .. study_paper_seeds - 1``, IS also at S = ``study_large_samples``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .config import (
     LEVERS,
     Profile,
     RunSpec,
+    converged,
     cpu_model,
     describe_device,
     get_profile,
@@ -45,9 +49,9 @@ from .config import (
 )
 from .convergence import full_test_is
 from .pipeline import DECODER_FILE_TAGS, get_trained_models, metrics_record
-from .results import QUADRANT_SETTINGS, decoder_label, markdown_table
+from .results import DECODER_DIRS, QUADRANT_SETTINGS, decoder_label, markdown_table
 
-STUDIES = ("seeds", "protocols")
+STUDIES = ("seeds", "protocols", "converged")
 # Where the committed studies live, below the reference folder.
 STUDIES_SUBDIR = "studies"
 # The quadrant setting of the protocol study: where the gap to the paper is largest.
@@ -137,7 +141,7 @@ def protocol_profiles(base: Profile) -> list[Profile]:
 
 
 def study_runs(study: str, base: Profile) -> list[StudyRun]:
-    """The runs of ``study``, ``"seeds"`` or ``"protocols"``, at ``base``'s sizes."""
+    """The runs of ``study`` (one of :data:`STUDIES`) at ``base``'s sizes."""
     if study == "seeds":
         return [
             StudyRun(base.name, q, sees_input, seed)
@@ -151,6 +155,12 @@ def study_runs(study: str, base: Profile) -> list[StudyRun]:
         return [
             StudyRun(name, PROTOCOL_QUADRANTS, False, seed, large_samples=True)
             for name in (profile.name for profile in protocol_profiles(base))
+            for seed in range(base.study_paper_seeds)
+        ]
+    if study == "converged":
+        return [
+            StudyRun(converged(base).name, q, False, seed, large_samples=True)
+            for q in base.study_quadrants
             for seed in range(base.study_paper_seeds)
         ]
     raise ValueError(f"Unknown study {study!r}; choose one of {STUDIES}.")
@@ -218,6 +228,62 @@ def write_run(record: dict, run: StudyRun, results_dir: str | Path) -> Path:
     return path
 
 
+def reference_record(reference: Path, run: StudyRun) -> dict | None:
+    """The seed study's record of ``run`` made from the committed reference run
+    (``reference``/p_y_given_*/metrics_q*.json, `make reference`): the seed-0 row of
+    the seed study is the reference itself, not a second training. None where the
+    reference has no such model. The record has the reference's numbers, untouched,
+    and no learning curves (the reference keeps none); its provenance names the file
+    and the commit that trained it."""
+    folder = reference / DECODER_DIRS[run.decoder_sees_input]
+    path = folder / f"metrics_q{run.num_quadrant_inputs}.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    if (metrics["profile"], metrics["seed"], metrics["decoder_sees_input"]) != (
+        run.profile,
+        run.seed,
+        run.decoder_sees_input,
+    ):
+        return None
+    logs = reference / "logs"
+
+    def logged(name: str) -> str:
+        file = logs / f"{name}.txt"
+        return file.read_text().strip() if file.is_file() else "unknown"
+
+    return {
+        **metrics,
+        "provenance": {
+            "commit": logged("commit_reference"),
+            "package_modified": False,
+            "device": "cpu (make reference, one thread per setting)",
+            "device_type": "cpu",
+            "cpu": "the reference run's (results/reference/notes.md)",
+            "engine": metrics["engine"],
+            "wall_seconds": None,
+            "finished": logged("trained"),
+            "eval_seconds": metrics["eval_seconds"],
+            "source": f"{path.parent.name}/{path.name}",
+        },
+    }
+
+
+def adopt_reference(
+    reference: Path, results_dir: str | Path, base: Profile
+) -> list[Path]:
+    """Write the seed study's records that the committed reference holds (seed 0 of
+    ``base``) into ``results_dir`` where they are missing; the paths written."""
+    written = []
+    for run in study_runs("seeds", base):
+        if run.done(results_dir):
+            continue
+        record = reference_record(reference, run)
+        if record is not None:
+            written.append(write_run(record, run, results_dir))
+    return written
+
+
 def load_runs(results_dir: str | Path, runs: Iterable[StudyRun]) -> list[dict]:
     """The records of ``runs`` found in ``results_dir`` (the missing ones are left
     out)."""
@@ -275,6 +341,24 @@ class Spread:
         return cls(mean(values), sd, stderr, len(values))
 
 
+def larger_sd(*sds: float) -> float:
+    """The largest of standard deviations across seeds: the spread a difference must
+    exceed. NaN where any is NaN (one seed has no spread), so that nothing is called
+    beyond a spread that was not measured."""
+    return math.nan if any(math.isnan(sd) for sd in sds) else max(sds)
+
+
+def _nats(value: float, sign: str = "") -> str:
+    """A number of nats for a table: ``–`` where it is NaN (an sd of one seed)."""
+    return "–" if math.isnan(value) else f"{value:{sign}.2f}"
+
+
+def _mean_pm_sd(pair: tuple[float, float]) -> str:
+    """``mean ± sd``, or the mean alone where one seed has no sd."""
+    mean_value, sd = pair
+    return _nats(mean_value) if math.isnan(sd) else f"{mean_value:.2f} ± {sd:.2f}"
+
+
 def _group(records: Iterable[dict], *fields: str) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for record in records:
@@ -303,7 +387,7 @@ def seed_spread_table(records: list[dict]) -> str:
                     row,
                     spread.seeds,
                     f"{spread.mean:.2f}",
-                    f"{spread.seed_sd:.2f}",
+                    _nats(spread.seed_sd),
                     f"{spread.test_stderr:.2f}",
                 ]
             )
@@ -333,7 +417,9 @@ def decoder_differences(records: list[dict]) -> dict[tuple[int, str], dict]:
             diffs = [
                 by_key[q, True, s][0][key] - by_key[q, False, s][0][key] for s in seeds
             ]
-            spread = max(spreads[q, False][row].seed_sd, spreads[q, True][row].seed_sd)
+            spread = larger_sd(
+                spreads[q, False][row].seed_sd, spreads[q, True][row].seed_sd
+            )
             sd = stdev(diffs) if len(diffs) > 1 else math.nan
             comparison[q, row] = {
                 "seeds": seeds,
@@ -353,7 +439,7 @@ def decoder_table(records: list[dict]) -> str:
             row,
             ", ".join(f"{d:+.2f}" for d in c["differences"]),
             f"{c['mean']:+.2f}",
-            f"{c['seed_spread']:.2f}",
+            _nats(c["seed_spread"]),
             "yes" if c["exceeds_spread"] else "no",
         ]
         for (q, row), c in decoder_differences(records).items()
@@ -417,17 +503,26 @@ def levers_that_help(records: list[dict], base: str) -> list[str]:
         if not name.startswith(base + "-") or not levers:
             continue
         mean_loss, sd = s["best_val_loss"]
-        if math.isnan(sd) or math.isnan(tutorial_sd):
-            continue  # one seed has no spread to beat
-        if tutorial_mean - mean_loss > max(tutorial_sd, sd):
+        # NaN (one seed: no spread to beat) compares False
+        if tutorial_mean - mean_loss > larger_sd(tutorial_sd, sd):
             helping += levers
     return helping
 
 
-def protocol_table(records: list[dict]) -> str:
-    def cell(pair: tuple[float, float]) -> str:
-        return f"{pair[0]:.2f} ± {pair[1]:.2f}"
+def converged_levers(records: list[dict], base: str) -> list[str]:
+    """The levers of the converged protocol that the protocol study's ``records``
+    give: those that help (:func:`levers_that_help`), else the chosen protocol's;
+    empty while neither is known."""
+    helping = levers_that_help(records, base)
+    if helping:
+        return helping
+    chosen = chosen_protocol(records)
+    if chosen is None or chosen == base:
+        return []
+    return split_levers(chosen.removeprefix(base + "-")) or []
 
+
+def protocol_table(records: list[dict]) -> str:
     summary = protocol_summary(records)
     large_s = next(iter(summary.values()))["large_s"] if summary else None
     small_s = records[0]["num_samples"] if records else None
@@ -436,16 +531,91 @@ def protocol_table(records: list[dict]) -> str:
             name,
             s["seeds"],
             f"{s['epochs'][0]:.0f}",
-            cell(s["best_val_loss"]),
-            cell(s["is"]),
-            cell(s["is_large_s"]),
-            f"{s['gap_is']:+.2f}",
-            f"{s['gap_is_large_s']:+.2f}",
+            _mean_pm_sd(s["best_val_loss"]),
+            _mean_pm_sd(s["is"]),
+            _mean_pm_sd(s["is_large_s"]),
+            _nats(s["gap_is"], "+"),
+            _nats(s["gap_is_large_s"], "+"),
         ]
         for name, s in summary.items()
     ]
     header = ["protocol", "seeds", "epochs (mean)", "best validation −ELBO",
               f"IS, S = {small_s}", f"IS, S = {large_s}", f"gap to paper, S = {small_s}",
+              f"gap to paper, S = {large_s}"]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def converged_summary(
+    records: list[dict], seed_records: list[dict], base: str
+) -> dict[int, dict]:
+    """Per quadrant setting: the converged protocol's ``records`` against the
+    tutorial's protocol (``base``'s runs of the seed study, default decoder) on the same
+    seeds. IS at S = 100 paired by seed, with ``beyond_spread``: the mean difference
+    is larger than either protocol's standard deviation across seeds; the converged
+    runs' IS at the large S and its gap to the paper's number as quoted."""
+    tutorial = {
+        (r["num_quadrant_inputs"], r["seed"]): r
+        for r in seed_records
+        if r["profile"] == base and not r["decoder_sees_input"]
+    }
+    summary = {}
+    for (q,), group in sorted(_group(records, "num_quadrant_inputs").items()):
+        paired = sorted(
+            (r["seed"], r, tutorial[q, r["seed"]])
+            for r in group
+            if (q, r["seed"]) in tutorial
+        )
+        ours, theirs = _mean_sd(r["cvae_nll_is"] for r in group), (math.nan, math.nan)
+        diffs: list[float] = []
+        if paired:
+            theirs = _mean_sd(t["cvae_nll_is"] for _, _, t in paired)
+            diffs = [r["cvae_nll_is"] - t["cvae_nll_is"] for _, r, t in paired]
+        large = [r["is_large_s"]["mean"][-1] for r in group if "is_large_s" in r]
+        paper = PAPER_AS_QUOTED["CVAE IS"][q]
+        spread = larger_sd(
+            _mean_sd(r["cvae_nll_is"] for _, r, _ in paired)[1], theirs[1]
+        )
+        summary[q] = {
+            "seeds": sorted(r["seed"] for r in group),
+            "epochs": _mean_sd(r["epochs_cvae"] for r in group),
+            "is": ours,
+            "tutorial_is": theirs,
+            "paired_seeds": [seed for seed, _, _ in paired],
+            "differences": diffs,
+            "mean_difference": mean(diffs) if diffs else math.nan,
+            "seed_spread": spread,
+            "beyond_spread": bool(diffs) and abs(mean(diffs)) > spread,
+            "is_large_s": _mean_sd(large),
+            "large_s": group[0].get("is_large_s", {}).get("sample_sizes", [None])[-1],
+            "gap_is": ours[0] - paper,
+            "gap_is_large_s": mean(large) - paper if large else math.nan,
+        }
+    return summary
+
+
+def converged_table(records: list[dict], seed_records: list[dict], base: str) -> str:
+    """:func:`converged_summary` as a table, one row per quadrant setting."""
+
+    summary = converged_summary(records, seed_records, base)
+    large_s = next(iter(summary.values()))["large_s"] if summary else None
+    small_s = records[0]["num_samples"] if records else None
+    rows = [
+        [
+            q,
+            len(c["seeds"]),
+            f"{c['epochs'][0]:.0f}",
+            _mean_pm_sd(c["tutorial_is"]) if c["paired_seeds"] else "–",
+            _mean_pm_sd(c["is"]),
+            ", ".join(f"{d:+.2f}" for d in c["differences"]) or "–",
+            "yes" if c["beyond_spread"] else "no",
+            _mean_pm_sd(c["is_large_s"]),
+            _nats(c["gap_is_large_s"], "+"),
+        ]
+        for q, c in summary.items()
+    ]
+    header = ["quadrants", "seeds", "epochs (mean)", f"tutorial's IS, S = {small_s}",
+              f"converged IS, S = {small_s}", "converged − tutorial, per seed",
+              "beyond the spread", f"converged IS, S = {large_s}",
               f"gap to paper, S = {large_s}"]  # fmt: skip
     return markdown_table(header, rows)
 
@@ -465,7 +635,7 @@ def paper_table(records: list[dict]) -> str:
             for q in QUADRANT_SETTINGS:
                 spread = spreads.get((q, sees_input), {}).get(row)
                 cells.append(
-                    f"{spread.mean:.2f} ± {spread.seed_sd:.2f}" if spread else "–"
+                    _mean_pm_sd((spread.mean, spread.seed_sd)) if spread else "–"
                 )
             label = row if row == "NN" else f"{row}, {decoder_label(sees_input)}"
             rows.append([f"{label}, this book (mean ± sd over seeds)", *cells])
@@ -495,24 +665,26 @@ def bf16_against_spread(precision: dict, records: list[dict]) -> dict[int, dict]
 
 def compute_hours(records: Iterable[dict]) -> dict[str, float]:
     """Hours of training and evaluation per device type (``cpu``, ``cuda``) that the
-    records' models took, counted once per model."""
+    studies spent: each model they trained counted once, and each run's evaluation.
+    Models reused from the reference (``trained_by`` another engine than the run's)
+    and records made from the reference (:func:`reference_record`) were paid for by
+    `make reference`, not by a study."""
     hours: dict[str, float] = {}
     seen: set = set()
     for record in records:
-        kind = record["provenance"]["device_type"]
-        trained_with = record["profile_settings"]["baseline_profile"] or {}
+        run = record["provenance"]
+        if "source" in run:
+            continue
+        trained_with = record["profile_settings"].get("baseline_profile") or {}
         q, seed = record["num_quadrant_inputs"], record["seed"]
         base = (trained_with.get("name", record["profile"]), q, seed)
         cvae = (record["profile"], q, seed, record["decoder_sees_input"])
-        seconds = record["provenance"]["eval_seconds"]
-        for key, part in (
-            (base, "epoch_seconds_baseline"),
-            (cvae, "epoch_seconds_cvae"),
-        ):
-            if key not in seen:
+        seconds = run["eval_seconds"]
+        for key, model in ((base, "baseline"), (cvae, "cvae")):
+            if key not in seen and record["trained_by"][model] == run["engine"]:
                 seen.add(key)
-                seconds += record[part]
-        hours[kind] = hours.get(kind, 0.0) + seconds / 3600
+                seconds += record[f"epoch_seconds_{model}"]
+        hours[run["device_type"]] = hours.get(run["device_type"], 0.0) + seconds / 3600
     return hours
 
 
@@ -544,17 +716,19 @@ def _run_of(record: dict) -> StudyRun:
 def write_report(results_dir: str | Path, base: Profile) -> Path:
     """``README.md`` in ``results_dir``: the tables of every run found there."""
     results_dir = Path(results_dir)
-    seeds = load_runs(results_dir, study_runs("seeds", base))
-    protocols = load_runs(results_dir, study_runs("protocols", base))
-    everything = {_run_of(r).name: r for r in seeds + protocols}.values()
-    expected = {name: len(study_runs(name, base)) for name in STUDIES}
+    found = {name: load_runs(results_dir, study_runs(name, base)) for name in STUDIES}
+    seeds, protocols, converged_runs = (found[name] for name in STUDIES)
+    everything = {_run_of(r).name: r for runs in found.values() for r in runs}.values()
+    counts = ", ".join(
+        f"{name} {len(found[name])} of {len(study_runs(name, base))}"
+        for name in STUDIES
+    )
     parts = [
-        "# The seed and protocol studies\n",
+        "# The seed, protocol and converged studies\n",
         "Written by `python -m cvae_helpers study report` from the run files in this "
         "folder (one JSON per run, with its provenance); see `cvae_helpers/studies.py` "
         "and chapter 11.\n",
-        f"Runs found: seeds {len(seeds)} of {expected['seeds']}, protocols "
-        f"{len(protocols)} of {expected['protocols']}.\n",
+        f"Runs found: {counts}.\n",
     ]
     if seeds:
         parts += ["## Seed spread\n", seed_spread_table(seeds)]
@@ -565,6 +739,14 @@ def write_report(results_dir: str | Path, base: Profile) -> Path:
         chosen = chosen_protocol(protocols)
         if chosen:
             parts.append(f"\nChosen on the validation split: `{chosen}`.\n")
+        helping = levers_that_help(protocols, base.name)
+        parts.append(
+            "\nLevers beyond the seed spread on the validation split: "
+            f"{', '.join(f'`{lever}`' for lever in helping) or 'none'}.\n"
+        )
+    if converged_runs:
+        parts += [f"\n## The converged protocol (`{converged(base).name}`), p(y|z)\n",
+                  converged_table(converged_runs, seeds, base.name)]  # fmt: skip
     if everything:
         hours = compute_hours(everything)
         spent = ", ".join(f"{kind}: {h:.1f} h" for kind, h in sorted(hours.items()))

@@ -4,13 +4,17 @@ report (cvae_helpers/studies.py), and the protocol levers they pull (config)."""
 from __future__ import annotations
 
 import json
+import math
 import shlex
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from cvae_helpers import cli, studies
 from cvae_helpers.config import (
+    CONVERGED_LEVERS,
     LEVERS,
     PROFILES,
     RunSpec,
@@ -19,6 +23,10 @@ from cvae_helpers.config import (
     with_levers,
 )
 from cvae_helpers.pipeline import checkpoint_configs, checkpoint_paths
+from cvae_helpers.results import DECODER_DIRS
+
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
+COMMITTED = REFERENCE / studies.STUDIES_SUBDIR
 
 
 def test_full_profile_cache_key_is_unchanged_by_the_levers():
@@ -87,8 +95,18 @@ def test_study_runs_at_the_full_budget():
     shared = [r for r in protocols if r.name in names]
     assert [r.name for r in shared] == [f"full_q1_pyz_seed{s}" for s in range(3)]
     assert len({r.name for r in seeds + protocols}) == len(seeds) + len(protocols) - 3
+    # the converged protocol: every setting, the paper's decoder's seeds, large S
+    converged = studies.study_runs("converged", full)
+    assert [(r.num_quadrant_inputs, r.seed) for r in converged] == [
+        (q, s) for q in (1, 2, 3) for s in range(3)
+    ]
+    assert {r.profile for r in converged} == {"full-long-analytic-kl-lr-decay"}
+    assert all(r.large_samples and not r.decoder_sees_input for r in converged)
     # the quick budget's smoke test: one setting, three seed-study runs
     assert len(studies.study_runs("seeds", PROFILES["quick"])) == 3
+    assert studies.study_runs("converged", PROFILES["quick"])[0].profile == (
+        "quick-long-analytic-kl-lr-decay"
+    )
     with pytest.raises(ValueError, match="Unknown study 'other'"):
         studies.study_runs("other", full)
 
@@ -109,8 +127,8 @@ def test_each_listed_command_is_the_run_it_names(tmp_path):
                 args.large_samples,
             )
             assert parsed == run and args.engine == "fast" and args.results == tmp_path
-    parser_studies = cli.build_parser().parse_args(["study", "list", "seeds"])
-    assert parser_studies.study in studies.STUDIES
+    for study in studies.STUDIES:  # the parser's choices are written out
+        assert cli.build_parser().parse_args(["study", "list", study]).study == study
 
 
 def test_a_run_is_done_when_its_file_has_what_it_needs(tmp_path, capsys, monkeypatch):
@@ -152,6 +170,7 @@ def _record(profile, q, sees_input, seed, value, val_loss=None, large=None):
         "provenance": {"device_type": "cpu", "eval_seconds": 36.0, "commit": "abc",
                        "engine": "fast", "device": "cpu", "cpu": "x", "finished": str(seed)},
         "profile_settings": {"baseline_profile": None},
+        "trained_by": {"baseline": "fast", "cvae": "fast"},
         "epoch_seconds_baseline": 360.0,
         "epoch_seconds_cvae": 720.0,
     }  # fmt: skip
@@ -227,6 +246,12 @@ def test_compute_hours_count_a_shared_baseline_once():
     records = [_record("full", 1, False, 0, 68.0), _record("full", 1, True, 0, 68.0)]
     # one baseline (0.1 h), two CVAEs (0.2 h each), two evaluations (0.01 h each)
     assert studies.compute_hours(records) == {"cpu": pytest.approx(0.52)}
+    # the reference's models, reused: only the evaluation is the study's
+    reused = _record("full", 2, False, 0, 50.0)
+    reused["trained_by"] = {"baseline": "pyro", "cvae": "pyro"}
+    assert studies.compute_hours([reused]) == {"cpu": pytest.approx(0.01)}
+    adopted = {**reused, "provenance": {**reused["provenance"], "source": "x.json"}}
+    assert studies.compute_hours([adopted]) == {}
 
 
 def test_report_holds_every_table(tmp_path):
@@ -239,7 +264,8 @@ def test_report_holds_every_table(tmp_path):
                          run.decoder_sees_input, run.seed, 60.0 + run.seed - (run.profile == "full-wide"), large=59.0)  # fmt: skip
         studies.write_run(record, run, tmp_path)
     text = studies.write_report(tmp_path, full).read_text()
-    assert "Runs found: seeds 4 of 24, protocols 6 of 15." in text
+    assert "Runs found: seeds 4 of 24, protocols 6 of 15, converged 0 of 9." in text
+    assert "Levers beyond the seed spread on the validation split: none." in text
     for heading in ("## Seed spread", "## The two decoders", "as commonly quoted",
                     "## Protocols", "Chosen on the validation split: `full-wide`",
                     "## Provenance"):  # fmt: skip
@@ -270,3 +296,149 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(studies, "run_study_run", lambda *a, **k: pytest.fail("reran"))
     again = studies.run_study("protocols", template, tmp_path / "runs")
     assert again == records
+
+
+def test_converged_is_the_tutorials_profile_with_the_chosen_levers(tmp_path):
+    full, named = PROFILES["full"], get_profile("converged")
+    assert named == with_levers(full, CONVERGED_LEVERS)
+    assert named.name == "full-long-analytic-kl-lr-decay"  # its runs say what trained
+    assert (named.patience, named.max_epochs, named.analytic_kl, named.lr_decay) == (
+        10,
+        300,
+        True,
+        0.5,
+    )
+    assert named.hidden_units == full.hidden_units and not named.fetch_pretrained
+    spec = RunSpec.create(1, "converged", checkpoint_dir=tmp_path, device="cpu")
+    tutorial = RunSpec.create(1, full, checkpoint_dir=tmp_path, device="cpu")
+    assert checkpoint_paths(spec)[0] == checkpoint_paths(tutorial)[0]  # one baseline
+    # the book's default stays the tutorial's protocol
+    assert get_profile("full") is full and full.patience == 3
+
+
+def test_the_named_profile_runs_under_the_name_of_its_levers(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        studies, "run_study_run", lambda run, *a, **k: {"run": run.name}
+    )
+    words = ["study", "run", "--profile", "converged", "--quadrants", "2", "--seed", "1",
+             "--large-samples", "--results", str(tmp_path)]  # fmt: skip
+    assert cli.main(words) == 0
+    written = tmp_path / "full-long-analytic-kl-lr-decay_q2_pyz_seed1.json"
+    assert json.loads(written.read_text()) == {"run": written.stem}
+    assert (
+        studies.study_runs("converged", PROFILES["full"])[4].path(tmp_path) == written
+    )
+
+
+def test_the_converged_levers_are_those_the_committed_protocol_study_found():
+    """CONVERGED_LEVERS was chosen from the committed protocol study, on validation:
+    the levers that beat the tutorial's protocol by more than the seed spread."""
+    protocols = studies.load_runs(
+        COMMITTED, studies.study_runs("protocols", PROFILES["full"])
+    )
+    assert len(protocols) == len(studies.study_runs("protocols", PROFILES["full"]))
+    assert tuple(studies.converged_levers(protocols, "full")) == CONVERGED_LEVERS
+
+
+def test_converged_levers_fall_back_on_the_chosen_protocol():
+    tutorial = [_record("full", 1, False, s, 68.0, val_loss=72.0 + s) for s in range(3)]
+    wide = [
+        _record("full-wide", 1, False, s, 66.0, val_loss=71.5 + s) for s in range(3)
+    ]
+    # wide is chosen (71.5 < 72.0) but within the spread (sd 1.0): its levers, alone
+    assert studies.levers_that_help(tutorial + wide, "full") == []
+    assert studies.converged_levers(tutorial + wide, "full") == ["wide"]
+    assert studies.converged_levers(tutorial, "full") == []  # nothing to choose from
+
+
+def test_the_converged_protocol_against_the_tutorial_paired_by_seed():
+    name = "full-long-analytic-kl-lr-decay"
+    seeds = [_record("full", 1, False, s, 68.0 + s) for s in range(5)]
+    seeds += [_record("full", 1, True, s, 60.0) for s in range(3)]  # not the tutorial
+    seeds += [_record("full", 3, False, s, 22.0 + 0.1 * s) for s in range(3)]
+    converged = [_record(name, 1, False, s, 66.0 + s, large=65.0 + s) for s in range(3)]
+    converged += [_record(name, 3, False, s, 22.0, large=21.0) for s in range(2)]
+    summary = studies.converged_summary(converged, seeds, "full")
+    one = summary[1]
+    assert one["paired_seeds"] == [0, 1, 2] and one["differences"] == [-2.0] * 3
+    assert one["tutorial_is"] == (69.0, 1.0)  # seeds 0-2 only: paired
+    assert one["seed_spread"] == 1.0 and one["beyond_spread"]
+    assert one["is_large_s"] == (66.0, 1.0) and one["large_s"] == 1000
+    assert one["gap_is_large_s"] == pytest.approx(66.0 - 64.05)
+    three = summary[3]
+    assert three["differences"] == pytest.approx([0.0, -0.1])
+    assert not three["beyond_spread"]  # 0.05 against an sd of 0.07
+    assert three["is_large_s"] == (21.0, 0.0)
+    table = studies.converged_table(converged, seeds, "full")
+    assert (
+        "| 1 | 3 | 31 | 69.00 ± 1.00 | 67.00 ± 1.00 | -2.00, -2.00, -2.00 | yes |"
+        in (table)
+    )
+    assert "| 66.00 ± 1.00 | +1.95 |" in table and "IS, S = 1000" in table
+    # a converged run with no tutorial's run of its seed is reported, not paired
+    lone = studies.converged_summary([_record(name, 2, False, 4, 45.0)], seeds, "full")
+    assert lone[2]["paired_seeds"] == [] and not lone[2]["beyond_spread"]
+
+
+def test_larger_sd_is_nan_where_a_spread_is_not_measured():
+    assert studies.larger_sd(0.5, 1.5) == 1.5
+    nan = float("nan")
+    assert all(
+        math.isnan(studies.larger_sd(*pair)) for pair in ((nan, 1.0), (1.0, nan))
+    )
+    assert not 3.0 > studies.larger_sd(nan, 1.0)  # nothing is beyond an unknown spread
+
+
+def test_the_seed_studys_seed_zero_is_the_committed_reference(tmp_path):
+    """The seed-0 records are made from the reference's metrics, numbers untouched;
+    a reference of another seed or budget is not adopted."""
+    written = studies.adopt_reference(REFERENCE, tmp_path, PROFILES["full"])
+    assert sorted(p.name for p in written) == sorted(
+        f"full_q{q}_{tag}_seed0.json" for q in (1, 2, 3) for tag in ("pyz", "pyxz")
+    )
+    for path in written:
+        record = json.loads(path.read_text())
+        sees_input = "_pyxz_" in path.name
+        source = (
+            f"{DECODER_DIRS[sees_input]}/metrics_q{record['num_quadrant_inputs']}.json"
+        )
+        metrics = json.loads((REFERENCE / source).read_text())
+        assert {k: record[k] for k in metrics} == metrics
+        assert record["provenance"]["source"] == source
+        assert record["provenance"]["commit"] == (
+            (REFERENCE / "logs" / "commit_reference.txt").read_text().strip()
+        )
+        # and the committed seed study holds the same numbers
+        committed = json.loads((COMMITTED / path.name).read_text())
+        for key in studies.ESTIMATOR_ROWS.values():
+            assert committed[key] == pytest.approx(metrics[key], abs=1e-4)
+    assert studies.adopt_reference(REFERENCE, tmp_path, PROFILES["full"]) == []
+    assert studies.adopt_reference(REFERENCE, tmp_path / "q", PROFILES["quick"]) == []
+    other = replace(studies.study_runs("seeds", PROFILES["full"])[1])  # seed 1
+    assert other.seed == 1 and studies.reference_record(REFERENCE, other) is None
+
+
+def test_the_committed_report_is_written_from_the_committed_runs(tmp_path):
+    for path in COMMITTED.glob("*.json"):
+        shutil.copy(path, tmp_path)
+    written = studies.write_report(tmp_path, PROFILES["full"]).read_text()
+    assert written == (COMMITTED / "README.md").read_text(), (
+        "results/reference/studies/README.md is stale: run "
+        "`python -m cvae_helpers study report`"
+    )
+
+
+def test_the_protocol_figure_zooms_in_where_the_protocols_part():
+    from cvae_helpers.plotting import plot_protocol_curves
+
+    curves = {"full": [120.0, 80.0, 72.5, 72.0], "full-long": [118.0, 79.0, 71.0, 70.0]}
+    records = [
+        {"profile": name, "curves": {"val_loss": [v + 0.1 * s for v in curve]}}
+        for name, curve in curves.items()
+        for s in range(2)
+    ]
+    whole, tail = plot_protocol_curves(records).axes
+    assert whole.get_ylim()[1] == pytest.approx(119.05)  # the median first epoch
+    low, high = tail.get_ylim()
+    assert low < 70.0 and 72.1 < high < 80.0  # every best loss, not the first epochs
+    assert [line.get_label() for line in whole.get_lines()[:1]] == ["full (2 seeds)"]
