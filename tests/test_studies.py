@@ -259,18 +259,20 @@ def test_report_holds_every_table(tmp_path):
     for run in (
         studies.study_runs("seeds", full)[:4]
         + studies.study_runs("protocols", full)[-3:]
+        + studies.study_runs("converged", full)[:1]
     ):
         record = _record(run.profile, run.num_quadrant_inputs,
                          run.decoder_sees_input, run.seed, 60.0 + run.seed - (run.profile == "full-wide"), large=59.0)  # fmt: skip
         studies.write_run(record, run, tmp_path)
     text = studies.write_report(tmp_path, full).read_text()
-    assert "Runs found: seeds 4 of 24, protocols 6 of 15, converged 0 of 9." in text
+    assert "Runs found: seeds 4 of 24, protocols 6 of 15, converged 1 of 9." in text
     assert "Levers beyond the seed spread on the validation split: none." in text
     for heading in ("## Seed spread", "## The two decoders", "as commonly quoted",
                     "## Protocols", "Chosen on the validation split: `full-wide`",
-                    "## Provenance"):  # fmt: skip
+                    "## The converged protocol (`full-long-analytic-kl-lr-decay`)",
+                    "converged protocol, S = 1000", "## Provenance"):  # fmt: skip
         assert heading in text
-    assert "| abc | fast | cpu | x | 7 |" in text  # 4 + 6 runs, 3 of them shared
+    assert "| abc | fast | cpu | x | 8 |" in text  # 4 + 6 + 1 runs, 3 of them shared
 
 
 def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
@@ -375,6 +377,16 @@ def test_the_converged_protocol_against_the_tutorial_paired_by_seed():
         in (table)
     )
     assert "| 66.00 ± 1.00 | +1.95 |" in table and "IS, S = 1000" in table
+    paper = studies.paper_table(seeds, converged)
+    assert (
+        "| CVAE IS, p(y\\|z), converged protocol, S = 100 (mean ± sd over seeds) "
+        in paper
+    )
+    assert "| 67.00 ± 1.00 | – | 22.00 ± 0.00 |" in paper  # no 2-quadrant runs
+    assert (
+        "converged protocol, S = 1000 (mean ± sd over seeds) | 66.00 ± 1.00 |" in paper
+    )
+    assert "converged" not in studies.paper_table(seeds)
     # a converged run with no tutorial's run of its seed is reported, not paired
     lone = studies.converged_summary([_record(name, 2, False, 4, 45.0)], seeds, "full")
     assert lone[2]["paired_seeds"] == [] and not lone[2]["beyond_spread"]
