@@ -147,11 +147,12 @@ reference-convergence: data
 	  --profile $(GAP_PROFILE) --seed 0 --precision fp32 --decoder-sees-input \
 	  --output $(REF)/convergence_p_y_given_xz.json
 
-# The seed, protocol and converged studies (book/11_how_sure.md, cvae_helpers/studies.py): one
-# JSON per run in $(STUDY_DIR), with its commit, machine, engine and times. Resumable: only the
-# missing runs run, and each resumes from its last epoch (keep CVAE_CHECKPOINT_DIR); run files
-# from other machines merge by copying them into $(STUDY_DIR). STUDY_JOBS runs side by side, one
-# thread each. The runs are independent commands: to spread them over more machines, hand
+# The seed, protocol and converged studies (book/11_how_sure.md and 12_how_close.md,
+# cvae_helpers/studies.py): one JSON per run in $(STUDY_DIR), with its commit, machine, engine
+# and times. Resumable: only the missing runs run, and each resumes from its last epoch (keep
+# CVAE_CHECKPOINT_DIR); run files from other machines merge by copying them into $(STUDY_DIR).
+# STUDY_JOBS runs side by side, one thread each. The runs are independent commands: to spread
+# them over more machines, hand
 #   $(PY) -m cvae_helpers study list seeds --missing --engine fast
 # to GNU parallel or a SLURM array instead. STUDY_PROFILE=quick tries it in minutes.
 # study-converged trains the converged protocol (config.CONVERGED_LEVERS) on every setting; it

@@ -96,7 +96,7 @@ class Profile:
     study_seeds: int  # seeds 0..n-1 of the seed study's default decoder
     study_paper_seeds: int  # of its paper's decoder, and of the protocol study
     study_large_samples: int  # the protocol study's second S of the IS estimate
-    # The training protocol's levers (the protocol study, chapter 11); the defaults are
+    # The training protocol's levers (the protocol study, chapter 12); the defaults are
     # the tutorial's protocol. They change the CVAE's training only: a profile with
     # ``baseline_profile`` leans on that profile's baseline, cached and trained once.
     hidden_units: int = 500  # per hidden layer of the CVAE's three networks
@@ -237,7 +237,7 @@ def with_levers(
     )
 
 
-# The converged protocol (chapter 11): the levers that beat the tutorial's protocol on the
+# The converged protocol (chapter 12): the levers that beat the tutorial's protocol on the
 # validation split by more than the seed spread in the committed protocol study
 # (studies.levers_that_help; a test holds this to the committed runs), pulled together.
 CONVERGED_LEVERS = ("long", "analytic-kl", "lr-decay")

@@ -744,7 +744,7 @@ def write_report(results_dir: str | Path, base: Profile) -> Path:
         "# The seed, protocol and converged studies\n",
         "Written by `python -m cvae_helpers study report` from the run files in this "
         "folder (one JSON per run, with its provenance); see `cvae_helpers/studies.py` "
-        "and chapter 11.\n",
+        "and chapters 11 and 12.\n",
         f"Runs found: {counts}.\n",
     ]
     if seeds:
