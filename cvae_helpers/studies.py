@@ -348,6 +348,23 @@ def larger_sd(*sds: float) -> float:
     return math.nan if any(math.isnan(sd) for sd in sds) else max(sds)
 
 
+def spread_verdict(difference: float, spread: float) -> str:
+    """``"beyond"`` the seed spread when ``|difference|`` exceeds it, else ``"within"``
+    it; ``"unmeasured"`` where the spread is NaN (one seed so far)."""
+    if math.isnan(spread):
+        return "unmeasured"
+    return "beyond" if abs(difference) > spread else "within"
+
+
+# How a spread_verdict reads in a table's cell and in a sentence.
+VERDICT_CELLS = {"beyond": "yes", "within": "no", "unmeasured": "– (one seed)"}
+VERDICT_PHRASES = {
+    "beyond": "beyond the seed spread",
+    "within": "within the seed spread",
+    "unmeasured": "the seed spread not measured yet (one seed)",
+}
+
+
 def _nats(value: float, sign: str = "") -> str:
     """A number of nats for a table: ``–`` where it is NaN (an sd of one seed)."""
     return "–" if math.isnan(value) else f"{value:{sign}.2f}"
@@ -428,6 +445,7 @@ def decoder_differences(records: list[dict]) -> dict[tuple[int, str], dict]:
                 "paired_sd": sd,
                 "seed_spread": spread,
                 "exceeds_spread": abs(mean(diffs)) > spread,
+                "verdict": spread_verdict(mean(diffs), spread),
             }
     return comparison
 
@@ -440,7 +458,7 @@ def decoder_table(records: list[dict]) -> str:
             ", ".join(f"{d:+.2f}" for d in c["differences"]),
             f"{c['mean']:+.2f}",
             _nats(c["seed_spread"]),
-            "yes" if c["exceeds_spread"] else "no",
+            VERDICT_CELLS[c["verdict"]],
         ]
         for (q, row), c in decoder_differences(records).items()
     ]
@@ -585,6 +603,7 @@ def converged_summary(
             "mean_difference": mean(diffs) if diffs else math.nan,
             "seed_spread": spread,
             "beyond_spread": bool(diffs) and abs(mean(diffs)) > spread,
+            "verdict": spread_verdict(mean(diffs) if diffs else math.nan, spread),
             "is_large_s": _mean_sd(large),
             "large_s": group[0].get("is_large_s", {}).get("sample_sizes", [None])[-1],
             "gap_is": ours[0] - paper,
@@ -595,7 +614,6 @@ def converged_summary(
 
 def converged_table(records: list[dict], seed_records: list[dict], base: str) -> str:
     """:func:`converged_summary` as a table, one row per quadrant setting."""
-
     summary = converged_summary(records, seed_records, base)
     large_s = next(iter(summary.values()))["large_s"] if summary else None
     small_s = records[0]["num_samples"] if records else None
@@ -607,7 +625,7 @@ def converged_table(records: list[dict], seed_records: list[dict], base: str) ->
             _mean_pm_sd(c["tutorial_is"]) if c["paired_seeds"] else "–",
             _mean_pm_sd(c["is"]),
             ", ".join(f"{d:+.2f}" for d in c["differences"]) or "–",
-            "yes" if c["beyond_spread"] else "no",
+            VERDICT_CELLS[c["verdict"]],
             _mean_pm_sd(c["is_large_s"]),
             _nats(c["gap_is_large_s"], "+"),
         ]
@@ -676,6 +694,7 @@ def bf16_against_spread(precision: dict, records: list[dict]) -> dict[int, dict]
                 "difference": setting["difference"],
                 "seed_sd": spread.seed_sd,
                 "beyond_spread": abs(setting["difference"]) > spread.seed_sd,
+                "verdict": spread_verdict(setting["difference"], spread.seed_sd),
             }
     return out
 

@@ -399,6 +399,14 @@ def test_larger_sd_is_nan_where_a_spread_is_not_measured():
         math.isnan(studies.larger_sd(*pair)) for pair in ((nan, 1.0), (1.0, nan))
     )
     assert not 3.0 > studies.larger_sd(nan, 1.0)  # nothing is beyond an unknown spread
+    assert [studies.spread_verdict(d, 1.0) for d in (-1.5, 0.5)] == ["beyond", "within"]
+    assert studies.spread_verdict(-9.0, nan) == "unmeasured"
+    # a decoder with one seed: its difference is told as not measured, not as within
+    one_seed = [_record("full", 2, False, s, 47.0 + s) for s in range(3)]
+    one_seed.append(_record("full", 2, True, 0, 40.0))
+    difference = studies.decoder_differences(one_seed)[2, "CVAE IS"]
+    assert difference["verdict"] == "unmeasured" and not difference["exceeds_spread"]
+    assert "| -7.00 | – | – (one seed) |" in studies.decoder_table(one_seed)
 
 
 def test_the_seed_studys_seed_zero_is_the_committed_reference(tmp_path):
