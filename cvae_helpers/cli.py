@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_seed_and_protocol_commands(commands) -> None:
-    """``study list|run|report``: the seed, protocol and converged studies, one run
-    per command."""
+    """``study list|run|report|adopt-reference``: the seed, protocol and converged
+    studies, one run per command."""
     study = commands.add_parser(
         "study",
         help="the seed, protocol and converged studies: list their runs, run one, "

@@ -482,11 +482,16 @@ def protocol_summary(records: list[dict]) -> dict[str, dict]:
             "epochs": _mean_sd(r["epochs_cvae"] for r in group),
             "is": _mean_sd(r["cvae_nll_is"] for r in group),
             "is_large_s": _mean_sd(large),
-            "large_s": group[0].get("is_large_s", {}).get("sample_sizes", [None])[-1],
+            "large_s": _large_s(group[0]),
             "gap_is": mean(r["cvae_nll_is"] for r in group) - paper,
             "gap_is_large_s": mean(large) - paper if large else math.nan,
         }
     return summary
+
+
+def _large_s(record: dict) -> int | None:
+    """The large S of a run's second IS estimate, None where it has none."""
+    return record.get("is_large_s", {}).get("sample_sizes", [None])[-1]
 
 
 def _mean_sd(values: Iterable[float]) -> tuple[float, float]:
@@ -605,7 +610,7 @@ def converged_summary(
             "beyond_spread": bool(diffs) and abs(mean(diffs)) > spread,
             "verdict": spread_verdict(mean(diffs) if diffs else math.nan, spread),
             "is_large_s": _mean_sd(large),
-            "large_s": group[0].get("is_large_s", {}).get("sample_sizes", [None])[-1],
+            "large_s": _large_s(group[0]),
             "gap_is": ours[0] - paper,
             "gap_is_large_s": mean(large) - paper if large else math.nan,
         }
@@ -661,7 +666,7 @@ def paper_table(records: list[dict], converged_records: Iterable[dict] = ()) -> 
     by_q = _group(converged_records, "num_quadrant_inputs")
     if by_q:
         first = next(iter(by_q.values()))[0]
-        large_s = first.get("is_large_s", {}).get("sample_sizes", [None])[-1]
+        large_s = _large_s(first)
         for label, value in (
             (f"S = {first['num_samples']}", lambda r: r["cvae_nll_is"]),
             (f"S = {large_s}", lambda r: r["is_large_s"]["mean"][-1]),
