@@ -415,8 +415,8 @@ def seed_spread_table(records: list[dict]) -> str:
 
 def decoder_differences(records: list[dict]) -> dict[tuple[int, str], dict]:
     """Per (quadrants, estimator): p(y|x,z) − p(y|z), paired by seed, against the seed
-    spread. ``exceeds_spread``: the mean difference is larger than either decoder's
-    standard deviation across seeds."""
+    spread: ``verdict`` is :func:`spread_verdict` of the mean difference against the
+    larger of the two decoders' standard deviations across seeds."""
     spreads = seed_spread(records)
     by_key = _group(records, "num_quadrant_inputs", "decoder_sees_input", "seed")
     comparison = {}
@@ -444,7 +444,6 @@ def decoder_differences(records: list[dict]) -> dict[tuple[int, str], dict]:
                 "mean": mean(diffs),
                 "paired_sd": sd,
                 "seed_spread": spread,
-                "exceeds_spread": abs(mean(diffs)) > spread,
                 "verdict": spread_verdict(mean(diffs), spread),
             }
     return comparison
@@ -573,8 +572,9 @@ def converged_summary(
 ) -> dict[int, dict]:
     """Per quadrant setting: the converged protocol's ``records`` against the
     tutorial's protocol (``base``'s runs of the seed study, default decoder) on the same
-    seeds. IS at S = 100 paired by seed, with ``beyond_spread``: the mean difference
-    is larger than either protocol's standard deviation across seeds; the converged
+    seeds. IS at S = 100 paired by seed, with ``verdict``: :func:`spread_verdict` of
+    the mean difference against the larger of the two protocols' standard deviations
+    across seeds; the converged
     runs' IS at the large S and its gap to the paper's number as quoted."""
     tutorial = {
         (r["num_quadrant_inputs"], r["seed"]): r
@@ -607,7 +607,6 @@ def converged_summary(
             "differences": diffs,
             "mean_difference": mean(diffs) if diffs else math.nan,
             "seed_spread": spread,
-            "beyond_spread": bool(diffs) and abs(mean(diffs)) > spread,
             "verdict": spread_verdict(mean(diffs) if diffs else math.nan, spread),
             "is_large_s": _mean_sd(large),
             "large_s": _large_s(group[0]),
@@ -698,7 +697,6 @@ def bf16_against_spread(precision: dict, records: list[dict]) -> dict[int, dict]
             out[int(q_text)] = {
                 "difference": setting["difference"],
                 "seed_sd": spread.seed_sd,
-                "beyond_spread": abs(setting["difference"]) > spread.seed_sd,
                 "verdict": spread_verdict(setting["difference"], spread.seed_sd),
             }
     return out
@@ -773,27 +771,28 @@ def write_report(results_dir: str | Path, base: Profile) -> Path:
     ]
     if seeds:
         parts += ["## Seed spread\n", seed_spread_table(seeds)]
-        parts += ["\n## The two decoders, paired by seed\n", decoder_table(seeds)]
-        parts += ["\n## The paper's Table 1, as commonly quoted\n",
+        parts += ["## The two decoders, paired by seed\n", decoder_table(seeds)]
+        parts += ["## The paper's Table 1, as commonly quoted\n",
                   paper_table(seeds, converged_runs)]  # fmt: skip
     if protocols:
-        parts += ["\n## Protocols, 1 quadrant, p(y|z)\n", protocol_table(protocols)]
+        parts += ["## Protocols, 1 quadrant, p(y|z)\n", protocol_table(protocols)]
         chosen = chosen_protocol(protocols)
         if chosen:
-            parts.append(f"\nChosen on the validation split: `{chosen}`.\n")
+            parts.append(f"Chosen on the validation split: `{chosen}`.\n")
         helping = levers_that_help(protocols, base.name)
         parts.append(
-            "\nLevers beyond the seed spread on the validation split: "
+            "Levers beyond the seed spread on the validation split: "
             f"{', '.join(f'`{lever}`' for lever in helping) or 'none'}.\n"
         )
     if converged_runs:
-        parts += [f"\n## The converged protocol (`{converged(base).name}`), p(y|z)\n",
+        parts += [f"## The converged protocol (`{converged(base).name}`), p(y|z)\n",
                   converged_table(converged_runs, seeds, base.name)]  # fmt: skip
     if everything:
         hours = compute_hours(everything)
         spent = ", ".join(f"{kind}: {h:.1f} h" for kind, h in sorted(hours.items()))
-        parts += ["\n## Provenance\n", provenance_table(list(everything)),
-                  f"\nCompute spent (training once per model, and evaluation): {spent}.\n"]  # fmt: skip
+        parts += ["## Provenance\n", provenance_table(list(everything)),
+                  f"Compute spent (training once per model, and evaluation): {spent}.\n"]  # fmt: skip
     path = results_dir / "README.md"
-    path.write_text("\n".join(parts))
+    # one blank line between blocks, whatever ends each
+    path.write_text("\n\n".join(part.strip() for part in parts) + "\n")
     return path

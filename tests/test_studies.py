@@ -201,9 +201,9 @@ def test_seed_spread_and_the_decoder_comparison_by_hand():
     three = differences[3, "CVAE IS"]
     assert three["differences"] == [-2.0, -1.5, -3.0]
     assert three["mean"] == pytest.approx(-13 / 6)
-    assert three["seed_spread"] == 1.0 and three["exceeds_spread"]
+    assert three["seed_spread"] == 1.0 and three["verdict"] == "beyond"
     one = differences[1, "CVAE IS"]
-    assert one["mean"] == pytest.approx(0.25) and not one["exceeds_spread"]
+    assert one["mean"] == pytest.approx(0.25) and one["verdict"] == "within"
     assert (3, "NN") not in differences  # one baseline under both decoders
     table = studies.decoder_table(records)
     assert "-2.00, -1.50, -3.00" in table and "| yes |" in table and "| no |" in table
@@ -364,12 +364,12 @@ def test_the_converged_protocol_against_the_tutorial_paired_by_seed():
     one = summary[1]
     assert one["paired_seeds"] == [0, 1, 2] and one["differences"] == [-2.0] * 3
     assert one["tutorial_is"] == (69.0, 1.0)  # seeds 0-2 only: paired
-    assert one["seed_spread"] == 1.0 and one["beyond_spread"]
+    assert one["seed_spread"] == 1.0 and one["verdict"] == "beyond"
     assert one["is_large_s"] == (66.0, 1.0) and one["large_s"] == 1000
     assert one["gap_is_large_s"] == pytest.approx(66.0 - 64.05)
     three = summary[3]
     assert three["differences"] == pytest.approx([0.0, -0.1])
-    assert not three["beyond_spread"]  # 0.05 against an sd of 0.07
+    assert three["verdict"] == "within"  # 0.05 against an sd of 0.07
     assert three["is_large_s"] == (21.0, 0.0)
     table = studies.converged_table(converged, seeds, "full")
     assert (
@@ -389,7 +389,7 @@ def test_the_converged_protocol_against_the_tutorial_paired_by_seed():
     assert "converged" not in studies.paper_table(seeds)
     # a converged run with no tutorial's run of its seed is reported, not paired
     lone = studies.converged_summary([_record(name, 2, False, 4, 45.0)], seeds, "full")
-    assert lone[2]["paired_seeds"] == [] and not lone[2]["beyond_spread"]
+    assert lone[2]["paired_seeds"] == [] and lone[2]["verdict"] == "unmeasured"
 
 
 def test_larger_sd_is_nan_where_a_spread_is_not_measured():
@@ -405,8 +405,26 @@ def test_larger_sd_is_nan_where_a_spread_is_not_measured():
     one_seed = [_record("full", 2, False, s, 47.0 + s) for s in range(3)]
     one_seed.append(_record("full", 2, True, 0, 40.0))
     difference = studies.decoder_differences(one_seed)[2, "CVAE IS"]
-    assert difference["verdict"] == "unmeasured" and not difference["exceeds_spread"]
+    assert difference["verdict"] == "unmeasured"
     assert "| -7.00 | – | – (one seed) |" in studies.decoder_table(one_seed)
+
+
+def test_bf16_is_read_against_the_seed_spread_of_its_estimator_and_decoder():
+    seeds = [_record("full", 3, False, s, 22.0 + s) for s in range(3)]  # sd 1.0
+    seeds.append(_record("full", 1, False, 0, 67.0))  # one seed: no spread
+    seeds += [_record("full", 3, True, s, 21.0 + 5 * s) for s in range(3)]  # not read
+    precision = {
+        "estimator": "cvae_nll_is",
+        "decoder_sees_input": False,
+        "settings": {"1": {"difference": -0.2}, "2": {"difference": 0.1},
+                     "3": {"difference": -1.5}},
+    }  # fmt: skip
+    read = studies.bf16_against_spread(precision, seeds)
+    assert sorted(read) == [1, 3]  # no seed study at 2 quadrants: nothing to read
+    assert read[3] == {"difference": -1.5, "seed_sd": 1.0, "verdict": "beyond"}
+    assert math.isnan(read[1]["seed_sd"]) and read[1]["verdict"] == "unmeasured"
+    precision["settings"]["3"]["difference"] = 0.9
+    assert studies.bf16_against_spread(precision, seeds)[3]["verdict"] == "within"
 
 
 def test_the_seed_studys_seed_zero_is_the_committed_reference(tmp_path):
