@@ -421,7 +421,7 @@ def _measure(args: argparse.Namespace) -> None:
 
 
 def _study(args: argparse.Namespace) -> None:
-    from . import studies
+    from . import studies, study_report
 
     if args.action == "list":
         profile = studies.get_profile(args.profile)
@@ -435,7 +435,9 @@ def _study(args: argparse.Namespace) -> None:
             print(f"Wrote {path}")
         return
     if args.action == "report":
-        path = studies.write_report(args.results, studies.get_profile(args.profile))
+        path = study_report.write_report(
+            args.results, studies.get_profile(args.profile)
+        )
         print(f"Wrote {path}")
         return
     run = studies.StudyRun(

@@ -239,7 +239,7 @@ def with_levers(
 
 # The converged protocol (chapter 12): the levers that beat the tutorial's protocol on the
 # validation split by more than the seed spread in the committed protocol study
-# (studies.levers_that_help; a test holds this to the committed runs), pulled together.
+# (study_report.levers_that_help; a test holds this to the committed runs), pulled together.
 CONVERGED_LEVERS = ("long", "analytic-kl", "lr-decay")
 
 

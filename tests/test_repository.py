@@ -177,3 +177,21 @@ def test_pre_commit_hooks_run_offline():
         "tools.notebook_outputs",
     ):
         assert command in entries
+
+
+def test_readme_lists_every_module_and_each_imports_only_those_above_it():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("The package, one job per module", 1)[1].split("\n\n", 2)[1]
+    listed = re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE)
+    package = ROOT / "cvae_helpers"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__", "__main__"}
+    assert sorted(listed) == sorted(modules), "README's module table is the package"
+    # the package's own imports, module level or inside a function
+    pattern = re.compile(r"^\s*from \.(\w*) import ([\w, ]+)", flags=re.MULTILINE)
+    for module in listed:
+        for origin, names in pattern.findall((package / f"{module}.py").read_text()):
+            imported = [origin] if origin else [n.strip() for n in names.split(",")]
+            for name in imported:
+                assert listed.index(name) < listed.index(module), (
+                    f"{module} imports {name}, which README lists below it"
+                )

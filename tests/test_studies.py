@@ -1,5 +1,6 @@
-"""The seed and protocol studies: their run lists, commands, resumption, summaries and
-report (cvae_helpers/studies.py), and the protocol levers they pull (config)."""
+"""The seed, protocol and converged studies: their run lists, commands and resumption
+(cvae_helpers/studies.py), their summaries and report (cvae_helpers/study_report.py),
+and the protocol levers they pull (config)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cvae_helpers import cli, studies
+from cvae_helpers import cli, studies, study_report
 from cvae_helpers.config import (
     CONVERGED_LEVERS,
     LEVERS,
@@ -174,7 +175,7 @@ def _record(profile, q, sees_input, seed, value, val_loss=None, large=None):
         "epoch_seconds_baseline": 360.0,
         "epoch_seconds_cvae": 720.0,
     }  # fmt: skip
-    for key in studies.ESTIMATOR_ROWS.values():
+    for key in study_report.ESTIMATOR_ROWS.values():
         record[key], record[f"{key}_stderr"] = value, 0.2
     if large is not None:
         record["is_large_s"] = {"sample_sizes": [1000], "mean": [large]}
@@ -190,14 +191,14 @@ def test_seed_spread_and_the_decoder_comparison_by_hand():
     ]
     records += [_record("full", 1, False, s, v) for s, v in enumerate([67.0, 69.0])]
     records += [_record("full", 1, True, s, v) for s, v in enumerate([68.0, 68.5])]
-    spread = studies.seed_spread(records)[3, False]["CVAE IS"]
+    spread = study_report.seed_spread(records)[3, False]["CVAE IS"]
     assert (spread.mean, spread.seed_sd, spread.test_stderr, spread.seeds) == (
         23.0,
         1.0,
         0.2,
         3,
     )
-    differences = studies.decoder_differences(records)
+    differences = study_report.decoder_differences(records)
     three = differences[3, "CVAE IS"]
     assert three["differences"] == [-2.0, -1.5, -3.0]
     assert three["mean"] == pytest.approx(-13 / 6)
@@ -205,7 +206,7 @@ def test_seed_spread_and_the_decoder_comparison_by_hand():
     one = differences[1, "CVAE IS"]
     assert one["mean"] == pytest.approx(0.25) and one["verdict"] == "within"
     assert (3, "NN") not in differences  # one baseline under both decoders
-    table = studies.decoder_table(records)
+    table = study_report.decoder_table(records)
     assert "-2.00, -1.50, -3.00" in table and "| yes |" in table and "| no |" in table
 
 
@@ -223,19 +224,20 @@ def test_the_protocol_is_chosen_on_validation_never_on_the_test_set():
         _record("full-wide", 1, False, s, 60.0, val_loss=75.0, large=59.0)
         for s in range(3)
     ]
-    assert studies.chosen_protocol(records) == "full-long"
-    assert studies.chosen_protocol(records[:3]) is None  # one protocol: no choice
+    assert study_report.chosen_protocol(records) == "full-long"
+    assert study_report.chosen_protocol(records[:3]) is None  # one protocol: no choice
     # long: 71 ± 1 against 72 ± 0, a gain of 1.0, not more than the sd 1.0; wide worse
-    assert studies.levers_that_help(records, "full") == []
+    assert study_report.levers_that_help(records, "full") == []
     better = [_record("full-lr-decay", 1, False, s, 66.0, val_loss=70.0 + 0.1 * s)
               for s in range(3)]  # fmt: skip
-    assert studies.levers_that_help(records + better, "full") == ["lr-decay"]
+    assert study_report.levers_that_help(records + better, "full") == ["lr-decay"]
     one_seed = [_record("full-analytic-kl", 1, False, 0, 60.0, val_loss=60.0)]
-    assert studies.levers_that_help(records + one_seed, "full") == []  # no spread yet
-    summary = studies.protocol_summary(records)["full-long"]
+    # one seed has no spread to beat
+    assert study_report.levers_that_help(records + one_seed, "full") == []
+    summary = study_report.protocol_summary(records)["full-long"]
     assert summary["is"] == (67.0, 1.0) and summary["is_large_s"] == (66.0, 1.0)
     assert summary["gap_is_large_s"] == pytest.approx(66.0 - 64.05)
-    table = studies.protocol_table(records)
+    table = study_report.protocol_table(records)
     assert (
         "| full-long | 3 | 31 | 71.00 ± 1.00 | 67.00 ± 1.00 | 66.00 ± 1.00 |" in table
     )
@@ -245,13 +247,13 @@ def test_the_protocol_is_chosen_on_validation_never_on_the_test_set():
 def test_compute_hours_count_a_shared_baseline_once():
     records = [_record("full", 1, False, 0, 68.0), _record("full", 1, True, 0, 68.0)]
     # one baseline (0.1 h), two CVAEs (0.2 h each), two evaluations (0.01 h each)
-    assert studies.compute_hours(records) == {"cpu": pytest.approx(0.52)}
+    assert study_report.compute_hours(records) == {"cpu": pytest.approx(0.52)}
     # the reference's models, reused: only the evaluation is the study's
     reused = _record("full", 2, False, 0, 50.0)
     reused["trained_by"] = {"baseline": "pyro", "cvae": "pyro"}
-    assert studies.compute_hours([reused]) == {"cpu": pytest.approx(0.01)}
+    assert study_report.compute_hours([reused]) == {"cpu": pytest.approx(0.01)}
     adopted = {**reused, "provenance": {**reused["provenance"], "source": "x.json"}}
-    assert studies.compute_hours([adopted]) == {}
+    assert study_report.compute_hours([adopted]) == {}
 
 
 def test_report_holds_every_table(tmp_path):
@@ -264,7 +266,7 @@ def test_report_holds_every_table(tmp_path):
         record = _record(run.profile, run.num_quadrant_inputs,
                          run.decoder_sees_input, run.seed, 60.0 + run.seed - (run.profile == "full-wide"), large=59.0)  # fmt: skip
         studies.write_run(record, run, tmp_path)
-    text = studies.write_report(tmp_path, full).read_text()
+    text = study_report.write_report(tmp_path, full).read_text()
     assert "Runs found: seeds 4 of 24, protocols 6 of 15, converged 1 of 9." in text
     assert "Levers beyond the seed spread on the validation split: none." in text
     for heading in ("## Seed spread", "## The two decoders", "as commonly quoted",
@@ -339,7 +341,7 @@ def test_the_converged_levers_are_those_the_committed_protocol_study_found():
         COMMITTED, studies.study_runs("protocols", PROFILES["full"])
     )
     assert len(protocols) == len(studies.study_runs("protocols", PROFILES["full"]))
-    assert tuple(studies.converged_levers(protocols, "full")) == CONVERGED_LEVERS
+    assert tuple(study_report.converged_levers(protocols, "full")) == CONVERGED_LEVERS
 
 
 def test_converged_levers_fall_back_on_the_chosen_protocol():
@@ -348,9 +350,10 @@ def test_converged_levers_fall_back_on_the_chosen_protocol():
         _record("full-wide", 1, False, s, 66.0, val_loss=71.5 + s) for s in range(3)
     ]
     # wide is chosen (71.5 < 72.0) but within the spread (sd 1.0): its levers, alone
-    assert studies.levers_that_help(tutorial + wide, "full") == []
-    assert studies.converged_levers(tutorial + wide, "full") == ["wide"]
-    assert studies.converged_levers(tutorial, "full") == []  # nothing to choose from
+    assert study_report.levers_that_help(tutorial + wide, "full") == []
+    assert study_report.converged_levers(tutorial + wide, "full") == ["wide"]
+    # nothing to choose from
+    assert study_report.converged_levers(tutorial, "full") == []
 
 
 def test_the_converged_protocol_against_the_tutorial_paired_by_seed():
@@ -360,7 +363,7 @@ def test_the_converged_protocol_against_the_tutorial_paired_by_seed():
     seeds += [_record("full", 3, False, s, 22.0 + 0.1 * s) for s in range(3)]
     converged = [_record(name, 1, False, s, 66.0 + s, large=65.0 + s) for s in range(3)]
     converged += [_record(name, 3, False, s, 22.0, large=21.0) for s in range(2)]
-    summary = studies.converged_summary(converged, seeds, "full")
+    summary = study_report.converged_summary(converged, seeds, "full")
     one = summary[1]
     assert one["paired_seeds"] == [0, 1, 2] and one["differences"] == [-2.0] * 3
     assert one["tutorial_is"] == (69.0, 1.0)  # seeds 0-2 only: paired
@@ -371,13 +374,13 @@ def test_the_converged_protocol_against_the_tutorial_paired_by_seed():
     assert three["differences"] == pytest.approx([0.0, -0.1])
     assert three["verdict"] == "within"  # 0.05 against an sd of 0.07
     assert three["is_large_s"] == (21.0, 0.0)
-    table = studies.converged_table(converged, seeds, "full")
+    table = study_report.converged_table(converged, seeds, "full")
     assert (
         "| 1 | 3 | 31 | 69.00 ± 1.00 | 67.00 ± 1.00 | -2.00, -2.00, -2.00 | yes |"
         in (table)
     )
     assert "| 66.00 ± 1.00 | +1.95 |" in table and "IS, S = 1000" in table
-    paper = studies.paper_table(seeds, converged)
+    paper = study_report.paper_table(seeds, converged)
     assert (
         "| CVAE IS, p(y\\|z), converged protocol, S = 100 (mean ± sd over seeds) "
         in paper
@@ -386,27 +389,31 @@ def test_the_converged_protocol_against_the_tutorial_paired_by_seed():
     assert (
         "converged protocol, S = 1000 (mean ± sd over seeds) | 66.00 ± 1.00 |" in paper
     )
-    assert "converged" not in studies.paper_table(seeds)
+    assert "converged" not in study_report.paper_table(seeds)
     # a converged run with no tutorial's run of its seed is reported, not paired
-    lone = studies.converged_summary([_record(name, 2, False, 4, 45.0)], seeds, "full")
+    lone = study_report.converged_summary(
+        [_record(name, 2, False, 4, 45.0)], seeds, "full"
+    )
     assert lone[2]["paired_seeds"] == [] and lone[2]["verdict"] == "unmeasured"
 
 
 def test_larger_sd_is_nan_where_a_spread_is_not_measured():
-    assert studies.larger_sd(0.5, 1.5) == 1.5
+    assert study_report.larger_sd(0.5, 1.5) == 1.5
     nan = float("nan")
     assert all(
-        math.isnan(studies.larger_sd(*pair)) for pair in ((nan, 1.0), (1.0, nan))
+        math.isnan(study_report.larger_sd(*pair)) for pair in ((nan, 1.0), (1.0, nan))
     )
-    assert not 3.0 > studies.larger_sd(nan, 1.0)  # nothing is beyond an unknown spread
-    assert [studies.spread_verdict(d, 1.0) for d in (-1.5, 0.5)] == ["beyond", "within"]
-    assert studies.spread_verdict(-9.0, nan) == "unmeasured"
+    # nothing is beyond an unknown spread
+    assert not 3.0 > study_report.larger_sd(nan, 1.0)
+    verdicts = [study_report.spread_verdict(d, 1.0) for d in (-1.5, 0.5)]
+    assert verdicts == ["beyond", "within"]
+    assert study_report.spread_verdict(-9.0, nan) == "unmeasured"
     # a decoder with one seed: its difference is told as not measured, not as within
     one_seed = [_record("full", 2, False, s, 47.0 + s) for s in range(3)]
     one_seed.append(_record("full", 2, True, 0, 40.0))
-    difference = studies.decoder_differences(one_seed)[2, "CVAE IS"]
+    difference = study_report.decoder_differences(one_seed)[2, "CVAE IS"]
     assert difference["verdict"] == "unmeasured"
-    assert "| -7.00 | – | – (one seed) |" in studies.decoder_table(one_seed)
+    assert "| -7.00 | – | – (one seed) |" in study_report.decoder_table(one_seed)
 
 
 def test_bf16_is_read_against_the_seed_spread_of_its_estimator_and_decoder():
@@ -419,12 +426,12 @@ def test_bf16_is_read_against_the_seed_spread_of_its_estimator_and_decoder():
         "settings": {"1": {"difference": -0.2}, "2": {"difference": 0.1},
                      "3": {"difference": -1.5}},
     }  # fmt: skip
-    read = studies.bf16_against_spread(precision, seeds)
+    read = study_report.bf16_against_spread(precision, seeds)
     assert sorted(read) == [1, 3]  # no seed study at 2 quadrants: nothing to read
     assert read[3] == {"difference": -1.5, "seed_sd": 1.0, "verdict": "beyond"}
     assert math.isnan(read[1]["seed_sd"]) and read[1]["verdict"] == "unmeasured"
     precision["settings"]["3"]["difference"] = 0.9
-    assert studies.bf16_against_spread(precision, seeds)[3]["verdict"] == "within"
+    assert study_report.bf16_against_spread(precision, seeds)[3]["verdict"] == "within"
 
 
 def test_the_seed_studys_seed_zero_is_the_committed_reference(tmp_path):
@@ -448,7 +455,7 @@ def test_the_seed_studys_seed_zero_is_the_committed_reference(tmp_path):
         )
         # and the committed seed study holds the same numbers
         committed = json.loads((COMMITTED / path.name).read_text())
-        for key in studies.ESTIMATOR_ROWS.values():
+        for key in study_report.ESTIMATOR_ROWS.values():
             assert committed[key] == pytest.approx(metrics[key], abs=1e-4)
     assert studies.adopt_reference(REFERENCE, tmp_path, PROFILES["full"]) == []
     assert studies.adopt_reference(REFERENCE, tmp_path / "q", PROFILES["quick"]) == []
@@ -459,7 +466,7 @@ def test_the_seed_studys_seed_zero_is_the_committed_reference(tmp_path):
 def test_the_committed_report_is_written_from_the_committed_runs(tmp_path):
     for path in COMMITTED.glob("*.json"):
         shutil.copy(path, tmp_path)
-    written = studies.write_report(tmp_path, PROFILES["full"]).read_text()
+    written = study_report.write_report(tmp_path, PROFILES["full"]).read_text()
     assert written == (COMMITTED / "README.md").read_text(), (
         "results/reference/studies/README.md is stale: run "
         "`python -m cvae_helpers study report`"
