@@ -163,19 +163,23 @@ def decoder_differences(records: list[dict]) -> dict[tuple[int, str], dict]:
 
 
 def decoder_table(records: list[dict]) -> str:
+    """:func:`decoder_differences` as a table: the paired differences, their mean and
+    standard deviation, the seed spread and the verdict."""
     rows = [
         [
             q,
             row,
             ", ".join(f"{d:+.2f}" for d in c["differences"]),
             f"{c['mean']:+.2f}",
+            _nats(c["paired_sd"]),
             _nats(c["seed_spread"]),
             VERDICT_CELLS[c["verdict"]],
         ]
         for (q, row), c in decoder_differences(records).items()
     ]
     header = ["quadrants", "estimator", "p(y|x,z) − p(y|z), per seed", "mean",
-              "seed spread (larger sd)", "beyond the spread"]  # fmt: skip
+              "sd of the differences", "seed spread (larger sd)",
+              "beyond the spread"]  # fmt: skip
     return markdown_table(header, rows)
 
 

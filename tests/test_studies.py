@@ -208,6 +208,7 @@ def test_seed_spread_and_the_decoder_comparison_by_hand():
     assert (3, "NN") not in differences  # one baseline under both decoders
     table = study_report.decoder_table(records)
     assert "-2.00, -1.50, -3.00" in table and "| yes |" in table and "| no |" in table
+    assert "| -2.17 | 0.76 | 1.00 | yes |" in table  # mean, paired sd, spread, verdict
 
 
 def test_the_protocol_is_chosen_on_validation_never_on_the_test_set():
@@ -413,7 +414,7 @@ def test_larger_sd_is_nan_where_a_spread_is_not_measured():
     one_seed.append(_record("full", 2, True, 0, 40.0))
     difference = study_report.decoder_differences(one_seed)[2, "CVAE IS"]
     assert difference["verdict"] == "unmeasured"
-    assert "| -7.00 | – | – (one seed) |" in study_report.decoder_table(one_seed)
+    assert "| -7.00 | – | – | – (one seed) |" in study_report.decoder_table(one_seed)
 
 
 def test_bf16_is_read_against_the_seed_spread_of_its_estimator_and_decoder():
