@@ -189,7 +189,7 @@ def protocol_summary(records: list[dict]) -> dict[str, dict]:
     number as quoted; in the study's order."""
     summary = {}
     for (profile,), group in _group(records, "profile").items():
-        large = [r["is_large_s"]["mean"][-1] for r in group if "is_large_s" in r]
+        large = _large_s_estimates(group)
         q = group[0]["num_quadrant_inputs"]
         paper = PAPER_AS_QUOTED["CVAE IS"][q]
         summary[profile] = {
@@ -208,6 +208,11 @@ def protocol_summary(records: list[dict]) -> dict[str, dict]:
 def _large_s(record: dict) -> int | None:
     """The large S of a run's second IS estimate, None where it has none."""
     return record.get("is_large_s", {}).get("sample_sizes", [None])[-1]
+
+
+def _large_s_estimates(records: Iterable[dict]) -> list[float]:
+    """The IS estimate at the large S of each of ``records`` that has one."""
+    return [r["is_large_s"]["mean"][-1] for r in records if "is_large_s" in r]
 
 
 def _mean_sd(values: Iterable[float]) -> tuple[float, float]:
@@ -310,7 +315,7 @@ def converged_summary(
         if paired:
             theirs = _mean_sd(t["cvae_nll_is"] for _, _, t in paired)
             diffs = [r["cvae_nll_is"] - t["cvae_nll_is"] for _, r, t in paired]
-        large = [r["is_large_s"]["mean"][-1] for r in group if "is_large_s" in r]
+        large = _large_s_estimates(group)
         paper = PAPER_AS_QUOTED["CVAE IS"][q]
         spread = larger_sd(
             _mean_sd(r["cvae_nll_is"] for _, r, _ in paired)[1], theirs[1]
@@ -383,14 +388,12 @@ def paper_table(records: list[dict], converged_records: Iterable[dict] = ()) -> 
     if by_q:
         first = next(iter(by_q.values()))[0]
         large_s = _large_s(first)
-        for label, value in (
-            (f"S = {first['num_samples']}", lambda r: r["cvae_nll_is"]),
-            (f"S = {large_s}", lambda r: r["is_large_s"]["mean"][-1]),
+        for label, values in (
+            (f"S = {first['num_samples']}", lambda g: [r["cvae_nll_is"] for r in g]),
+            (f"S = {large_s}", _large_s_estimates),
         ):
             cells = [
-                _mean_pm_sd(_mean_sd(value(r) for r in by_q[(q,)]))
-                if (q,) in by_q
-                else "–"
+                _mean_pm_sd(_mean_sd(values(by_q[(q,)]))) if (q,) in by_q else "–"
                 for q in QUADRANT_SETTINGS
             ]
             name = f"CVAE IS, {decoder_label(False)}, converged protocol, {label}"
