@@ -371,10 +371,12 @@ def test_the_converged_protocol_against_the_tutorial_paired_by_seed():
     assert one["seed_spread"] == 1.0 and one["verdict"] == "beyond"
     assert one["is_large_s"] == (66.0, 1.0) and one["large_s"] == 1000
     assert one["gap_is_large_s"] == pytest.approx(66.0 - 64.05)
+    assert one["gap_verdict"] == "beyond"  # 1.95 above the paper against an sd of 1.0
     three = summary[3]
     assert three["differences"] == pytest.approx([0.0, -0.1])
     assert three["verdict"] == "within"  # 0.05 against an sd of 0.07
     assert three["is_large_s"] == (21.0, 0.0)
+    assert three["gap_verdict"] == "beyond"  # 0.03 below the paper, no spread at all
     table = study_report.converged_table(converged, seeds, "full")
     assert (
         "| 1 | 3 | 31 | 69.00 ± 1.00 | 67.00 ± 1.00 | -2.00, -2.00, -2.00 | yes |"
