@@ -316,11 +316,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_kernels() -> str:
+    """The instruction set torch's CPU kernels dispatch to here (``"AVX512"``,
+    ``"AVX2"``, ``"DEFAULT"``...). Two hosts with the same CPU name may differ in it,
+    and with it in the rounding of every sum: a seed is bitwise reproducible only on
+    the same kernels and the same number of threads."""
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", None)
+    return capability() if capability is not None else "unknown"
+
+
 def describe_device(device: torch.device) -> str:
-    """``device`` in words for a result's provenance: the GPU's name, or the CPU's."""
+    """``device`` in words for a result's provenance: the GPU's name, or the CPU's with
+    its kernels and threads, e.g. ``"cpu (AMD EPYC 9B14, AVX512 kernels, 1 thread)"``."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return (
+        f"cpu ({cpu_model()}, {cpu_kernels()} kernels, "
+        f"{threads} thread{'' if threads == 1 else 's'})"
+    )
 
 
 def bf16_supported(device: torch.device) -> bool:

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from cvae_helpers.config import PROFILES, RunSpec, get_profile, resolve_device
+from cvae_helpers.config import (
+    PROFILES,
+    RunSpec,
+    cpu_kernels,
+    describe_device,
+    get_profile,
+    resolve_device,
+)
 
 
 def test_device_choice_and_its_errors(monkeypatch):
@@ -203,3 +210,18 @@ def test_run_spec_family_is_an_object_made_from_its_name():
         RunSpec.create(1, "quick", device="cpu", family="vae")
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\], got -0.1"):
         RunSpec(1, PROFILES["quick"], family="hybrid", alpha=-0.1)
+
+
+def test_cpu_provenance_names_the_model_the_kernels_and_the_threads(monkeypatch):
+    # Same-seed runs on two hosts agree only on the same kernels and thread count,
+    # so a CPU result's provenance must tell them apart.
+    monkeypatch.setattr("cvae_helpers.config.cpu_model", lambda: "Some CPU")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert (
+        describe_device(torch.device("cpu")) == "cpu (Some CPU, AVX2 kernels, 1 thread)"
+    )
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert describe_device(torch.device("cpu")).endswith("AVX2 kernels, 2 threads)")
+    monkeypatch.undo()
+    assert cpu_kernels() == torch.backends.cpu.get_cpu_capability()
