@@ -319,7 +319,7 @@ def cpu_model() -> str:
 def cpu_kernels() -> str:
     """The instruction set torch's CPU kernels dispatch to here (``"AVX512"``,
     ``"AVX2"``, ``"DEFAULT"``...). Two hosts with the same CPU name may differ in it,
-    and with it in the rounding of every sum: a seed is bitwise reproducible only on
+    and with it in how sums round: a seed is bitwise reproducible only on
     the same kernels and the same number of threads."""
     capability = getattr(torch.backends.cpu, "get_cpu_capability", None)
     return capability() if capability is not None else "unknown"
