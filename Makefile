@@ -55,12 +55,14 @@ browser: env
 	$(BIN)/pytest tests/browser_check_explorer.py
 
 # The committed full-budget reference results (results/reference/README.md): both decoders,
-# seed 0, fp32, trained by the default (pyro) engine, always here (--force-training: never the
-# release's pretrained weights). The three quadrant settings train side by side, one thread each
-# (each trains its baseline, then both decoders' CVAEs), timed with /usr/bin/time -v; then the
-# completion grids, the speed benchmark (three paths), the step profile and the report.
-# Resumable: run it again after an interruption and every model continues from its last epoch
-# (keep CVAE_CHECKPOINT_DIR). Time the whole with
+# seed 0, fp32, trained with Pyro's loss and one fused Adam (the one training step), always here
+# (--force-training: never the release's pretrained weights). The three quadrant settings train
+# one after the other, each with torch's default threads (one per core), as `make book` trains
+# them, so that an uncached `make book` on the same kind of machine makes the same numbers bit
+# for bit; each setting trains its baseline, then both decoders' CVAEs, timed with
+# /usr/bin/time -v. Then the completion grids, the speed benchmark (three paths), the step
+# profile and the report. Resumable: run it again after an interruption and every model
+# continues from its last epoch (keep CVAE_CHECKPOINT_DIR). Time the whole with
 #   /usr/bin/time -v -o results/reference/logs/time_reference.txt make reference
 TRAIN_REF = $(PY) -m cvae_helpers train --profile full --seed 0 --precision fp32 --no-progress \
 	--force-training
@@ -68,12 +70,12 @@ reference: data
 	mkdir -p $(REF)/logs
 	date -u +%FT%TZ > $(REF)/logs/started.txt
 	git rev-parse --short HEAD > $(REF)/logs/commit_reference.txt
-	set -e; pids=""; for q in 1 2 3; do \
-	  OMP_NUM_THREADS=1 /usr/bin/time -v -o $(REF)/logs/time_q$$q.txt sh -c \
+	set -e; for q in 1 2 3; do \
+	  /usr/bin/time -v -o $(REF)/logs/time_q$$q.txt sh -c \
 	    "$(TRAIN_REF) --quadrants $$q --output $(REF)/p_y_given_z && \
 	     $(TRAIN_REF) --quadrants $$q --decoder-sees-input --output $(REF)/p_y_given_xz" \
-	    > $(REF)/logs/train_q$$q.log 2>&1 & pids="$$pids $$!"; \
-	done; for pid in $$pids; do wait $$pid; done
+	    > $(REF)/logs/train_q$$q.log 2>&1; \
+	done
 	$(PY) -m cvae_helpers figures --profile full --seed 0 --output $(REF)/p_y_given_z
 	$(PY) -m cvae_helpers figures --profile full --seed 0 --decoder-sees-input \
 	  --output $(REF)/p_y_given_xz
@@ -103,8 +105,8 @@ reference-bf16: data
 	$(PY) -m cvae_helpers train --profile full --seed 0 --precision bf16 --output $(REF)/bf16 \
 	  --no-progress --force-training
 	$(PY) -m tools.precision_quality --dir $(REF)
-	$(PY) -m cvae_helpers bench --batches 100 --paths fast --precision fp32 > $(REF)/bf16/bench_fp32.json
-	$(PY) -m cvae_helpers bench --batches 100 --paths fast --precision bf16 > $(REF)/bf16/bench_bf16.json
+	$(PY) -m cvae_helpers bench --batches 100 --paths pyro --precision fp32 > $(REF)/bf16/bench_fp32.json
+	$(PY) -m cvae_helpers bench --batches 100 --paths pyro --precision bf16 > $(REF)/bf16/bench_bf16.json
 	$(PY) -m tools.reference_report --dir $(REF)
 
 # The controlled baseline comparison (results/reference/baseline_gap.json). Not part of
@@ -148,24 +150,23 @@ reference-convergence: data
 	  --output $(REF)/convergence_p_y_given_xz.json
 
 # The seed, protocol and converged studies (book/11_how_sure.md and 12_how_close.md,
-# cvae_helpers/studies.py): one JSON per run in $(STUDY_DIR), with its commit, machine, engine
-# and times. Resumable: only the missing runs run, and each resumes from its last epoch (keep
+# cvae_helpers/studies.py): one JSON per run in $(STUDY_DIR), with its commit, machine and
+# times. Resumable: only the missing runs run, and each resumes from its last epoch (keep
 # CVAE_CHECKPOINT_DIR); run files from other machines merge by copying them into $(STUDY_DIR).
 # STUDY_JOBS runs side by side, one thread each. The runs are independent commands: to spread
 # them over more machines, hand
-#   $(PY) -m cvae_helpers study list seeds --missing --engine fast
+#   $(PY) -m cvae_helpers study list seeds --missing
 # to GNU parallel or a SLURM array instead. STUDY_PROFILE=quick tries it in minutes.
 # study-converged trains the converged protocol (config.CONVERGED_LEVERS) on every setting; it
 # shares its baselines with study-seeds in CVAE_CHECKPOINT_DIR. The seed study's seed-0 runs are the
 # reference run's (`study adopt-reference`), not trained again.
 STUDY_DIR ?= $(REF)/studies
 STUDY_JOBS ?= 2
-STUDY_ENGINE ?= fast
 STUDY_PROFILE ?= full
 study-seeds study-protocols study-converged: data
 	$(PY) -m cvae_helpers study adopt-reference --profile $(STUDY_PROFILE) --results $(STUDY_DIR)
 	$(PY) -m cvae_helpers study list $(@:study-%=%) --missing --profile $(STUDY_PROFILE) \
-	  --engine $(STUDY_ENGINE) --results $(STUDY_DIR) | sed 's|^python |$(PY) |' | \
+	  --results $(STUDY_DIR) | sed 's|^python |$(PY) |' | \
 	  OMP_NUM_THREADS=1 xargs -P $(STUDY_JOBS) -I{} sh -c '{} --no-progress'
 	$(PY) -m cvae_helpers study report --profile $(STUDY_PROFILE) --results $(STUDY_DIR)
 

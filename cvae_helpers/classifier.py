@@ -18,7 +18,7 @@ from torch import nn
 from . import pretrained
 from .config import RunSpec, set_seed
 from .data import IMAGE_SIZE, batched, load_splits
-from .training import TorchSteps, TrainingRun, fit, make_batches
+from .training import TrainingRun, TrainingSteps, fit, make_batches
 
 NUM_CLASSES = 10
 
@@ -137,9 +137,10 @@ def get_classifier(
         progress,
     )
     with run.explaining_nan():
-        history = fit(
-            TorchSteps(loss, net.parameters(), profile.learning_rate), *batches, run
+        steps = TrainingSteps(
+            loss, net.parameters(), "cross-entropy, one Adam", profile.learning_rate
         )
+        history = fit(steps, *batches, run)
     return TrainedClassifier(
         net, history, accuracy(net, test.images, test.labels), len(test)
     )

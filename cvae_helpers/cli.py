@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import DATA_DIR_ENV, ENGINES, PRECISIONS, PROFILES, RunSpec
+from .config import DATA_DIR_ENV, PRECISIONS, PROFILES, RunSpec
 from .families import DEFAULT_ALPHA, FAMILIES
 
 
@@ -75,14 +75,6 @@ def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> 
         help="train here instead of downloading the release's pretrained weights "
         "(default: $CVAE_FORCE_TRAINING; the quick profile never downloads)",
     )
-    command.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default=None,
-        help="pyro (Pyro's SVI and the plain estimators, what the book shows) or "
-        "fast (the same numbers with the speed tricks of cvae_helpers.fast); "
-        "default: $CVAE_ENGINE, else pyro",
-    )
     _add_machine_arguments(command)
 
 
@@ -97,8 +89,8 @@ def _add_machine_arguments(command: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default=None,
-        help="fp32, or bf16 mixed-precision training where the hardware has it "
-        "(fast engine only; default: $CVAE_PRECISION, else fp32); "
+        help="fp32, or bf16 mixed-precision training (torch.autocast around the "
+        "step) where the hardware has it (default: $CVAE_PRECISION, else fp32); "
         "evaluation is always fp32",
     )
 
@@ -197,10 +189,6 @@ def _add_seed_and_protocol_commands(commands) -> None:
             default=Path("results/reference/studies"),
             help="the folder of the runs' JSON files (default: results/reference/studies)",
         )
-    for action in (listing, run):
-        action.add_argument(
-            "--engine", choices=ENGINES, default=None, help="pyro or fast"
-        )
     for name in ("--data-dir", "--checkpoint-dir"):
         run.add_argument(name, type=Path, default=None)
     _add_machine_arguments(run)
@@ -277,12 +265,12 @@ def _add_measure_commands(commands) -> None:
     bench.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
     bench.add_argument(
         "--paths",
-        choices=["pyro", "fast", "pyro_example"],
+        choices=["pyro", "svi", "pyro_example"],
         nargs="+",
-        default=["pyro", "fast", "pyro_example"],
-        help="what to time, side by side in one run: this book's Pyro SVI, the "
-        "fast engine, and the Pyro example's per-item Dataset + DataLoader "
-        "with SVI (default: all three)",
+        default=["pyro", "svi", "pyro_example"],
+        help="what to time, side by side in one run: the book's step (Trace_ELBO "
+        "with one fused Adam), Pyro's SVI on the same batches, and the Pyro "
+        "example's per-item Dataset + DataLoader with SVI (default: all three)",
     )
     _add_machine_arguments(bench)
 
@@ -290,7 +278,7 @@ def _add_measure_commands(commands) -> None:
         "step-times",
         help="print where a CVAE training step's time goes, as one line of JSON",
         description="Profile CVAE training steps on the CPU with torch.profiler, for Pyro's "
-        "SVI with Trace_ELBO and for the fast engine: milliseconds "
+        "SVI with Trace_ELBO and for the book's step (one fused Adam): milliseconds "
         "per step in matmuls, the optimizer, other tensor ops, and Python/framework.",
     )
     step_times.add_argument(
@@ -384,7 +372,6 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
         precision=args.precision,
         family=args.family,
         alpha=args.alpha,
-        engine=args.engine,
     )
     return [spec.for_quadrants(q) for q in sorted(set(args.quadrants))]
 
@@ -412,7 +399,6 @@ def _measure(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         device=args.device,
         precision=args.precision,
-        engine="fast",
     )
     figures = benchmark(
         spec, num_batches=args.batches, batch_size=args.batch_size, paths=args.paths
@@ -427,7 +413,7 @@ def _study(args: argparse.Namespace) -> None:
         profile = studies.get_profile(args.profile)
         for run in studies.study_runs(args.study, profile):
             if not (args.missing and run.done(args.results)):
-                print(run.command(args.results, args.engine))
+                print(run.command(args.results))
         return
     if args.action == "adopt-reference":
         profile = studies.get_profile(args.profile)
@@ -454,7 +440,6 @@ def _study(args: argparse.Namespace) -> None:
         args.quadrants,
         args.profile,
         precision=args.precision,
-        engine=args.engine,
         device=args.device,
         data_dir=args.data_dir,
         checkpoint_dir=args.checkpoint_dir,

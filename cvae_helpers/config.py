@@ -10,10 +10,7 @@ Environment variables (each also has a function argument that wins over it):
   command.
 - ``CVAE_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default: CUDA when available).
 - ``CVAE_PRECISION``: ``fp32`` (default) or ``bf16``, the arithmetic of training's
-  matmuls.
-- ``CVAE_ENGINE``: ``pyro`` (default: Pyro's ``SVI`` trains, the plain estimators
-  evaluate) or ``fast`` (the same computations with the speed tricks of
-  :mod:`cvae_helpers.fast`).
+  matmuls (``torch.autocast`` around the step).
 
 ``CVAE_PRETRAINED_URL`` and ``CVAE_FORCE_TRAINING`` (where pretrained weights come from,
 and training instead) are read by :mod:`cvae_helpers.pretrained`.
@@ -24,6 +21,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import subprocess
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -39,12 +37,7 @@ CHECKPOINT_DIR_ENV = "CVAE_CHECKPOINT_DIR"
 PROFILE_ENV = "CVAE_PROFILE"
 DEVICE_ENV = "CVAE_DEVICE"
 PRECISION_ENV = "CVAE_PRECISION"
-ENGINE_ENV = "CVAE_ENGINE"
 PRECISIONS = ("fp32", "bf16")
-# pyro: what the chapters show (SVI, plain layers, the estimators' formulas); fast: the
-# same numbers computed with the tricks of cvae_helpers.fast, tested equal
-# (tests/test_fast.py).
-ENGINES = ("pyro", "fast")
 
 
 def project_root() -> Path:
@@ -392,17 +385,6 @@ def check_num_quadrant_inputs(num_quadrant_inputs: object) -> int:
     return int(num_quadrant_inputs)
 
 
-def resolve_engine(engine: str | None) -> str:
-    """``engine`` if given, else ``$CVAE_ENGINE``, else ``pyro``; checked."""
-    choice = engine or os.environ.get(ENGINE_ENV, "pyro")
-    if choice not in ENGINES:
-        raise ValueError(
-            f"Unknown engine {choice!r}; choose one of {ENGINES} "
-            f"(argument or the {ENGINE_ENV} environment variable)."
-        )
-    return choice
-
-
 @dataclass(frozen=True)
 class RunSpec:
     """One run's configuration: which setting, which budget, which seed and decoder, and
@@ -411,9 +393,8 @@ class RunSpec:
     Build it once at the edge (the command line or a chapter's setup cell) with
     :meth:`RunSpec.create`, which resolves the profile, the folders and the device a
     single time, then pass it down. Every field that changes a trained model is part of
-    the checkpoint's cache key; ``data_dir``, ``checkpoint_dir``, ``device`` and
-    ``engine`` only say where and how fast things run (a model records the engine that
-    trained it). ``family`` picks the objective (:mod:`~cvae_helpers.families`);
+    the checkpoint's cache key; ``data_dir``, ``checkpoint_dir`` and ``device`` only
+    say where things run. ``family`` picks the objective (:mod:`~cvae_helpers.families`);
     ``alpha`` is the hybrid's weight on the CVAE's loss, ignored by the other two.
     """
 
@@ -427,7 +408,6 @@ class RunSpec:
     precision: str = "fp32"
     family: Family = field(default_factory=lambda: get_family("cvae"))
     alpha: float = DEFAULT_ALPHA
-    engine: str = "pyro"
 
     def __post_init__(self) -> None:
         check_num_quadrant_inputs(self.num_quadrant_inputs)
@@ -441,15 +421,6 @@ class RunSpec:
                 f"alpha weighs the CVAE's loss against the GSNN's and must lie in "
                 f"[0, 1], got {self.alpha}."
             )
-        if self.engine not in ENGINES:
-            raise ValueError(
-                f"Unknown engine {self.engine!r}; choose one of {ENGINES}."
-            )
-        if self.precision == "bf16" and self.engine != "fast":
-            raise ValueError(
-                "bf16 mixed precision is a speed lever of the fast engine: add "
-                "--engine fast (or CVAE_ENGINE=fast), or train in fp32."
-            )
 
     @classmethod
     def create(
@@ -458,14 +429,13 @@ class RunSpec:
         profile: Profile | str | None = None,
         *,
         precision: str | None = None,
-        engine: str | None = None,
         device: str | torch.device | None = None,
         data_dir: str | Path | None = None,
         checkpoint_dir: str | Path | None = None,
         **choices,
     ) -> RunSpec:
         """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_PRECISION``,
-        ``$CVAE_ENGINE``, ``$CVAE_DEVICE``, ``$CVAE_DATA_DIR`` and ``$CVAE_CHECKPOINT_DIR``
+        ``$CVAE_DEVICE``, ``$CVAE_DATA_DIR`` and ``$CVAE_CHECKPOINT_DIR``
         apply where an argument is ``None``. ``choices``: the fields whose defaults are
         plain values, ``seed``, ``decoder_sees_input``, ``family`` and ``alpha``."""
         device = resolve_device(device)
@@ -480,7 +450,6 @@ class RunSpec:
             checkpoint_dir=Path(checkpoint_dir).expanduser(),
             device=device,
             precision=resolve_precision(precision, device),
-            engine=resolve_engine(engine),
             **choices,
         )
 
@@ -510,6 +479,25 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=project_root(), capture_output=True, text=True
+        )
+    except OSError:
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def code_version() -> dict:
+    """The commit of the checkout this runs from, and whether its package was modified
+    (read when a run starts: the code it imported)."""
+    return {
+        "commit": _git("rev-parse", "--short", "HEAD") or "unknown",
+        "package_modified": bool(_git("status", "--porcelain", "--", "cvae_helpers")),
+    }
 
 
 def library_versions() -> dict[str, str]:

@@ -1,6 +1,5 @@
 """How the three estimators move with the number of samples S, and how far S = 100 is
-from
-converged: the curves of the estimators chapter and the reference run's
+from converged: the curves of the estimators chapter and the reference run's
 ``convergence_*.json``."""
 
 from __future__ import annotations
@@ -8,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .config import RunSpec, describe_device, set_seed
-from .engines import engine_of
 from .evaluation import ESTIMATORS, Estimate, estimates_against_samples
 from .pipeline import TrainedModels, get_trained_models
 
@@ -43,10 +41,7 @@ def convergence_curve(
     sizes = list(sample_sizes or default_sizes)
     split = models.splits.test.take(slice(0, num_images or default_images))
     set_seed(models.spec.seed)
-    weigh = engine_of(models.spec).log_weights
-    values = estimates_against_samples(
-        models.cvae, split, sizes, ESTIMATORS, weigh=weigh
-    )
+    values = estimates_against_samples(models.cvae, split, sizes, ESTIMATORS)
     best = values["is"][-1]
     record = {
         "num_quadrant_inputs": models.spec.num_quadrant_inputs,
@@ -71,9 +66,8 @@ def full_test_is(
     """The IS estimate on the whole test split at each S (prefixes of one set of
     draws)."""
     set_seed(models.spec.seed)
-    weigh = engine_of(models.spec).log_weights
     values = estimates_against_samples(
-        models.cvae, models.splits.test, list(sample_sizes), ("is",), weigh=weigh
+        models.cvae, models.splits.test, list(sample_sizes), ("is",)
     )["is"]
     return {
         "sample_sizes": list(sample_sizes),

@@ -15,7 +15,7 @@ over samples use logsumexp, so nothing underflows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +69,11 @@ def log_mean_exp(log_values: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_values, dim=0) - math.log(log_values.shape[0])
 
 
+# Samples × images scored at once: a chunk's logits (2,000 × 784 floats) stay in the
+# CPU's cache, where scoring all of them at once would stream them through memory.
+CHUNK_ROWS = 2000
+
+
 @torch.no_grad()
 def log_weights(
     cvae: CVAE,
@@ -82,19 +87,21 @@ def log_weights(
 
     ``"posterior"``: z_s ~ q(z|x,y), log p(y|x,z_s) + log p(z_s|x) - log q(z_s|x,y).
     ``"prior"``: z_s ~ p(z|x), and the prior terms cancel: log p(y|x,z_s).
+    All z are drawn first, then scored a few samples at a time (:data:`CHUNK_ROWS`):
+    the same numbers as scoring them at once.
     """
     if proposal not in ("prior", "posterior"):
         raise ValueError(f"proposal must be 'prior' or 'posterior', got {proposal!r}.")
     prior = Normal(*cvae.prior(xs))
-    if proposal == "prior":
-        return cvae.log_likelihood(prior.sample((num_samples,)), xs, ys)
-    posterior = Normal(*cvae.posterior(xs, ys))
-    z = posterior.sample((num_samples,))
-    return (
-        cvae.log_likelihood(z, xs, ys)
-        + prior.log_prob(z).sum(-1)
-        - posterior.log_prob(z).sum(-1)
-    )
+    proposed = prior if proposal == "prior" else Normal(*cvae.posterior(xs, ys))
+    z = proposed.sample((num_samples,))
+    weights = []
+    for part in z.split(max(1, CHUNK_ROWS // xs.shape[0])):
+        log_weight = cvae.log_likelihood(part, xs, ys)
+        if proposal == "posterior":
+            log_weight += prior.log_prob(part).sum(-1) - proposed.log_prob(part).sum(-1)
+        weights.append(log_weight)
+    return torch.cat(weights)
 
 
 def cvae_nll_mc(
@@ -130,20 +137,18 @@ def evaluate(
     split: MaskedSplit,
     num_samples: int = 100,
     batch_size: int = EVAL_BATCH_SIZE,
-    weigh: Callable = log_weights,
 ) -> dict[str, Estimate]:
     """All four estimators over ``split``, each as mean ± standard error over its
     images: ``"baseline_nll"``, and ``"mc"``, ``"is"``, ``"neg_elbo"`` of the CVAE.
 
     The three CVAE estimators are :func:`estimates_against_samples` at one S,
     ``num_samples``; a model without a recognition network (a GSNN) gets the baseline's
-    NLL and MC only. Always in fp32. ``weigh``: :func:`log_weights`, or the fast
-    engine's.
+    NLL and MC only. Always in fp32.
     """
     split = split.to(next(cvae.parameters()).device)
     estimators = ESTIMATORS if cvae.recognition_net is not None else ("mc",)
     values = estimates_against_samples(
-        cvae, split, [num_samples], estimators, batch_size, weigh
+        cvae, split, [num_samples], estimators, batch_size
     )
     nll = baseline_nll(baseline, split.inputs, split.targets, batch_size).cpu()
     estimates = {"baseline_nll": nll}
@@ -158,7 +163,6 @@ def estimates_against_samples(
     sample_sizes: Sequence[int],
     estimators: Sequence[str] = ESTIMATORS,
     batch_size: int = EVAL_BATCH_SIZE,
-    weigh: Callable = log_weights,
 ) -> dict[str, torch.Tensor]:
     """Per-image estimates ``(len(sample_sizes), N)`` of each estimator at each S.
 
@@ -179,9 +183,9 @@ def estimates_against_samples(
         xs, ys = flatten(inputs), flatten(targets)
         weights = {}
         if "is" in estimators or "neg_elbo" in estimators:
-            weights["is"] = weigh(cvae, xs, ys, most, "posterior")
+            weights["is"] = log_weights(cvae, xs, ys, most, "posterior")
         if "mc" in estimators:
-            weights["mc"] = weigh(cvae, xs, ys, most, "prior")
+            weights["mc"] = log_weights(cvae, xs, ys, most, "prior")
         rows = []
         for name in estimators:
             source = weights["mc" if name == "mc" else "is"]

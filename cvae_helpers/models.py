@@ -1,9 +1,9 @@
 """The networks of the book: the baseline MLP, its masked loss, and the CVAE in Pyro.
 
-Everything here is what the chapters show and what the default (``pyro``) engine trains:
-``nn.Linear`` layers with ReLUs, a Pyro ``model`` and two guides, and the masked
-Bernoulli likelihood. The speed tricks that compute the same numbers faster live in
-:mod:`cvae_helpers.fast`, which reads these modules' weights.
+Everything here is what the chapters show and what training runs: ``nn.Linear``
+layers with ReLUs, a Pyro ``model`` and two guides, and the masked Bernoulli
+likelihood. Speed comes from levers around the training step
+(:mod:`cvae_helpers.training`), never from a second copy of these networks.
 
 Shapes: images arrive as ``(batch, 28, 28)`` and are flattened to ``(batch, 784)``
 inside the networks. Pixels equal to -1 in an input are the ones to predict; pixels
@@ -99,7 +99,10 @@ class GaussianMLP(nn.Module):
     def forward(self, filled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = F.relu(self.fc1(filled))
         hidden = F.relu(self.fc2(hidden))
-        loc, raw_scale = self.head(hidden).chunk(2, dim=-1)
+        # Under bf16 autocast the matmuls run in bf16; the distributions' arithmetic
+        # stays in the weights' precision (a no-op without autocast).
+        out = self.head(hidden).to(self.head.weight.dtype)
+        loc, raw_scale = out.chunk(2, dim=-1)
         # exp(raw_scale) would overflow to inf for raw_scale > 88 in float32, and the KL
         # term would be NaN; softplus grows only linearly, and the floor keeps
         # log(scale) finite.
@@ -125,7 +128,7 @@ class GenerationNet(nn.Module):
             z = torch.cat([z, inputs.expand(*z.shape[:-1], NUM_PIXELS)], dim=-1)
         hidden = F.relu(self.fc1(z))
         hidden = F.relu(self.fc2(hidden))
-        return self.fc3(hidden)
+        return self.fc3(hidden).to(self.fc3.weight.dtype)  # as in GaussianMLP
 
 
 @dataclass(frozen=True)

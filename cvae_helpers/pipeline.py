@@ -16,9 +16,14 @@ from pathlib import Path
 import torch
 
 from . import pretrained
-from .config import RunSpec, library_versions, set_seed
+from .config import (
+    RunSpec,
+    code_version,
+    describe_device,
+    library_versions,
+    set_seed,
+)
 from .data import QuadrantSplits, load_splits, quadrant_label
-from .engines import engine_of
 from .evaluation import evaluate
 from .families import DEFAULT_ALPHA
 from .models import CVAE, BaselineNet
@@ -62,9 +67,11 @@ def describe_origin(history: dict) -> str:
 
 
 def trained_by(history: dict) -> str:
-    """The engine that trained a model's epochs, e.g. ``"pyro"`` (a run resumes only with
-    its own engine); ``"unknown"`` for a history that predates the record."""
-    return "+".join(sorted(set(history.get("engines", [])))) or "unknown"
+    """What trained a model's epochs, e.g. ``"Trace_ELBO, one Adam"``; a model of the
+    code before 2026-12-04 says which of its two engines (``"pyro"``, ``"fast"``), and
+    ``"unknown"`` a history older than that record."""
+    names = history.get("trained_with") or history.get("engines", [])
+    return "+".join(sorted(set(names))) or "unknown"
 
 
 def checkpoint_paths(spec: RunSpec) -> tuple[Path, Path]:
@@ -176,7 +183,6 @@ def get_baseline(
         spec,
         checkpoint_path=checkpoint_paths(spec)[0],
         progress=progress,
-        make_steps=engine_of(spec).baseline_steps,
     )
 
 
@@ -189,13 +195,11 @@ def get_trained_models(
     restore_pretrained(spec, force_training=force_training)
     splits = get_splits(spec)
     started = time.perf_counter()
-    engine = engine_of(spec)
     baseline, baseline_history = train_baseline(
         splits,
         spec,
         checkpoint_path=checkpoint_paths(spec)[0],
         progress=progress,
-        make_steps=engine.baseline_steps,
     )
     snapshot = torch.tensor([i for i in SNAPSHOT_INDICES if i < len(splits.test)])
     cvae, cvae_history = train_cvae(
@@ -204,7 +208,6 @@ def get_trained_models(
         spec,
         checkpoint_path=checkpoint_paths(spec)[1],
         progress=progress,
-        make_steps=engine.cvae_steps,
         snapshot_inputs=splits.test.inputs[snapshot],
     )
     return TrainedModels(
@@ -235,7 +238,6 @@ def metrics_record(models: TrainedModels) -> dict:
         models.cvae,
         models.splits.test,
         profile.num_samples,
-        weigh=engine_of(spec).log_weights,
     )
     record: dict = {
         "num_quadrant_inputs": spec.num_quadrant_inputs,
@@ -265,12 +267,14 @@ def metrics_record(models: TrainedModels) -> dict:
             "epoch_seconds_baseline": sum(models.baseline_history["epoch_seconds"]),
             "epoch_seconds_cvae": sum(models.cvae_history["epoch_seconds"]),
             "eval_seconds": time.perf_counter() - started,
-            # which code trained each model (per epoch, joined) and which evaluated them
+            # what trained each model (per epoch, joined); the commit says which code
             "trained_by": {
                 "baseline": trained_by(models.baseline_history),
                 "cvae": trained_by(models.cvae_history),
             },
-            "engine": spec.engine,
+            "code": code_version(),
+            # a seed reproduces bit for bit only on the same kernels and threads
+            "device": describe_device(spec.device),
             "profile_settings": profile.as_dict(),
             "versions": library_versions(),
         }

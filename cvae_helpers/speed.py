@@ -3,9 +3,11 @@
 
 Three training paths are timed with the same networks, in one run:
 
-- ``pyro``: this book's default engine, Pyro's ``SVI`` with ``Trace_ELBO`` on in-memory
-  batches (each split masked once, the frozen baseline's guess y_hat computed once).
-- ``fast``: the fast engine (:mod:`cvae_helpers.fast`) on the same batches.
+- ``pyro``: the book's training step (:func:`~cvae_helpers.training.make_steps`):
+  Pyro's ``Trace_ELBO`` with one fused Adam, on in-memory batches (each split masked
+  once, the frozen baseline's guess y_hat computed once).
+- ``svi``: the textbook step, Pyro's ``SVI`` with its per-parameter ``Adam``
+  (:func:`~cvae_helpers.training.make_svi`), on the same in-memory batches.
 - ``pyro_example``: the Pyro example's design, a per-item ``Dataset`` that turns each
   PIL image into a tensor and masks it in a transform, batched by a ``DataLoader``, with
   ``SVI`` and y_hat recomputed by the baseline inside every CVAE step.
@@ -24,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import MNIST
 from torchvision.transforms import functional as TF
 
-from .config import RunSpec, set_seed
+from .config import RunSpec, describe_device, set_seed
 from .data import (
     NUM_TRAIN_VAL,
     TensorBatches,
@@ -33,11 +35,11 @@ from .data import (
     load_splits,
     mask_quadrants,
 )
-from .engines import ENGINES, engine_of
-from .models import CVAE, BaselineNet
+from .models import CVAE, BaselineNet, masked_bce
 from .results import markdown_table
+from .training import baseline_steps, make_steps, make_svi
 
-PATHS = ("pyro", "fast", "pyro_example")
+PATHS = ("pyro", "svi", "pyro_example")
 
 
 class PyroExampleMNIST(Dataset):
@@ -94,17 +96,36 @@ def _pyro_example_batches(loader: DataLoader, device: torch.device) -> Iterator:
         yield batch["input"].to(device), batch["output"].to(device)
 
 
-def _steps(spec: RunSpec) -> tuple[Callable, Callable, CVAE]:
-    """Fresh default networks, seeded, and ``spec.engine``'s training steps for them:
-    the baseline's ``step(xs, ys)``, the CVAE's ``step(xs, ys, y_hat)`` and the CVAE."""
-    engine = engine_of(spec)
+def textbook_baseline_step(net: BaselineNet, lr: float) -> Callable:
+    """The baseline's step as the Pyro example writes it: ``torch.optim.Adam`` (one
+    kernel per parameter tensor) and the loss read back as a number every step."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+
+    def step(xs: torch.Tensor, ys: torch.Tensor) -> float:
+        loss = masked_bce(net.logits(xs), ys).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def _steps(spec: RunSpec, path: str = "pyro") -> tuple[Callable, Callable, CVAE]:
+    """Fresh default networks, seeded, and ``path``'s training steps for them: the
+    baseline's ``step(xs, ys)``, the CVAE's ``step(xs, ys[, y_hat])`` and the CVAE.
+    ``"pyro"``: the book's steps; ``"svi"`` and ``"pyro_example"``: the textbook
+    ones."""
     set_seed(spec.seed)
     baseline = BaselineNet().to(spec.device)
     cvae = CVAE(baseline=BaselineNet()).to(spec.device)
     pyro.clear_param_store()
+    if path == "pyro":
+        return baseline_steps(baseline, spec).step, make_steps(cvae, spec).step, cvae
+    textbook = replace(spec, precision="fp32")
     return (
-        engine.baseline_steps(baseline, spec).step,
-        engine.cvae_steps(cvae, spec).step,
+        textbook_baseline_step(baseline, spec.profile.learning_rate),
+        make_svi(cvae, textbook).step,
         cvae,
     )
 
@@ -122,7 +143,8 @@ def benchmark(
     """Time the default baseline and CVAE training steps of each path in ``paths``.
 
     ``spec`` says the setting, seed, data, device and precision (default: 1 quadrant, as
-    ``RunSpec.create`` resolves the rest); its precision applies to the fast engine only.
+    ``RunSpec.create`` resolves the rest); its precision applies to the book's path
+    (``pyro``) only.
     Returns seconds for one epoch of 60,000 images (the whole MNIST training set),
     extrapolated from ``num_batches`` timed batches with data handling included:
     ``{path}_baseline_epoch_s`` and ``{path}_cvae_epoch_s`` per path,
@@ -133,36 +155,36 @@ def benchmark(
     unknown = set(paths) - set(PATHS)
     if unknown:
         raise ValueError(f"Unknown paths {sorted(unknown)}; choose from {PATHS}.")
-    spec = replace(spec or RunSpec.create(1, "full"), engine="fast")
+    spec = spec or RunSpec.create(1, "full")
     result: dict = {
         "batch_size": batch_size,
         "num_batches": num_batches,
         "num_quadrant_inputs": spec.num_quadrant_inputs,
         "device": str(spec.device),
+        "device_description": describe_device(spec.device),
         "precision": spec.precision,
         "threads": torch.get_num_threads(),
         "paths": list(paths),
     }
     split = None
     for path in paths:
-        path_spec = (
-            spec if path == "fast" else replace(spec, engine="pyro", precision="fp32")
-        )
         if path == "pyro_example":
-            result.update(_time_pyro_example(path_spec, num_batches, batch_size))
+            result.update(_time_pyro_example(spec, num_batches, batch_size))
             continue
         if split is None:
             started = time.perf_counter()
             split = load_splits(spec.num_quadrant_inputs, spec.data_dir).train
             split = split.to(spec.device)
             result["load_and_mask_s"] = round(time.perf_counter() - started, 3)
-        result.update(_time_in_memory(path_spec, split, num_batches, batch_size))
+        result.update(_time_in_memory(spec, path, split, num_batches, batch_size))
     return result
 
 
-def _time_in_memory(spec: RunSpec, split, num_batches: int, batch_size: int) -> dict:
-    """Seconds per epoch of ``spec.engine``'s steps on in-memory batches of ``split``."""
-    baseline_step, cvae_step, cvae = _steps(spec)
+def _time_in_memory(
+    spec: RunSpec, path: str, split, num_batches: int, batch_size: int
+) -> dict:
+    """Seconds per epoch of ``path``'s steps on in-memory batches of ``split``."""
+    baseline_step, cvae_step, cvae = _steps(spec, path)
     loader = TensorBatches(
         split.inputs, split.targets, batch_size=batch_size, seed=spec.seed
     )
@@ -180,8 +202,8 @@ def _time_in_memory(spec: RunSpec, split, num_batches: int, batch_size: int) -> 
     batches_per_epoch = NUM_TRAIN_VAL / batch_size
     return {
         "y_hat_precompute_s": round(y_hat_s, 3),
-        f"{spec.engine}_baseline_epoch_s": round(baseline_s * batches_per_epoch, 2),
-        f"{spec.engine}_cvae_epoch_s": round(cvae_s * batches_per_epoch, 2),
+        f"{path}_baseline_epoch_s": round(baseline_s * batches_per_epoch, 2),
+        f"{path}_cvae_epoch_s": round(cvae_s * batches_per_epoch, 2),
     }
 
 
@@ -191,7 +213,7 @@ def _time_pyro_example(spec: RunSpec, num_batches: int, batch_size: int) -> dict
     # the same clear errors as the in-memory path if files are missing
     load_mnist(spec.data_dir, train=True)
     dataset = PyroExampleMNIST(spec.data_dir, spec.num_quadrant_inputs)
-    baseline_step, cvae_step, _ = _steps(spec)
+    baseline_step, cvae_step, _ = _steps(spec, "pyro_example")
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -214,6 +236,11 @@ def _time_pyro_example(spec: RunSpec, num_batches: int, batch_size: int) -> dict
     return result
 
 
+# The steps :func:`profile_cvae_step` profiles, as its table names them.
+PROFILED = {
+    "svi": "Pyro `SVI` (per-parameter `Adam`)",
+    "pyro": "`Trace_ELBO` + one fused Adam (the book's)",
+}
 # How a profiled ATen op is counted in :func:`profile_cvae_step`.
 MATMUL_OPS = {"mm", "addmm", "bmm", "baddbmm", "addmv", "mv", "matmul", "linear"}
 STEP_PARTS = ("matmuls", "optimizer", "other tensor ops", "Python and framework")
@@ -248,11 +275,12 @@ def profile_cvae_step(
     data_dir=None,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Milliseconds per CVAE training step on the CPU, split into parts, for both
-    engines.
+    """Milliseconds per CVAE training step on the CPU, split into parts, for the
+    textbook step and the book's.
 
-    For ``"pyro"`` (``SVI`` with ``Trace_ELBO``) and ``"fast"`` (the hand-written loss
-    and fused Adam), ``torch.profiler`` adds up the self time of the ATen ops: matmuls
+    For ``"svi"`` (``SVI`` with ``Trace_ELBO`` and Pyro's per-parameter ``Adam``) and
+    ``"pyro"`` (the book's: ``Trace_ELBO`` with one fused Adam), ``torch.profiler`` adds
+    up the self time of the ATen ops: matmuls
     (forward and backward), the optimizer, and every other tensor op (activations,
     log-probabilities, masking, batching). The rest of the step's wall time is Python
     and framework: Pyro's tracing, the autograd engine's bookkeeping, the loop.
@@ -268,17 +296,16 @@ def profile_cvae_step(
             1
         )  # the profiler's first session pays its start-up; not a step's
     report = {}
-    for engine in ENGINES:
-        spec = RunSpec.create(
-            num_quadrant_inputs,
-            "full",
-            seed=seed,
-            data_dir=data_dir,
-            device="cpu",
-            precision="fp32",
-            engine=engine,
-        )
-        _, cvae_step, cvae = _steps(spec)
+    spec = RunSpec.create(
+        num_quadrant_inputs,
+        "full",
+        seed=seed,
+        data_dir=data_dir,
+        device="cpu",
+        precision="fp32",
+    )
+    for path in PROFILED:
+        _, cvae_step, cvae = _steps(spec, path)
         y_hat = batched(cvae.baseline_guess, split.inputs)
         loader = TensorBatches(
             split.inputs, split.targets, y_hat, batch_size=batch_size, seed=seed
@@ -299,7 +326,7 @@ def profile_cvae_step(
             if part is not None:
                 parts[part] += event.self_cpu_time_total / 1e3 / num_steps
         parts["Python and framework"] = wall_ms - sum(parts.values())
-        report[engine] = {
+        report[path] = {
             **{k: round(v, 3) for k, v in parts.items()},
             "total": round(wall_ms, 3),
         }
@@ -307,28 +334,28 @@ def profile_cvae_step(
 
 
 def profile_table(report: dict[str, dict[str, float]]) -> str:
-    """Markdown: milliseconds per step and share of the step, per part, for both
-    engines."""
-    engines = [("pyro", "Pyro `SVI` + `Trace_ELBO`"), ("fast", "fast engine")]
+    """Markdown: milliseconds per step and share of the step, per part, for the
+    textbook step and the book's."""
+    steps = [(path, PROFILED[path]) for path in PROFILED if path in report]
     rows = [
         [
             part,
             *(
                 f"{report[key][part]:.2f} ({report[key][part] / report[key]['total']:.0%})"
-                for key, _ in engines
+                for key, _ in steps
             ),
         ]
         for part in STEP_PARTS
     ]
-    rows.append(["total", *(f"{report[key]['total']:.2f}" for key, _ in engines)])
+    rows.append(["total", *(f"{report[key]['total']:.2f}" for key, _ in steps)])
     return markdown_table(
-        ["ms per CVAE step (batch 128)", *(label for _, label in engines)], rows
+        ["ms per CVAE step (batch 128)", *(label for _, label in steps)], rows
     )
 
 
 PATH_LABELS = {
-    "pyro": "Pyro `SVI`, in-memory batches (the book's default)",
-    "fast": "fast engine, in-memory batches",
+    "pyro": "`Trace_ELBO` + one fused Adam, in-memory batches (the book's)",
+    "svi": "Pyro `SVI`, in-memory batches",
     "pyro_example": "`Trace_ELBO`, per-item `DataLoader` (the Pyro example)",
 }
 
@@ -350,7 +377,7 @@ def bench_table(bench: dict) -> str:
     return markdown_table(header, rows)
 
 
-def speed_table(columns: dict[str, dict], path: str = "fast") -> str:
+def speed_table(columns: dict[str, dict], path: str = "pyro") -> str:
     """Markdown: seconds per 60k-image epoch of ``path`` and, where it was measured, of
     the Pyro example's pipeline, one column per ``bench`` result
     (``{column name: result}``)."""

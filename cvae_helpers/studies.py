@@ -5,7 +5,7 @@ A study is a list of independent runs (:class:`StudyRun`): one quadrant setting,
 decoder, one seed, one training protocol (a profile, :func:`~cvae_helpers.config.
 with_levers`). Each run trains (or resumes, or reuses) its baseline and CVAE through
 :func:`~cvae_helpers.pipeline.get_trained_models`, evaluates them, and writes one JSON
-file named after it, with its provenance: commit, machine, engine, wall time. A study
+file named after it, with its provenance: commit, machine, wall time. A study
 is done when every file is there, so it resumes by running the missing ones, and files
 from several machines merge by copying them into one folder. ``python -m cvae_helpers
 study list STUDY --missing`` prints one command per missing run, for ``xargs -P``, GNU
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -39,11 +38,11 @@ from .config import (
     LEVERS,
     Profile,
     RunSpec,
+    code_version,
     converged,
     cpu_model,
     describe_device,
     get_profile,
-    project_root,
     split_levers,
     with_levers,
 )
@@ -86,7 +85,7 @@ class StudyRun:
         return not self.large_samples or "is_large_s" in json.loads(path.read_text())
 
     def spec(self, template: RunSpec) -> RunSpec:
-        """``template`` (folders, device, engine) for this run. A profile named after
+        """``template`` (folders, device, precision) for this run. A profile named after
         ``template``'s, alone or with levers, is built from it (so that its sizes
         stay as given), any other by name."""
         base = template.profile
@@ -106,7 +105,7 @@ class StudyRun:
             decoder_sees_input=self.decoder_sees_input,
         )
 
-    def command(self, results_dir: str | Path, engine: str | None = None) -> str:
+    def command(self, results_dir: str | Path) -> str:
         """The shell command that runs it (from the repository root)."""
         words = [
             "python -m cvae_helpers study run",
@@ -115,7 +114,6 @@ class StudyRun:
             f"--seed {self.seed}",
             "--decoder-sees-input" if self.decoder_sees_input else "",
             "--large-samples" if self.large_samples else "",
-            f"--engine {engine}" if engine else "",
             f"--results {results_dir}",
         ]
         return " ".join(word for word in words if word)
@@ -153,33 +151,13 @@ def study_runs(study: str, base: Profile) -> list[StudyRun]:
     raise ValueError(f"Unknown study {study!r}; choose one of {STUDIES}.")
 
 
-def _git(*args: str) -> str:
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=project_root(), capture_output=True, text=True
-        )
-    except OSError:
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def code_version() -> dict:
-    """The commit of the checkout this runs from, and whether its package was modified
-    (read when a run starts: the code it imported)."""
-    return {
-        "commit": _git("rev-parse", "--short", "HEAD") or "unknown",
-        "package_modified": bool(_git("status", "--porcelain", "--", "cvae_helpers")),
-    }
-
-
 def provenance(spec: RunSpec, code: dict, wall_seconds: float) -> dict:
-    """Which code, machine and engine made a run's result, and how long it took here."""
+    """Which code and machine made a run's result, and how long it took here."""
     return {
         **code,
         "device": describe_device(spec.device),
         "device_type": spec.device.type,
         "cpu": f"{cpu_model()}, {os.cpu_count()} cores",
-        "engine": spec.engine,
         "wall_seconds": wall_seconds,
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -247,7 +225,6 @@ def reference_record(reference: Path, run: StudyRun) -> dict | None:
             "device": "cpu (make reference, one thread per setting)",
             "device_type": "cpu",
             "cpu": "the reference run's (results/reference/notes.md)",
-            "engine": metrics["engine"],
             "wall_seconds": None,
             "finished": logged("trained"),
             "eval_seconds": metrics["eval_seconds"],
@@ -285,14 +262,13 @@ def load_runs(results_dir: str | Path, runs: Iterable[StudyRun]) -> list[dict]:
 def load_study(study: str, spec: RunSpec, reference: Path | None = None) -> list[dict]:
     """The records of ``study`` for a chapter: at the reference budget those committed
     in ``reference``/studies (the chapter trains nothing; missing runs are left out);
-    at any other budget every run, trained here with the fast engine (tested equal to
-    Pyro's) and kept in the checkpoint cache."""
+    at any other budget every run, trained here and kept in the checkpoint cache."""
     if spec.profile.reference:
         if reference is None:
             return []
         return load_runs(reference / STUDIES_SUBDIR, study_runs(study, spec.profile))
     results = spec.checkpoint_dir / STUDIES_SUBDIR / spec.profile.name
-    return run_study(study, replace(spec, engine="fast"), results)
+    return run_study(study, spec, results)
 
 
 def run_study(

@@ -428,8 +428,8 @@ def bf16_against_spread(precision: dict, records: list[dict]) -> dict[int, dict]
 def compute_hours(records: Iterable[dict]) -> dict[str, float]:
     """Hours of training and evaluation per device type (``cpu``, ``cuda``) that the
     studies spent: each model they trained counted once, and each run's evaluation.
-    Models reused from the reference (``trained_by`` another engine than the run's)
-    and records made from the reference (:func:`reference_record`) were paid for by
+    Models reused from the reference (trained by another engine than the run's, in
+    the records of the code before 2026-12-04) and records made from the reference (:func:`reference_record`) were paid for by
     `make reference`, not by a study."""
     hours: dict[str, float] = {}
     seen: set = set()
@@ -443,7 +443,8 @@ def compute_hours(records: Iterable[dict]) -> dict[str, float]:
         cvae = (record["profile"], q, seed, record["decoder_sees_input"])
         seconds = run["eval_seconds"]
         for key, model in ((base, "baseline"), (cvae, "cvae")):
-            if key not in seen and record["trained_by"][model] == run["engine"]:
+            trainer = record["trained_by"][model]
+            if key not in seen and trainer == run.get("engine", trainer):
                 seen.add(key)
                 seconds += record[f"epoch_seconds_{model}"]
         hours[run["device_type"]] = hours.get(run["device_type"], 0.0) + seconds / 3600
@@ -451,19 +452,20 @@ def compute_hours(records: Iterable[dict]) -> dict[str, float]:
 
 
 def provenance_table(records: list[dict]) -> str:
-    """What made the records: commits, engines, devices, with the runs of each."""
-    groups = _group(
-        ({**r, **{f"_{k}": v for k, v in r["provenance"].items()}} for r in records),
-        "_commit",
-        "_engine",
-        "_device",
-        "_cpu",
-    )
+    """What made the records: commits, the code that trained them (the engine, for
+    the records of the code before 2026-12-04), devices, with the runs of each."""
+
+    def fields(record: dict) -> dict:
+        run = record["provenance"]
+        trained = run.get("engine") or record["trained_by"]["cvae"]
+        return {**record, **{f"_{k}": v for k, v in run.items()}, "_trained": trained}
+
+    groups = _group(map(fields, records), "_commit", "_trained", "_device", "_cpu")
     rows = [
-        [commit, engine, device, cpu, len(group)]
-        for (commit, engine, device, cpu), group in sorted(groups.items())
+        [commit, trained, device, cpu, len(group)]
+        for (commit, trained, device, cpu), group in sorted(groups.items())
     ]
-    return markdown_table(["commit", "engine", "device", "cpu", "runs"], rows)
+    return markdown_table(["commit", "trained by", "device", "cpu", "runs"], rows)
 
 
 def _run_of(record: dict) -> StudyRun:

@@ -1,10 +1,13 @@
-"""Training: Pyro's ``SVI`` trains the CVAE family, plain PyTorch the baseline.
+"""Training: Pyro's loss trains the CVAE family, plain PyTorch the baseline.
 
 Both go through one loop, :func:`fit`: a step per training batch, the validation loss,
-and early stopping on it (never on the test set). What surrounds the loop,
-:class:`TrainingRun`, keeps the history, the best weights and a checkpoint after every
-epoch, so that an interrupted run resumes where it stopped, and turns a NaN into a
-message a reader can act on.
+and early stopping on it (never on the test set). A step is Pyro's ``Trace_ELBO`` (or
+the family's loss) with one fused PyTorch Adam, as in Pyro's tutorial on custom
+training loops (:func:`make_steps`); :func:`make_svi` is the same step as Pyro's
+``SVI`` takes it, the textbook form that tests hold the fast one to. What surrounds
+the loop, :class:`TrainingRun`, keeps the history, the best weights and a checkpoint
+after every epoch, so that an interrupted run resumes where it stopped, and turns a
+NaN into a message a reader can act on.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from pathlib import Path
 import pyro
 import torch
 from pyro.infer import SVI
-from pyro.optim import Adam, ReduceLROnPlateau
+from pyro.optim import Adam
 from tqdm.auto import tqdm
 
 from .checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
-from .config import Profile, RunSpec, set_seed
+from .config import Profile, RunSpec, autocast_dtype, set_seed
 from .data import (
     EVAL_BATCH_SIZE,
     QuadrantSplits,
@@ -36,54 +39,146 @@ from .models import CVAE, BaselineNet, masked_bce
 
 
 def make_svi(cvae: CVAE, spec: RunSpec) -> SVI:
-    """Pyro's SVI for ``spec.family``: the model, the family's guide and loss, and Adam.
+    """The textbook step: ``SVI(cvae.model, guide, Adam(...), loss=Trace_ELBO())``.
 
-    For the CVAE this is ``SVI(cvae.model, cvae.guide, Adam(...), loss=Trace_ELBO())``.
+    Pyro's ``Adam`` keeps one torch optimizer per parameter tensor, and ``svi.step``
+    returns a Python float. :func:`make_steps` computes the same step faster.
     """
-    family, profile = spec.family, spec.profile
+    family = spec.family
     return SVI(
         cvae.model,
         family.guide(cvae),
-        make_optimizer(profile),
-        loss=family.svi_loss(cvae, spec.alpha, profile.analytic_kl),
+        Adam({"lr": spec.profile.learning_rate}),
+        loss=family.svi_loss(cvae, spec.alpha, spec.profile.analytic_kl),
     )
 
 
-def make_optimizer(profile: Profile):
-    """Pyro's Adam at the profile's learning rate. With ``profile.lr_decay``,
-    Pyro's ``ReduceLROnPlateau`` multiplies the rate by it after each epoch
-    whose validation loss did not improve (``TrainingRun.end_epoch`` tells it)."""
-    if profile.lr_decay is None:
-        return Adam({"lr": profile.learning_rate})
-    return ReduceLROnPlateau(
-        {
-            "optimizer": torch.optim.Adam,
-            "optim_args": {"lr": profile.learning_rate},
-            "factor": profile.lr_decay,
-            "patience": 0,
-        }
+def make_steps(cvae: CVAE, spec: RunSpec) -> TrainingSteps:
+    """The CVAE family's training steps: Pyro's loss for ``spec.family`` (``Trace_ELBO``
+    for the CVAE) with one Adam over the networks it trains."""
+    family = spec.family
+    elbo = family.svi_loss(cvae, spec.alpha, spec.profile.analytic_kl)
+    guide = family.guide(cvae)
+
+    def loss(*batch: torch.Tensor) -> torch.Tensor:
+        return elbo.differentiable_loss(cvae.model, guide, *batch)
+
+    profile = spec.profile
+    return TrainingSteps(
+        loss,
+        trained_parameters(cvae),
+        f"{type(elbo).__name__}, one Adam",
+        profile.learning_rate,
+        profile.lr_decay,
+        autocast_dtype(spec.precision, spec.device),
     )
 
 
-def current_lr(optim) -> float:
-    """The learning rate ``optim`` applies now: Pyro's optimizer (one torch optimizer
-    or scheduler per parameter), or a torch one held as ``optim.optimizer``."""
-    held = getattr(optim, "optim_objs", None)
-    first = next(iter(held.values())) if held else optim.optimizer
-    first = getattr(first, "optimizer", first)  # a scheduler wraps its optimizer
-    return first.param_groups[0]["lr"]
+def trained_parameters(cvae: CVAE) -> list[torch.nn.Parameter]:
+    """What training updates: every network but the frozen baseline (and, for a GSNN,
+    the recognition network it does not have)."""
+    return [
+        p for name, p in cvae.named_parameters() if not name.startswith("baseline.")
+    ]
 
 
-def fit(svi, train: TensorBatches, val: TensorBatches, run: TrainingRun) -> dict:
-    """The training loop: an SVI step per batch, the validation loss, early stopping.
+def one_adam(params, lr: float) -> torch.optim.Adam:
+    """One Adam over all ``params``, fused into a single kernel where this torch and
+    device have one."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # no fused Adam for this device
+        return torch.optim.Adam(params, lr=lr)
 
-    ``svi`` is Pyro's ``SVI`` (or anything with its ``step``, ``evaluate_loss`` and
-    ``optim``); ``run`` resumes, keeps the best weights and checkpoints
+
+class TrainingSteps:
+    """A training step shaped like Pyro's ``SVI``: ``step(*batch)`` takes a gradient
+    step on ``loss(*batch)`` (summed over the batch), ``evaluate_loss(*batch)`` scores a
+    batch without gradients.
+
+    The levers around the step (the speed appendix measures each): one Adam over all
+    parameters (fused), the loss returned as a tensor on its device (read once per
+    epoch, not once per step), and ``autocast``, the dtype of ``torch.autocast``
+    around the loss (``None``: fp32). With ``lr_decay``, ``decay(val_loss)``
+    multiplies the rate by it after an epoch without a gain (``ReduceLROnPlateau``).
+    ``name`` says what trained a model, in its history.
+    """
+
+    def __init__(
+        self,
+        loss: Callable[..., torch.Tensor],
+        params,
+        name: str,
+        lr: float,
+        lr_decay: float | None = None,
+        autocast: torch.dtype | None = None,
+    ) -> None:
+        self.loss, self.name, self.autocast = loss, name, autocast
+        self.optimizer = one_adam(params, lr)
+        self.scheduler = None
+        if lr_decay is not None:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=lr_decay, patience=0
+            )
+        # fp16 (a GPU without bf16) needs its small gradients scaled up to survive
+        self.scaler = torch.amp.GradScaler() if autocast == torch.float16 else None
+
+    def autocasting(self, device: torch.device):
+        """``torch.autocast`` in ``self.autocast`` on ``device``'s type, or nothing."""
+        return torch.autocast(
+            device.type, self.autocast, enabled=self.autocast is not None
+        )
+
+    def step(self, *batch: torch.Tensor) -> torch.Tensor:
+        with self.autocasting(batch[0].device):
+            loss = self.loss(*batch)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    @torch.no_grad()
+    def evaluate_loss(self, *batch: torch.Tensor) -> torch.Tensor:
+        return self.loss(*batch)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step applies."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def decay(self, val_loss: float) -> None:
+        """End of an epoch: lower the rate if ``val_loss`` did not improve."""
+        if self.scheduler is not None:
+            self.scheduler.step(val_loss)
+
+    def get_state(self) -> dict:
+        state = {"optimizer": self.optimizer.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def set_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+
+def fit(steps, train: TensorBatches, val: TensorBatches, run: TrainingRun) -> dict:
+    """The training loop: a step per batch, the validation loss, early stopping.
+
+    ``steps``: :class:`TrainingSteps` (:func:`make_steps`, :func:`baseline_steps`),
+    which ``step`` and ``evaluate_loss`` as Pyro's ``SVI`` does; ``run`` resumes, keeps the best weights and checkpoints
     (:class:`TrainingRun`). Returns the history: losses per epoch in nats per image.
     """
-    for epoch in run.epochs(svi):
-        train_losses = [svi.step(*batch) for batch in train]
-        val_losses = [svi.evaluate_loss(*batch) for batch in val]
+    for epoch in run.epochs(steps):
+        train_losses = [steps.step(*batch) for batch in train]
+        val_losses = [steps.evaluate_loss(*batch) for batch in val]
         if run.end_epoch(epoch, train_losses, val_losses):  # patience used up
             break
     return run.finish()
@@ -93,42 +188,19 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-class TorchSteps:
-    """A plain PyTorch training step, shaped like Pyro's ``SVI``: ``step(*batch)``
-    computes ``loss(*batch)`` (summed over the batch), its gradient and one Adam update;
-    ``evaluate_loss(*batch)`` scores a batch without a gradient. Both return a
-    number."""
-
-    def __init__(self, loss: Callable[..., torch.Tensor], params, lr: float) -> None:
-        self.loss = loss
-        self.optimizer = torch.optim.Adam(params, lr=lr)
-        self.optim = self  # checkpoints read the optimizer's state as SVI's: get_state
-
-    def step(self, *batch: torch.Tensor) -> float:
-        loss = self.loss(*batch)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        return loss.item()
-
-    @torch.no_grad()
-    def evaluate_loss(self, *batch: torch.Tensor) -> float:
-        return self.loss(*batch).item()
-
-    def get_state(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def set_state(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
-
-
-def baseline_steps(net: BaselineNet, spec: RunSpec) -> TorchSteps:
+def baseline_steps(net: BaselineNet, spec: RunSpec) -> TrainingSteps:
     """The baseline's steps: the masked cross-entropy of the hidden pixels, and Adam."""
 
     def loss(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        return masked_bce(net.logits(xs), ys).sum()
+        return masked_bce(net.logits(xs).float(), ys).sum()
 
-    return TorchSteps(loss, net.parameters(), spec.profile.learning_rate)
+    return TrainingSteps(
+        loss,
+        net.parameters(),
+        "masked BCE, one Adam",
+        spec.profile.learning_rate,
+        autocast=autocast_dtype(spec.precision, spec.device),
+    )
 
 
 def _rng_state(loader: TensorBatches) -> dict:
@@ -161,7 +233,7 @@ def _new_history() -> dict:
         "train_loss": [],
         "val_loss": [],
         "epoch_seconds": [],
-        "engines": [],
+        "trained_with": [],
         "learning_rates": [],
         "best_epoch": None,
         "best_val_loss": math.inf,
@@ -177,9 +249,8 @@ class TrainingRun:
     by another configuration is refused); ``train`` and ``val``: the loop's batches;
     ``checkpoint_path``: where to resume from and save to (``None`` keeps nothing);
     ``on_epoch_end(epoch, history)`` and ``after_save(epoch)`` are called after each
-    epoch and after each checkpoint. The engine that trains each epoch is recorded in
-    the history: the steps' ``engine`` attribute, ``"pyro"`` for Pyro's ``SVI`` and
-    plain PyTorch steps.
+    epoch and after each checkpoint. What trains each epoch is recorded in the history
+    (``trained_with``: the steps' ``name``).
     """
 
     module: torch.nn.Module
@@ -201,9 +272,9 @@ class TrainingRun:
 
     def epochs(self, steps) -> Iterator[int]:
         """The epochs left to train: none for a finished checkpoint, else from the last
-        one finished. ``steps.optim`` (``get_state``/``set_state``) is checkpointed with
-        the run."""
-        self.optim, self.engine = steps.optim, getattr(steps, "engine", "pyro")
+        one finished. The steps' optimizer (``get_state``/``set_state``) is
+        checkpointed with the run."""
+        self.steps = steps
         self.best_state = copy.deepcopy(self.module.state_dict())
         if self.checkpoint_path is not None and Path(self.checkpoint_path).is_file():
             self._restore(load_checkpoint(self.checkpoint_path, self.config))
@@ -232,13 +303,12 @@ class TrainingRun:
                 epochs = f"finished after {self.epoch} epochs"
                 print(f"reusing {self.label}: {epochs} ({where})")
             return
-        engine = (stored["history"].get("engines") or [self.engine])[-1]
-        if engine != self.engine:  # their optimizers keep different states
+        if "engines" in stored["history"]:  # an unfinished run of the code before
             raise CheckpointMismatchError(
-                f"{where} was being trained by the {engine} engine: resume it with "
-                f"--engine {engine} (CVAE_ENGINE), or delete it to start over."
+                f"{where} was being trained by an earlier version of this code, whose "
+                "optimizer kept another state: delete it to start over."
             )
-        self.optim.set_state(stored["optimizer_state"])
+        self.steps.set_state(stored["optimizer_state"])
         _set_rng_state(self.train, stored["rng"])
         self.best_state, self.bad_epochs = stored["best_state"], stored["bad_epochs"]
         print(
@@ -249,7 +319,9 @@ class TrainingRun:
     def _per_item(self, losses: Sequence, loader: TensorBatches, what: str) -> float:
         """The mean loss per item of one pass; a non-finite batch is an error that says
         so."""
-        values = torch.tensor([float(loss) for loss in losses], dtype=torch.float64)
+        # the steps' losses stay on the device: one copy to the host per pass
+        values = torch.stack([torch.as_tensor(loss) for loss in losses])
+        values = values.to("cpu", torch.float64)
         bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
         if bad:
             raise NonFiniteLossError(
@@ -301,14 +373,13 @@ class TrainingRun:
         self.module.eval()
         val_loss = self._per_item(val_losses, self.val, "validation")
         self.epoch = epoch
-        learning_rate = current_lr(self.optim)  # the rate this epoch trained with
-        if self.profile.lr_decay is not None:
-            self.optim.step(val_loss)  # ReduceLROnPlateau's step
+        learning_rate = self.steps.lr  # the rate this epoch trained with
+        self.steps.decay(val_loss)
         for key, value in (
             ("train_loss", train_loss),
             ("val_loss", val_loss),
             ("epoch_seconds", time.perf_counter() - self.started),
-            ("engines", self.engine),
+            ("trained_with", self.steps.name),
             ("learning_rates", learning_rate),
         ):
             self.history.setdefault(key, []).append(value)
@@ -357,7 +428,7 @@ class TrainingRun:
                 "epoch": self.epoch,
                 "history": self.history,
                 "model_state": self.module.state_dict(),
-                "optimizer_state": self.optim.get_state(),
+                "optimizer_state": self.steps.get_state(),
                 "best_state": self.best_state if status == "running" else None,
                 "bad_epochs": self.bad_epochs,
                 "rng": _rng_state(self.train),
@@ -414,14 +485,12 @@ def train_baseline(
     *,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
-    make_steps: Callable = baseline_steps,
     after_save: Callable[[int], None] | None = None,
 ) -> tuple[BaselineNet, dict]:
     """Train (or reuse, or resume) the baseline MLP with the masked BCE.
 
     Returns the network with its best validation weights, in eval mode, on
-    ``spec.device``, and its history. ``make_steps(net, spec)``: the training step (the
-    fast engine's, or this plain PyTorch one).
+    ``spec.device``, and its history.
     """
     splits, spec = splits.to(spec.device), spec.for_baseline()
     set_seed(spec.seed)  # the initial weights depend on the seed only
@@ -443,7 +512,7 @@ def train_baseline(
         after_save=after_save,
     )
     with run.explaining_nan():
-        history = fit(make_steps(net, spec), train, val, run)
+        history = fit(baseline_steps(net, spec), train, val, run)
     return net, history
 
 
@@ -475,15 +544,14 @@ def train_cvae(
     *,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
-    make_steps: Callable = make_svi,
     snapshot_inputs: torch.Tensor | None = None,
     after_save: Callable[[int], None] | None = None,
 ) -> tuple[CVAE, dict]:
-    """Train (or reuse, or resume) a CVAE, GSNN or hybrid (``spec.family``) with SVI.
+    """Train (or reuse, or resume) a CVAE, GSNN or hybrid (``spec.family``) with Pyro's
+    loss (:func:`make_steps`).
 
     The baseline is frozen, so its guess y_hat is computed once per split and passed to
-    every step. ``make_steps(cvae, spec)``: :func:`make_svi` (default) or the fast
-    engine's. ``snapshot_inputs`` ``(k, 28, 28)``: test inputs whose completions are
+    every step. ``snapshot_inputs`` ``(k, 28, 28)``: test inputs whose completions are
     recorded after every epoch (:func:`snapshot_hook`). Returns the model with its best
     validation weights, in eval mode, and its history.
     """

@@ -16,11 +16,9 @@ def _cpu_only(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _default_engine_and_precision(monkeypatch):
-    """The tests choose the engine and precision themselves: a developer's
-    CVAE_ENGINE=fast or CVAE_PRECISION=bf16 would otherwise change what tiny_spec trains
-    with."""
-    monkeypatch.delenv("CVAE_ENGINE", raising=False)
+def _default_precision(monkeypatch):
+    """The tests choose the precision themselves: a developer's CVAE_PRECISION=bf16
+    would otherwise change what tiny_spec trains with."""
     monkeypatch.delenv("CVAE_PRECISION", raising=False)
 
 

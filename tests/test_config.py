@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
 import pytest
@@ -147,50 +147,17 @@ def test_profile_fields_and_the_training_part_of_the_cache_key():
     assert set(full.as_dict()) > set(full.training_dict())
 
 
-def test_engine_choice_and_its_errors(monkeypatch):
-    from cvae_helpers.config import ENGINES, resolve_engine
-
-    assert ENGINES == ("pyro", "fast")
-    monkeypatch.delenv("CVAE_ENGINE", raising=False)
-    assert resolve_engine(None) == "pyro"  # the default: what the chapters show
-    assert RunSpec.create(1, "quick").engine == "pyro"
-    monkeypatch.setenv("CVAE_ENGINE", "fast")
-    assert (
-        resolve_engine(None) == "fast" and RunSpec.create(1, "quick").engine == "fast"
-    )
-    assert (
-        resolve_engine("pyro") == "pyro"
-        and RunSpec.create(1, "quick", engine="pyro").engine == "pyro"
-    )
-    with pytest.raises(
-        ValueError,
-        match=r"Unknown engine 'jax'; choose one of \('pyro', 'fast'\).*CVAE_ENGINE",
-    ):
-        resolve_engine("jax")
-    monkeypatch.setenv("CVAE_ENGINE", "numba")
-    with pytest.raises(ValueError, match="Unknown engine 'numba'"):
-        RunSpec.create(1, "quick")
-    with pytest.raises(ValueError, match="Unknown engine 'jax'"):
-        RunSpec(1, PROFILES["quick"], engine="jax")
-
-
-def test_bf16_needs_the_fast_engine(monkeypatch):
+def test_bf16_is_a_lever_of_the_one_training_step(monkeypatch):
+    """bf16 is torch.autocast around the step: any run may ask for it where the
+    hardware has it, and there is no engine to choose."""
     from cvae_helpers import config
 
-    monkeypatch.delenv("CVAE_ENGINE", raising=False)
     monkeypatch.setattr(config, "bf16_supported", lambda device: True)
-    with pytest.raises(
-        ValueError, match=r"speed lever of the fast engine: add --engine fast"
-    ):
-        RunSpec.create(1, "quick", device="cpu", precision="bf16")
-    with pytest.raises(ValueError, match="fast engine"):
-        RunSpec(1, PROFILES["quick"], precision="bf16")
-    spec = RunSpec.create(1, "quick", device="cpu", precision="bf16", engine="fast")
-    assert (spec.precision, spec.engine) == ("bf16", "fast")
-    assert (
-        RunSpec(1, PROFILES["quick"], precision="bf16", engine="fast").precision
-        == "bf16"
-    )
+    spec = RunSpec.create(1, "quick", device="cpu", precision="bf16")
+    assert spec.precision == "bf16" and not hasattr(spec, "engine")
+    assert RunSpec(1, PROFILES["quick"], precision="bf16").precision == "bf16"
+    monkeypatch.setenv("CVAE_ENGINE", "fast")  # a leftover setting changes nothing
+    assert RunSpec.create(1, "quick", device="cpu") == replace(spec, precision="fp32")
 
 
 def test_run_spec_family_is_an_object_made_from_its_name():

@@ -1,7 +1,7 @@
 """The three families: their objects, and the GSNN's and hybrid's losses, where Pyro's
-losses (Trace_ELBO with the GSNN guide, HybridELBO), the fast engine's and a hand
-computation with fixed noise all give the same number (the gradients:
-tests/test_fast.py)."""
+losses (Trace_ELBO with the GSNN guide, HybridELBO), the training step's loss and a
+hand computation with fixed noise all give the same number (the step's gradients:
+tests/test_training.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from cvae_helpers import fast
-from cvae_helpers.config import set_seed
+from cvae_helpers.config import RunSpec, set_seed
 from cvae_helpers.data import mask_quadrants
 from cvae_helpers.families import CVAE as CVAE_FAMILY
 from cvae_helpers.families import (
@@ -28,6 +27,13 @@ from cvae_helpers.families import (
     get_family,
 )
 from cvae_helpers.models import CVAE
+from cvae_helpers.training import make_steps
+
+
+def _step_loss(model, family, alpha=DEFAULT_ALPHA):
+    """The loss the training step of ``family`` takes its gradient of."""
+    spec = RunSpec.create(2, "quick", device="cpu").with_family(family, alpha)
+    return make_steps(model, spec).loss
 
 
 def _batch(q=2, n=5, seed=0):
@@ -110,10 +116,7 @@ def test_gsnn_loss_equals_a_hand_computation_with_fixed_noise(sees_input):
     )
     xs, ys = _batch()
     y_hat = torch.rand(5, 784)
-    quick = _seeded(3, lambda: fast.gsnn_loss(gsnn, xs, ys, y_hat))
-    quick_training = _seeded(
-        3, lambda: fast.training_loss(gsnn, GSNN, DEFAULT_ALPHA)(xs, ys, y_hat)
-    )
+    stepped = _seeded(3, lambda: _step_loss(gsnn, GSNN)(xs, ys, y_hat))
     elbo = GSNN.svi_loss(gsnn, DEFAULT_ALPHA)
     pyros = _seeded(
         3, lambda: elbo.differentiable_loss(gsnn.model, GSNN.guide(gsnn), xs, ys, y_hat)
@@ -124,7 +127,7 @@ def test_gsnn_loss_equals_a_hand_computation_with_fixed_noise(sees_input):
         loc, scale = gsnn.prior(xs, y_hat)
         z = loc + scale * noise  # the reparameterised draw from p(z|x)
         expected = _bernoulli_nll(gsnn.generation_net(z, xs), xs, ys).sum()
-    for loss in (quick, quick_training, pyros):
+    for loss in (stepped, pyros):
         assert torch.allclose(loss.double(), expected, rtol=1e-5), (loss, expected)
     assert gsnn.recognition_net is None
 
@@ -135,7 +138,7 @@ def test_hybrid_loss_equals_a_hand_computation_with_fixed_noise(alpha):
     model = CVAE(z_dim=6, hidden_1=16, hidden_2=12, decoder_sees_input=True)
     xs, ys = _batch(q=1)
     y_hat = torch.rand(5, 784)
-    quick = _seeded(4, lambda: fast.training_loss(model, HYBRID, alpha)(xs, ys, y_hat))
+    stepped = _seeded(4, lambda: _step_loss(model, HYBRID, alpha)(xs, ys, y_hat))
     pyros = _seeded(
         4,
         lambda: HybridELBO(model.gsnn_guide, alpha)(
@@ -156,7 +159,7 @@ def test_hybrid_loss_equals_a_hand_computation_with_fixed_noise(alpha):
         z_p = prior_loc + prior_scale * noise_p
         gsnn_term = _bernoulli_nll(model.generation_net(z_p, xs), xs, ys).sum()
     expected = alpha * cvae_term + (1 - alpha) * gsnn_term
-    for loss in (quick, pyros):
+    for loss in (stepped, pyros):
         assert torch.allclose(loss.double(), expected, rtol=1e-5), (loss, expected)
     # and the weighting matters: the two terms differ
     assert not torch.allclose(cvae_term, gsnn_term)
@@ -169,7 +172,7 @@ def test_hybrid_loss_equals_a_hand_computation_with_fixed_noise(alpha):
     )
     assert torch.allclose(cvae_only.double(), cvae_term, rtol=1e-5)
     assert torch.allclose(
-        _seeded(4, lambda: fast.neg_elbo(model, xs, ys, y_hat)).double(),
+        _seeded(4, lambda: _step_loss(model, CVAE_FAMILY)(xs, ys, y_hat)).double(),
         cvae_term,
         rtol=1e-5,
     )
@@ -194,8 +197,6 @@ def test_a_gsnn_has_no_posterior_to_ask_for():
     xs, ys = _batch()
     with pytest.raises(ValueError, match="no recognition network"):
         gsnn.posterior(xs, ys)
-    with pytest.raises(ValueError, match="no recognition network"):
-        fast.neg_elbo(gsnn, xs, ys)
 
 
 def test_the_cache_keys_name_the_family_and_the_hybrids_weight(tiny_spec):
@@ -239,8 +240,8 @@ def test_the_cache_keys_name_the_family_and_the_hybrids_weight(tiny_spec):
     )
     assert hybrid_key["family"] == "hybrid" and hybrid_key["alpha"] == 0.25
     assert set(hybrid_key) == set(cvae_key) | {"alpha"}
-    # the engine says how fast a model trains, not what it is: not part of the key
-    assert cvae_config(replace(tiny_spec, engine="fast"), model, {"b": 1}) == cvae_key
+    # the device says where a model trains, not what it is: not part of the key
+    assert cvae_config(replace(tiny_spec, device="meta"), model, {"b": 1}) == cvae_key
     names = {
         spec.family.name + str(spec.alpha): checkpoint_paths(spec)[1].name
         for spec in (
@@ -277,7 +278,10 @@ def test_families_train_with_early_stopping_and_are_evaluated(
         tiny_splits, baseline, spec, checkpoint_path=path, progress=False
     )
     assert len(history["val_loss"]) == 3 and all(v > 0 for v in history["val_loss"])
-    assert history["engines"] == ["pyro"] * 3
+    assert (
+        history["trained_with"]
+        == [f"{type(spec.family.svi_loss(model, 0.5)).__name__}, one Adam"] * 3
+    )
     assert (model.recognition_net is None) == (family == "gsnn")
     assert load_checkpoint(path)["config"]["family"] == family
     estimates = evaluate(baseline, model, tiny_splits.test, num_samples=4)

@@ -117,7 +117,7 @@ def test_each_listed_command_is_the_run_it_names(tmp_path):
     run: what a scheduler is handed runs exactly that."""
     for study in studies.STUDIES:
         for run in studies.study_runs(study, PROFILES["full"]):
-            words = shlex.split(run.command(tmp_path, "fast"))
+            words = shlex.split(run.command(tmp_path))
             assert words[:3] == ["python", "-m", "cvae_helpers"]
             args = cli.build_parser().parse_args(words[3:])
             parsed = studies.StudyRun(
@@ -127,7 +127,7 @@ def test_each_listed_command_is_the_run_it_names(tmp_path):
                 args.seed,
                 args.large_samples,
             )
-            assert parsed == run and args.engine == "fast" and args.results == tmp_path
+            assert parsed == run and args.results == tmp_path
     for study in studies.STUDIES:  # the parser's choices are written out
         assert cli.build_parser().parse_args(["study", "list", study]).study == study
 
@@ -285,9 +285,7 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
         "quick", train_size=256, val_size=128, test_size=64, max_epochs=2,
         num_samples=4, study_seeds=2, study_paper_seeds=1, study_large_samples=6,
     )  # fmt: skip
-    template = RunSpec.create(
-        1, profile, device="cpu", checkpoint_dir=tmp_path / "ck", engine="fast"
-    )
+    template = RunSpec.create(1, profile, device="cpu", checkpoint_dir=tmp_path / "ck")
     records = studies.run_study("protocols", template, tmp_path / "runs")
     assert [r["profile"] for r in records] == [
         p.name for p in studies.protocol_profiles(profile)
@@ -296,7 +294,8 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert wide["profile_settings"]["hidden_units"] == 1000
     assert wide["is_large_s"]["sample_sizes"] == [6]
     assert len(wide["curves"]["val_loss"]) == 2
-    assert wide["provenance"]["engine"] == "fast"
+    assert "engine" not in wide["provenance"]
+    assert wide["trained_by"]["cvae"] == "Trace_ELBO, one Adam"
     assert wide["provenance"]["device_type"] == "cpu"
     monkeypatch.setattr(studies, "run_study_run", lambda *a, **k: pytest.fail("reran"))
     again = studies.run_study("protocols", template, tmp_path / "runs")

@@ -3,10 +3,11 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import pyro
 import pytest
 import torch
 
-from cvae_helpers import checkpoints, fast
+from cvae_helpers import checkpoints
 from cvae_helpers.checkpoints import (
     CheckpointMismatchError,
     load_checkpoint,
@@ -14,16 +15,18 @@ from cvae_helpers.checkpoints import (
 )
 from cvae_helpers.config import get_profile, with_levers
 from cvae_helpers.data import EVAL_BATCH_SIZE, TensorBatches
-from cvae_helpers.engines import ENGINES
 from cvae_helpers.evaluation import baseline_nll
 from cvae_helpers.families import HybridELBO
 from cvae_helpers.models import CVAE, BaselineNet, masked_bce
+from cvae_helpers.speed import textbook_baseline_step
 from cvae_helpers.training import (
     NonFiniteLossError,
     TrainingRun,
     baseline_config,
+    baseline_steps,
     cvae_config,
     fit,
+    make_steps,
     make_svi,
     train_baseline,
     train_cvae,
@@ -72,15 +75,19 @@ def test_same_seed_same_numbers(tiny_splits, tiny_spec):
 
 
 class _ScriptedSteps:
-    """Shaped like SVI: a real gradient step on ``module``, and validation losses from a
-    script (per item; ``evaluate_loss`` returns the batch's sum, as SVI does)."""
+    """Shaped like TrainingSteps: a real gradient step on ``module``, and validation
+    losses from a script (per item; ``evaluate_loss`` returns the batch's sum)."""
+
+    name, lr = "scripted", 0.1
 
     def __init__(self, module, val_per_item):
         self.module = module
         self.optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
-        self.optim = self
         self.val_per_item = iter(val_per_item)
         self.current = None
+
+    def decay(self, val_loss):
+        pass
 
     def step(self, xs, ys):
         loss = masked_bce(self.module(xs.reshape(-1, 784)), ys).sum()
@@ -140,7 +147,9 @@ def test_early_stopping_keeps_the_best_epoch(tiny_splits):
         history["best_epoch"] == 2
         and history["best_val_loss"] == history["val_loss"][1]
     )
-    assert len(history["train_loss"]) == 5 and history["engines"] == ["pyro"] * 5
+    assert (
+        len(history["train_loss"]) == 5 and history["trained_with"] == ["scripted"] * 5
+    )
     assert not torch.equal(
         weights_at[2], weights_at[5]
     )  # training went on after the best epoch
@@ -157,7 +166,7 @@ def test_checkpoint_round_trip_and_reuse(tiny_splits, tiny_spec, tmp_path, capsy
     state = load_checkpoint(path, baseline_config(tiny_spec))
     assert state["status"] == "finished" and state["epoch"] == 3
     assert {"torch", "pyro", "torchvision"} <= set(state["versions"])
-    assert state["optimizer_state"]["state"]  # Adam moments are kept
+    assert state["optimizer_state"]["optimizer"]["state"]  # Adam moments are kept
     assert all(
         torch.equal(v, state["model_state"][k]) for k, v in net.state_dict().items()
     )
@@ -208,19 +217,14 @@ def _stop_after_two(epoch):
         raise _Interrupt
 
 
-@pytest.mark.parametrize("engine", ["pyro", "fast"])
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(
-    tiny_splits, tiny_spec, tmp_path, capsys, engine
+    tiny_splits, tiny_spec, tmp_path, capsys
 ):
     spec = replace(
         tiny_spec,
-        engine=engine,
         profile=get_profile("quick", max_epochs=4, patience=10, batch_size=32),
     )
-    steps = ENGINES[engine].baseline_steps
-    straight, straight_history = train_baseline(
-        tiny_splits, spec, progress=False, make_steps=steps
-    )
+    straight, straight_history = train_baseline(tiny_splits, spec, progress=False)
     path = tmp_path / "baseline.pt"
     with pytest.raises(_Interrupt):
         train_baseline(
@@ -229,7 +233,6 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(
             checkpoint_path=path,
             progress=False,
             after_save=_stop_after_two,
-            make_steps=steps,
         )
     assert (
         load_checkpoint(path)["status"] == "running"
@@ -237,14 +240,14 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(
     )
     capsys.readouterr()
     resumed, resumed_history = train_baseline(
-        tiny_splits, spec, checkpoint_path=path, progress=False, make_steps=steps
+        tiny_splits, spec, checkpoint_path=path, progress=False
     )
     assert capsys.readouterr().out.startswith(
         "resuming baseline, 2 quadrants, after epoch 2 of at most 4 ("
     )
     assert resumed_history["val_loss"] == straight_history["val_loss"]
     assert resumed_history["train_loss"] == straight_history["train_loss"]
-    assert resumed_history["engines"] == [engine] * 4
+    assert resumed_history["trained_with"] == ["masked BCE, one Adam"] * 4
     pairs = zip(
         straight.state_dict().values(), resumed.state_dict().values(), strict=True
     )
@@ -252,21 +255,16 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(
 
 
 @pytest.mark.parametrize("levers", [(), ("lr-decay", "analytic-kl", "wide")])
-@pytest.mark.parametrize("engine", ["pyro", "fast"])
 def test_a_resumed_cvae_trains_as_an_uninterrupted_one(
-    tiny_splits, tiny_spec, tmp_path, capsys, engine, levers
+    tiny_splits, tiny_spec, tmp_path, capsys, levers
 ):
-    """Pyro's optimizer state and random state are checkpointed with the run (or the
-    fast engine's): resuming after epoch 2 gives the uninterrupted run's numbers, bit
-    for bit; with the protocol levers too, the learning-rate scheduler's state
-    included."""
+    """The optimizer's state and the random state are checkpointed with the run:
+    resuming after epoch 2 gives the uninterrupted run's numbers, bit for bit; with the
+    protocol levers too, the learning-rate scheduler's state included."""
     base = get_profile("quick", max_epochs=4, patience=10, batch_size=32)
-    spec = replace(tiny_spec, engine=engine, profile=with_levers(base, levers))
-    steps = ENGINES[engine].cvae_steps
+    spec = replace(tiny_spec, profile=with_levers(base, levers))
     baseline = BaselineNet()
-    straight, straight_history = train_cvae(
-        tiny_splits, baseline, spec, progress=False, make_steps=steps
-    )
+    straight, straight_history = train_cvae(tiny_splits, baseline, spec, progress=False)
     path = tmp_path / "cvae.pt"
     with pytest.raises(_Interrupt):
         train_cvae(
@@ -276,21 +274,16 @@ def test_a_resumed_cvae_trains_as_an_uninterrupted_one(
             checkpoint_path=path,
             progress=False,
             after_save=_stop_after_two,
-            make_steps=steps,
         )
     capsys.readouterr()
     resumed, resumed_history = train_cvae(
-        tiny_splits,
-        baseline,
-        spec,
-        checkpoint_path=path,
-        progress=False,
-        make_steps=steps,
+        tiny_splits, baseline, spec, checkpoint_path=path, progress=False
     )
     assert capsys.readouterr().out.startswith(
         "resuming CVAE, 2 quadrants, after epoch 2 of at most 4 ("
     )
-    for key in ("train_loss", "val_loss", "engines", "best_epoch", "learning_rates"):
+    keys = ("train_loss", "val_loss", "trained_with", "best_epoch", "learning_rates")
+    for key in keys:
         assert resumed_history[key] == straight_history[key], key
     rates = straight_history["learning_rates"]
     if levers:  # the rate was halved after an epoch without gain, and resumed so
@@ -353,43 +346,25 @@ def test_garbage_file_gets_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["baseline", "cvae"])
-@pytest.mark.parametrize("engine", ["pyro", "fast"])
-def test_nan_loss_names_setting_epoch_and_batch(tiny_splits, tiny_spec, engine, model):
+def test_nan_loss_names_setting_epoch_and_batch(tiny_splits, tiny_spec, model):
     """A NaN in one training image: the error names the model and setting, the epoch and
-    the batch that holds the image. Pyro's argument checks see it first (a Normal's NaN
-    loc), the fast engine in its loss."""
-    spec = replace(tiny_spec, engine=engine)
+    the batch that holds the image. For the CVAE, Pyro's argument checks see it first
+    (a Normal's NaN loc); for the baseline, the loss."""
+    spec = tiny_spec
     bad = tiny_splits.train.inputs.clone()
     bad[40] = float("nan")
     tiny_splits.train.inputs = bad
     # the first epoch's shuffled order, as the training batches draw it from the seed
     order = torch.randperm(96, generator=torch.Generator().manual_seed(spec.seed))
     batch = int((order == 40).nonzero()) // 32 + 1
-    engine_steps = ENGINES[engine]
     if model == "baseline":
         label, what = "baseline", "the training loss is nan"
         with pytest.raises(NonFiniteLossError) as info:
-            train_baseline(
-                tiny_splits,
-                spec,
-                progress=False,
-                make_steps=engine_steps.baseline_steps,
-            )
+            train_baseline(tiny_splits, spec, progress=False)
     else:
-        label = "CVAE"
-        what = (
-            "a distribution's parameters are NaN or infinite"
-            if engine == "pyro"
-            else "the training loss is nan"
-        )
+        label, what = "CVAE", "a distribution's parameters are NaN or infinite"
         with pytest.raises(NonFiniteLossError) as info:
-            train_cvae(
-                tiny_splits,
-                BaselineNet(),
-                spec,
-                progress=False,
-                make_steps=engine_steps.cvae_steps,
-            )
+            train_cvae(tiny_splits, BaselineNet(), spec, progress=False)
     message = str(info.value)
     assert message.startswith(
         f"{label}, 2 quadrants: {what} at epoch 1, training batch {batch} of 3. "
@@ -398,34 +373,18 @@ def test_nan_loss_names_setting_epoch_and_batch(tiny_splits, tiny_spec, engine, 
         "Lower the learning rate (now 0.001)" in message
         and "checkpoint is not kept" in message
     )
-    if engine == "pyro" and model == "cvae":
+    if model == "cvae":
         assert "invalid values" in str(
             info.value.__cause__
         )  # Pyro's own error, kept as the cause
 
 
-@pytest.mark.parametrize(
-    "engine",
-    [
-        "pyro",
-        "fast",
-    ],
-)
-def test_a_nan_in_a_validation_image_names_the_validation_batch(
-    tiny_splits, tiny_spec, engine
-):
-    spec = replace(tiny_spec, engine=engine)
+def test_a_nan_in_a_validation_image_names_the_validation_batch(tiny_splits, tiny_spec):
     bad = tiny_splits.val.inputs.clone()
     bad[5] = float("nan")
     tiny_splits.val.inputs = bad
     with pytest.raises(NonFiniteLossError) as info:
-        train_cvae(
-            tiny_splits,
-            BaselineNet(),
-            spec,
-            progress=False,
-            make_steps=ENGINES[engine].cvae_steps,
-        )
+        train_cvae(tiny_splits, BaselineNet(), tiny_spec, progress=False)
     assert str(info.value).startswith("CVAE, 2 quadrants: ")
     assert "at epoch 1, validation batch 1 of 1. " in str(info.value)
 
@@ -445,7 +404,7 @@ def test_cvae_trains_with_both_decoders(tiny_splits, tiny_spec, sees_input, tmp_
         snapshot_inputs=snapshot_inputs,
     )
     assert len(history["val_loss"]) == 3 and all(v > 0 for v in history["val_loss"])
-    assert history["engines"] == ["pyro"] * 3
+    assert history["trained_with"] == ["Trace_ELBO, one Adam"] * 3
     assert len(history["snapshots"]) == 3 and history["snapshots"][0].shape == (
         3,
         4,
@@ -527,17 +486,9 @@ def test_bf16_training_keeps_fp32_weights_and_its_own_cache_file(
     monkeypatch.setattr(
         config, "bf16_supported", lambda device: True
     )  # autocast works anywhere
-    with pytest.raises(
-        ValueError, match="bf16 mixed precision is a speed lever of the fast engine"
-    ):
-        replace(tiny_spec, precision="bf16")  # the Pyro engine trains in fp32 only
-    spec = replace(tiny_spec, precision="bf16", engine="fast")
-    baseline, _ = train_baseline(
-        tiny_splits, spec, progress=False, make_steps=fast.baseline_steps
-    )
-    cvae, history = train_cvae(
-        tiny_splits, baseline, spec, progress=False, make_steps=fast.cvae_steps
-    )
+    spec = replace(tiny_spec, precision="bf16")
+    baseline, _ = train_baseline(tiny_splits, spec, progress=False)
+    cvae, history = train_cvae(tiny_splits, baseline, spec, progress=False)
     assert all(p.dtype == torch.float32 for p in cvae.parameters())
     assert all(math.isfinite(v) for v in history["val_loss"] + history["train_loss"])
     fp32_paths, bf16_paths = checkpoint_paths(tiny_spec), checkpoint_paths(spec)
@@ -551,22 +502,20 @@ def test_bf16_training_keeps_fp32_weights_and_its_own_cache_file(
     # the same seed in fp32 trains to other numbers: the switch really changes the
     # arithmetic
     fp32_spec = replace(spec, precision="fp32")
-    _, fp32_history = train_cvae(
-        tiny_splits, baseline, fp32_spec, progress=False, make_steps=fast.cvae_steps
-    )
+    _, fp32_history = train_cvae(tiny_splits, baseline, fp32_spec, progress=False)
     assert fp32_history["train_loss"] != history["train_loss"]
     assert fp32_history["train_loss"] == pytest.approx(
         history["train_loss"], rel=0.05
     )  # but not others
 
 
-@pytest.mark.parametrize(("first", "then"), [("pyro", "fast"), ("fast", "pyro")])
-def test_resuming_with_the_other_engine_says_which_engine_to_use(
-    tiny_splits, tiny_spec, tmp_path, first, then
+def test_an_unfinished_run_of_the_code_before_gets_a_clear_error(
+    tiny_splits, tiny_spec, tmp_path
 ):
-    """The two engines keep different optimizer states (one Adam per parameter, or one
-    fused Adam): an interrupted run resumes with its own engine, and the other gets a
-    clear error, not a KeyError or a silently restarted Adam."""
+    """Before 2026-12-04 Pyro's SVI (one Adam per parameter) or a second engine trained
+    the models, and their histories named it (``engines``): an interrupted run of that
+    code keeps an optimizer state this code cannot resume, and says so instead of a
+    KeyError or a silently restarted Adam. A finished one is reused."""
     spec = replace(
         tiny_spec,
         profile=get_profile("quick", max_epochs=3, patience=10, batch_size=32),
@@ -576,29 +525,119 @@ def test_resuming_with_the_other_engine_says_which_engine_to_use(
         train_cvae(
             tiny_splits,
             BaselineNet(),
-            replace(spec, engine=first),
+            spec,
             checkpoint_path=path,
             progress=False,
             after_save=_stop_after_two,
-            make_steps=ENGINES[first].cvae_steps,
         )
-    with pytest.raises(
-        CheckpointMismatchError, match=f"resume it with --engine {first}"
-    ):
+    stored = load_checkpoint(path)
+    history = stored["history"]
+    history["engines"] = ["pyro"] * len(history.pop("trained_with"))
+    save_checkpoint(path, stored)
+    with pytest.raises(CheckpointMismatchError, match="earlier version of this code"):
         train_cvae(
-            tiny_splits,
-            BaselineNet(),
-            replace(spec, engine=then),
-            checkpoint_path=path,
-            progress=False,
-            make_steps=ENGINES[then].cvae_steps,
+            tiny_splits, BaselineNet(), spec, checkpoint_path=path, progress=False
         )
-    _, history = train_cvae(
-        tiny_splits,
-        BaselineNet(),
-        replace(spec, engine=first),
-        checkpoint_path=path,
-        progress=False,
-        make_steps=ENGINES[first].cvae_steps,
+
+
+def _batch(splits, n=16):
+    xs, ys = splits.train.inputs[:n], splits.train.targets[:n]
+    return xs, ys, BaselineNet().requires_grad_(False)(xs)
+
+
+def _weights(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize(
+    ("family", "analytic_kl"),
+    [("cvae", False), ("cvae", True), ("gsnn", False), ("hybrid", False)],
+)
+def test_the_books_step_computes_what_svi_computes(
+    tiny_splits, tiny_spec, family, analytic_kl
+):
+    """The levers around the step (Pyro's loss with one fused Adam, the loss kept on
+    the device) change no number: from the same random state the step's loss and
+    gradients are SVI's, and after a few steps the weights agree up to float
+    rounding."""
+    spec = replace(
+        tiny_spec.with_family(family),
+        profile=replace(tiny_spec.profile, analytic_kl=analytic_kl),
     )
-    assert history["engines"] == [first] * 3
+    batch = _batch(tiny_splits)
+    models, losses, grads = [], [], []
+    for make in (make_svi, make_steps):
+        torch.manual_seed(0)
+        cvae = CVAE(
+            z_dim=8, hidden_1=32, hidden_2=32, recognition=spec.family.recognition
+        )
+        pyro.clear_param_store()
+        steps = make(cvae, spec)
+        torch.manual_seed(1)
+        if make is make_svi:  # SVI's gradient, before its optimizer step
+            loss = steps.loss_and_grads(steps.model, steps.guide, *batch)
+        else:
+            loss = steps.loss(*batch)
+            loss.backward()
+        grads.append([p.grad.clone() for p in cvae.parameters() if p.grad is not None])
+        for p in cvae.parameters():
+            p.grad = None
+        torch.manual_seed(2)
+        losses.append([float(steps.step(*batch)) for _ in range(5)])
+        models.append(cvae)
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for a, b in zip(_weights(models[0]), _weights(models[1]), strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    # the loss stays on the device: the loop reads it once per epoch
+    assert isinstance(make_steps(models[1], spec).step(*batch), torch.Tensor)
+    pyro.clear_param_store()
+
+
+def test_the_books_baseline_step_computes_the_textbook_step(tiny_splits, tiny_spec):
+    """One fused Adam and the loss kept on the device: the same losses and, after a
+    few steps, the same weights as torch's per-tensor Adam read back every step."""
+    xs, ys, _ = _batch(tiny_splits)
+    nets, losses = [], []
+    for book in (False, True):
+        torch.manual_seed(0)
+        net = BaselineNet(hidden_1=32, hidden_2=32)
+        lr = tiny_spec.profile.learning_rate
+        step = baseline_steps(net, tiny_spec).step if book else None
+        step = step or textbook_baseline_step(net, lr)
+        losses.append([float(step(xs, ys)) for _ in range(5)])
+        nets.append(net)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for a, b in zip(_weights(nets[0]), _weights(nets[1]), strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_autocast_computes_the_fp32_step_to_bf16_rounding(tiny_splits, tiny_spec):
+    """The bf16 lever: the same loss under torch.autocast. Its value and gradient are
+    the fp32 ones up to bf16's rounding (8 bits of mantissa in the matmuls), and a step
+    leaves the weights in fp32."""
+    batch = _batch(tiny_splits, 64)
+    results = []
+    for autocast in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        cvae = CVAE(z_dim=8, hidden_1=32, hidden_2=32)
+        pyro.clear_param_store()
+        steps = make_steps(cvae, tiny_spec)
+        steps.autocast = autocast
+        torch.manual_seed(1)
+        with steps.autocasting(batch[0].device):
+            loss = steps.loss(*batch)
+        loss.backward()
+        grads = torch.cat(
+            [p.grad.flatten() for p in cvae.parameters() if p.grad is not None]
+        )
+        results.append((loss.detach(), grads))
+        steps.optimizer.step()
+        assert all(p.dtype == torch.float32 for p in cvae.parameters())
+    (loss32, grad32), (loss16, grad16) = results
+    assert loss16.dtype == torch.float32 and not torch.equal(loss16, loss32)
+    assert loss16.item() == pytest.approx(loss32.item(), rel=1e-2)
+    assert (grad16 - grad32).norm() < 0.05 * grad32.norm()
+    pyro.clear_param_store()

@@ -49,7 +49,7 @@ def run(
     """Train one baseline; select on (select_inputs, select_targets); record test NLL
     per epoch."""
     profile = get_profile("full", max_epochs=max_epochs, patience=patience)
-    spec = RunSpec.create(q, profile, seed=0, device="cpu", engine="pyro")
+    spec = RunSpec.create(q, profile, seed=0, device="cpu")
     set_seed(0)
     net = BaselineNet()
     test_curve: list[float] = []
