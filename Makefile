@@ -15,7 +15,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 CHAPTERS := $(sort $(wildcard book/*.ipynb))
 REF := results/reference
 
-.PHONY: book test env data unit notebooks book-quick browser reference reference-eval reference-bf16 \
+.PHONY: book test env data unit notebooks book-quick browser reference reference-train reference-eval reference-bf16 \
 	baseline-gap reference-gsnn reference-convergence study-seeds study-protocols study-converged release-assets release-dry-run sync-repo-url lint clean
 
 env: $(VENV)/.installed
@@ -66,7 +66,18 @@ browser: env
 #   /usr/bin/time -v -o results/reference/logs/time_reference.txt make reference
 TRAIN_REF = $(PY) -m cvae_helpers train --profile full --seed 0 --precision fp32 --no-progress \
 	--force-training
-reference: data
+reference: reference-train
+	$(PY) -m cvae_helpers figures --profile full --seed 0 --output $(REF)/p_y_given_z
+	$(PY) -m cvae_helpers figures --profile full --seed 0 --decoder-sees-input \
+	  --output $(REF)/p_y_given_xz
+	$(PY) -m cvae_helpers bench --batches 100 --precision fp32 > $(REF)/bench.json
+	$(PY) -m cvae_helpers step-times --steps 50 > $(REF)/step_times.json
+	date -u +%FT%TZ > $(REF)/logs/finished.txt
+	$(PY) -m tools.reference_report --dir $(REF)
+
+# The training (and evaluation) part of `reference`, alone: the benchmarks after it want an
+# otherwise idle machine.
+reference-train: data
 	mkdir -p $(REF)/logs
 	date -u +%FT%TZ > $(REF)/logs/started.txt
 	git rev-parse --short HEAD > $(REF)/logs/commit_reference.txt
@@ -76,13 +87,6 @@ reference: data
 	     $(TRAIN_REF) --quadrants $$q --decoder-sees-input --output $(REF)/p_y_given_xz" \
 	    > $(REF)/logs/train_q$$q.log 2>&1; \
 	done
-	$(PY) -m cvae_helpers figures --profile full --seed 0 --output $(REF)/p_y_given_z
-	$(PY) -m cvae_helpers figures --profile full --seed 0 --decoder-sees-input \
-	  --output $(REF)/p_y_given_xz
-	$(PY) -m cvae_helpers bench --batches 100 --precision fp32 > $(REF)/bench.json
-	$(PY) -m cvae_helpers step-times --steps 50 > $(REF)/step_times.json
-	date -u +%FT%TZ > $(REF)/logs/finished.txt
-	$(PY) -m tools.reference_report --dir $(REF)
 
 # The cached reference models evaluated again by the current code, with their grids and the
 # report, without retraining: for a change to evaluation only. TRAINED names the commit that
