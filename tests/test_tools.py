@@ -56,11 +56,11 @@ def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
     (tmp_path / "bench.json").write_text(
         json.dumps(
             {
-                "paths": ["pyro", "fast", "pyro_example"],
-                "pyro_baseline_epoch_s": 4.0,
-                "pyro_cvae_epoch_s": 16.0,
-                "fast_baseline_epoch_s": 3.0,
-                "fast_cvae_epoch_s": 8.0,
+                "paths": ["svi", "pyro", "pyro_example"],
+                "svi_baseline_epoch_s": 4.0,
+                "svi_cvae_epoch_s": 16.0,
+                "pyro_baseline_epoch_s": 3.0,
+                "pyro_cvae_epoch_s": 8.0,
                 "pyro_example_baseline_epoch_s": 21.0,
                 "pyro_example_cvae_epoch_s": 32.0,
             }
@@ -68,15 +68,15 @@ def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
     )
     (
         tmp_path / "bf16"
-    ).mkdir()  # make reference-bf16: the fast engine in both precisions
+    ).mkdir()  # make reference-bf16: the book's step in both precisions
     (tmp_path / "bf16" / "bench_fp32.json").write_text(
         json.dumps(
-            {"paths": ["fast"], "fast_baseline_epoch_s": 3.5, "fast_cvae_epoch_s": 8.5}
+            {"paths": ["pyro"], "pyro_baseline_epoch_s": 3.5, "pyro_cvae_epoch_s": 8.5}
         )
     )
     (tmp_path / "bf16" / "bench_bf16.json").write_text(
         json.dumps(
-            {"paths": ["fast"], "fast_baseline_epoch_s": 2.5, "fast_cvae_epoch_s": 5.0}
+            {"paths": ["pyro"], "pyro_baseline_epoch_s": 2.5, "pyro_cvae_epoch_s": 5.0}
         )
     )
     (tmp_path / "notes.md").write_text("- a note only a person can write\n")
@@ -112,18 +112,14 @@ def test_reference_report_holds_provenance_tables_and_notes(tmp_path):
     # time, memory and speed, then the notes last
     assert "| p(y\\|x,z) | 3 | 23 / 43 | 180 / 720 | 30.0 |" in text
     assert "| `train --profile full` | 62.1 min | 2048 MiB |" in text
+    assert "| Pyro `SVI`, in-memory batches | 4.0 | 16.0 | 2.0× |" in text
+    book = "`Trace_ELBO` + one fused Adam, in-memory batches (the book's)"
+    assert f"| {book} | 3.0 | 8.0 | 4.0× |" in text
+    assert f"| CVAE: {book} | 8.50 | 5.00 |" in text  # fp32, then bf16
+    # what trained the models (these records predate the record)
     assert (
-        "| Pyro `SVI`, in-memory batches (the book's default) | 4.0 | 16.0 | 2.0× |"
-        in text
-    )
-    assert "| fast engine, in-memory batches | 3.0 | 8.0 | 4.0× |" in text
-    assert (
-        "| CVAE: fast engine, in-memory batches | 8.50 | 5.00 |" in text
-    )  # fp32, then bf16
-    # which engine trained and evaluated the models (these records predate the record)
-    assert (
-        "- Engine: unrecorded (the hand-written code of that time, today's `fast` engine) "
-        "trained and evaluated every model." in text
+        "- Trained by: unrecorded (the hand-written loss of that time, the later `fast` "
+        "engine), every model." in text
     )
     assert text.rstrip().endswith("- a note only a person can write")
     # an evaluation-only rerun names both commits
@@ -189,8 +185,8 @@ def test_merge_studies_joins_settings_and_refuses_mixed_runs(tmp_path):
 
 
 def test_reference_report_of_a_run_of_the_three_settings_side_by_side(tmp_path):
-    """A run made since the engine switch: its records say which engine trained and
-    evaluated them, and its time logs are one per quadrant setting."""
+    """A run whose records say what trained them (here: the engines of 2026-12-02 to
+    2026-12-04), and whose time logs are one per quadrant setting."""
     for decoder, folder in ((False, "p_y_given_z"), (True, "p_y_given_xz")):
         (tmp_path / folder).mkdir()
         for q in (1, 2, 3):
@@ -204,13 +200,8 @@ def test_reference_report_of_a_run_of_the_three_settings_side_by_side(tmp_path):
     for q in (1, 2, 3):
         (tmp_path / "logs" / f"time_q{q}.txt").write_text(TIME_LOG)
     text = write_readme(tmp_path, "abc1234").read_text()
-    assert (
-        "--quadrants N` for both\n  decoders, the three settings side by side" in text
-    )
-    assert (
-        "- Engine: `fast`, `pyro` trained the CVAEs, `pyro` the baselines; `pyro` "
-        in text
-    )
+    assert "--quadrants N` for both\n  decoders, the three settings one after" in text
+    assert "- Trained by: `fast`, `pyro` (the CVAEs), `pyro` (the baselines)." in text
     timings = json.loads(write_timings(tmp_path).read_text())["commands"]
     assert [c["command"].split(",")[0] for c in timings] == [
         f"train --profile full --quadrants {q}" for q in (1, 2, 3)

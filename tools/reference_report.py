@@ -152,7 +152,7 @@ def write_readme(
         "committed (they are large); the command below makes them again.\n",
         "## Provenance\n",
         _command(logs),
-        _engine_line(reference),
+        _trainer_line(reference),
         f"- Commit: `{commit}` (the code that trained and evaluated these models)."
         if eval_commit in (None, commit)
         else f"- Commits: `{commit}` trained these models; `{eval_commit}` evaluated them again and "
@@ -180,8 +180,8 @@ def write_readme(
     bench = load_reference_json("bench.json", reference_dir)
     if bench is not None:
         parts += [
-            "Seconds per 60,000-image training epoch (`bench --batches 100`): Pyro's SVI "
-            "and the fast engine on in-memory batches, and the Pyro example's per-item "
+            "Seconds per 60,000-image training epoch (`bench --batches 100`): the book's "
+            "step and Pyro's `SVI` on in-memory batches, and the Pyro example's per-item "
             "`DataLoader`, side by side in one run:\n",
             bench_table(bench),
         ]
@@ -189,7 +189,7 @@ def write_readme(
     bf16 = load_reference_json("bf16/bench_bf16.json", reference_dir)
     if fp32 is not None and bf16 is not None:
         parts += [
-            "The fast engine in fp32 and in bf16 mixed precision, side by side in one run "
+            "The book's step in fp32 and in bf16 mixed precision, side by side in one run "
             "(`make reference-bf16`, `bf16/bench_*.json`):\n",
             speed_table({"fp32": fp32, "bf16": bf16}),
         ]
@@ -217,12 +217,13 @@ def write_readme(
 
 
 def _command(logs: Path) -> str:
-    """How ``make reference`` trained the models, from the time logs it left: the three
-    settings side by side (``time_q*.txt``), or, before 2026-12-02, one decoder at a time."""
+    """How ``make reference`` trained the models, from the time logs it left: one setting
+    after another (``time_q*.txt``), or, before 2026-12-02, one decoder at a time."""
     if (logs / "time_q1.txt").is_file():
         how = (
             "`python -m cvae_helpers train --profile full --seed 0 --quadrants N` for both\n"
-            "  decoders, the three settings side by side with one thread each,"
+            "  decoders, the three settings one after the other with torch's default\n"
+            "  threads (one per core), as `make book` trains them,"
         )
     else:
         how = "`python -m cvae_helpers train --profile full --seed 0` once per decoder"
@@ -233,35 +234,25 @@ def _command(logs: Path) -> str:
     )
 
 
-def _engine_line(reference: dict) -> str:
-    """Which engine trained the CVAEs and the baselines, and which evaluated them."""
-    trained_cvae, trained_baseline = (
-        _engines(reference, "cvae"),
-        _engines(reference, "baseline"),
-    )
-    evaluated = _engines(reference, None)
-    if trained_cvae == trained_baseline == evaluated:
-        return f"- Engine: {trained_cvae} trained and evaluated every model."
-    return (
-        f"- Engine: {trained_cvae} trained the CVAEs, {trained_baseline} the baselines; "
-        f"{evaluated} evaluated them."
-    )
+def _trainer_line(reference: dict) -> str:
+    """What trained the CVAEs and the baselines, as the metrics files record it."""
+    cvae, baseline = _trainers(reference, "cvae"), _trainers(reference, "baseline")
+    if cvae == baseline:
+        return f"- Trained by: {cvae}, every model."
+    return f"- Trained by: {cvae} (the CVAEs), {baseline} (the baselines)."
 
 
-def _engines(reference: dict, model: str | None) -> str:
-    """The engines that trained (``model``: "cvae" or "baseline") or evaluated
-    (``None``) the reference models, as the metrics files record them."""
-    # Metrics written before the engine switch (2026-12-02) do not say: their models were
-    # trained, and evaluated, by the hand-written code that is today's fast engine.
-    before = "unrecorded (the hand-written code of that time, today's `fast` engine)"
-    names = set()
-    for records in reference.values():
-        for record in records:
-            if model is None:
-                names.add(f"`{record['engine']}`" if "engine" in record else before)
-            else:
-                engine = record.get("trained_by", {}).get(model)
-                names.add(f"`{engine}`" if engine else before)
+def _trainers(reference: dict, model: str) -> str:
+    """What trained the reference's ``model`` ("cvae" or "baseline") models: the
+    records' ``trained_by`` (the step, or before 2026-12-04 the engine)."""
+    # Metrics written before 2026-12-02 do not say: their models were trained by the
+    # hand-written loss of that time (the engine later called `fast`, retired since).
+    before = "unrecorded (the hand-written loss of that time, the later `fast` engine)"
+    names = {
+        f"`{record['trained_by'][model]}`" if "trained_by" in record else before
+        for records in reference.values()
+        for record in records
+    }
     return ", ".join(sorted(names))
 
 
