@@ -559,9 +559,22 @@ def converged_summary(
     return summary
 
 
-def converged_table(records: list[dict], seed_records: list[dict], base: str) -> str:
-    """:func:`converged_summary` as a table, one row per setting and decoder."""
+def converged_table(
+    records: list[dict],
+    seed_records: list[dict],
+    base: str,
+    planned: Iterable[StudyRun] = (),
+) -> str:
+    """:func:`converged_summary` as a table, one row per setting and decoder, and one
+    per setting and decoder of the ``planned`` runs that has none in yet."""
     summary = converged_summary(records, seed_records, base)
+    cells = sorted({(r.num_quadrant_inputs, r.decoder_sees_input) for r in planned})
+    per_cell = {
+        cell: sum(
+            (r.num_quadrant_inputs, r.decoder_sees_input) == cell for r in planned
+        )
+        for cell in cells
+    }
     large_s = next(iter(summary.values()))["large_s"] if summary else None
     small_s = records[0]["num_samples"] if records else None
     rows = [
@@ -579,6 +592,23 @@ def converged_table(records: list[dict], seed_records: list[dict], base: str) ->
         ]  # fmt: skip
         for (q, sees), c in summary.items()
     ]
+    rows += [
+        [
+            q,
+            decoder_label(sees),
+            f"0 of {per_cell[q, sees]}",
+            "–",
+            "–",
+            "–",
+            "–",
+            "–",
+            "–",
+            "undecided (no runs in yet)",
+        ]  # fmt: skip
+        for q, sees in cells
+        if (q, sees) not in summary
+    ]
+    rows.sort(key=lambda row: (row[0], row[1] != decoder_label(False)))
     header = ["quadrants", "decoder", "seeds", "epochs (mean)",
               f"IS, S = {small_s} [95% CI]", f"IS, S = {large_s} [95% CI]",
               f"converged − tutorial, S = {small_s}, per seed", "mean [95% CI]",
@@ -701,7 +731,9 @@ def paper_table(
     large_s = next((_large_s(r) for r in converged_records if "is_large_s" in r), None)
     rows, shown = [], set()
     for name, row in paper_rows():
-        if not any((q, name) in comparisons for q in QUADRANT_SETTINGS):
+        # the converged protocol's rows stand once any of its runs is in, empty or not
+        planned = "converged" in name and bool(converged_records)
+        if not planned and not any((q, name) in comparisons for q in QUADRANT_SETTINGS):
             continue
         if row not in shown:
             shown.add(row)
@@ -950,7 +982,8 @@ def write_report(results_dir: str | Path, base: Profile) -> Path:
             )
     if converged_runs:
         parts += [f"## The converged protocol (`{converged(base).name}`)\n",
-                  converged_table(converged_runs, seeds, base.name)]  # fmt: skip
+                  converged_table(converged_runs, seeds, base.name,
+                                  study_runs("converged", base))]  # fmt: skip
         planned = len(study_runs("asymptote", base))
         s = max(base.curve_sample_sizes)
         parts += [f"### IS at S = {s} on the whole test set\n",
