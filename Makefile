@@ -16,7 +16,7 @@ CHAPTERS := $(sort $(wildcard book/*.ipynb))
 REF := results/reference
 
 .PHONY: book test env data unit notebooks book-quick browser reference reference-train reference-eval reference-bf16 \
-	baseline-gap reference-gsnn reference-convergence study-seeds study-protocols study-converged release-assets release-dry-run sync-repo-url lint clean
+	baseline-gap reference-gsnn reference-convergence study-seeds study-protocols study-converged study-asymptote release-assets release-dry-run sync-repo-url lint clean
 
 env: $(VENV)/.installed
 
@@ -161,15 +161,21 @@ reference-convergence: data
 # them over more machines, hand
 #   $(PY) -m cvae_helpers study list seeds --missing
 # to GNU parallel or a SLURM array instead. STUDY_PROFILE=quick tries it in minutes.
-# study-converged trains the converged protocol (config.CONVERGED_LEVERS) on every setting; it
-# shares its baselines with study-seeds in CVAE_CHECKPOINT_DIR. The seed study's seed-0 runs are the
-# reference run's (`study adopt-reference`), not trained again.
+# study-converged trains the converged protocol (config.CONVERGED_LEVERS) on every setting, both
+# decoders, seeds 0-4; it shares its baselines with study-seeds in CVAE_CHECKPOINT_DIR. Then
+# study-asymptote adds IS at S = 5,000 on the whole test set to seed 0 of each decoder and setting,
+# from the cached models that made each record (after study-converged, on the same machine). The
+# seed study's seed-0 runs are the reference run's (`study adopt-reference`), not trained again.
+# STUDY_HOST=gpu (any name) marks runs made on another host than the project's machine: their own
+# files (..._host-gpu.json) and their own factor in the report, never pooled with these seeds.
 STUDY_DIR ?= $(REF)/studies
 STUDY_JOBS ?= 2
 STUDY_PROFILE ?= full
-study-seeds study-protocols study-converged: data
+STUDY_HOST ?=
+study-seeds study-protocols study-converged study-asymptote: data
 	$(PY) -m cvae_helpers study adopt-reference --profile $(STUDY_PROFILE) --results $(STUDY_DIR)
 	$(PY) -m cvae_helpers study list $(@:study-%=%) --missing --profile $(STUDY_PROFILE) \
+	  $(if $(STUDY_HOST),--host $(STUDY_HOST)) \
 	  --results $(STUDY_DIR) | sed 's|^python |$(PY) |' | \
 	  OMP_NUM_THREADS=1 xargs -P $(STUDY_JOBS) -I{} sh -c '{} --no-progress'
 	$(PY) -m cvae_helpers study report --profile $(STUDY_PROFILE) --results $(STUDY_DIR)

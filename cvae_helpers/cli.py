@@ -150,7 +150,9 @@ def _add_seed_and_protocol_commands(commands) -> None:
     actions = study.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="print the commands of a study's runs")
     # studies.STUDIES, written out so that --help answers without importing torch
-    listing.add_argument("study", choices=["seeds", "protocols", "converged"])
+    listing.add_argument(
+        "study", choices=["seeds", "protocols", "converged", "asymptote"]
+    )
     listing.add_argument("--missing", action="store_true", help="only runs not done")
     run = actions.add_parser("run", help="train (or resume) and evaluate one run")
     run.add_argument("--quadrants", type=int, choices=[1, 2, 3], required=True)
@@ -160,6 +162,13 @@ def _add_seed_and_protocol_commands(commands) -> None:
         "--large-samples",
         action="store_true",
         help="also the IS estimate at the profile's study_large_samples",
+    )
+    run.add_argument(
+        "--asymptote",
+        action="store_true",
+        help="also the IS estimate on the whole test set at the largest S of the "
+        "convergence curves (5,000 at the full budget); added to the run's record "
+        "where it is written, from its cached models",
     )
     run.add_argument("--no-progress", action="store_true")
     report = actions.add_parser("report", help="write README.md with the tables")
@@ -188,6 +197,14 @@ def _add_seed_and_protocol_commands(commands) -> None:
             type=Path,
             default=Path("results/reference/studies"),
             help="the folder of the runs' JSON files (default: results/reference/studies)",
+        )
+    for action in (listing, run):
+        action.add_argument(
+            "--host",
+            default="",
+            help="made on another host than the project's machine (e.g. gpu): its "
+            "own factor in the report, never pooled with the other runs' seeds; "
+            "lower-case letters and digits",
         )
     for name in ("--data-dir", "--checkpoint-dir"):
         run.add_argument(name, type=Path, default=None)
@@ -411,7 +428,7 @@ def _study(args: argparse.Namespace) -> None:
 
     if args.action == "list":
         profile = studies.get_profile(args.profile)
-        for run in studies.study_runs(args.study, profile):
+        for run in studies.study_runs(args.study, profile, args.host):
             if not (args.missing and run.done(args.results)):
                 print(run.command(args.results))
         return
@@ -432,6 +449,8 @@ def _study(args: argparse.Namespace) -> None:
         args.decoder_sees_input,
         args.seed,
         args.large_samples,
+        args.asymptote,
+        args.host,
     )
     if run.done(args.results):  # another study wrote it (the two share runs)
         print(f"{run.path(args.results)} is there already")
@@ -444,8 +463,8 @@ def _study(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         checkpoint_dir=args.checkpoint_dir,
     )
-    record = studies.run_study_run(run, template, progress=not args.no_progress)
-    print(f"Wrote {studies.write_run(record, run, args.results)}")
+    path = studies.do_run(run, template, args.results, progress=not args.no_progress)
+    print(f"Wrote {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -183,6 +183,37 @@ def plot_protocol_curves(records: Sequence[dict]) -> plt.Figure:
     return fig
 
 
+def plot_stopping_epochs(stopping: dict, dpi: int = 200) -> plt.Figure:
+    """The IS estimate of each seed against the epoch at which early stopping ended
+    its training, one panel per quadrant setting, one marker per decoder (the seed
+    number beside each point). ``stopping``: :func:`cvae_helpers.study_report.
+    stopping_epochs`. Drawn at ``dpi`` (hi-dpi for the book)."""
+    settings = sorted({q for q, _ in stopping})
+    fig, axes = plt.subplots(
+        1, len(settings), figsize=(3.3 * len(settings), 3.2), dpi=dpi, squeeze=False
+    )
+    for ax, q in zip(axes[0], settings, strict=True):
+        for sees, marker, label in ((False, "o", "p(y|z)"), (True, "s", "p(y|x,z)")):
+            points = stopping.get((q, sees))
+            if not points:
+                continue
+            color = f"C{int(sees)}"
+            ax.plot(points["epochs"], points["is"], marker, color=color, label=label,
+                    ms=5, ls="-" if not sees else ":", lw=0.8)  # fmt: skip
+            for epoch, value, seed in zip(
+                points["epochs"], points["is"], points["seeds"], strict=True
+            ):
+                ax.annotate(str(seed), (epoch, value), xytext=(3, 3), fontsize=6,
+                            textcoords="offset points", color=color)  # fmt: skip
+        ax.set_title(f"{q} quadrant{'s' * (q > 1)} given", fontsize=9)
+        ax.set_xlabel("epoch at which early stopping ended")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("IS estimate, S = 100 (nats per image)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def _node(ax, xy, label, observed=False, deterministic=False):
     face = "0.82" if observed else "white"
     if deterministic:

@@ -20,14 +20,24 @@ study-converged`` run them. :mod:`cvae_helpers.study_report` reads the records.
   tutorial's protocol and each lever of :data:`~cvae_helpers.config.LEVERS` alone; IS
   also at S = ``study_large_samples``.
 - ``converged``: the converged protocol (:func:`~cvae_helpers.config.converged`, the
-  levers the protocol study found) for each of ``study_quadrants``, p(y|z), seeds
-  ``0 .. study_paper_seeds - 1``, IS also at S = ``study_large_samples``.
+  levers the protocol study found) for each of ``study_quadrants``, both decoders,
+  seeds ``0 .. study_seeds - 1``, IS also at S = ``study_large_samples``.
+- ``asymptote``: a step of the converged study, seed 0 of each decoder and setting:
+  the IS estimate on the whole test set at the largest S of the estimators' curves
+  (5,000 at the full budget, :func:`asymptote_samples`), written into the run's record
+  (``is_asymptote``); it trains the run first where its record is missing.
+
+A run made on another host than the project's machine (a lent GPU, another CPU) is
+its own factor, not one more seed: ``--host NAME`` names it, its file and record carry
+the name (``..._seed3_host-gpu.json``, ``provenance.host``), and the report keeps its
+runs apart from the others.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -47,42 +57,74 @@ from .config import (
     with_levers,
 )
 from .convergence import full_test_is
-from .pipeline import DECODER_FILE_TAGS, get_trained_models, metrics_record
+from .pipeline import (
+    DECODER_FILE_TAGS,
+    checkpoint_paths,
+    get_trained_models,
+    metrics_record,
+)
 from .results import DECODER_DIRS
 
-STUDIES = ("seeds", "protocols", "converged")
+STUDIES = ("seeds", "protocols", "converged", "asymptote")
 # Where the committed studies live, below the reference folder.
 STUDIES_SUBDIR = "studies"
 # The quadrant setting of the protocol study: where the gap to the paper is largest.
 PROTOCOL_QUADRANTS = 1
+# A host name: lower-case letters and digits (it becomes part of a file name).
+HOST_PATTERN = re.compile(r"[a-z0-9]+")
+
+
+def asymptote_samples(profile: Profile) -> int:
+    """The S of the asymptote step: the largest S of the estimators' convergence
+    curves (5,000 at the full budget)."""
+    return max(profile.curve_sample_sizes)
 
 
 @dataclass(frozen=True, order=True)
 class StudyRun:
     """One run of a study: a setting, a decoder, a seed and a protocol (profile name).
-    ``large_samples``: also the IS estimate at the profile's ``study_large_samples``."""
+    ``large_samples``: also the IS estimate at the profile's ``study_large_samples``;
+    ``asymptote``: also at :func:`asymptote_samples`; ``host``: made on another host
+    than the project's machine, named so (empty: the project's machine)."""
 
     profile: str
     num_quadrant_inputs: int
     decoder_sees_input: bool
     seed: int
     large_samples: bool = False
+    asymptote: bool = False
+    host: str = ""
+
+    def __post_init__(self):
+        if self.host and not HOST_PATTERN.fullmatch(self.host):
+            raise ValueError(
+                f"A host name is lower-case letters and digits, not {self.host!r}."
+            )
 
     @property
     def name(self) -> str:
-        """The file name of its result: ``full-long_q1_pyz_seed2``."""
+        """The file name of its result: ``full-long_q1_pyz_seed2``, with
+        ``_host-NAME`` after it for a run made on another host."""
         decoder = DECODER_FILE_TAGS[self.decoder_sees_input]
-        return f"{self.profile}_q{self.num_quadrant_inputs}_{decoder}_seed{self.seed}"
+        host = f"_host-{self.host}" if self.host else ""
+        return (
+            f"{self.profile}_q{self.num_quadrant_inputs}_{decoder}_seed{self.seed}"
+            + host
+        )
 
     def path(self, results_dir: str | Path) -> Path:
         return Path(results_dir) / f"{self.name}.json"
 
     def done(self, results_dir: str | Path) -> bool:
-        """Whether its result is written, with the large-S estimate if it needs one."""
+        """Whether its result is written, with the large-S and asymptote estimates
+        if it needs them."""
         path = self.path(results_dir)
         if not path.is_file():
             return False
-        return not self.large_samples or "is_large_s" in json.loads(path.read_text())
+        record = json.loads(path.read_text())
+        return (not self.large_samples or "is_large_s" in record) and (
+            not self.asymptote or "is_asymptote" in record
+        )
 
     def spec(self, template: RunSpec) -> RunSpec:
         """``template`` (folders, device, precision) for this run. A profile named after
@@ -114,6 +156,8 @@ class StudyRun:
             f"--seed {self.seed}",
             "--decoder-sees-input" if self.decoder_sees_input else "",
             "--large-samples" if self.large_samples else "",
+            "--asymptote" if self.asymptote else "",
+            f"--host {self.host}" if self.host else "",
             f"--results {results_dir}",
         ]
         return " ".join(word for word in words if word)
@@ -125,8 +169,11 @@ def protocol_profiles(base: Profile) -> list[Profile]:
     return [base, *(with_levers(base, [lever]) for lever in LEVERS)]
 
 
-def study_runs(study: str, base: Profile) -> list[StudyRun]:
-    """The runs of ``study`` (one of :data:`STUDIES`) at ``base``'s sizes."""
+def study_runs(study: str, base: Profile, host: str = "") -> list[StudyRun]:
+    """The runs of ``study`` (one of :data:`STUDIES`) at ``base``'s sizes, made on
+    ``host`` (empty: the project's machine)."""
+    if host:
+        return [replace(run, host=host) for run in study_runs(study, base)]
     if study == "seeds":
         return [
             StudyRun(base.name, q, sees_input, seed)
@@ -144,17 +191,26 @@ def study_runs(study: str, base: Profile) -> list[StudyRun]:
         ]
     if study == "converged":
         return [
-            StudyRun(converged(base).name, q, False, seed, large_samples=True)
+            StudyRun(converged(base).name, q, sees_input, seed, large_samples=True)
             for q in base.study_quadrants
-            for seed in range(base.study_paper_seeds)
+            for sees_input in (False, True)
+            for seed in range(base.study_seeds)
+        ]
+    if study == "asymptote":
+        return [
+            StudyRun(converged(base).name, q, sees_input, 0, True, asymptote=True)
+            for q in base.study_quadrants
+            for sees_input in (False, True)
         ]
     raise ValueError(f"Unknown study {study!r}; choose one of {STUDIES}.")
 
 
-def provenance(spec: RunSpec, code: dict, wall_seconds: float) -> dict:
-    """Which code and machine made a run's result, and how long it took here."""
+def provenance(spec: RunSpec, code: dict, wall_seconds: float, host: str = "") -> dict:
+    """Which code and machine made a run's result, and how long it took here;
+    ``host``: the name of another host than the project's machine, else empty."""
     return {
         **code,
+        "host": host,
         "device": describe_device(spec.device),
         "device_type": spec.device.type,
         "cpu": f"{cpu_model()}, {os.cpu_count()} cores",
@@ -173,6 +229,10 @@ def run_study_run(run: StudyRun, template: RunSpec, *, progress: bool = False) -
     record = metrics_record(models)
     if run.large_samples:
         record["is_large_s"] = full_test_is(models, (spec.profile.study_large_samples,))
+    if run.asymptote:
+        record["is_asymptote"] = full_test_is(
+            models, (asymptote_samples(spec.profile),)
+        )
     history = models.cvae_history
     record["curves"] = {
         "val_loss": history["val_loss"],
@@ -181,8 +241,49 @@ def run_study_run(run: StudyRun, template: RunSpec, *, progress: bool = False) -
         "best_val_loss": history["best_val_loss"],
         "baseline_best_val_loss": models.baseline_history["best_val_loss"],
     }
-    record["provenance"] = provenance(spec, code, time.perf_counter() - started)
+    record["provenance"] = provenance(
+        spec, code, time.perf_counter() - started, run.host
+    )
     record["provenance"]["eval_seconds"] = time.perf_counter() - evaluating
+    return record
+
+
+def add_asymptote(
+    run: StudyRun, template: RunSpec, results_dir: str | Path, *, progress: bool = False
+) -> dict:
+    """The asymptote step on a run whose record is written: the IS estimate at
+    :func:`asymptote_samples` of the models that made the record, added to it (its
+    other numbers untouched); the record. The models come from the checkpoint cache;
+    a model trained again elsewhere would be another model, so a record whose CVAE is
+    not cached, or whose cached CVAE is not the one that made it, is refused."""
+    record = json.loads(run.path(results_dir).read_text())
+    spec = run.spec(template)
+    cvae_path = checkpoint_paths(spec)[1]
+    if not cvae_path.is_file():
+        raise ValueError(
+            f"{run.path(results_dir)} was made by a CVAE that is not in this "
+            f"checkpoint cache ({cvae_path}): run the step where it was trained, or "
+            f"make it on this host as its own run (--host NAME)."
+        )
+    started, code = time.perf_counter(), code_version()
+    models = get_trained_models(spec, progress=progress, force_training=True)
+    history = models.cvae_history
+    made_it = (len(history["val_loss"]), history["best_val_loss"]) == (
+        record["epochs_cvae"],
+        record["curves"]["best_val_loss"],
+    )
+    if not made_it:
+        raise ValueError(
+            f"The cached CVAE at {cvae_path} is not the one that made "
+            f"{run.path(results_dir)} (another number of epochs or best validation "
+            f"loss): run the step where it was trained, or on this host as its own "
+            f"run (--host NAME)."
+        )
+    record["is_asymptote"] = full_test_is(models, (asymptote_samples(spec.profile),))
+    record["is_asymptote"]["provenance"] = provenance(
+        spec, code, time.perf_counter() - started, run.host
+    )
+    write_run(record, run, results_dir)
     return record
 
 
@@ -248,6 +349,11 @@ def adopt_reference(
     return written
 
 
+def host_of(record: dict) -> str:
+    """The host a record was made on: its name, or empty for the project's machine."""
+    return record.get("provenance", {}).get("host", "")
+
+
 def load_runs(results_dir: str | Path, runs: Iterable[StudyRun]) -> list[dict]:
     """The records of ``runs`` found in ``results_dir`` (the missing ones are left
     out)."""
@@ -271,6 +377,19 @@ def load_study(study: str, spec: RunSpec, reference: Path | None = None) -> list
     return run_study(study, spec, results)
 
 
+def do_run(
+    run: StudyRun, template: RunSpec, results_dir: str | Path, *, progress: bool = False
+) -> Path:
+    """Make ``run``'s record in ``results_dir``: train (or resume) and evaluate it,
+    or, where only its asymptote step is missing, add that (:func:`add_asymptote`);
+    its path."""
+    written = replace(run, asymptote=False)
+    if run.asymptote and written.done(results_dir):
+        add_asymptote(run, template, results_dir, progress=progress)
+        return run.path(results_dir)
+    return write_run(run_study_run(run, template, progress=progress), run, results_dir)
+
+
 def run_study(
     study: str, template: RunSpec, results_dir: str | Path, *, progress: bool = False
 ) -> list[dict]:
@@ -279,5 +398,5 @@ def run_study(
     runs = study_runs(study, template.profile)
     for run in runs:
         if not run.done(results_dir):
-            write_run(run_study_run(run, template, progress=progress), run, results_dir)
+            do_run(run, template, results_dir, progress=progress)
     return load_runs(results_dir, runs)
