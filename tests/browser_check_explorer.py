@@ -395,9 +395,9 @@ def test_every_page_names_a_favicon_that_is_served(server, browser, built):
     page = Page(browser, server + "index.html")
     icon = page.page.locator("link[rel~=icon]").first.get_attribute("href")
     response = page.page.request.get(server + icon)
+    ok, text = response.ok, response.text()
     page.page.close()
-    assert icon.endswith("favicon.svg") and response.ok
-    assert "<svg" in response.text()
+    assert icon.endswith("favicon.svg") and ok and "<svg" in text
 
 
 # The figures the text refers to by number, drawn at twice the pixels they are shown at.

@@ -197,18 +197,20 @@ def test_no_chapter_is_longer_than_380_lines(chapter):
 
 
 def test_figures_are_numbered_captioned_and_referred_to_by_number():
-    """Each {glue:figure} has a name, a caption and a cell that glues it, and the text
+    """Each {glue:figure} has a name, alt text, a caption and a cell that glues it, and the text
     refers to it by its number ({numref}); at least ten of them."""
     texts = {p.name: p.read_text() for p in sorted(BOOK.glob("*.md"))}
     directive = re.compile(
-        r"```\{glue:figure\} (\S+)\n:name: (\S+)\n\n(.+?)\n```", re.S
+        r"```\{glue:figure\} (\S+)\n:name: (\S+)\n:alt: (.+?)\n\n(.+?)\n```", re.S
     )
     figures = [
         (n, *m.groups()) for n, t in texts.items() for m in directive.finditer(t)
     ]
     everything = "\n".join(texts.values())
-    for chapter, glued, name, caption in figures:
+    for chapter, glued, name, alt, caption in figures:
+        # the directive's alt text is the image's (the drawing cell's output is removed)
         assert glued == name and len(caption.split()) >= 5, (chapter, name)
+        assert len(alt.split()) >= 10, (chapter, name)
         assert f'glue_figure("{name}")' in texts[chapter], (chapter, name)
         assert f"{{numref}}`{name}`" in everything, (
             f"{chapter}: no {{numref}} of {name}"
