@@ -1,5 +1,5 @@
-"""What a chapter needs, in a checkout or in Colab: the setup banner, package source,
-glue.
+"""What a chapter needs, in a checkout or in Colab: the setup banner, sharp figures,
+progress bars where someone waits, package source, glue.
 
 Every chapter starts with :func:`setup_chapter` and shows the code it explains with
 :func:`show_source`, so the text always displays the code that actually runs.
@@ -8,9 +8,17 @@ Every chapter starts with :func:`setup_chapter` and shows the code it explains w
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 from .config import PROFILE_ENV, RunSpec, set_seed
+
+# "0" or "1" decides whether long cells show progress bars; the book's build sets "0"
+# for the kernels it starts (tools/sphinx_book_ref.py).
+PROGRESS_ENV = "CVAE_PROGRESS"
+# Figures are drawn at this many pixels per displayed pixel ("retina"): sharp on
+# high-density screens and in print.
+FIGURE_DENSITY = 2
 
 
 def setup_chapter(seed: int = 0, profile: str | None = None) -> RunSpec:
@@ -26,7 +34,11 @@ def setup_chapter(seed: int = 0, profile: str | None = None) -> RunSpec:
     spec = RunSpec.create(1, profile, seed=seed)
     set_seed(seed)
     _inline_figures()
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "font.size": 10})
+    # 100 dpi sets the displayed size; the inline backend draws at FIGURE_DENSITY times
+    # as many pixels (_inline_figures), and a saved figure at that density too
+    plt.rcParams.update(
+        {"figure.dpi": 100, "savefig.dpi": 100 * FIGURE_DENSITY, "font.size": 10}
+    )
     # short enough for the book's narrowest code column (about 70 characters)
     profile = spec.profile
     print(
@@ -37,14 +49,40 @@ def setup_chapter(seed: int = 0, profile: str | None = None) -> RunSpec:
 
 def _inline_figures() -> None:
     """Draw figures into the notebook even where MPLBACKEND says otherwise (e.g. Agg in
-    CI)."""
+    CI), as retina PNGs: twice the pixels, shown at the same size."""
+    shell = _kernel_shell()
+    if shell is not None:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        shell.run_line_magic("matplotlib", "inline")
+        set_matplotlib_formats("retina")
+
+
+def _kernel_shell():
+    """The IPython shell of a notebook kernel (Jupyter, Colab, the book's build), or
+    ``None`` (a script, a terminal IPython)."""
     try:
         from IPython import get_ipython
     except ModuleNotFoundError:
-        return
+        return None
     shell = get_ipython()
-    if shell is not None and type(shell).__name__ != "TerminalInteractiveShell":
-        shell.run_line_magic("matplotlib", "inline")
+    if shell is None or type(shell).__name__ == "TerminalInteractiveShell":
+        return None
+    return shell
+
+
+def show_progress() -> bool:
+    """Whether a long cell shows a progress bar: yes where a person runs the notebook
+    (Jupyter, Colab), no in the built book and in scripts.
+
+    ``$CVAE_PROGRESS`` (``0`` or ``1``) decides when it is set; the book's build sets it
+    to ``0`` for the kernels that execute the chapters. Otherwise a notebook kernel
+    shows progress and anything else does not.
+    """
+    setting = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if setting:
+        return setting not in ("0", "false", "no")
+    return _kernel_shell() is not None
 
 
 def source_lines(obj: Any, start: str | None = None, stop: str | None = None) -> str:
@@ -90,3 +128,25 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     except ModuleNotFoundError:
         return
     myst_glue(name, value, display=display)
+
+
+def glue_figure(name: str, fig: Any = None) -> None:
+    """A figure the book numbers and captions: ``fig`` (default: the current one),
+    glued as ``name`` for a ``{glue:figure}`` directive, and shown where it is drawn.
+
+    The book shows it once, where the directive puts it with its number and caption (the
+    drawing cell's own output is removed by its ``remove-output`` tag); Jupyter and
+    Colab, which ignore that tag, show it below the cell, at the same retina density.
+    """
+    import matplotlib.pyplot as plt
+
+    fig = plt.gcf() if fig is None else fig
+    try:
+        from myst_nb import glue as myst_glue
+    except ModuleNotFoundError:
+        from IPython.display import display
+
+        display(fig)
+    else:
+        myst_glue(name, fig, display=True)
+    plt.close(fig)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import platform
-import random
 import subprocess
 import warnings
 from collections.abc import Callable, Sequence
@@ -474,11 +473,11 @@ class RunSpec:
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy, torch and Pyro at once (Pyro samples from torch's
-    generator)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    """Seed Python, NumPy, torch and Pyro at once: ``pyro.set_rng_seed`` (Pyro samples
+    from torch's generator)."""
+    import pyro
+
+    pyro.set_rng_seed(seed)
 
 
 def _git(*args: str) -> str:

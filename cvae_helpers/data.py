@@ -9,7 +9,6 @@ work.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from urllib.error import URLError
 
 import torch
 from torchvision.datasets import MNIST
+from torchvision.datasets.utils import check_integrity
 
 from .config import DATA_DIR_ENV, check_num_quadrant_inputs, default_data_dir
 
@@ -40,27 +40,17 @@ class MNISTDataError(RuntimeError):
     """MNIST is missing or corrupt; the message says what to do."""
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_archives(raw: Path) -> None:
     """Fail clearly on a present but corrupt archive (torchvision would silently
     re-download it)."""
     for name, expected in MNIST_MD5.items():
         path = raw / name
-        if path.is_file():
-            actual = _md5(path)
-            if actual != expected:
-                raise MNISTDataError(
-                    f"{path} is corrupt: its MD5 is {actual}, but torchvision expects {expected}. "
-                    f"Delete it (and its unpacked twin {path.with_suffix('')}) and run again to "
-                    "download a fresh copy, or copy a good one into place."
-                )
+        if path.is_file() and not check_integrity(path, expected):
+            raise MNISTDataError(
+                f"{path} is corrupt: its MD5 is not the {expected} torchvision expects. "
+                f"Delete it (and its unpacked twin {path.with_suffix('')}) and run again to "
+                "download a fresh copy, or copy a good one into place."
+            )
 
 
 def _missing_data_message(root: Path, reason: str) -> str:

@@ -8,8 +8,9 @@ in its metadata), plus ``reference-results.zip``, the committed ``results/refere
 folder. The manifest lists each file's SHA-256, size, configuration and the commit that
 trained it; ``tools/release_assets.py`` (``make release-assets``) writes all of it.
 
-Files are downloaded with ``pooch``, checked against the manifest's SHA-256, and only
-then written to the checkpoint cache, as ordinary checkpoints of this project: the
+Files are downloaded with ``pooch`` into its cache (:func:`download_cache`), checked
+against the manifest's SHA-256 (a file already there that still matches is not
+downloaded again), and only then written to the checkpoint cache, as ordinary checkpoints of this project: the
 configuration check of :func:`~cvae_helpers.checkpoints.load_checkpoint` applies to them
 as to any other.
 
@@ -17,6 +18,8 @@ Environment variables:
 
 - ``CVAE_PRETRAINED_URL``: where the release assets live (default
   :data:`DEFAULT_BASE_URL`).
+- ``CVAE_DOWNLOAD_CACHE``: where downloaded files are kept (default: pooch's cache
+  folder for ``cvae-helpers``, e.g. ``~/.cache/cvae-helpers``).
 - ``CVAE_FORCE_TRAINING``: ``1`` trains instead of downloading, and retrains a cached
   model that came from a download (as ``--force-training`` does; ``make reference``
   passes it).
@@ -24,9 +27,9 @@ Environment variables:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -43,6 +46,7 @@ from .checkpoints import config_diff, load_checkpoint, save_checkpoint
 # repository.url.
 DEFAULT_BASE_URL = "https://github.com/cvae-book/cvae-pyro-book/releases/download/pretrained-v1/"  # fmt: skip
 BASE_URL_ENV = "CVAE_PRETRAINED_URL"
+DOWNLOAD_CACHE_ENV = "CVAE_DOWNLOAD_CACHE"
 FORCE_TRAINING_ENV = "CVAE_FORCE_TRAINING"
 MANIFEST_NAME = "manifest.json"
 REFERENCE_ARCHIVE = "reference-results.zip"
@@ -93,13 +97,14 @@ def force_training(force: bool | None = None) -> bool:
     )
 
 
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file, as 64 hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def download_cache(url: str | None = None) -> Path:
+    """The folder that keeps the files downloaded from the release at ``url``:
+    ``$CVAE_DOWNLOAD_CACHE``, else pooch's cache folder for ``cvae-helpers``, one
+    subfolder per release address (two releases may hold files of the same name)."""
+    import pooch
+
+    root = os.environ.get(DOWNLOAD_CACHE_ENV) or pooch.os_cache("cvae-helpers")
+    return Path(root) / re.sub(r"[^A-Za-z0-9._-]+", "_", base_url(url)).strip("_")
 
 
 def asset_name(relative_checkpoint: str | Path) -> str:
@@ -240,9 +245,13 @@ def _download(url: str, folder: Path, name: str, sha256: str | None) -> Path:
         ) from error
 
 
-def fetch_manifest(folder: Path, url: str | None = None) -> dict:
-    """Download and read the release's manifest into ``folder``."""
+def fetch_manifest(folder: Path | None = None, url: str | None = None) -> dict:
+    """Download and read the release's manifest into ``folder`` (default:
+    :func:`download_cache`). It has no known hash, so it is downloaded every time: a
+    release that changed is seen at once."""
     address = base_url(url) + MANIFEST_NAME
+    folder = Path(folder) if folder is not None else download_cache(url)
+    (folder / MANIFEST_NAME).unlink(missing_ok=True)
     path = _download(address, folder, MANIFEST_NAME, None)
     try:
         manifest = json.loads(path.read_text())
@@ -277,9 +286,11 @@ def restore_checkpoints(
     """Download the release's weights of ``wanted``, verify them, and store them as
     checkpoints.
 
-    All files are downloaded into a temporary folder and checked (SHA-256 against the
-    manifest, configuration against ``wanted``) before any is written to the cache, so a
-    failure leaves the cache as it was. Returns each file's manifest entry.
+    All files are downloaded into pooch's cache (:func:`download_cache`; one that is
+    already there and matches its SHA-256 is not downloaded again) and checked (SHA-256
+    against the manifest, configuration against ``wanted``) before any is written to the
+    checkpoint cache, so a failure leaves that cache as it was. Returns each file's
+    manifest entry.
 
     Raises:
         PretrainedUnavailableError: no network, no such file, or nothing for this
@@ -287,39 +298,38 @@ def restore_checkpoints(
         PretrainedMismatchError: the release's file was made by another configuration.
         PretrainedIntegrityError: a file does not match the manifest's SHA-256.
     """
-    with tempfile.TemporaryDirectory(prefix="cvae-pretrained-") as tmp:
-        folder = Path(tmp)
-        manifest = fetch_manifest(folder, url)
-        entries = {entry["checkpoint"]: entry for entry in manifest.get("models", [])}
-        restored = []
-        for item in wanted:
-            entry = entries.get(item.relative)
-            if entry is None:
-                raise PretrainedUnavailableError(
-                    f"the release has no weights for {item.relative}"
-                )
-            _check_config(entry["config"], item, "manifest")
-            path = _download(
-                base_url(url) + entry["file"], folder, entry["file"], entry["sha256"]
+    folder = download_cache(url)
+    manifest = fetch_manifest(folder, url)
+    entries = {entry["checkpoint"]: entry for entry in manifest.get("models", [])}
+    restored = []
+    for item in wanted:
+        entry = entries.get(item.relative)
+        if entry is None:
+            raise PretrainedUnavailableError(
+                f"the release has no weights for {item.relative}"
             )
-            payload = safetensors_to_checkpoint(
-                path,
-                {
-                    "sha256": entry["sha256"],
-                    "file": entry["file"],
-                    "commit": entry["commit"],
-                    "url": base_url(url) + entry["file"],
-                },
-            )
-            _check_config(payload["config"], item, "weights file")
-            restored.append((item, payload, entry))
-        for item, payload, entry in restored:
-            save_checkpoint(item.path, payload)
-            print(
-                f"loaded pretrained weights of {item.label} (sha256 {entry['sha256'][:12]}…, "
-                f"trained by commit {entry['commit']}) into {item.relative}"
-            )
-        return [entry for _, _, entry in restored]
+        _check_config(entry["config"], item, "manifest")
+        path = _download(
+            base_url(url) + entry["file"], folder, entry["file"], entry["sha256"]
+        )
+        payload = safetensors_to_checkpoint(
+            path,
+            {
+                "sha256": entry["sha256"],
+                "file": entry["file"],
+                "commit": entry["commit"],
+                "url": base_url(url) + entry["file"],
+            },
+        )
+        _check_config(payload["config"], item, "weights file")
+        restored.append((item, payload, entry))
+    for item, payload, entry in restored:
+        save_checkpoint(item.path, payload)
+        print(
+            f"loaded pretrained weights of {item.label} (sha256 {entry['sha256'][:12]}…, "
+            f"trained by commit {entry['commit']}) into {item.relative}"
+        )
+    return [entry for _, _, entry in restored]
 
 
 def fetch_missing(
@@ -382,35 +392,35 @@ def fetch_reference_results(cache_dir: str | Path, url: str | None = None) -> Pa
     """The release's ``results/reference/`` folder, unpacked (once) into
     ``cache_dir/reference``.
 
-    The archive is checked against the manifest's SHA-256 and unpacked into a temporary
-    folder next to the target, which is renamed into place only when complete.
+    The archive is downloaded into pooch's cache (:func:`download_cache`), checked
+    against the manifest's SHA-256 and unpacked into a temporary folder next to the
+    target, which is renamed into place only when complete.
     """
     target = Path(cache_dir) / "reference"
     if target.is_dir():
         return target
-    with tempfile.TemporaryDirectory(prefix="cvae-reference-") as tmp:
-        folder = Path(tmp)
-        manifest = fetch_manifest(folder, url)
-        entry = manifest.get("reference")
-        if entry is None:
-            raise PretrainedUnavailableError("the release has no reference results")
-        archive = _download(
-            base_url(url) + entry["file"], folder, entry["file"], entry["sha256"]
-        )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        unpacked = Path(tempfile.mkdtemp(dir=target.parent, prefix=".reference-"))
-        try:
-            with zipfile.ZipFile(archive) as bundle:
-                for name in bundle.namelist():
-                    if name.startswith("/") or ".." in Path(name).parts:
-                        raise PretrainedIntegrityError(
-                            f"{entry['file']} holds an unsafe path {name!r}"
-                        )
-                bundle.extractall(unpacked)
-            os.replace(unpacked, target)
-        except BaseException:
-            shutil.rmtree(unpacked, ignore_errors=True)
-            raise
+    folder = download_cache(url)
+    manifest = fetch_manifest(folder, url)
+    entry = manifest.get("reference")
+    if entry is None:
+        raise PretrainedUnavailableError("the release has no reference results")
+    archive = _download(
+        base_url(url) + entry["file"], folder, entry["file"], entry["sha256"]
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    unpacked = Path(tempfile.mkdtemp(dir=target.parent, prefix=".reference-"))
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            for name in bundle.namelist():
+                if name.startswith("/") or ".." in Path(name).parts:
+                    raise PretrainedIntegrityError(
+                        f"{entry['file']} holds an unsafe path {name!r}"
+                    )
+            bundle.extractall(unpacked)
+        os.replace(unpacked, target)
+    except BaseException:
+        shutil.rmtree(unpacked, ignore_errors=True)
+        raise
     print(
         f"fetched the reference results (sha256 {entry['sha256'][:12]}…) into {target}"
     )

@@ -75,13 +75,6 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 (the http.server name)
-        if self.path == "/favicon.ico":  # the browser asks for it; the book has none
-            self.send_response(204)
-            self.end_headers()
-            return
-        super().do_GET()
-
 
 @pytest.fixture(scope="module")
 def built() -> Path:
@@ -381,13 +374,56 @@ def test_no_built_page_logs_a_console_error(server, browser, built):
     assert "book/06_training.html" in pages and "index.html" in pages
     failures = {}
     for name in pages:
-        page = Page(browser, server + name)
+        page = Page(browser)
+        failed = []  # e.g. a favicon the book lacks: a 404 in every page's console
+        page.page.on(
+            "response",
+            lambda r, failed=failed: (
+                r.status >= 400 and not ELSEWHERE.match(r.url) and failed.append(r.url)
+            ),
+        )
+        page.page.goto(server + name)
         page.page.wait_for_load_state("load")
         page.page.wait_for_timeout(300)  # async scripts (sphinx-thebe) run after "load"
-        if page.errors:
-            failures[name] = page.errors
+        if page.errors or failed:
+            failures[name] = page.errors + failed
         page.page.close()
     assert not failures, failures
+
+
+def test_every_page_names_a_favicon_that_is_served(server, browser, built):
+    page = Page(browser, server + "index.html")
+    icon = page.page.locator("link[rel~=icon]").first.get_attribute("href")
+    response = page.page.request.get(server + icon)
+    ok, text = response.ok, response.text()
+    page.page.close()
+    assert icon.endswith("favicon.svg") and ok and "<svg" in text
+
+
+# The figures the text refers to by number, drawn at twice the pixels they are shown at.
+NUMBERED_FIGURES = 10
+DENSITY = 2
+
+
+def test_numbered_figures_are_sharp(server, browser, built):
+    """Every numbered figure of the book ({glue:figure}, {numref}) holds an image with
+    at least twice as many pixels as it is shown with (retina PNG)."""
+    found, blurry = 0, {}
+    for path in sorted(HTML.glob("book/*.html")):
+        if "caption-number" not in path.read_text():
+            continue
+        page = Page(browser, server + path.relative_to(HTML).as_posix())
+        page.page.wait_for_load_state("load")
+        sizes = page.page.eval_on_selector_all(
+            "figure:has(.caption-number) img",
+            "imgs => imgs.map(i => [i.naturalWidth, i.getBoundingClientRect().width])",
+        )
+        page.page.close()
+        found += len(sizes)
+        low = [(n, round(w)) for n, w in sizes if n < DENSITY * w - 2]
+        if low:
+            blurry[path.name] = low
+    assert found >= NUMBERED_FIGURES and not blurry, (found, blurry)
 
 
 def test_the_book_page_stays_small(built):

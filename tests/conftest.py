@@ -30,6 +30,13 @@ def _no_internet(monkeypatch):
     monkeypatch.setenv("CVAE_PRETRAINED_URL", "http://127.0.0.1:9/")
 
 
+@pytest.fixture(autouse=True)
+def _own_download_cache(monkeypatch, tmp_path):
+    """Each test downloads into a cache of its own, never the developer's pooch cache,
+    so a file kept by another test cannot stand in for the one a test serves."""
+    monkeypatch.setenv("CVAE_DOWNLOAD_CACHE", str(tmp_path / "download-cache"))
+
+
 def synthetic_split(n: int, q: int, seed: int) -> MaskedSplit:
     """Blobby fake digits in [0, 1]: fast stand-ins where real MNIST is not the
     point."""

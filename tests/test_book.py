@@ -53,3 +53,85 @@ def test_setup_chapter_returns_the_run_spec(monkeypatch, capsys):
     assert capsys.readouterr().out == (
         "CVAE_PROFILE=quick (smoke test, numbers not meaningful), cpu, seed 4\n"
     )
+
+
+class _KernelShell:
+    """Stands in for a notebook kernel's shell: records the magics it is asked to run."""
+
+    def __init__(self):
+        from IPython.core.interactiveshell import InteractiveShell
+
+        self.shell = InteractiveShell.instance()
+        self.magics = []
+
+    def run_line_magic(self, name, line):  # recorded only: a real kernel runs them
+        self.magics.append((name, line))
+
+    def __getattr__(self, name):
+        return getattr(self.shell, name)
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    import IPython
+
+    shell = _KernelShell()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    yield shell
+    shell.shell.clear_instance()
+
+
+def test_progress_shows_in_a_notebook_kernel_and_not_in_the_book_or_a_script(
+    kernel, monkeypatch
+):
+    from cvae_helpers import book
+
+    monkeypatch.delenv(book.PROGRESS_ENV, raising=False)
+    assert book.show_progress()  # a kernel, nothing said: someone is watching
+    monkeypatch.setenv(book.PROGRESS_ENV, "0")  # what the book's build sets
+    assert not book.show_progress()
+    monkeypatch.setenv(book.PROGRESS_ENV, "1")
+    assert book.show_progress()
+    import IPython
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)  # a plain script
+    monkeypatch.delenv(book.PROGRESS_ENV)
+    assert not book.show_progress()
+
+
+def test_the_book_s_build_tells_its_kernels_to_stay_quiet(monkeypatch):
+    """tools/sphinx_book_ref.py repeats two names it cannot import; they must agree."""
+    from cvae_helpers import book
+    from tools import repo_url, sphinx_book_ref
+
+    assert sphinx_book_ref.PROGRESS_ENV == book.PROGRESS_ENV
+    assert sphinx_book_ref.BOOK_REF_FILE == repo_url.BOOK_REF_FILE
+    assert sphinx_book_ref.ROOT == repo_url.ROOT
+    monkeypatch.setenv(sphinx_book_ref.REF_ENV, "v-test")
+    assert sphinx_book_ref.book_ref() == "v-test"
+    monkeypatch.delenv(sphinx_book_ref.REF_ENV)
+    monkeypatch.delenv("GITHUB_SHA", raising=False)
+    assert len(sphinx_book_ref.book_ref()) == 40  # the checkout's HEAD
+
+
+def test_figures_are_drawn_at_twice_the_density_they_are_shown_at(kernel, monkeypatch):
+    """setup_chapter asks the inline backend for retina PNGs: twice the pixels in each
+    direction, with the displayed size in the output's metadata."""
+    import matplotlib.pyplot as plt
+    from IPython.core.formatters import format_display_data
+
+    from cvae_helpers import book
+
+    monkeypatch.setenv("CVAE_PROFILE", "quick")
+    setup_chapter()
+    assert ("matplotlib", "inline") in kernel.magics
+    fig, ax = plt.subplots(figsize=(3, 2))  # an empty figure would not be drawn
+    ax.plot([0, 1], [1, 0])
+    data, metadata = format_display_data(fig)
+    plt.close(fig)
+    shown = metadata["image/png"]
+    assert 290 <= shown["width"] <= 300  # 3 inches at 100 dpi, cropped to the ink
+    png = data["image/png"]
+    png = png if isinstance(png, bytes) else __import__("base64").b64decode(png)
+    width = int.from_bytes(png[16:20], "big")  # the IHDR chunk's width
+    assert abs(width - shown["width"] * book.FIGURE_DENSITY) <= 1

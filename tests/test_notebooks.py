@@ -12,7 +12,13 @@ import pytest
 import yaml
 
 from tools.notebook_outputs import cells_with_outputs
-from tools.repo_url import INSTALL_PATTERN, repository_url
+from tools.repo_url import (
+    BOOK_REF_FILE,
+    INSTALL_CELL,
+    install_cell,
+    pages_url,
+    repository_url,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -46,14 +52,54 @@ def test_pair_in_sync_and_without_outputs(notebook):
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
-def test_colab_cell_installs_from_the_configured_repository(notebook):
+def test_colab_cell_installs_the_commit_that_built_the_book(notebook):
+    """The first code cell is install_cell() as written from _config.yml, the one
+    place: it installs the package at the ref the book's build published, from the
+    configured repository, and raises when pip fails."""
     first_code = next(
         c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"
     )
-    match = INSTALL_PATTERN.search(first_code.source)
-    assert match, f"{notebook.name}: the first code cell must be the Colab install cell"
-    assert match.group(2) == repository_url(), "run: make sync-repo-url"
+    assert first_code.source.strip() == install_cell().strip(), (
+        f"{notebook.name}: the first code cell must be the Colab install cell; "
+        "run: make sync-repo-url"
+    )
     assert "hide-input" in first_code.metadata.get("tags", [])
+
+
+def test_the_install_cell_reads_the_build_s_ref_and_raises_when_pip_fails(
+    tmp_path, monkeypatch
+):
+    """The cell, run where the package is missing: it installs REPO@<the published
+    ref>, and a failed pip is a RuntimeError with pip's message, not a silent magic."""
+    import builtins
+    import io
+    import subprocess
+    import urllib.request
+
+    cell = install_cell()
+    assert f'BOOK = "{pages_url(repository_url())}"' in cell
+    assert f'REPO = "{repository_url()}"' in cell and BOOK_REF_FILE in cell
+    real_import, calls = builtins.__import__, []
+
+    def no_package(name, *args, **kwargs):
+        if name == "cvae_helpers":
+            raise ModuleNotFoundError(name)
+        return real_import(name, *args, **kwargs)
+
+    def fake_pip(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: no network")
+
+    monkeypatch.setattr(builtins, "__import__", no_package)
+    monkeypatch.setattr(
+        urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"0123abc\n")
+    )
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    with pytest.raises(RuntimeError, match="ERROR: no network") as error:
+        exec(compile(cell, "install_cell", "exec"), {})
+    spec = f"cvae-helpers @ git+{repository_url()}@0123abc"
+    assert calls[0][-1] == spec and spec in str(error.value)
+    assert "run this cell again" in str(error.value)
 
 
 def test_toc_lists_every_chapter_and_only_existing_files():
@@ -127,4 +173,27 @@ def test_the_introduction_lists_every_chapter():
 def test_no_chapter_is_longer_than_380_lines(chapter):
     """A chapter holds one idea; a longer one is split (as the GSNN and diversity chapters
     were)."""
-    assert len(chapter.read_text().splitlines()) <= 380
+    text = INSTALL_CELL.sub("", chapter.read_text())  # generated, not the chapter's
+    assert len(text.splitlines()) <= 380
+
+
+def test_figures_are_numbered_captioned_and_referred_to_by_number():
+    """Each {glue:figure} has a name, alt text, a caption and a cell that glues it, and the text
+    refers to it by its number ({numref}); at least ten of them."""
+    texts = {p.name: p.read_text() for p in sorted(BOOK.glob("*.md"))}
+    directive = re.compile(
+        r"```\{glue:figure\} (\S+)\n:name: (\S+)\n:alt: (.+?)\n\n(.+?)\n```", re.S
+    )
+    figures = [
+        (n, *m.groups()) for n, t in texts.items() for m in directive.finditer(t)
+    ]
+    everything = "\n".join(texts.values())
+    for chapter, glued, name, alt, caption in figures:
+        # the directive's alt text is the image's (the drawing cell's output is removed)
+        assert glued == name and len(caption.split()) >= 5, (chapter, name)
+        assert len(alt.split()) >= 10, (chapter, name)
+        assert f'glue_figure("{name}")' in texts[chapter], (chapter, name)
+        assert f"{{numref}}`{name}`" in everything, (
+            f"{chapter}: no {{numref}} of {name}"
+        )
+    assert len(figures) >= 10, [f[2] for f in figures]

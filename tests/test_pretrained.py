@@ -18,6 +18,7 @@ from dataclasses import replace
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pooch
 import pytest
 import torch
 
@@ -118,9 +119,9 @@ def test_manifest_lists_each_file_with_its_sha256_configuration_and_commit(expor
     ]
     for entry in manifest["models"]:
         path = folder / entry["file"]
-        assert path.suffix == ".safetensors" and entry[
-            "sha256"
-        ] == pretrained.file_sha256(path)
+        assert path.suffix == ".safetensors" and entry["sha256"] == pooch.file_hash(
+            path
+        )
         trained_by = (
             "cafe567"
             if entry["checkpoint"] == "full/classifier_seed0.pt"
@@ -132,7 +133,7 @@ def test_manifest_lists_each_file_with_its_sha256_configuration_and_commit(expor
             == load_checkpoint(spec.checkpoint_dir / entry["checkpoint"])["config"]
         )
         assert {"torch", "pyro"} <= set(entry["versions"])
-    assert manifest["reference"]["sha256"] == pretrained.file_sha256(
+    assert manifest["reference"]["sha256"] == pooch.file_hash(
         folder / "reference-results.zip"
     )
     assert json.loads((folder / "manifest.json").read_text()) == manifest
@@ -262,6 +263,40 @@ def test_forced_training_ignores_and_replaces_the_released_classifier(
     assert server.requested == ["/manifest.json", "/full_classifier_seed0.safetensors"]
     assert "pretrained" not in retrained.history
     assert "pretrained" not in load_checkpoint(classifier_path(fresh))["history"]
+
+
+def test_downloads_are_kept_in_pooch_s_cache_and_not_fetched_twice(
+    exported, fresh, tmp_path, monkeypatch
+):
+    """A second, empty checkpoint cache gets its models from the download cache: only
+    the manifest, which has no known hash, is asked for again; a damaged cached file is
+    downloaded again."""
+    folder = exported[3]
+    with serve(folder) as server:
+        monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
+        get_trained_models(fresh, progress=False)
+        kept = pretrained.download_cache(server.url)
+        names = sorted(p.name for p in kept.iterdir())
+        assert names == sorted(
+            ["manifest.json"] + [m["file"] for m in exported[2]["models"][:2]]
+        )
+        assert kept.is_relative_to(tmp_path / "download-cache")
+        server.requested.clear()
+        get_trained_models(
+            replace(fresh, checkpoint_dir=tmp_path / "two"), progress=False
+        )
+        assert server.requested == ["/manifest.json"]
+        damaged = kept / "full_q2_seed0_baseline.safetensors"
+        damaged.write_bytes(b"damaged")
+        server.requested.clear()
+        get_trained_models(
+            replace(fresh, checkpoint_dir=tmp_path / "three"), progress=False
+        )
+        assert server.requested == [
+            "/manifest.json",
+            "/full_q2_seed0_baseline.safetensors",
+        ]
+    assert pooch.file_hash(damaged) == exported[2]["models"][0]["sha256"]
 
 
 def test_tampered_file_is_refused_and_nothing_is_cached(release, fresh, monkeypatch):

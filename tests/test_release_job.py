@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pooch
 import pytest
 import yaml
 
 from cvae_helpers import pretrained
 from cvae_helpers.checkpoints import load_checkpoint
 from cvae_helpers.config import get_profile
-from tools import release_job
+from tools import release_job, release_publish
 from tools.release_assets import reference_specs, summary_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +59,7 @@ def test_dry_run_fetches_the_chapter_s_models_and_trains_none(dry):
         assert (
             sha256
             == entries[relative]["sha256"]
-            == pretrained.file_sha256(work / "release" / entries[relative]["file"])
+            == pooch.file_hash(work / "release" / entries[relative]["file"])
         )
         history = load_checkpoint(work / "reader-checkpoints" / relative)["history"]
         assert history["pretrained"]["url"].startswith("http://127.0.0.1:")
@@ -258,9 +261,22 @@ def test_release_workflow_runs_the_job_s_commands():
         == release_job.release_tag()
     )
     assert workflow["permissions"] == {"contents": "read"}
-    (job,) = workflow["jobs"].values()
-    assert job["permissions"] == {"contents": "write"}
-    runs = [step.get("run", "") for step in job["steps"]]
+    build, publish_job = workflow["jobs"]["build"], workflow["jobs"]["publish"]
+    assert set(workflow["jobs"]) == {"build", "publish"}
+    # the write permission and the token: the publish job alone, which installs nothing
+    assert "permissions" not in build and publish_job["permissions"] == {
+        "contents": "write"
+    }
+    assert "github.token" not in yaml.safe_dump(build)
+    assert publish_job["needs"] == "build"
+    assert "default_branch" in publish_job["if"] and (
+        "startsWith(github.ref, 'refs/tags/pretrained-v')" in publish_job["if"]
+    )
+    assert not any(
+        "pip" in step.get("run", "") or "make" in step.get("run", "")
+        for step in publish_job["steps"]
+    )
+    runs = [step.get("run", "") for step in build["steps"] + publish_job["steps"]]
     commands = release_job.job_commands(
         "python", PROFILE, Path("release"), "abc1234", "pretrained-v1", classifier=True
     )
@@ -271,7 +287,7 @@ def test_release_workflow_runs_the_job_s_commands():
     assert kinds == [
         "-m tools.release_job models",
         "release-assets",
-        "-m tools.release_job publish",
+        "-m tools.release_publish --dir",
         "-m tools.release_assets --summary",
     ]
     for kind in kinds:
@@ -282,16 +298,26 @@ def test_release_workflow_runs_the_job_s_commands():
         for run in runs
     )
     publish = next(
-        step for step in job["steps"] if "release_job publish" in step.get("run", "")
+        step
+        for step in publish_job["steps"]
+        if "release_publish" in step.get("run", "")
     )
     assert (
         publish["env"]["GH_TOKEN"] == "${{ github.token }}"
+        and publish["run"].startswith("python3 -m tools.release_publish")
         and "--dry-run" not in publish["run"]
     )
+    # what the build job uploads is what the publish job downloads and publishes
+    upload = next(s for s in build["steps"] if "upload-artifact@" in s.get("uses", ""))
+    download = next(
+        s for s in publish_job["steps"] if "download-artifact@" in s.get("uses", "")
+    )
+    assert upload["with"]["name"] == download["with"]["name"]
+    assert upload["with"]["path"].rstrip("/") == download["with"]["path"] == "release"
     # the book workflow's cache, restored with the same path and key
     restore = next(
         step
-        for step in job["steps"]
+        for step in build["steps"]
         if step.get("uses", "").startswith("actions/cache/restore@")
     )
     book = yaml.safe_load((WORKFLOWS / "book.yml").read_text())["jobs"]["build"][
@@ -299,6 +325,31 @@ def test_release_workflow_runs_the_job_s_commands():
     ]
     (cached,) = [step for step in book if step.get("name") == "Cache trained models"]
     assert restore["with"] == cached["with"]
+
+
+def test_the_publish_step_runs_with_the_standard_library_alone():
+    """The publish job installs nothing: its module imports no third-party package."""
+    code = (
+        "import sys; import tools.release_publish; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'cvae_helpers', 'torch', 'pooch', 'numpy', 'yaml'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=release_job.ROOT,
+    ).stdout
+    assert out.strip() == "[]"
+    assert release_publish.MANIFEST_NAME == pretrained.MANIFEST_NAME
+    assert release_publish.default_base_url() == pretrained.DEFAULT_BASE_URL
+
+
+def test_publish_refuses_a_tag_the_package_would_not_fetch(dry):
+    work, _ = dry
+    with pytest.raises(SystemExit, match="not a release tag"):
+        release_publish.publish(work / "release", "main", "0123abc", dry_run=True)
 
 
 def test_book_workflow_writes_where_its_models_came_from():
@@ -310,8 +361,10 @@ def test_book_workflow_writes_where_its_models_came_from():
     assert names.index("make book") < names.index(
         "Where the models came from (job summary)"
     )
+    # also after a failed step, and then also when .venv was never made
     assert (
-        summary["run"]
-        == '.venv/bin/python -m tools.release_job book-summary >> "$GITHUB_STEP_SUMMARY"'
+        '.venv/bin/python -m tools.release_job book-summary >> "$GITHUB_STEP_SUMMARY"'
+        in summary["run"]
     )
+    assert "if [ -x .venv/bin/python ]" in summary["run"]
     assert summary["if"] == "${{ !cancelled() }}"

@@ -13,6 +13,7 @@ import yaml
 from tools.repo_url import LINKS, expected_links, pages_url, repository_url, sync_links
 
 ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / ".github" / "workflows"
 
 
 @pytest.mark.parametrize(
@@ -151,17 +152,67 @@ def test_citation_cites_the_book_and_references_the_paper():
 
 
 def test_the_workflows_run_the_readme_commands():
-    workflows = ROOT / ".github" / "workflows"
-    tests = (workflows / "tests.yml").read_text()
-    book = (workflows / "book.yml").read_text()
+    tests = (WORKFLOWS / "tests.yml").read_text()
+    book = (WORKFLOWS / "book.yml").read_text()
     assert "make test" in (ROOT / "README.md").read_text() and "run: make test" in tests
     assert "run: make book" in book
-    for action in (
-        "actions/configure-pages@",
-        "actions/upload-pages-artifact@",
-        "actions/deploy-pages@",
-    ):
+    for action in ("actions/upload-pages-artifact@", "actions/deploy-pages@"):
         assert action in book
+
+
+# Steps that fail where the repository has no GitHub Pages (a new repository, a fork).
+NEEDS_PAGES = ("actions/configure-pages", "actions/deploy-pages")
+
+
+def test_the_book_workflow_builds_tests_and_caches_without_pages():
+    """Only the deploy job touches Pages: the build job builds and checks the book and
+    saves the checkpoint cache (which release.yml restores) with Pages off; the deploy
+    job asks whether Pages is on before it deploys."""
+    jobs = yaml.safe_load((WORKFLOWS / "book.yml").read_text())["jobs"]
+    build = jobs["build"]
+    assert not [
+        step for step in build["steps"] if step.get("uses", "").startswith(NEEDS_PAGES)
+    ]
+    assert "pages" not in build.get("permissions", {})
+    assert any(
+        step.get("uses", "").startswith("actions/cache@")
+        and step["with"]["path"] == "checkpoints"
+        for step in build["steps"]
+    )
+    deploy = jobs["deploy"]
+    assert deploy["needs"] == "build"
+    check, deploy_step = deploy["steps"]
+    assert 'gh api "repos/$GH_REPO/pages"' in check["run"]
+    assert deploy_step["uses"].startswith("actions/deploy-pages@")
+    assert deploy_step["if"] == "${{ steps.pages.outputs.on == 'true' }}"
+
+
+# `uses: owner/action@<40 hex digits>  # vX.Y.Z`: the commit, and the version it is
+PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}  # v\d+\.\d+\.\d+$")
+
+
+@pytest.mark.parametrize("workflow", sorted(WORKFLOWS.glob("*.yml")), ids=str)
+def test_every_action_is_pinned_by_commit_with_its_version(workflow):
+    uses = re.findall(r"^\s*(?:- )?uses: (.+)$", workflow.read_text(), re.M)
+    assert uses, f"{workflow.name} uses no action"
+    unpinned = [u for u in uses if not PINNED.match(u)]
+    assert not unpinned, f"{workflow.name}: pin by commit SHA, # vX.Y.Z: {unpinned}"
+
+
+def test_an_action_has_one_pin_in_every_workflow():
+    pins = {}
+    for workflow in WORKFLOWS.glob("*.yml"):
+        for action, pin in re.findall(r"uses: ([^@\s]+)@(\S+)", workflow.read_text()):
+            pins.setdefault(action.removesuffix("/restore"), set()).add(pin)
+    assert all(len(found) == 1 for found in pins.values()), pins
+
+
+def test_dependabot_keeps_the_action_pins_current():
+    config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    (update,) = [
+        u for u in config["updates"] if u["package-ecosystem"] == "github-actions"
+    ]
+    assert update["directory"] == "/" and update["schedule"]["interval"]
 
 
 def test_pre_commit_hooks_run_offline():

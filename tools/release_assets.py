@@ -32,12 +32,15 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pooch
+
 from cvae_helpers import pretrained
 from cvae_helpers.checkpoints import load_checkpoint
 from cvae_helpers.classifier import wanted_classifier
 from cvae_helpers.config import RunSpec
 from cvae_helpers.pipeline import checkpoint_configs, checkpoint_paths
 from cvae_helpers.results import QUADRANT_SETTINGS
+from tools.release_publish import summary_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "results" / "reference"
@@ -150,7 +153,7 @@ def export_assets(
             {
                 "checkpoint": relative,
                 "file": name,
-                "sha256": pretrained.file_sha256(output / name),
+                "sha256": pooch.file_hash(output / name),
                 "size": (output / name).stat().st_size,
                 "config": payload["config"],
                 "versions": payload.get("versions", {}),
@@ -175,7 +178,7 @@ def export_assets(
         count = pretrained.write_reference_archive(reference_dir, archive)
         manifest["reference"] = {
             "file": archive.name,
-            "sha256": pretrained.file_sha256(archive),
+            "sha256": pooch.file_hash(archive),
             "size": archive.stat().st_size,
             "files": count,
         }
@@ -199,63 +202,6 @@ def size_table(manifest: dict) -> str:
             f"{total / 1e6:7.2f} MB  in all ({len(entries)} files and the manifest)",
         ]
     )
-
-
-def summary_markdown(manifest_path: str | Path, title: str = "Release assets") -> str:
-    """The manifest's files with their sizes and SHA-256, as Markdown (a job summary,
-    release notes). Every SHA-256 and size is computed again from the files next to the
-    manifest; a file that is missing or differs is an error (``SystemExit``) that names
-    it."""
-    manifest_path = Path(manifest_path)
-    folder, manifest = manifest_path.parent, json.loads(manifest_path.read_text())
-    entries = [
-        *manifest["models"],
-        *([manifest["reference"]] if "reference" in manifest else []),
-    ]
-    wrong = []
-    for entry in entries:
-        path = folder / entry["file"]
-        if not path.is_file():
-            wrong.append(f"{entry['file']}: missing")
-        elif (pretrained.file_sha256(path), path.stat().st_size) != (
-            entry["sha256"],
-            entry["size"],
-        ):
-            wrong.append(
-                f"{entry['file']}: its SHA-256 or size differs from the manifest's"
-            )
-    if wrong:
-        raise SystemExit(
-            f"{manifest_path} does not describe the files next to it:\n  "
-            + "\n  ".join(wrong)
-        )
-    budgets = sorted(
-        {
-            m["config"]["profile"]["name"]
-            for m in manifest["models"]
-            if "profile" in m["config"]
-        }
-    )
-    commits = sorted({m["commit"] for m in manifest["models"]})
-    total = sum(entry["size"] for entry in entries)
-    lines = [
-        f"### {title}",
-        "",
-        f"Budget {', '.join(f'`{b}`' for b in budgets) or 'unknown'}; trained by commit "
-        f"{', '.join(f'`{c}`' for c in commits) or 'none'}, exported by commit "
-        f"`{manifest.get('exported_by_commit', 'unknown')}` at {manifest['exported']}. "
-        f"Every SHA-256 and size below was computed again from the files and matches `{manifest_path.name}`.",
-        "",
-        "| file | size | SHA-256 |",
-        "|---|--:|---|",
-        *(
-            f"| `{e['file']}` | {e['size'] / 1e6:.2f} MB | `{e['sha256']}` |"
-            for e in entries
-        ),
-        f"| `{manifest_path.name}` | {manifest_path.stat().st_size / 1e3:.1f} kB | (lists the others) |",
-        f"| **in all** | **{(total + manifest_path.stat().st_size) / 1e6:.2f} MB** | {len(entries) + 1} files |",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

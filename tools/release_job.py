@@ -1,16 +1,18 @@
-"""The release workflow's job (``.github/workflows/release.yml``), one command per step,
+"""The release workflow's jobs (``.github/workflows/release.yml``), one command per step,
 and its dry run, which runs the same commands here at a small budget without contacting
 GitHub.
 
 Usage (from the repository root)::
 
-    python -m tools.release_job models [--profile full]          # 1. cached, or trained
-    here make release-assets RELEASE_COMMIT=<commit>                  # 2. the files and
-    the manifest python -m tools.release_job publish --tag pretrained-v1 --target <sha>
-    [--dry-run]  # 3. python -m tools.release_assets --summary release/manifest.json  #
-    4. the sizes and SHA-256 python -m tools.release_job book-summary
-    # the book workflow's summary python -m tools.release_job dry-run
-    [--without-classifier]   # make release-dry-run
+    # the build job (read-only token)
+    python -m tools.release_job models [--profile full]      # 1. cached, or trained here
+    make release-assets RELEASE_COMMIT=<commit>               # 2. files and manifest
+    python -m tools.release_assets --summary release/manifest.json  # 4. sizes, SHA-256
+    # the publish job (the write token; standard library only: tools/release_publish.py)
+    python3 -m tools.release_publish --tag pretrained-v1 --target <sha> [--dry-run]  # 3.
+    # elsewhere
+    python -m tools.release_job book-summary      # the book workflow's summary
+    python -m tools.release_job dry-run [--without-classifier]  # make release-dry-run
 
 Steps 1 and 3 append their part of the job summary to ``$GITHUB_STEP_SUMMARY`` when it
 is set; steps 4 and ``book-summary`` print theirs, which the workflows append to it.
@@ -29,7 +31,6 @@ import argparse
 import functools
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -41,15 +42,19 @@ from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pooch
+
 from cvae_helpers import pretrained
 from cvae_helpers.checkpoints import CheckpointMismatchError, load_checkpoint
 from cvae_helpers.config import RunSpec, default_checkpoint_dir, get_profile
-from tools.release_assets import (
-    reference_checkpoints,
-    reference_specs,
+from tools.release_assets import reference_checkpoints, reference_specs
+from tools.release_publish import (  # noqa: F401 (re-exported: the dry run's step 3)
+    append_summary,
+    publish,
+    release_files,
+    release_tag,
     summary_markdown,
 )
-from tools.repo_url import repository_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
@@ -58,24 +63,6 @@ DRY_RUN_CHAPTER = ROOT / "book" / "intro.ipynb"
 # What the dry run's job steps see as the release: nothing listens there, so a download
 # that should not happen fails at once instead of reaching GitHub.
 NOWHERE = "http://127.0.0.1:9/"
-
-
-def release_tag(url: str = pretrained.DEFAULT_BASE_URL) -> str:
-    """The tag of the release the package fetches from (``pretrained-v1``)."""
-    match = re.search(r"/releases/download/([^/]+)/?$", url)
-    if match is None:
-        raise ValueError(f"{url} is not the address of a GitHub release's files")
-    return match.group(1)
-
-
-def append_summary(markdown: str) -> None:
-    """Print ``markdown`` and append it, with a blank line after it, to the job summary
-    (``$GITHUB_STEP_SUMMARY``) if that is set."""
-    markdown = markdown.rstrip("\n") + "\n\n"
-    print(markdown, end="")
-    if os.environ.get(SUMMARY_ENV):
-        with open(os.environ[SUMMARY_ENV], "a") as summary:
-            summary.write(markdown)
 
 
 def head_commit(short: bool = True) -> str:
@@ -199,121 +186,6 @@ def prepare_models(
     return markdown
 
 
-# --- 3. the release: created, or updated, with gh
-# ------------------------------------------------
-
-
-def release_files(folder: Path) -> list[Path]:
-    """The manifest and every file it lists, checked against it
-    (:func:`summary_markdown`)."""
-    manifest_path = folder / pretrained.MANIFEST_NAME
-    summary_markdown(manifest_path)  # raises SystemExit if a file is missing or differs
-    manifest = json.loads(manifest_path.read_text())
-    entries = [
-        *manifest["models"],
-        *([manifest["reference"]] if "reference" in manifest else []),
-    ]
-    return [manifest_path, *(folder / entry["file"] for entry in entries)]
-
-
-def publish(
-    folder: str | Path,
-    tag: str,
-    target: str,
-    *,
-    dry_run: bool = False,
-    repo: str | None = None,
-) -> str:
-    """The job's step 3: create the release ``tag`` (at commit ``target`` if the tag
-    does not exist yet) with the files of ``folder``, or replace the files of the
-    existing release and remove the ones the new manifest does not list. Uses the ``gh``
-    of the runner (``GH_TOKEN``: the workflow's token). ``dry_run`` runs nothing and
-    says what it would run."""
-    folder = Path(folder)
-    files = release_files(folder)
-    names = [path.name for path in files]
-    repo = (
-        repo
-        or os.environ.get("GITHUB_REPOSITORY")
-        or repository_url().removeprefix("https://github.com/")
-    )
-    page = f"https://github.com/{repo}/releases/tag/{tag}"
-    run_url = (
-        f"{os.environ['GITHUB_SERVER_URL']}/{repo}/actions/runs/{os.environ['GITHUB_RUN_ID']}"
-        if os.environ.get("GITHUB_RUN_ID") and os.environ.get("GITHUB_SERVER_URL")
-        else None
-    )
-    notes_text = (
-        f"Pretrained weights and reference results of the book, made by the `release` workflow"
-        f"{f' ({run_url})' if run_url else ''} at commit `{target}`. `manifest.json` lists each file's "
-        "SHA-256, size, configuration and the commit that trained it; the package checks every "
-        "download against it.\n\n"
-        + summary_markdown(folder / pretrained.MANIFEST_NAME, "Files")
-    )
-    create = [
-        "gh",
-        "release",
-        "create",
-        tag,
-        *map(str, files),
-        "--title",
-        f"Pretrained weights ({tag})",
-    ]
-    notes = tempfile.NamedTemporaryFile(
-        "w", suffix=".md", prefix="release-notes-", delete=False
-    )
-    with notes:
-        notes.write(notes_text)
-    create += ["--notes-file", notes.name, "--target", target]
-    upload = ["gh", "release", "upload", tag, *map(str, files), "--clobber"]
-    edit = ["gh", "release", "edit", tag, "--notes-file", notes.name]
-    view = ["gh", "release", "view", tag, "--json", "assets", "--jq", ".assets[].name"]
-    lines = ["### Release", ""]
-    if tag != release_tag():
-        lines += [
-            f"The package fetches from the release `{release_tag()}` (`DEFAULT_BASE_URL` in "
-            f"`cvae_helpers/pretrained.py`), not from `{tag}`: point it at `{tag}` for readers to get "
-            "these files.",
-            "",
-        ]
-    if dry_run:
-        shown = " ".join(view)
-        lines.append(
-            f"Dry run: nothing was uploaded. The job would run `{shown}`; then, if `{tag}` has no release, "
-            f"`gh release create {tag} <{len(files)} files> --target {target}`, else "
-            f"`gh release upload {tag} <{len(files)} files> --clobber`, delete the assets the manifest "
-            f"no longer lists, and `gh release edit {tag} --notes-file <notes>`. Its page: {page}"
-        )
-    else:
-        found = subprocess.run(view, capture_output=True, text=True)
-        if found.returncode == 0:
-            existing = found.stdout.split()
-            subprocess.run(upload, check=True)
-            stale = [name for name in existing if name not in names]
-            for name in stale:
-                subprocess.run(
-                    ["gh", "release", "delete-asset", tag, name, "--yes"], check=True
-                )
-            subprocess.run(edit, check=True)
-            lines.append(
-                f"Updated the release [`{tag}`]({page}): {len(files)} files uploaded (replacing those of the "
-                f"same name), {len(stale)} that the manifest no longer lists removed"
-                + (f" ({', '.join(f'`{n}`' for n in stale)})" if stale else "")
-                + "."
-            )
-        elif "release not found" in found.stderr:
-            subprocess.run(create, check=True)
-            lines.append(
-                f"Created the release [`{tag}`]({page}) at commit `{target}` with {len(files)} files."
-            )
-        else:
-            raise SystemExit(f"`{' '.join(view)}` failed: {found.stderr.strip()}")
-    Path(notes.name).unlink()
-    markdown = "\n".join(lines) + "\n"
-    append_summary(markdown)
-    return markdown
-
-
 # --- the book workflow's summary
 # -----------------------------------------------------------------
 
@@ -341,8 +213,7 @@ def book_summary(
             trained.append(f"`{relative}`")
             minutes += sum(history.get("epoch_seconds", [])) / 60
     try:
-        with tempfile.TemporaryDirectory(prefix="cvae-manifest-") as tmp:
-            manifest = pretrained.fetch_manifest(Path(tmp), url)
+        manifest = pretrained.fetch_manifest(url=url)
         commits = sorted({m["commit"] for m in manifest.get("models", [])})
         release = f"found, its models trained by commit {', '.join(f'`{c}`' for c in commits)}"
         exists = True
@@ -443,8 +314,7 @@ def job_commands(
     publish_step = [
         python,
         "-m",
-        "tools.release_job",
-        "publish",
+        "tools.release_publish",
         "--dir",
         str(release_dir),
         "--tag",
@@ -589,7 +459,7 @@ def dry_run(
             f"{relative} was trained for the chapter, not fetched from the release"
         )
         entry = entries[relative]
-        served = pretrained.file_sha256(release / entry["file"])
+        served = pooch.file_hash(release / entry["file"])
         assert source["sha256"] == entry["sha256"] == served, (
             f"{relative}: the SHA-256 did not hold"
         )
@@ -639,24 +509,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="default: $CVAE_CHECKPOINT_DIR",
     )
-    publish_cmd = commands.add_parser(
-        "publish", help="3. create or update the release with gh"
-    )
-    publish_cmd.add_argument(
-        "--dir",
-        type=Path,
-        default=ROOT / "release",
-        help="the assets (default: release/)",
-    )
-    publish_cmd.add_argument(
-        "--tag", default=release_tag(), help=f"default: {release_tag()}"
-    )
-    publish_cmd.add_argument(
-        "--target", default=None, help="the commit a new tag points at (default: HEAD)"
-    )
-    publish_cmd.add_argument(
-        "--dry-run", action="store_true", help="run nothing; say what would run"
-    )
     book = commands.add_parser(
         "book-summary", help="where a book build's models came from (Markdown)"
     )
@@ -683,13 +535,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if args.command == "models":
         prepare_models(args.profile, args.checkpoint_dir, not args.without_classifier)
-    elif args.command == "publish":
-        publish(
-            args.dir,
-            args.tag,
-            args.target or head_commit(short=False),
-            dry_run=args.dry_run,
-        )
     elif args.command == "book-summary":
         print(book_summary(args.checkpoint_dir, args.profile), end="")
     else:

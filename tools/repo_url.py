@@ -1,5 +1,6 @@
 """Keep everything that names the repository in step with ``repository.url`` of
-``_config.yml``: every chapter's Colab install cell, the book's GitHub Pages address in
+``_config.yml``: every chapter's Colab install cell (written whole from
+:func:`install_cell`, the one place it is), the book's GitHub Pages address in
 README.md, the links of CITATION.cff and the address of the pretrained weights
 (cvae_helpers/pretrained.py).
 
@@ -13,10 +14,16 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The Colab setup cell of every chapter installs the package from the repository whose
-# URL is `repository.url` in _config.yml; tests/test_notebooks.py checks that they
-# agree.
-INSTALL_PATTERN = re.compile(r'(%pip install -q "cvae-helpers @ git\+)([^"]+)(")')
+# The Colab install cell: the first code cell of every chapter, written by
+# install_cell() (tests/test_notebooks.py checks that each chapter holds it as written).
+INSTALL_CELL = re.compile(
+    r"(```\{code-cell\} ipython3\n:tags: \[hide-input\]\n\n)"
+    r"(# Colab: install the helper package.*?\n)(```)",
+    re.S,
+)
+# What the book's build writes at the root of the HTML (tools/sphinx_book_ref.py): the
+# commit it was built from, which the install cells install.
+BOOK_REF_FILE = "book-ref.txt"
 # Outside the chapters, each file that names the repository or the published book, the
 # pattern of that address (group 2) and whether it is the book's Pages address or the
 # repository's.
@@ -56,6 +63,55 @@ def repository_url(config: str | Path | None = None) -> str:
     if match is None:
         raise ValueError(f"{path} has no repository.url")
     return match.group(1)
+
+
+def repository_branch(config: str | Path | None = None) -> str:
+    """``repository.branch`` of ``_config.yml`` (default ``main``)."""
+    path = Path(config) if config is not None else ROOT / "_config.yml"
+    match = re.search(
+        r"^repository:\s*\n(?:\s+.*\n)*?\s+branch:\s*(\S+)", path.read_text(), re.M
+    )
+    return match.group(1) if match else "main"
+
+
+def install_cell(config: str | Path | None = None) -> str:
+    """The source of every chapter's Colab install cell, from ``_config.yml``.
+
+    Where the package is missing (Colab), it installs the commit that built the
+    published book, which the build wrote into ``book-ref.txt`` next to the pages, so
+    that the code that runs is the code the page was made with; where no book is
+    published (GitHub Pages off), the repository's branch, and it says so. A failed
+    install raises, with pip's message and what to do, instead of the ``%pip`` magic's
+    silent failure and a ``ModuleNotFoundError`` a cell later.
+    """
+    url = repository_url(config)
+    return f"""\
+# Colab: install the helper package at the commit that built this book (where it is
+# installed, nothing happens). CONTRIBUTING.md, "The Colab install cell", says how.
+try:
+    import cvae_helpers
+except ModuleNotFoundError:
+    import subprocess
+    import sys
+    from urllib.request import urlopen
+
+    BOOK = "{pages_url(url)}"
+    REPO = "{url}"
+    try:
+        REF = urlopen(BOOK + "{BOOK_REF_FILE}", timeout=30).read().decode().strip()
+    except OSError as error:
+        REF = "{repository_branch(config)}"
+        print(f"No published book at {{BOOK}} ({{error}}): installing {{REPO}}@{{REF}}.")
+    SPEC = f"cvae-helpers @ git+{{REPO}}@{{REF}}"
+    pip = [sys.executable, "-m", "pip", "install", "-q", SPEC]
+    done = subprocess.run(pip, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"pip could not install {{SPEC}}:\\n{{done.stderr[-2000:]}}\\nCheck that the "
+            "runtime is online, then run this cell again."
+        ) from None
+    import cvae_helpers
+"""
 
 
 def pages_url(repo_url: str) -> str:
@@ -110,19 +166,21 @@ def sync_links(root: str | Path | None = None) -> list[Path]:
     return changed
 
 
-def sync_repo_url(book_dir: str | Path | None = None) -> list[Path]:
-    """Point every chapter's install cell at :func:`repository_url`; re-pair the
+def sync_repo_url(
+    book_dir: str | Path | None = None, config: str | Path | None = None
+) -> list[Path]:
+    """Write :func:`install_cell` into every chapter's install cell; re-pair the
     notebooks.
 
     Returns the Markdown chapters that changed.
     """
     from jupytext.cli import jupytext as jupytext_cli
 
-    url = repository_url()
+    cell = install_cell(config)
     changed = []
     for md in sorted(Path(book_dir or ROOT / "book").glob("*.md")):
         text = md.read_text()
-        new = INSTALL_PATTERN.sub(lambda m: m.group(1) + url + m.group(3), text)
+        new = INSTALL_CELL.sub(lambda m: m.group(1) + cell + m.group(3), text, count=1)
         if new != text:
             md.write_text(new)
             changed.append(md)
