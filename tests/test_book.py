@@ -19,7 +19,7 @@ def test_source_slices_are_the_real_lines():
     assert (
         part.startswith("    for epoch in run.epochs(") and "run.finish()" not in part
     )
-    assert "svi.step(*batch)" in part and part in whole
+    assert "steps.step(*batch)" in part and part in whole
     assert len(part.splitlines()) < len(whole.splitlines())
     assert (
         source_lines(fit, start="        if run.end_epoch(")
