@@ -74,7 +74,7 @@ class BaselineNet(nn.Module):
         """``(batch, 28, 28)`` inputs to ``(batch, 784)`` pre-sigmoid outputs."""
         hidden = F.relu(self.fc1(flatten(inputs)))
         hidden = F.relu(self.fc2(hidden))
-        return self.fc3(hidden)
+        return self.fc3(hidden).to(self.fc3.weight.dtype)  # as in GaussianMLP
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(batch, 28, 28)`` inputs to ``(batch, 784)`` pixel probabilities."""

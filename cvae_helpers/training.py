@@ -192,7 +192,7 @@ def baseline_steps(net: BaselineNet, spec: RunSpec) -> TrainingSteps:
     """The baseline's steps: the masked cross-entropy of the hidden pixels, and Adam."""
 
     def loss(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        return masked_bce(net.logits(xs).float(), ys).sum()
+        return masked_bce(net.logits(xs), ys).sum()
 
     return TrainingSteps(
         loss,
