@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import textwrap
 from typing import Any
 
 from .config import PROFILE_ENV, RunSpec, set_seed
@@ -86,10 +87,11 @@ def show_progress() -> bool:
 
 
 def source_lines(obj: Any, start: str | None = None, stop: str | None = None) -> str:
-    """The source of ``obj``, or the slice from the first line containing ``start`` up
-    to (not including) the next line containing ``stop``; a marker that is not found is
-    an error, so a chapter cannot silently show a stale part."""
-    lines = inspect.getsource(obj).splitlines(keepends=True)
+    """The source of ``obj``, dedented (a method loses its class's indent), or the
+    slice from the first line containing ``start`` up to (not including) the next line
+    containing ``stop``; a marker that is not found is an error, so a chapter cannot
+    silently show a stale part."""
+    lines = textwrap.dedent(inspect.getsource(obj)).splitlines(keepends=True)
     first = 0
     if start is not None:
         first = next((i for i, line in enumerate(lines) if start in line), None)

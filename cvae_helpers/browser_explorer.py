@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import DECODERS
 from .data import MASK_VALUE, given_quadrants_mask, quadrant_label
 from .models import CVAE, BaselineNet, flatten
 from .pipeline import TrainedModels
-from .results import decoder_label
 
 # The layers sampling needs, in the order the JavaScript runs them (the recognition
 # network is only for training and is not exported).
@@ -64,8 +64,8 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``q * scale[:, None]``.
 
     Returns ``q`` int8 ``(rows, cols)`` in [-127, 127] and ``scale`` float32
-    ``(rows,)``; each row's largest magnitude maps to 127, so a weight moves by at most
-    ``scale / 2``.
+    ``(rows,)``; each row's largest magnitude maps to 127, so a weight moves by
+    at most ``scale / 2``.
     """
     weight = weight.detach().float().cpu()
     scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
@@ -258,11 +258,11 @@ def export_weights(
         manifest={
             "format": fmt,
             "budget": profile.name,
-            "training_images": profile.train_size or 50_000,
-            "max_epochs": profile.max_epochs,
+            "training_images": profile.training.train_size or 50_000,
+            "max_epochs": profile.training.max_epochs,
             "seed": first.seed,
             "precision": first.precision,
-            "decoder": decoder_label(first.decoder_sees_input, long=True),
+            "decoder": DECODERS[first.decoder_sees_input].long_label,
             "decoder_sees_input": first.decoder_sees_input,
             "z_dim": config.z_dim,
             "min_scale": 1e-4,

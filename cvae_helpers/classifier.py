@@ -21,11 +21,14 @@ from .data import IMAGE_SIZE, batched, load_splits
 from .training import TrainingRun, TrainingSteps, fit, make_batches
 
 NUM_CLASSES = 10
+# The classifier's layers: part of its cache key.
+ARCHITECTURE = {"channels_1": 16, "channels_2": 32, "hidden": 128}
 
 
 class DigitClassifier(nn.Module):
-    """Two 3×3 convolutions with max pooling, then a 128-unit layer: ``(batch, 28, 28)``
-    or ``(batch, 784)`` images in [0, 1] to ``(batch, 10)`` logits."""
+    """Two 3×3 convolutions with max pooling, then a 128-unit layer:
+    ``(batch, 28, 28)`` or ``(batch, 784)`` images in [0, 1] to
+    ``(batch, 10)`` logits."""
 
     def __init__(
         self, channels_1: int = 16, channels_2: int = 32, hidden: int = 128
@@ -58,13 +61,13 @@ class TrainedClassifier:
     num_test_images: int
 
 
-def classifier_config(spec: RunSpec, net: DigitClassifier) -> dict:
+def classifier_config(spec: RunSpec) -> dict:
     """Everything that determines a trained classifier: its checkpoint's cache key. It
     sees whole digits, so the number of given quadrants, the decoder and the family play
     no part."""
     return {
         "model": "classifier",
-        **net.config,
+        **ARCHITECTURE,
         "seed": spec.seed,
         "profile": spec.profile.training_dict(),
     }
@@ -75,19 +78,15 @@ def classifier_path(spec: RunSpec) -> Path:
     return spec.checkpoint_dir / spec.profile.name / f"classifier_seed{spec.seed}.pt"
 
 
-def wanted_classifier(spec: RunSpec) -> pretrained.WantedCheckpoint:
+def wanted_classifier(spec: RunSpec) -> pretrained.CachedModel:
     """The classifier of ``spec``'s budget and seed as the release lists it: its label,
     cache path, configuration and path inside the cache
     (``full/classifier_seed0.pt``)."""
-    with torch.device(
-        "meta"
-    ):  # only the architecture is read: no weights are allocated
-        net = DigitClassifier()
     path = classifier_path(spec)
-    return pretrained.WantedCheckpoint(
+    return pretrained.CachedModel(
         "classifier",
         path,
-        classifier_config(spec, net),
+        classifier_config(spec),
         path.relative_to(spec.checkpoint_dir).as_posix(),
     )
 
@@ -113,14 +112,19 @@ def get_classifier(
     validation split's cross-entropy; its accuracy is measured on the test split, also
     when its weights came from the release.
     """
-    profile = spec.profile
+    profile, cached = spec.profile, wanted_classifier(spec)
     if profile.fetch_pretrained:
-        pretrained.fetch_missing([wanted_classifier(spec)], force=force_training)
+        pretrained.fetch_missing([cached], force=force_training)
     # The masks do not matter here: the split's whole images are put back together.
-    splits = load_splits(1, spec.data_dir, train_size=profile.train_size, val_subset=profile.val_size,
-                         test_size=profile.test_size).to(spec.device)  # fmt: skip
+    splits = load_splits(
+        1,
+        spec.data_dir,
+        train_size=profile.training.train_size,
+        val_subset=profile.training.val_size,
+        test_size=profile.evaluation.test_size,
+    ).to(spec.device)
     set_seed(spec.seed)
-    net = DigitClassifier().to(spec.device)
+    net = DigitClassifier(**ARCHITECTURE).to(spec.device)
     train, val, test = splits.train, splits.val, splits.test
 
     def loss(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -128,17 +132,14 @@ def get_classifier(
 
     batches = make_batches(spec, (train.images, train.labels), (val.images, val.labels))
     run = TrainingRun(
-        net,
-        classifier_config(spec, net),
-        profile,
-        "classifier",
-        *batches,
-        classifier_path(spec),
-        progress,
+        net, cached.config, profile, "classifier", *batches, cached.path, progress
     )
     with run.explaining_nan():
         steps = TrainingSteps(
-            loss, net.parameters(), "cross-entropy, one Adam", profile.learning_rate
+            loss,
+            net.parameters(),
+            "cross-entropy, one Adam",
+            profile.training.learning_rate,
         )
         history = fit(steps, *batches, run)
     return TrainedClassifier(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import DATA_DIR_ENV, PRECISIONS, PROFILES, RunSpec
-from .families import DEFAULT_ALPHA, FAMILIES
+from .families import DEFAULT_ALPHA, FAMILIES, get_family
 
 
 def _positive(text: str) -> int:
@@ -161,7 +161,7 @@ def _add_seed_and_protocol_commands(commands) -> None:
     run.add_argument(
         "--large-samples",
         action="store_true",
-        help="also the IS estimate at the profile's study_large_samples",
+        help="also the IS estimate at the profile's study.large_samples",
     )
     run.add_argument(
         "--asymptote",
@@ -387,8 +387,7 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
         checkpoint_dir=args.checkpoint_dir,
         device=args.device,
         precision=args.precision,
-        family=args.family,
-        alpha=args.alpha,
+        family=get_family(args.family).with_alpha(args.alpha),
     )
     return [spec.for_quadrants(q) for q in sorted(set(args.quadrants))]
 

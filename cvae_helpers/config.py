@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .families import DEFAULT_ALPHA, Family, get_family
+from .families import Family, get_family
 
 DATA_DIR_ENV = "CVAE_DATA_DIR"
 CHECKPOINT_DIR_ENV = "CVAE_CHECKPOINT_DIR"
@@ -61,72 +61,101 @@ def default_checkpoint_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class Profile:
-    """A budget: how much data, training and sampling every part of the package uses.
+class Training:
+    """What a trained model depends on: with the profile's name, its cache key.
 
-    ``None`` sizes mean the whole split (50k train, 10k validation, 10k test). Only the
-    training fields (:meth:`training_dict`) are part of a trained model's cache key.
+    ``None`` sizes mean the whole split (50k train, 10k validation). The levers of
+    the protocol study (chapter 12) default to the tutorial's protocol and change
+    the CVAE's training only.
     """
 
-    name: str
-    description: str  # what the budget is for, as a chapter's banner says it
     train_size: int | None
     val_size: int | None
-    test_size: int | None
     max_epochs: int
     patience: int
     batch_size: int
     learning_rate: float
+    hidden_units: int = 500  # per hidden layer of the CVAE's three networks
+    analytic_kl: bool = False  # TraceMeanField_ELBO: the KL term in closed form
+    lr_decay: float | None = None  # learning rate × this after an epoch without gain
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How much the measurements on the test split use."""
+
+    test_size: int | None  # None: all 10k test images
     num_samples: int  # S of the test-set estimators
-    reference: bool  # the committed reference run's budget: chapters read its results
-    fetch_pretrained: bool  # a model the cache lacks is fetched from the release first
     diversity_images: int  # test inputs of the diversity measurements
     curve_sample_sizes: tuple[int, ...]  # the S of the estimators' convergence curves
     curve_images: int  # test images of those curves
     bench_batches: int  # timed batches per speed measurement in the speed appendix
-    study_quadrants: tuple[int, ...]  # the seed study's settings
-    study_seeds: int  # seeds 0..n-1 of the seed study's default decoder
-    study_paper_seeds: int  # of its paper's decoder, and of the protocol study
-    study_large_samples: int  # the protocol study's second S of the IS estimate
-    # The training protocol's levers (the protocol study, chapter 12); the defaults are
-    # the tutorial's protocol. They change the CVAE's training only: a profile with
-    # ``baseline_profile`` leans on that profile's baseline, cached and trained once.
-    hidden_units: int = 500  # per hidden layer of the CVAE's three networks
-    analytic_kl: bool = False  # TraceMeanField_ELBO: the KL term in closed form
-    lr_decay: float | None = None  # learning rate × this after an epoch without gain
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """The seed and protocol studies' runs (chapters 11 and 12)."""
+
+    quadrants: tuple[int, ...]  # the settings of the seed study
+    seeds: int  # seeds 0..n-1 of the seed study's default decoder
+    paper_seeds: int  # of its paper's decoder, and of the protocol study
+    large_samples: int  # the protocol study's second S of the IS estimate
+
+
+# The tutorial's values of the levers that only the CVAE's training reads.
+TUTORIAL_LEVERS = {"hidden_units": 500, "analytic_kl": False, "lr_decay": None}
+# The training fields of every cache key (the levers join it when pulled).
+TRAINING_KEY = ("train_size", "val_size", "max_epochs", "patience", "batch_size",
+                "learning_rate")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A budget: how much data, training and sampling every part of the package
+    uses, by concern. Only ``training`` (:meth:`training_dict`) keys a trained
+    model; a profile with ``baseline_profile`` leans on that profile's baseline,
+    cached and trained once."""
+
+    name: str
+    description: str  # what the budget is for, as a chapter's banner says it
+    training: Training
+    evaluation: Evaluation
+    study: StudyPlan
+    reference: bool  # the committed reference run's budget: chapters read its results
+    fetch_pretrained: bool  # a model the cache lacks is fetched from the release first
     baseline_profile: Profile | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def replace(self, **changes) -> Profile:
+        """This profile with ``changes``, each field found in the part that holds
+        it: ``replace(max_epochs=4, num_samples=8)``."""
+        parts = {}
+        for part in ("training", "evaluation", "study"):
+            ours = {k: changes.pop(k) for k in list(changes)
+                    if k in getattr(self, part).__dataclass_fields__}  # fmt: skip
+            if ours:
+                parts[part] = replace(getattr(self, part), **ours)
+        return replace(self, **parts, **changes)
+
     def training_dict(self) -> dict:
         """The fields that change a trained model: its cache key. A lever at the
-        tutorial's value is left out, so that the tutorial's keys stay as they were."""
-        keys = (
-            "name",
-            "train_size",
-            "val_size",
-            "max_epochs",
-            "patience",
-            "batch_size",
-            "learning_rate",
-        )
-        key = {key: getattr(self, key) for key in keys}
-        key.update(
-            {name: getattr(self, name) for name, tutorial in TUTORIAL_LEVERS.items()
-             if getattr(self, name) != tutorial}
-        )  # fmt: skip
-        return key
+        tutorial's value is left out, so that the tutorial's keys stay as they
+        were."""
+        training = asdict(self.training)
+        return {
+            "name": self.name,
+            **{key: training[key] for key in TRAINING_KEY},
+            **{lever: training[lever] for lever, tutorial in TUTORIAL_LEVERS.items()
+               if training[lever] != tutorial},
+        }  # fmt: skip
 
     @property
     def for_baseline(self) -> Profile:
-        """The profile the baseline trains with: ``baseline_profile``, else this one
-        with the CVAE's levers at the tutorial's values."""
-        return self.baseline_profile or replace(self, **TUTORIAL_LEVERS)
-
-
-# The tutorial's values of the levers that only the CVAE's training reads.
-TUTORIAL_LEVERS = {"hidden_units": 500, "analytic_kl": False, "lr_decay": None}
+        """The profile the baseline trains with: ``baseline_profile``, else this
+        one with the CVAE's levers at the tutorial's values."""
+        return self.baseline_profile or self.replace(**TUTORIAL_LEVERS)
 
 
 PROFILES: dict[str, Profile] = {
@@ -135,49 +164,53 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         name="full",
         description="the real experiment",
-        train_size=None,
-        val_size=None,
-        test_size=None,
-        max_epochs=50,
-        patience=3,
-        batch_size=128,
-        learning_rate=1e-3,
-        num_samples=100,
+        training=Training(
+            train_size=None,  # all 50k
+            val_size=None,  # all 10k
+            max_epochs=50,
+            patience=3,
+            batch_size=128,
+            learning_rate=1e-3,
+        ),
+        evaluation=Evaluation(
+            test_size=None,  # all 10k
+            num_samples=100,
+            diversity_images=1000,
+            curve_sample_sizes=(1, 3, 10, 30, 100, 300, 1000, 3000, 5000),
+            curve_images=500,
+            bench_batches=30,
+        ),
+        study=StudyPlan(
+            quadrants=(1, 2, 3), seeds=5, paper_seeds=3, large_samples=1000
+        ),
         reference=True,
         fetch_pretrained=True,
-        diversity_images=1000,
-        curve_sample_sizes=(1, 3, 10, 30, 100, 300, 1000, 3000, 5000),
-        curve_images=500,
-        bench_batches=30,
-        study_quadrants=(1, 2, 3),
-        study_seeds=5,
-        study_paper_seeds=3,
-        study_large_samples=1000,
     ),
     # A smoke-test budget for CI: small subsets, two epochs, few samples; never
-    # downloads.
+    # downloads. Its studies are a smoke test too: one setting, no spread for the
+    # second decoder.
     "quick": Profile(
         name="quick",
         description="smoke test, numbers not meaningful",
-        train_size=3000,
-        val_size=1000,
-        test_size=1000,
-        max_epochs=2,
-        patience=3,
-        batch_size=128,
-        learning_rate=1e-3,
-        num_samples=10,
+        training=Training(
+            train_size=3000,
+            val_size=1000,
+            max_epochs=2,
+            patience=3,
+            batch_size=128,
+            learning_rate=1e-3,
+        ),
+        evaluation=Evaluation(
+            test_size=1000,
+            num_samples=10,
+            diversity_images=50,
+            curve_sample_sizes=(1, 3, 10, 30, 100, 300),
+            curve_images=100,
+            bench_batches=5,
+        ),
+        study=StudyPlan(quadrants=(1,), seeds=2, paper_seeds=1, large_samples=30),
         reference=False,
         fetch_pretrained=False,
-        diversity_images=50,
-        curve_sample_sizes=(1, 3, 10, 30, 100, 300),
-        curve_images=100,
-        bench_batches=5,
-        # a smoke test of the studies in CI: one setting, no spread for the second decoder
-        study_quadrants=(1,),
-        study_seeds=2,
-        study_paper_seeds=1,
-        study_large_samples=30,
     ),
 }
 # The release workflow's dry run (make release-dry-run): quick's budget, fetched from
@@ -192,7 +225,7 @@ PROFILES["dryrun"] = replace(
 
 
 def _longer(profile: Profile) -> dict:
-    return {"patience": 10, "max_epochs": 6 * profile.max_epochs}
+    return {"patience": 10, "max_epochs": 6 * profile.training.max_epochs}
 
 
 # The protocol study's levers, each a change to a base profile (Sohn et al. do not give
@@ -219,10 +252,10 @@ def with_levers(
             choices = sorted(LEVERS)
             raise ValueError(f"Unknown lever {lever!r}; choose from {choices}.")
         changes.update(LEVERS[lever](base))
-    return replace(
-        base,
+    pulled = " + ".join(levers) or "none"
+    return base.replace(
         name=name or "-".join([base.name, *levers]),
-        description=f"{base.description}, levers: {' + '.join(levers) or 'none'}",
+        description=f"{base.description}, levers: {pulled}",
         fetch_pretrained=False,
         baseline_profile=base.for_baseline,
         **changes,
@@ -236,9 +269,9 @@ CONVERGED_LEVERS = ("long", "analytic-kl", "lr-decay")
 
 
 def converged(base: Profile) -> Profile:
-    """``base`` with :data:`CONVERGED_LEVERS` pulled; at the full budget it is the
-    profile ``converged`` (named ``full-long-analytic-kl-lr-decay``, after its levers,
-    so that its runs and checkpoints say what trained them)."""
+    """``base`` with :data:`CONVERGED_LEVERS` pulled; at the full budget it is
+    the profile ``converged`` (named ``full-long-analytic-kl-lr-decay``, after
+    its levers, so that its runs and checkpoints say what trained them)."""
     return with_levers(base, CONVERGED_LEVERS)
 
 
@@ -262,7 +295,7 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
             f"them with levers {sorted(LEVERS)} joined by '-', e.g. 'full-long' "
             f"(argument or the {PROFILE_ENV} environment variable)."
         )
-    return replace(profile, **overrides) if overrides else profile
+    return profile.replace(**overrides) if overrides else profile
 
 
 def split_levers(text: str) -> list[str] | None:
@@ -310,16 +343,17 @@ def cpu_model() -> str:
 
 def cpu_kernels() -> str:
     """The instruction set torch's CPU kernels dispatch to here (``"AVX512"``,
-    ``"AVX2"``, ``"DEFAULT"``...). Two hosts with the same CPU name may differ in it,
-    and with it in how sums round: a seed is bitwise reproducible only on
+    ``"AVX2"``, ``"DEFAULT"``...). Two hosts with the same CPU name may differ
+    in it, and with it in how sums round: a seed is bitwise reproducible only on
     the same kernels and the same number of threads."""
     capability = getattr(torch.backends.cpu, "get_cpu_capability", None)
     return capability() if capability is not None else "unknown"
 
 
 def describe_device(device: torch.device) -> str:
-    """``device`` in words for a result's provenance: the GPU's name, or the CPU's with
-    its kernels and threads, e.g. ``"cpu (AMD EPYC 9B14, AVX512 kernels, 1 thread)"``."""
+    """``device`` in words for a result's provenance: the GPU's name, or the
+    CPU's with its kernels and threads, e.g.
+    ``"cpu (AMD EPYC 9B14, AVX512 kernels, 1 thread)"``."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     threads = torch.get_num_threads()
@@ -373,6 +407,26 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if bf16_supported(device) else torch.float16
 
 
+@dataclass(frozen=True)
+class Decoder:
+    """One generation network's names: how labels, checkpoint files and the
+    reference's folders spell it."""
+
+    sees_input: bool  # p(y|x,z), the paper's; else p(y|z), the Pyro example's
+    label: str  # "p(y|z)"
+    long_label: str  # and whose choice it is
+    tag: str  # in checkpoint file names: "cvae_pyz.pt"
+    folder: str  # results/reference/p_y_given_z/
+
+
+DECODERS = {
+    False: Decoder(
+        False, "p(y|z)", "p(y|z), the Pyro example's (default)", "pyz", "p_y_given_z"
+    ),
+    True: Decoder(True, "p(y|x,z)", "p(y|x,z), the paper's", "pyxz", "p_y_given_xz"),
+}
+
+
 def check_num_quadrant_inputs(num_quadrant_inputs: object) -> int:
     """``num_quadrant_inputs`` if it is 1, 2 or 3, else a ``ValueError`` that says
     so."""
@@ -393,8 +447,8 @@ class RunSpec:
     :meth:`RunSpec.create`, which resolves the profile, the folders and the device a
     single time, then pass it down. Every field that changes a trained model is part of
     the checkpoint's cache key; ``data_dir``, ``checkpoint_dir`` and ``device`` only
-    say where things run. ``family`` picks the objective (:mod:`~cvae_helpers.families`);
-    ``alpha`` is the hybrid's weight on the CVAE's loss, ignored by the other two.
+    say where things run. ``family`` picks the objective
+    (:mod:`~cvae_helpers.families`), the hybrid's weight included.
     """
 
     num_quadrant_inputs: int
@@ -406,7 +460,6 @@ class RunSpec:
     device: torch.device = field(default_factory=lambda: resolve_device())
     precision: str = "fp32"
     family: Family = field(default_factory=lambda: get_family("cvae"))
-    alpha: float = DEFAULT_ALPHA
 
     def __post_init__(self) -> None:
         check_num_quadrant_inputs(self.num_quadrant_inputs)
@@ -415,11 +468,6 @@ class RunSpec:
                 f"Unknown precision {self.precision!r}; choose one of {PRECISIONS}."
             )
         object.__setattr__(self, "family", get_family(self.family))
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(
-                f"alpha weighs the CVAE's loss against the GSNN's and must lie in "
-                f"[0, 1], got {self.alpha}."
-            )
 
     @classmethod
     def create(
@@ -436,7 +484,7 @@ class RunSpec:
         """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_PRECISION``,
         ``$CVAE_DEVICE``, ``$CVAE_DATA_DIR`` and ``$CVAE_CHECKPOINT_DIR``
         apply where an argument is ``None``. ``choices``: the fields whose defaults are
-        plain values, ``seed``, ``decoder_sees_input``, ``family`` and ``alpha``."""
+        plain values, ``seed``, ``decoder_sees_input`` and ``family``."""
         device = resolve_device(device)
         data_dir = default_data_dir() if data_dir is None else data_dir
         checkpoint_dir = (
@@ -452,6 +500,11 @@ class RunSpec:
             **choices,
         )
 
+    @property
+    def decoder(self) -> Decoder:
+        """The generation network's names (label, file tag, folder)."""
+        return DECODERS[self.decoder_sees_input]
+
     def for_quadrants(self, num_quadrant_inputs: int) -> RunSpec:
         """The same run for another number of given quadrants."""
         return replace(self, num_quadrant_inputs=num_quadrant_inputs)
@@ -466,9 +519,11 @@ class RunSpec:
         return replace(self, decoder_sees_input=decoder_sees_input)
 
     def with_family(self, family: str | Family, alpha: float | None = None) -> RunSpec:
-        """The same run trained with another objective (and hybrid weight, if given)."""
+        """The same run trained with another objective (and hybrid weight, if
+        given: :meth:`Family.with_alpha`)."""
+        family = get_family(family)
         return replace(
-            self, family=family, alpha=self.alpha if alpha is None else alpha
+            self, family=family if alpha is None else family.with_alpha(alpha)
         )
 
 

@@ -37,7 +37,10 @@ def convergence_curve(
     dominates the first.
     """
     profile = models.spec.profile
-    default_sizes, default_images = profile.curve_sample_sizes, profile.curve_images
+    default_sizes, default_images = (
+        profile.evaluation.curve_sample_sizes,
+        profile.evaluation.curve_images,
+    )
     sizes = list(sample_sizes or default_sizes)
     split = models.splits.test.take(slice(0, num_images or default_images))
     set_seed(models.spec.seed)

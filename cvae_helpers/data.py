@@ -143,39 +143,43 @@ def quadrant_label(num_quadrant_inputs: int) -> str:
 
 
 def mask_quadrants(
-    images: torch.Tensor, num_quadrant_inputs: int, mask_value: float = MASK_VALUE
+    images: torch.Tensor,
+    num_quadrant_inputs: int,
+    mask_value: float = MASK_VALUE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split images into the given quadrants (input) and the rest (target).
 
     Args:
         images: ``(N, 28, 28)`` or ``(N, 1, 28, 28)``, values in ``[0, 1]``.
         num_quadrant_inputs: 1, 2 or 3 quadrants given as input.
-        mask_value: the sentinel for "not part of this tensor"; -1 lies outside
-            ``[0, 1]``, so no real pixel can be mistaken for it.
+        mask_value: the sentinel for "not part of this tensor"; -1 lies
+            outside ``[0, 1]``, so no real pixel can be mistaken for it.
 
     Returns:
-        ``inputs`` and ``targets``, both ``(N, 28, 28)``: ``inputs`` holds the given
-        quadrants and ``mask_value`` elsewhere; ``targets`` holds the pixels to predict
-        and ``mask_value`` on the given quadrants.
+        ``inputs`` and ``targets``, both ``(N, 28, 28)``: ``inputs`` holds the
+        given quadrants and ``mask_value`` elsewhere; ``targets`` holds the
+        pixels to predict and ``mask_value`` on the given quadrants.
     """
     given = given_quadrants_mask(num_quadrant_inputs)
     if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}.")
+        kind = type(images).__name__
+        raise ValueError(f"images must be a torch.Tensor, got {kind}.")
     if images.dim() == 4 and images.shape[1] == 1:
         images = images[:, 0]
     if images.dim() != 3 or tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(
-            f"images must have shape (N, 28, 28) or (N, 1, 28, 28), got {tuple(images.shape)}."
+            "images must have shape (N, 28, 28) or (N, 1, 28, 28), "
+            f"got {tuple(images.shape)}."
         )
     if not images.is_floating_point():
         raise ValueError(
-            f"images must be floating point in [0, 1], got dtype {images.dtype}; divide uint8 "
-            "pixels by 255 first."
+            "images must be floating point in [0, 1], "
+            f"got dtype {images.dtype}; divide uint8 pixels by 255 first."
         )
     if images.numel() and (images.min() < 0 or images.max() > 1):
+        low, high = images.min().item(), images.max().item()
         raise ValueError(
-            f"image values must lie in [0, 1], got the range [{images.min().item():.3g}, "
-            f"{images.max().item():.3g}]."
+            f"image values must lie in [0, 1], got [{low:.3g}, {high:.3g}]."
         )
     given = given.to(images.device)
     fill = torch.tensor(mask_value, dtype=images.dtype, device=images.device)
@@ -262,7 +266,6 @@ def load_splits(
     ``val_subset`` and ``test_size`` keep only the first items of each split (quick
     mode).
     """
-    check_num_quadrant_inputs(num_quadrant_inputs)  # fail before loading anything
     train_images, train_labels = load_mnist(root, train=True, download=download)
     test_images, test_labels = load_mnist(root, train=False, download=download)
     train_idx, val_idx = split_indices(train_images.shape[0], val_size, split_seed)
@@ -288,8 +291,8 @@ class TensorBatches:
     on ``seed`` and the number of passes made, never on global random state.
 
     Example:
-        >>> for inputs, targets in TensorBatches(split.inputs, split.targets,
-        batch_size=128):
+        >>> batches = TensorBatches(split.inputs, split.targets, batch_size=128)
+        >>> for inputs, targets in batches:
         ...     ...  # (128, 28, 28) each
     """
 

@@ -92,17 +92,19 @@ def diversity_metrics(
     best_of: Sequence[int] = BEST_OF,
     share: float = AMBIGUOUS_SHARE,
 ) -> dict[str, torch.Tensor]:
-    """Per-input diversity ``(N,)`` from predicted labels ``(S, N)`` and true labels
-    ``(N,)``.
+    """Per-input diversity ``(N,)`` from predicted labels ``(S, N)`` and true
+    labels ``(N,)``.
 
-    Returns ``entropy_bits`` (of the predicted-label distribution; 0 when every sample
-    gets the same label), ``ambiguous`` (1.0 when at least two labels each get at least
-    ``share`` of the samples) and ``best_of_{k}`` (1.0 when one of the first k samples
-    is classified as the truth).
+    Returns ``entropy_bits`` (of the predicted-label distribution; 0 when every
+    sample gets the same label), ``ambiguous`` (1.0 when at least two labels
+    each get at least ``share`` of the samples) and ``best_of_{k}`` (1.0 when
+    one of the first k samples is classified as the truth).
     """
     if labels.shape[0] < max(best_of):
-        raise ValueError(f"best-of-{max(best_of)} needs at least {max(best_of)} samples per input, "
-                         f"got {labels.shape[0]}.")  # fmt: skip
+        raise ValueError(
+            f"best-of-{max(best_of)} needs at least {max(best_of)} samples per "
+            f"input, got {labels.shape[0]}."
+        )
     shares = label_shares(labels)
     logs = torch.where(shares > 0, shares.log2(), 0.0)
     metrics = {
@@ -166,20 +168,23 @@ def summarise(metrics: dict[str, torch.Tensor]) -> dict[str, Estimate]:
 def identity_switches(
     labels: torch.Tensor, count: int, share: float = AMBIGUOUS_SHARE
 ) -> list[tuple[int, int, int, float, float]]:
-    """The ``count`` inputs whose completions split most evenly between two digits.
+    """The ``count`` inputs whose completions split most evenly between two
+    digits.
 
-    From predicted labels ``(S, N)``: among the inputs whose two most frequent labels
-    each get at least ``share`` of the samples, those whose second label's share is
-    largest. Returns ``(index, first label, second label, first share, second share)``
-    tuples, most even first.
+    From predicted labels ``(S, N)``: among the inputs whose two most frequent
+    labels each get at least ``share`` of the samples, those whose second
+    label's share is largest. Returns tuples, most even first:
+    ``(index, first label, second label, first share, second share)``.
     """
     shares = label_shares(labels)
     top = shares.topk(2, dim=-1)
     second = top.values[:, 1]
     eligible = (second >= share - 1e-12).nonzero().flatten()
-    order = eligible[second[eligible].argsort(descending=True, stable=True)][:count]
-    return [(int(i), int(top.indices[i, 0]), int(top.indices[i, 1]), float(top.values[i, 0]),
-             float(top.values[i, 1])) for i in order]  # fmt: skip
+    most_even = second[eligible].argsort(descending=True, stable=True)
+    return [
+        (int(i), *top.indices[i].tolist(), *top.values[i].tolist())
+        for i in eligible[most_even][:count]
+    ]
 
 
 def entropy_bits_of(shares: Sequence[float]) -> float:
@@ -208,7 +213,7 @@ def diversity_study(
     (:func:`identity_switches`). Models come from the checkpoint cache (trained first if
     missing), with ``spec``'s decoder.
     """
-    num_images = num_images or spec.profile.diversity_images
+    num_images = num_images or spec.profile.evaluation.diversity_images
     record: dict = {
         "profile": spec.profile.name, "seed": spec.seed, "decoder_sees_input": spec.decoder_sees_input,
         "num_samples": num_samples, "classifier_test_accuracy": classifier.test_accuracy,

@@ -85,13 +85,17 @@ def log_weights(
     """Log importance weights ``(num_samples, batch)``; ``xs``, ``ys``:
     ``(batch, 784)``.
 
-    ``"posterior"``: z_s ~ q(z|x,y), log p(y|x,z_s) + log p(z_s|x) - log q(z_s|x,y).
-    ``"prior"``: z_s ~ p(z|x), and the prior terms cancel: log p(y|x,z_s).
-    All z are drawn first, then scored a few samples at a time (:data:`CHUNK_ROWS`):
-    the same numbers as scoring them at once.
+    - ``"posterior"``: z_s ~ q(z|x,y), and the weight is
+      log p(y|x,z_s) + log p(z_s|x) - log q(z_s|x,y).
+    - ``"prior"``: z_s ~ p(z|x), and the prior terms cancel: log p(y|x,z_s).
+
+    All z are drawn first, then scored a few samples at a time
+    (:data:`CHUNK_ROWS`): the same numbers as scoring them at once.
     """
     if proposal not in ("prior", "posterior"):
-        raise ValueError(f"proposal must be 'prior' or 'posterior', got {proposal!r}.")
+        raise ValueError(
+            f"proposal must be 'prior' or 'posterior', got {proposal!r}.",
+        )
     prior = Normal(*cvae.prior(xs))
     proposed = prior if proposal == "prior" else Normal(*cvae.posterior(xs, ys))
     z = proposed.sample((num_samples,))
@@ -99,7 +103,8 @@ def log_weights(
     for part in z.split(max(1, CHUNK_ROWS // xs.shape[0])):
         log_weight = cvae.log_likelihood(part, xs, ys)
         if proposal == "posterior":
-            log_weight += prior.log_prob(part).sum(-1) - proposed.log_prob(part).sum(-1)
+            log_prior = prior.log_prob(part).sum(-1)
+            log_weight += log_prior - proposed.log_prob(part).sum(-1)
         weights.append(log_weight)
     return torch.cat(weights)
 
@@ -138,12 +143,13 @@ def evaluate(
     num_samples: int = 100,
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> dict[str, Estimate]:
-    """All four estimators over ``split``, each as mean ± standard error over its
-    images: ``"baseline_nll"``, and ``"mc"``, ``"is"``, ``"neg_elbo"`` of the CVAE.
+    """All four estimators over ``split``, each as mean ± standard error over
+    its images: ``"baseline_nll"``, and ``"mc"``, ``"is"``, ``"neg_elbo"`` of
+    the CVAE.
 
     The three CVAE estimators are :func:`estimates_against_samples` at one S,
-    ``num_samples``; a model without a recognition network (a GSNN) gets the baseline's
-    NLL and MC only. Always in fp32.
+    ``num_samples``; a model without a recognition network (a GSNN) gets the
+    baseline's NLL and MC only. Always in fp32.
     """
     split = split.to(next(cvae.parameters()).device)
     estimators = ESTIMATORS if cvae.recognition_net is not None else ("mc",)
@@ -153,7 +159,7 @@ def evaluate(
     nll = baseline_nll(baseline, split.inputs, split.targets, batch_size).cpu()
     estimates = {"baseline_nll": nll}
     estimates.update({name: values[name][0] for name in estimators})
-    return {name: Estimate.of(per_image) for name, per_image in estimates.items()}
+    return {name: Estimate.of(nll) for name, nll in estimates.items()}
 
 
 @torch.no_grad()
@@ -164,17 +170,19 @@ def estimates_against_samples(
     estimators: Sequence[str] = ESTIMATORS,
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> dict[str, torch.Tensor]:
-    """Per-image estimates ``(len(sample_sizes), N)`` of each estimator at each S.
+    """Per-image estimates ``(len(sample_sizes), N)`` of each estimator at
+    each S.
 
-    One set of max(S) draws per image and proposal; the estimate at S uses the first S
-    of them, the running estimate a reader would see while adding samples (its points
-    are correlated along S). ``estimators``: any of ``"mc"`` (z ~ p(z|x)), ``"is"`` and
-    ``"neg_elbo"`` (z ~ q(z|x,y), shared, drawn first).
+    One set of max(S) draws per image and proposal; the estimate at S uses the
+    first S of them, the running estimate a reader would see while adding
+    samples (its points are correlated along S). ``estimators``: any of ``"mc"``
+    (z ~ p(z|x)), ``"is"`` and ``"neg_elbo"`` (z ~ q(z|x,y), shared, drawn
+    first).
     """
     unknown = set(estimators) - set(ESTIMATORS)
     if unknown:
         raise ValueError(
-            f"Unknown estimators {sorted(unknown)}; choose from mc, is, neg_elbo."
+            f"Unknown estimators {sorted(unknown)}; use mc, is or neg_elbo.",
         )
     split = split.to(next(cvae.parameters()).device)
     most = max(sample_sizes)
@@ -211,12 +219,12 @@ def most_diverse(
     num_samples: int = 16,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Indices of the ``k`` inputs ``(n, 28, 28)`` whose CVAE completions disagree the
-    most.
+    """Indices of the ``k`` inputs ``(n, 28, 28)`` whose CVAE completions
+    disagree the most.
 
-    Diversity is the per-pixel variance of ``num_samples`` Bernoulli means, averaged
-    over the hidden pixels: ambiguous inputs (a piece of a 3 that could be a 5) score
-    high. Returns the indices sorted ascending, on the CPU.
+    Diversity is the per-pixel variance of ``num_samples`` Bernoulli means,
+    averaged over the hidden pixels: ambiguous inputs (a piece of a 3 that could
+    be a 5) score high. Returns the indices sorted ascending, on the CPU.
     """
     flat = flatten(inputs)
     hidden = flat == MASK_VALUE

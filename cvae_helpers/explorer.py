@@ -32,26 +32,26 @@ PNG_PREFIX = "data:image/png;base64,"
 def digit_completion_grid(
     models: TrainedModels, index: int, num_samples: int = 8, seed: int = 0
 ) -> plt.Figure:
-    """Input, truth, the baseline's guess and ``num_samples`` CVAE completions of one
-    test digit.
+    """Input, truth, the baseline's guess and ``num_samples`` CVAE completions
+    of one test digit.
 
     Args:
         models: the trained models of one quadrant setting;
-            ``models.splits.test.inputs`` is ``(N, 28, 28)`` with -1 on the hidden
-            pixels.
+            ``models.splits.test.inputs`` is ``(N, 28, 28)`` with -1 on the
+            hidden pixels.
         index: position of the digit in the test split, ``0 <= index < N``.
         num_samples: how many CVAE completions to draw (rows of up to 8).
-        seed: seeds the standard-normal noise ``(num_samples, 1, z_dim)`` of the latent
-            draws.
+        seed: seeds the standard-normal noise ``(num_samples, 1, z_dim)`` of
+            the latent draws.
 
     Returns:
-        The figure (not shown, not closed); rows "input", "truth", "NN", then "CVAE
-        i–j".
+        The figure (not shown, not closed); rows "input", "truth", "NN", then
+        "CVAE i–j".
     """
     test = models.splits.test
     if not 0 <= index < len(test):
         raise IndexError(
-            f"test digit {index} is out of range: the test split holds {len(test)}."
+            f"no test digit {index}: the test split holds {len(test)} digits.",
         )
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
@@ -72,7 +72,9 @@ def digit_completion_grid(
     for start in range(0, num_samples, SAMPLES_PER_ROW):
         chunk = sample_rows[start : start + SAMPLES_PER_ROW]
         stop = start + len(chunk)
-        label = f"CVAE {start + 1}" if len(chunk) == 1 else f"CVAE {start + 1}–{stop}"
+        label = f"CVAE {start + 1}"
+        if len(chunk) > 1:
+            label += f"–{stop}"
         fixed.append((label, torch.cat([images for _, images in chunk])))
     fig = show_digits(fixed)
     fig.suptitle(

@@ -15,7 +15,7 @@ module branches on a family's name: it asks the family.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
@@ -27,12 +27,14 @@ ESTIMATOR_SUFFIXES = {"mc": "nll_mc", "is": "nll_is", "neg_elbo": "neg_elbo"}
 
 
 class HybridELBO:
-    """alpha * L_CVAE + (1 - alpha) * L_GSNN as a loss that Pyro's ``SVI`` accepts.
+    """alpha * L_CVAE + (1 - alpha) * L_GSNN as a loss that Pyro's ``SVI``
+    accepts.
 
     ``SVI(model, guide, optim, loss=HybridELBO(gsnn_guide, alpha))`` calls it as
-    ``loss(model, guide, *args)``, and training's steps as ``differentiable_loss``,
-    like an ELBO's: two ``Trace_ELBO`` losses of the same model, the first with the
-    recognition guide (z ~ q(z|x,y)), the second with the GSNN's (z ~ p(z|x)).
+    ``loss(model, guide, *args)``, and training's steps as
+    ``differentiable_loss``, like an ELBO's: two ``Trace_ELBO`` losses of the
+    same model, the first with the recognition guide (z ~ q(z|x,y)), the second
+    with the GSNN's (z ~ p(z|x)).
     """
 
     def __init__(
@@ -41,7 +43,13 @@ class HybridELBO:
         self.gsnn_guide, self.alpha = gsnn_guide, alpha
         self.elbo = elbo or Trace_ELBO()
 
-    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs):
+    def differentiable_loss(
+        self,
+        model: Callable,
+        guide: Callable,
+        *args,
+        **kwargs,
+    ):
         cvae_loss = self.elbo.differentiable_loss(model, guide, *args, **kwargs)
         gsnn_loss = self.elbo.differentiable_loss(
             model, self.gsnn_guide, *args, **kwargs
@@ -53,59 +61,87 @@ class HybridELBO:
 
 @dataclass(frozen=True)
 class Family:
-    """One objective: the CVAE's ELBO, the GSNN's likelihood, or their weighted sum.
+    """One objective: the CVAE's ELBO, the GSNN's likelihood, or their weighted
+    sum.
 
-    ``cvae_share`` is the weight on the CVAE's term: 1 for the CVAE, 0 for the GSNN and
-    ``None`` for the hybrid, whose weight (alpha) is a setting of the run.
+    ``alpha`` is the weight on the CVAE's term: 1 for the CVAE, 0 for the GSNN.
+    The hybrid's (``weighted``) is a setting of the run: :data:`DEFAULT_ALPHA`
+    unless :meth:`with_alpha` sets another.
     """
 
-    name: str  # in file names, cache keys and result records: "cvae"
+    name: str  # in cache keys and result records: "cvae"
     label: str  # in tables and progress bars: "CVAE"
     article: str  # in sentences: "a CVAE"
-    cvae_share: float | None
+    alpha: float
+    weighted: bool = False
 
-    @property
-    def weighted(self) -> bool:
-        """Whether the run's alpha weighs two losses (the hybrid)."""
-        return self.cvae_share is None
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(
+                f"alpha weighs the CVAE's loss against the GSNN's and must lie "
+                f"in [0, 1], got {self.alpha}."
+            )
+
+    def with_alpha(self, alpha: float) -> Family:
+        """The hybrid with weight ``alpha``; the CVAE and the GSNN have no
+        weight to set and stay as they are."""
+        return replace(self, alpha=alpha) if self.weighted else self
 
     @property
     def recognition(self) -> bool:
         """Whether the model has a recognition network q(z|x,y)."""
-        return self.cvae_share != 0
+        return self.weighted or self.alpha != 0
+
+    @property
+    def tag(self) -> str:
+        """The family in checkpoint file names: its name, and a hybrid's weight
+        where it is not the default (``hybrid_a0.25``)."""
+        if self.weighted and self.alpha != DEFAULT_ALPHA:
+            return f"{self.name}_a{self.alpha:g}"
+        return self.name
+
+    def key(self) -> dict:
+        """What a cache key and a metrics record say of the family: its name,
+        and the hybrid's weight."""
+        key = {"family": self.name}
+        if self.weighted:
+            key["alpha"] = self.alpha
+        return key
 
     @property
     def estimators(self) -> tuple[str, ...]:
-        """Monte Carlo for every family; IS and -ELBO need a recognition network."""
+        """Monte Carlo for every family; IS and -ELBO need a recognition
+        network."""
         return ("mc", "is", "neg_elbo") if self.recognition else ("mc",)
 
     def result_key(self, estimator: str) -> str:
-        """The metrics records' key of ``estimator`` ("mc", "is" or "neg_elbo")."""
+        """The metrics records' key of ``estimator`` ("mc", "is" or
+        "neg_elbo")."""
         return f"{self.name}_{ESTIMATOR_SUFFIXES[estimator]}"
 
     def guide(self, cvae) -> Callable:
         """The guide ``SVI`` pairs with ``cvae.model``."""
         return cvae.guide if self.recognition else cvae.gsnn_guide
 
-    def svi_loss(self, cvae, alpha: float, analytic_kl: bool = False):
-        """The loss ``SVI`` minimises: ``Trace_ELBO`` (``TraceMeanField_ELBO``, the KL
-        term in closed form, if ``analytic_kl``) or, for the hybrid, :class:`HybridELBO`
-        of it."""
+    def svi_loss(self, cvae, analytic_kl: bool = False):
+        """The loss ``SVI`` minimises: ``Trace_ELBO`` (``TraceMeanField_ELBO``,
+        the KL term in closed form, if ``analytic_kl``) or, for the hybrid,
+        :class:`HybridELBO` of it."""
         elbo = TraceMeanField_ELBO() if analytic_kl else Trace_ELBO()
         if self.weighted:
-            return HybridELBO(cvae.gsnn_guide, alpha, elbo)
+            return HybridELBO(cvae.gsnn_guide, self.alpha, elbo)
         return elbo
 
 
-CVAE = Family("cvae", "CVAE", "a CVAE", cvae_share=1.0)
-GSNN = Family("gsnn", "GSNN", "a GSNN", cvae_share=0.0)
-HYBRID = Family("hybrid", "hybrid", "the hybrid", cvae_share=None)
+CVAE = Family("cvae", "CVAE", "a CVAE", alpha=1.0)
+GSNN = Family("gsnn", "GSNN", "a GSNN", alpha=0.0)
+HYBRID = Family("hybrid", "hybrid", "the hybrid", DEFAULT_ALPHA, weighted=True)
 FAMILIES = {family.name: family for family in (CVAE, GSNN, HYBRID)}
 
 
 def get_family(family: str | Family) -> Family:
-    """The family called ``family`` (or ``family`` itself), else a ``ValueError`` that
-    says so."""
+    """The family called ``family`` (or ``family`` itself), else a
+    ``ValueError`` that says so."""
     if isinstance(family, Family):
         return family
     if family not in FAMILIES:

@@ -39,29 +39,34 @@ def fill_hidden(inputs: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy summed over the pixels to predict only (``targets != -1``).
+    """Binary cross-entropy summed over the pixels to predict only
+    (``targets != -1``).
 
     Args:
-        logits: ``(..., batch, 784)`` pre-sigmoid outputs; leading sample dimensions
-            broadcast.
-        targets: ``(batch, 28, 28)`` or ``(batch, 784)``, with -1 on the given pixels.
+        logits: ``(..., batch, 784)`` pre-sigmoid outputs; leading sample
+            dimensions broadcast.
+        targets: ``(batch, 28, 28)`` or ``(batch, 784)``, with -1 on the given
+            pixels.
 
     Returns:
-        ``(..., batch)``: nats per image, i.e. the negative Bernoulli log-likelihood of
-        the hidden pixels. Computed from logits, which is exact where ``log(sigmoid)``
-        would underflow.
+        ``(..., batch)``: nats per image, i.e. the negative Bernoulli
+        log-likelihood of the hidden pixels. Computed from logits, which is
+        exact where ``log(sigmoid)`` would underflow.
     """
     targets = flatten(targets)
     hidden = targets != MASK_VALUE
+    truth = torch.where(hidden, targets, 0.0).expand_as(logits)
     per_pixel = F.binary_cross_entropy_with_logits(
-        logits, torch.where(hidden, targets, 0.0).expand_as(logits), reduction="none"
+        logits,
+        truth,
+        reduction="none",
     )
     return (per_pixel * hidden).sum(-1)
 
 
 class BaselineNet(nn.Module):
-    """The deterministic baseline: an MLP 784-500-500-784 with ReLU and a sigmoid
-    output."""
+    """The deterministic baseline: an MLP 784-500-500-784 with ReLU and a
+    sigmoid output."""
 
     def __init__(self, hidden_1: int = 500, hidden_2: int = 500) -> None:
         super().__init__()
@@ -71,13 +76,15 @@ class BaselineNet(nn.Module):
         self.fc3 = nn.Linear(hidden_2, NUM_PIXELS)
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(batch, 28, 28)`` inputs to ``(batch, 784)`` pre-sigmoid outputs."""
+        """``(batch, 28, 28)`` inputs to ``(batch, 784)`` pre-sigmoid
+        outputs."""
         hidden = F.relu(self.fc1(flatten(inputs)))
         hidden = F.relu(self.fc2(hidden))
         return self.fc3(hidden).to(self.fc3.weight.dtype)  # as in GaussianMLP
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(batch, 28, 28)`` inputs to ``(batch, 784)`` pixel probabilities."""
+        """``(batch, 28, 28)`` inputs to ``(batch, 784)`` pixel
+        probabilities."""
         return torch.sigmoid(self.logits(inputs))
 
 
@@ -85,9 +92,9 @@ class GaussianMLP(nn.Module):
     """784-500-500 MLP with a Gaussian head: ``(batch, 784)`` to loc, scale
     ``(batch, z_dim)``.
 
-    Used both as the prior network p(z|x) and the recognition network q(z|x,y); they
-    differ in what fills the hidden pixels of their input (the baseline's guess or the
-    true y).
+    Used both as the prior network p(z|x) and the recognition network q(z|x,y);
+    they differ in what fills the hidden pixels of their input (the baseline's
+    guess or the true y).
     """
 
     def __init__(self, z_dim: int, hidden_1: int, hidden_2: int) -> None:
@@ -96,34 +103,39 @@ class GaussianMLP(nn.Module):
         self.fc2 = nn.Linear(hidden_1, hidden_2)
         self.head = nn.Linear(hidden_2, 2 * z_dim)
 
-    def forward(self, filled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        filled: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = F.relu(self.fc1(filled))
         hidden = F.relu(self.fc2(hidden))
-        # Under bf16 autocast the matmuls run in bf16; the distributions' arithmetic
-        # stays in the weights' precision (a no-op without autocast).
+        # Under bf16 autocast the matmuls run in bf16; the distributions'
+        # arithmetic stays in the weights' precision (a no-op without autocast).
         out = self.head(hidden).to(self.head.weight.dtype)
         loc, raw_scale = out.chunk(2, dim=-1)
-        # exp(raw_scale) would overflow to inf for raw_scale > 88 in float32, and the KL
-        # term would be NaN; softplus grows only linearly, and the floor keeps
-        # log(scale) finite.
+        # exp(raw_scale) would overflow to inf for raw_scale > 88 in float32,
+        # and the KL term would be NaN; softplus grows only linearly, and the
+        # floor keeps log(scale) finite.
         return loc, F.softplus(raw_scale) + MIN_SCALE
 
 
 class GenerationNet(nn.Module):
-    """p(y|z), or the paper's p(y|x,z) when ``sees_input``: to ``(..., batch, 784)``
-    logits."""
+    """p(y|z), or the paper's p(y|x,z) when ``sees_input``: to
+    ``(..., batch, 784)`` logits."""
 
     def __init__(
         self, z_dim: int, hidden_1: int, hidden_2: int, sees_input: bool
     ) -> None:
         super().__init__()
         self.sees_input = sees_input
-        self.fc1 = nn.Linear(z_dim + (NUM_PIXELS if sees_input else 0), hidden_1)
+        in_features = z_dim + (NUM_PIXELS if sees_input else 0)
+        self.fc1 = nn.Linear(in_features, hidden_1)
         self.fc2 = nn.Linear(hidden_1, hidden_2)
         self.fc3 = nn.Linear(hidden_2, NUM_PIXELS)
 
     def forward(self, z: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        """``z`` ``(..., batch, z_dim)`` and ``inputs`` ``(batch, 784)`` to logits."""
+        """``z`` ``(..., batch, z_dim)`` and ``inputs`` ``(batch, 784)`` to
+        logits."""
         if self.sees_input:
             z = torch.cat([z, inputs.expand(*z.shape[:-1], NUM_PIXELS)], dim=-1)
         hidden = F.relu(self.fc1(z))
@@ -178,7 +190,8 @@ class CVAE(nn.Module):
         return self.baseline(xs)
 
     def prior(self, xs, y_hat=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loc and scale ``(batch, z_dim)`` of p(z|x); computes y_hat if not given."""
+        """Loc and scale ``(batch, z_dim)`` of p(z|x); computes y_hat if not
+        given."""
         xs = flatten(xs)
         y_hat = self.baseline_guess(xs) if y_hat is None else flatten(y_hat)
         return self.prior_net(fill_hidden(xs, y_hat))
@@ -193,8 +206,9 @@ class CVAE(nn.Module):
         return self.recognition_net(fill_hidden(flatten(xs), flatten(ys)))
 
     def model(self, xs, ys=None, y_hat=None) -> torch.Tensor:
-        """p(z|x) p(y|z) (or p(y|x,z)); ``xs``, ``ys``, ``y_hat``: ``(batch, 784)``.
-        Returns the pixel probabilities ``(batch, 784)`` of the sampled completion."""
+        """p(z|x) p(y|z) (or p(y|x,z)); ``xs``, ``ys``, ``y_hat``:
+        ``(batch, 784)``. Returns the pixel probabilities ``(batch, 784)`` of
+        the sampled completion."""
         pyro.module("prior_net", self.prior_net)
         pyro.module("generation_net", self.generation_net)
         xs = flatten(xs)
@@ -204,12 +218,12 @@ class CVAE(nn.Module):
             if ys is None:
                 return pyro.deterministic("y", torch.sigmoid(logits), event_dim=1)
             hidden = xs == MASK_VALUE
-            # Grey pixels in [0, 1] are fine for the Bernoulli log-density, but not for
-            # its support check. The given pixels are masked out of the likelihood.
-            likelihood = dist.Bernoulli(logits=logits, validate_args=False).mask(hidden)
-            pyro.sample(
-                "y", likelihood.to_event(1), obs=torch.where(hidden, flatten(ys), 0.0)
-            )
+            # Grey pixels in [0, 1] are fine for the Bernoulli log-density, but
+            # not for its support check. The given pixels are masked out of the
+            # likelihood.
+            bernoulli = dist.Bernoulli(logits=logits, validate_args=False)
+            likelihood = bernoulli.mask(hidden).to_event(1)
+            pyro.sample("y", likelihood, obs=torch.where(hidden, flatten(ys), 0.0))
             return torch.sigmoid(logits)
 
     def guide(self, xs, ys=None, y_hat=None) -> None:
@@ -221,14 +235,15 @@ class CVAE(nn.Module):
             pyro.sample("z", dist.Normal(*self.posterior(xs, ys)).to_event(1))
 
     def gsnn_guide(self, xs, ys=None, y_hat=None) -> None:
-        """z ~ p(z|x), whatever ``ys``: with :meth:`model`, the ELBO is log p(y|x,z) for
-        one z (the prior terms cancel), the GSNN's objective."""
+        """z ~ p(z|x), whatever ``ys``: with :meth:`model`, the ELBO is log
+        p(y|x,z) for one z (the prior terms cancel), the GSNN's objective."""
         pyro.module("prior_net", self.prior_net)
         with pyro.plate("data", xs.shape[0]):
             pyro.sample("z", dist.Normal(*self.prior(xs, y_hat)).to_event(1))
 
     def log_likelihood(self, z, xs, ys) -> torch.Tensor:
-        """log p(y|x,z) ``(..., batch)`` of the hidden pixels, z ``(..., batch, z)``."""
+        """log p(y|x,z) ``(..., batch)`` of the hidden pixels, z
+        ``(..., batch, z_dim)``."""
         return -masked_bce(self.generation_net(z, flatten(xs)), ys)
 
     def latent_noise(

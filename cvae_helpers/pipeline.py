@@ -10,13 +10,14 @@ fetched from the release's pretrained weights (:mod:`~cvae_helpers.pretrained`).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from . import pretrained
 from .config import (
+    Profile,
     RunSpec,
     code_version,
     describe_device,
@@ -25,15 +26,13 @@ from .config import (
 )
 from .data import QuadrantSplits, load_splits, quadrant_label
 from .evaluation import evaluate
-from .families import DEFAULT_ALPHA
 from .models import CVAE, BaselineNet
+from .pretrained import CachedModel
 from .training import baseline_config, cvae_config, train_baseline, train_cvae
 
 # Held-out test digits whose completions are recorded after every CVAE epoch (for the
 # animation).
 SNAPSHOT_INDICES = (18, 30, 61, 3, 4, 8)
-# How checkpoint file names spell the two generation networks.
-DECODER_FILE_TAGS = {False: "pyz", True: "pyxz"}
 
 
 @dataclass
@@ -74,53 +73,45 @@ def trained_by(history: dict) -> str:
     return "+".join(sorted(set(names))) or "unknown"
 
 
-def checkpoint_paths(spec: RunSpec) -> tuple[Path, Path]:
-    """Where the baseline and the CVAE (or GSNN, or hybrid) of ``spec`` are cached (the
-    folder and file names spell the cache key): ``cvae_pyz.pt``, ``gsnn_pyz.pt``,
-    ``hybrid_pyz.pt``, and ``hybrid_a0.25_pyz.pt`` for a hybrid weight other than
-    0.5."""
-
-    def folder(profile):
-        return (
-            spec.checkpoint_dir
-            / profile.name
-            / f"q{spec.num_quadrant_inputs}_seed{spec.seed}"
-        )
-
+def cached_models(spec: RunSpec) -> tuple[CachedModel, CachedModel]:
+    """The baseline's and the CVAE's (or GSNN's, or hybrid's) places in the
+    checkpoint cache: label, file, cache key, and name in the release. Built once
+    per run and passed down. The folder and file names spell the cache key:
+    ``cvae_pyz.pt``, ``gsnn_pyz.pt``, ``hybrid_pyz.pt``, and
+    ``hybrid_a0.25_pyz.pt`` for a hybrid weight other than 0.5."""
     suffix = "" if spec.precision == "fp32" else f"_{spec.precision}"
-    name = spec.family.name
-    if spec.family.weighted and spec.alpha != DEFAULT_ALPHA:  # a hybrid's weight
-        name += f"_a{spec.alpha:g}"
-    decoder = DECODER_FILE_TAGS[spec.decoder_sees_input]
+    setting = quadrant_label(spec.num_quadrant_inputs)
+    run = f"q{spec.num_quadrant_inputs}_seed{spec.seed}"
+
+    def cached(label: str, profile: Profile, file: str, config: dict) -> CachedModel:
+        relative = f"{profile.name}/{run}/{file}"
+        return CachedModel(label, spec.checkpoint_dir / relative, config, relative)
+
+    baseline = baseline_config(spec)
     return (
-        folder(spec.profile.for_baseline) / f"baseline{suffix}.pt",
-        folder(spec.profile) / f"{name}_{decoder}{suffix}.pt",
+        cached(
+            f"baseline, {setting}",
+            spec.profile.for_baseline,
+            f"baseline{suffix}.pt",
+            baseline,
+        ),
+        cached(
+            f"{spec.family.label} {spec.decoder.label}, {setting}",
+            spec.profile,
+            f"{spec.family.tag}_{spec.decoder.tag}{suffix}.pt",
+            cvae_config(spec, baseline),
+        ),
     )
-
-
-def checkpoint_configs(spec: RunSpec) -> tuple[dict, dict]:
-    """The configurations the cached baseline and CVAE of ``spec`` must have (their
-    cache keys)."""
-    with torch.device(
-        "meta"
-    ):  # only the architecture is read: no weights are allocated
-        width = spec.profile.hidden_units
-        cvae = CVAE(
-            hidden_1=width, hidden_2=width, decoder_sees_input=spec.decoder_sees_input
-        )
-    base = baseline_config(spec)
-    return base, cvae_config(spec, cvae, base)
 
 
 def restore_pretrained(
     spec: RunSpec,
-    which: tuple[int, ...] = (0, 1),
+    models: Sequence[CachedModel],
     *,
     force_training: bool | None = None,
 ) -> None:
-    """Fetch the release's weights of the models of ``spec`` the cache lacks (``which``:
-    0 the baseline, 1 the CVAE), at the full budget only: the quick budget never
-    downloads.
+    """Fetch the release's weights of those of ``models`` (:func:`cached_models`)
+    the cache lacks, at the full budget only: the quick budget never downloads.
 
     ``force_training`` (default ``$CVAE_FORCE_TRAINING``) downloads nothing, and a
     cached model that came from the release is deleted so that it is trained here
@@ -129,40 +120,23 @@ def restore_pretrained(
     says so and training goes ahead; a file that fails its SHA-256 check is an error
     (:class:`~cvae_helpers.pretrained.PretrainedIntegrityError`).
     """
-    if not spec.profile.fetch_pretrained:
-        return
-    paths, configs = checkpoint_paths(spec), checkpoint_configs(spec)
-    labels = (
-        f"baseline, {quadrant_label(spec.num_quadrant_inputs)}",
-        f"{spec.family.label} {'p(y|x,z)' if spec.decoder_sees_input else 'p(y|z)'}, "
-        f"{quadrant_label(spec.num_quadrant_inputs)}",
-    )
-    pretrained.fetch_missing(
-        [
-            pretrained.WantedCheckpoint(
-                labels[i],
-                paths[i],
-                configs[i],
-                paths[i].relative_to(spec.checkpoint_dir).as_posix(),
-            )
-            for i in which
-        ],
-        force=force_training,
-    )
+    if spec.profile.fetch_pretrained:
+        pretrained.fetch_missing(models, force=force_training)
 
 
 def get_splits(spec: RunSpec) -> QuadrantSplits:
     """The masked splits at the size the profile asks for (quick mode keeps a subset).
 
-    They live on ``spec.device``, next to the models that will read them.
+    They are moved to ``spec.device`` here, once, next to the models that will read
+    them.
     """
     profile = spec.profile
     splits = load_splits(
         spec.num_quadrant_inputs,
         spec.data_dir,
-        train_size=profile.train_size,
-        val_subset=profile.val_size,
-        test_size=profile.test_size,
+        train_size=profile.training.train_size,
+        val_subset=profile.training.val_size,
+        test_size=profile.evaluation.test_size,
     )
     return splits.to(spec.device)
 
@@ -176,12 +150,14 @@ def get_baseline(
 ) -> tuple[BaselineNet, dict]:
     """The cached baseline of ``spec``, fetched (:func:`restore_pretrained`) or trained
     (or resumed) first if need be."""
-    restore_pretrained(spec, (0,), force_training=force_training)
+    baseline = cached_models(spec)[0]
+    restore_pretrained(spec, [baseline], force_training=force_training)
     splits = get_splits(spec) if splits is None else splits
     return train_baseline(
         splits,
         spec,
-        checkpoint_path=checkpoint_paths(spec)[0],
+        checkpoint_path=baseline.path,
+        config=baseline.config,
         progress=progress,
     )
 
@@ -192,13 +168,17 @@ def get_trained_models(
     """Load the cached models of ``spec``, or fetch the release's pretrained weights
     (full budget, unless ``force_training`` or ``$CVAE_FORCE_TRAINING``), or train (or
     resume) them."""
-    restore_pretrained(spec, force_training=force_training)
+    cached_baseline, cached_cvae = cached_models(spec)
+    restore_pretrained(
+        spec, [cached_baseline, cached_cvae], force_training=force_training
+    )
     splits = get_splits(spec)
     started = time.perf_counter()
     baseline, baseline_history = train_baseline(
         splits,
         spec,
-        checkpoint_path=checkpoint_paths(spec)[0],
+        checkpoint_path=cached_baseline.path,
+        config=cached_baseline.config,
         progress=progress,
     )
     snapshot = torch.tensor([i for i in SNAPSHOT_INDICES if i < len(splits.test)])
@@ -206,7 +186,8 @@ def get_trained_models(
         splits,
         baseline,
         spec,
-        checkpoint_path=checkpoint_paths(spec)[1],
+        checkpoint_path=cached_cvae.path,
+        config=cached_cvae.config,
         progress=progress,
         snapshot_inputs=splits.test.inputs[snapshot],
     )
@@ -237,17 +218,15 @@ def metrics_record(models: TrainedModels) -> dict:
         models.baseline,
         models.cvae,
         models.splits.test,
-        profile.num_samples,
+        profile.evaluation.num_samples,
     )
     record: dict = {
         "num_quadrant_inputs": spec.num_quadrant_inputs,
         "profile": profile.name,
         "seed": spec.seed,
         "decoder_sees_input": spec.decoder_sees_input,
-        "family": spec.family.name,
+        **spec.family.key(),
     }
-    if spec.family.weighted:
-        record["alpha"] = spec.alpha
     keys = {name: spec.family.result_key(name) for name in spec.family.estimators}
     for name, estimate in estimates.items():
         key = keys.get(name, name)  # "baseline_nll" keeps its name
@@ -255,7 +234,7 @@ def metrics_record(models: TrainedModels) -> dict:
         record[f"{key}_stderr"] = estimate.stderr
     record.update(
         {
-            "num_samples": profile.num_samples,
+            "num_samples": profile.evaluation.num_samples,
             "num_test_images": len(models.splits.test),
             "epochs_baseline": len(models.baseline_history["train_loss"]),
             "epochs_cvae": len(models.cvae_history["train_loss"]),

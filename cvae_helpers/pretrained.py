@@ -268,20 +268,19 @@ def fetch_manifest(folder: Path | None = None, url: str | None = None) -> dict:
 
 
 @dataclass(frozen=True)
-class WantedCheckpoint:
-    """A model the cache lacks: its label, where it belongs and the configuration it
-    must have."""
+class CachedModel:
+    """One model's place in the checkpoint cache, built once per run: its label, its
+    file, the configuration it must have (its cache key) and its path inside the
+    cache, e.g. ``"full/q1_seed0/baseline.pt"`` (the release's name for it)."""
 
     label: str
     path: Path
     config: dict
-    relative: (
-        str  # the path inside the checkpoint cache, e.g. "full/q1_seed0/baseline.pt"
-    )
+    relative: str
 
 
 def restore_checkpoints(
-    wanted: Sequence[WantedCheckpoint], url: str | None = None
+    wanted: Sequence[CachedModel], url: str | None = None
 ) -> list[dict]:
     """Download the release's weights of ``wanted``, verify them, and store them as
     checkpoints.
@@ -333,7 +332,7 @@ def restore_checkpoints(
 
 
 def fetch_missing(
-    wanted: Sequence[WantedCheckpoint],
+    wanted: Sequence[CachedModel],
     *,
     force: bool | None = None,
     url: str | None = None,
@@ -365,7 +364,7 @@ def fetch_missing(
         print(f"pretrained weights not used: {error}; training here")
 
 
-def _check_config(stored: dict, item: WantedCheckpoint, where: str) -> None:
+def _check_config(stored: dict, item: CachedModel, where: str) -> None:
     diff = config_diff(stored, item.config)
     if diff:
         shown = "; ".join(

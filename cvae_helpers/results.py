@@ -16,13 +16,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from . import pretrained
-from .config import default_checkpoint_dir, get_profile
+from .config import DECODERS, default_checkpoint_dir, get_profile
 from .data import quadrant_label
 from .families import CVAE, FAMILIES, get_family
 
 QUADRANT_SETTINGS = (1, 2, 3)
-# Where the committed reference run keeps each decoder's metrics and grids.
-DECODER_DIRS = {False: "p_y_given_z", True: "p_y_given_xz"}
 REFERENCE_DIR_ENV = "CVAE_REFERENCE_DIR"
 REFERENCE_SUBPATH = Path("results") / "reference"
 # What a chapter prints where the reference run's files are not available.
@@ -51,18 +49,6 @@ PYRO_TUTORIAL = {
 
 
 # The families as the text names them; the table rows follow the paper's Table 1.
-
-
-def decoder_label(decoder_sees_input: bool, *, long: bool = False) -> str:
-    """``"p(y|z)"`` or ``"p(y|x,z)"``; with ``long``, also whose choice it is."""
-    short = "p(y|x,z)" if decoder_sees_input else "p(y|z)"
-    if not long:
-        return short
-    return (
-        f"{short}, the paper's"
-        if decoder_sees_input
-        else f"{short}, the Pyro example's (default)"
-    )
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -154,7 +140,7 @@ def published_comparison_table(reference: dict[bool, list[dict]]) -> str:
                 continue  # the same baseline serves both decoders
             rows.append(
                 [
-                    f"this book, {decoder_label(decoder)}: {label}",
+                    f"this book, {DECODERS[decoder].label}: {label}",
                     *(f"{by_q[q][key]:.1f}" for q in QUADRANT_SETTINGS),
                 ]
             )
@@ -201,7 +187,7 @@ def write_results(records: list[dict], output_dir: str | Path) -> None:
     text = (
         f"# Negative conditional log-likelihood on the MNIST test set\n\n{trained}"
         f"Profile `{first['profile']}`, seed {first['seed']}, decoder "
-        f"{decoder_label(first['decoder_sees_input'], long=True)}, "
+        f"{DECODERS[first['decoder_sees_input']].long_label}, "
         f"S = {first['num_samples']} samples, {first['num_test_images']} test images; "
         "mean ± standard error over images. Lower is better.\n\n"
         + results_table(all_records)
@@ -267,9 +253,7 @@ def load_reference(root: str | Path | None = None) -> dict[bool, list[dict]]:
     folder = reference_dir(root)
     if folder is None:
         return {}
-    found = {
-        decoder: load_results(folder / name) for decoder, name in DECODER_DIRS.items()
-    }
+    found = {d.sees_input: load_results(folder / d.folder) for d in DECODERS.values()}
     return {
         decoder: records
         for decoder, records in found.items()
@@ -303,11 +287,11 @@ def load_family_reference(
         return {}
     cvae = load_reference(folder)
     found = {}
-    for decoder, name in DECODER_DIRS.items():
+    for decoder, d in DECODERS.items():
         # The CVAE's metrics are the reference run's own; the others' are in
         # <family>/<decoder>/.
         families = {
-            family.name: load_results(folder / family.name / name)
+            family.name: load_results(folder / family.name / d.folder)
             for family in FAMILIES.values()
             if family is not CVAE
         }
@@ -398,7 +382,7 @@ def convergence_table(studies: dict[bool, dict]) -> str:
             full = study["settings"][q]["full_test_is"]
             rows.append(
                 [
-                    decoder_label(decoder),
+                    DECODERS[decoder].label,
                     quadrant_label(int(q)),
                     *(
                         f"{m:.2f} ± {e:.2f}"
@@ -435,7 +419,7 @@ def run_table(reference: dict[bool, list[dict]]) -> str:
     """
     rows = [
         [
-            decoder_label(decoder),
+            DECODERS[decoder].label,
             r["num_quadrant_inputs"],
             f"{r['epochs_baseline']} / {r['epochs_cvae']}",
             f"{r['epoch_seconds_baseline']:.0f} / {r['epoch_seconds_cvae']:.0f}",

@@ -43,10 +43,11 @@ PATHS = ("pyro", "svi", "pyro_example")
 
 
 class PyroExampleMNIST(Dataset):
-    """The Pyro example's per-item pipeline: PIL image -> tensor -> quadrant mask, one
-    at a time.
+    """The Pyro example's per-item pipeline: PIL image -> tensor -> quadrant
+    mask, one at a time.
 
-    Items are dicts ``{"input": (28, 28), "output": (28, 28)}`` as in the Pyro example.
+    Items are dicts ``{"input": (28, 28), "output": (28, 28)}`` as in the Pyro
+    example.
     """
 
     def __init__(self, root: str | Path, num_quadrant_inputs: int) -> None:
@@ -97,8 +98,9 @@ def _pyro_example_batches(loader: DataLoader, device: torch.device) -> Iterator:
 
 
 def textbook_baseline_step(net: BaselineNet, lr: float) -> Callable:
-    """The baseline's step as the Pyro example writes it: ``torch.optim.Adam`` (one
-    kernel per parameter tensor) and the loss read back as a number every step."""
+    """The baseline's step as the Pyro example writes it: ``torch.optim.Adam``
+    (one kernel per parameter tensor) and the loss read back as a number every
+    step."""
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
 
     def step(xs: torch.Tensor, ys: torch.Tensor) -> float:
@@ -124,7 +126,7 @@ def _steps(spec: RunSpec, path: str = "pyro") -> tuple[Callable, Callable, CVAE]
         return baseline_steps(baseline, spec).step, make_steps(cvae, spec).step, cvae
     textbook = replace(spec, precision="fp32")
     return (
-        textbook_baseline_step(baseline, spec.profile.learning_rate),
+        textbook_baseline_step(baseline, spec.profile.training.learning_rate),
         make_svi(cvae, textbook).step,
         cvae,
     )

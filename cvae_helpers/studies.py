@@ -12,16 +12,16 @@ study list STUDY --missing`` prints one command per missing run, for ``xargs -P`
 parallel or a SLURM array; ``make study-seeds``, ``make study-protocols`` and ``make
 study-converged`` run them. :mod:`cvae_helpers.study_report` reads the records.
 
-- ``seeds``: NN and CVAE for each of ``study_quadrants`` (1, 2 and 3 quadrants at the
-  full budget), seeds ``0 .. study_seeds - 1`` for
-  the default decoder p(y|z) and ``0 .. study_paper_seeds - 1`` for the paper's
+- ``seeds``: NN and CVAE for each of ``study.quadrants`` (1, 2 and 3 quadrants at the
+  full budget), seeds ``0 .. study.seeds - 1`` for
+  the default decoder p(y|z) and ``0 .. study.paper_seeds - 1`` for the paper's
   p(y|x,z).
-- ``protocols``: one quadrant, p(y|z), seeds ``0 .. study_paper_seeds - 1``, the
+- ``protocols``: one quadrant, p(y|z), seeds ``0 .. study.paper_seeds - 1``, the
   tutorial's protocol and each lever of :data:`~cvae_helpers.config.LEVERS` alone; IS
-  also at S = ``study_large_samples``.
+  also at S = ``study.large_samples``.
 - ``converged``: the converged protocol (:func:`~cvae_helpers.config.converged`, the
-  levers the protocol study found) for each of ``study_quadrants``, both decoders,
-  seeds ``0 .. study_seeds - 1``, IS also at S = ``study_large_samples``.
+  levers the protocol study found) for each of ``study.quadrants``, both decoders,
+  seeds ``0 .. study.seeds - 1``, IS also at S = ``study.large_samples``.
 - ``asymptote``: a step of the converged study, seed 0 of each decoder and setting:
   the IS estimate on the whole test set at the largest S of the estimators' curves
   (5,000 at the full budget, :func:`asymptote_samples`), written into the run's record
@@ -45,6 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import (
+    DECODERS,
     LEVERS,
     Profile,
     RunSpec,
@@ -57,13 +58,7 @@ from .config import (
     with_levers,
 )
 from .convergence import full_test_is
-from .pipeline import (
-    DECODER_FILE_TAGS,
-    checkpoint_paths,
-    get_trained_models,
-    metrics_record,
-)
-from .results import DECODER_DIRS
+from .pipeline import cached_models, get_trained_models, metrics_record
 
 STUDIES = ("seeds", "protocols", "converged", "asymptote")
 # Where the committed studies live, below the reference folder.
@@ -77,13 +72,13 @@ HOST_PATTERN = re.compile(r"[a-z0-9]+")
 def asymptote_samples(profile: Profile) -> int:
     """The S of the asymptote step: the largest S of the estimators' convergence
     curves (5,000 at the full budget)."""
-    return max(profile.curve_sample_sizes)
+    return max(profile.evaluation.curve_sample_sizes)
 
 
 @dataclass(frozen=True, order=True)
 class StudyRun:
     """One run of a study: a setting, a decoder, a seed and a protocol (profile name).
-    ``large_samples``: also the IS estimate at the profile's ``study_large_samples``;
+    ``large_samples``: also the IS estimate at the profile's ``study.large_samples``;
     ``asymptote``: also at :func:`asymptote_samples`; ``host``: made on another host
     than the project's machine, named so (empty: the project's machine)."""
 
@@ -105,7 +100,7 @@ class StudyRun:
     def name(self) -> str:
         """The file name of its result: ``full-long_q1_pyz_seed2``, with
         ``_host-NAME`` after it for a run made on another host."""
-        decoder = DECODER_FILE_TAGS[self.decoder_sees_input]
+        decoder = DECODERS[self.decoder_sees_input].tag
         host = f"_host-{self.host}" if self.host else ""
         return (
             f"{self.profile}_q{self.num_quadrant_inputs}_{decoder}_seed{self.seed}"
@@ -170,36 +165,38 @@ def protocol_profiles(base: Profile) -> list[Profile]:
 
 
 def study_runs(study: str, base: Profile, host: str = "") -> list[StudyRun]:
-    """The runs of ``study`` (one of :data:`STUDIES`) at ``base``'s sizes, made on
-    ``host`` (empty: the project's machine)."""
+    """The runs of ``study`` (one of :data:`STUDIES`) at ``base``'s sizes, made
+    on ``host`` (empty: the project's machine)."""
     if host:
         return [replace(run, host=host) for run in study_runs(study, base)]
     if study == "seeds":
         return [
             StudyRun(base.name, q, sees_input, seed)
-            for q in base.study_quadrants
+            for q in base.study.quadrants
             for sees_input in (False, True)
             for seed in range(
-                base.study_paper_seeds if sees_input else base.study_seeds
+                base.study.paper_seeds if sees_input else base.study.seeds
             )
         ]
     if study == "protocols":
         return [
             StudyRun(name, PROTOCOL_QUADRANTS, False, seed, large_samples=True)
             for name in (profile.name for profile in protocol_profiles(base))
-            for seed in range(base.study_paper_seeds)
+            for seed in range(base.study.paper_seeds)
         ]
     if study == "converged":
+        name = converged(base).name
         return [
-            StudyRun(converged(base).name, q, sees_input, seed, large_samples=True)
-            for q in base.study_quadrants
+            StudyRun(name, q, sees_input, seed, large_samples=True)
+            for q in base.study.quadrants
             for sees_input in (False, True)
-            for seed in range(base.study_seeds)
+            for seed in range(base.study.seeds)
         ]
     if study == "asymptote":
+        name = converged(base).name
         return [
-            StudyRun(converged(base).name, q, sees_input, 0, True, asymptote=True)
-            for q in base.study_quadrants
+            StudyRun(name, q, sees_input, 0, True, asymptote=True)
+            for q in base.study.quadrants
             for sees_input in (False, True)
         ]
     raise ValueError(f"Unknown study {study!r}; choose one of {STUDIES}.")
@@ -228,7 +225,7 @@ def run_study_run(run: StudyRun, template: RunSpec, *, progress: bool = False) -
     evaluating = time.perf_counter()
     record = metrics_record(models)
     if run.large_samples:
-        record["is_large_s"] = full_test_is(models, (spec.profile.study_large_samples,))
+        record["is_large_s"] = full_test_is(models, (spec.profile.study.large_samples,))
     if run.asymptote:
         record["is_asymptote"] = full_test_is(
             models, (asymptote_samples(spec.profile),)
@@ -258,7 +255,7 @@ def add_asymptote(
     not cached, or whose cached CVAE is not the one that made it, is refused."""
     record = json.loads(run.path(results_dir).read_text())
     spec = run.spec(template)
-    cvae_path = checkpoint_paths(spec)[1]
+    cvae_path = cached_models(spec)[1].path
     if not cvae_path.is_file():
         raise ValueError(
             f"{run.path(results_dir)} was made by a CVAE that is not in this "
@@ -301,7 +298,7 @@ def reference_record(reference: Path, run: StudyRun) -> dict | None:
     reference has no such model. The record has the reference's numbers, untouched,
     and no learning curves (the reference keeps none); its provenance names the file
     and the commit that trained it."""
-    folder = reference / DECODER_DIRS[run.decoder_sees_input]
+    folder = reference / DECODERS[run.decoder_sees_input].folder
     path = folder / f"metrics_q{run.num_quadrant_inputs}.json"
     if not path.is_file():
         return None

@@ -25,8 +25,8 @@ from statistics import mean
 
 from scipy import stats
 
-from .config import Profile, converged, split_levers
-from .results import QUADRANT_SETTINGS, decoder_label, markdown_table
+from .config import DECODERS, Profile, converged, split_levers
+from .results import QUADRANT_SETTINGS, markdown_table
 from .studies import STUDIES, StudyRun, host_of, load_runs, study_runs
 
 # The estimators the tables report, by metrics key.
@@ -60,9 +60,9 @@ def _t(level: float, n: int) -> float:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean over seeds (or over paired differences) with its t-based confidence
-    interval: mean ± t(0.975, n − 1) · sd / √n. One value has no spread: its sd and
-    interval are NaN."""
+    """A mean over seeds (or over paired differences) with its t-based
+    confidence interval: mean ± t(0.975, n − 1) · sd / √n. One value has no
+    spread: its sd and interval are NaN."""
 
     values: tuple[float, ...]
 
@@ -93,8 +93,8 @@ class Estimate:
         return (self.mean - half, self.mean + half)
 
     def p_value(self, null: float = 0.0) -> float:
-        """Two-sided one-sample t-test of mean = ``null`` (a paired t-test when the
-        values are paired differences)."""
+        """Two-sided one-sample t-test of mean = ``null`` (a paired t-test when
+        the values are paired differences)."""
         if self.n < 2:
             return math.nan
         if self.sd == 0:
@@ -126,17 +126,19 @@ def _seeds_text(seeds: int | None) -> str:
 
 @dataclass(frozen=True)
 class Paired:
-    """One setting against another run with the same seeds: the per-seed differences,
-    their mean with its confidence interval, and a paired t-test (a one-sample t-test
-    of the differences, Student 1908). ``verdict``: ``"differs"`` where p < 0.05,
-    else ``"undecided"``: a difference not found is not a difference ruled out."""
+    """One setting against another run with the same seeds: the per-seed
+    differences, their mean with its confidence interval, and a paired t-test (a
+    one-sample t-test of the differences, Student 1908). ``verdict``:
+    ``"differs"`` where p < 0.05, else ``"undecided"``: a difference not found
+    is not a difference ruled out."""
 
     seeds: tuple[int, ...]
     differences: tuple[float, ...]
 
     @classmethod
     def of(cls, pairs: dict[int, tuple[float, float]]) -> Paired:
-        """``pairs``: per seed, (this, that); the differences are this − that."""
+        """``pairs``: per seed, (this, that); the differences are
+        this − that."""
         seeds = tuple(sorted(pairs))
         return cls(seeds, tuple(pairs[s][0] - pairs[s][1] for s in seeds))
 
@@ -160,7 +162,8 @@ class Paired:
         return seeds_to_decide(e.mean, e.sd, e.n, 1 - ALPHA / 2)
 
     def decision(self) -> str:
-        """The verdict in words, with how many seeds would decide an undecided one."""
+        """The verdict in words, with how many seeds would decide an undecided
+        one."""
         if self.verdict == "differs":
             return "differs"
         return _seeds_text(self.seeds_to_decide)
@@ -169,12 +172,13 @@ class Paired:
 @dataclass(frozen=True)
 class Equivalence:
     """Our estimates over seeds against one reference number (the paper's, as
-    quoted): the gap's mean and confidence interval, the t-test of gap = 0, and the
-    equivalence test, two one-sided t-tests (TOST, Schuirmann 1987) of
-    −margin < gap < margin. ``verdict``: ``"equivalent"`` where the TOST p < 0.05
-    (the gap's 90% interval lies inside ±margin); ``"beyond the margin"`` where the
-    90% interval lies wholly outside it; else ``"undecided"``. The reference is taken
-    as a fixed number: the paper's own seed spread is unknown."""
+    quoted): the gap's mean and confidence interval, the t-test of gap = 0, and
+    the equivalence test, two one-sided t-tests (TOST, Schuirmann 1987) of
+    −margin < gap < margin. ``verdict``: ``"equivalent"`` where the TOST p <
+    0.05 (the gap's 90% interval lies inside ±margin); ``"beyond the margin"``
+    where the 90% interval lies wholly outside it; else ``"undecided"``. The
+    reference is taken as a fixed number: the paper's own seed spread is
+    unknown."""
 
     values: tuple[float, ...]
     reference: float
@@ -296,7 +300,7 @@ def seed_spread_table(records: list[dict]) -> str:
     rows = [
         [
             q,
-            decoder_label(sees_input),
+            DECODERS[sees_input].label,
             row,
             s.n,
             ci_cell(s),
@@ -497,12 +501,13 @@ def chosen_protocol(records: list[dict]) -> str | None:
 def levers_that_help(records: list[dict], base: str) -> list[str]:
     """The levers whose protocol beat ``base`` (the tutorial's protocol) on the
     validation split: a lower best validation −ELBO, paired by seed, by a paired
-    t-test at the 5% level. Pulled together, they make the converged protocol; the
-    test set plays no part."""
+    t-test at the 5% level. Pulled together, they make the converged protocol;
+    the test set plays no part."""
     helping = []
     for name, c in lever_comparisons(records, base).items():
         levers = split_levers(name.removeprefix(base + "-"))
-        won = c["validation"].verdict == "differs" and c["validation"].estimate.mean < 0
+        validation = c["validation"]
+        won = validation.verdict == "differs" and validation.estimate.mean < 0
         if levers and won:
             helping += levers
     return helping
@@ -527,8 +532,8 @@ def converged_summary(
     """Per (quadrants, decoder_sees_input): the converged protocol's runs of the
     project's machine, IS at S = 100 and at the large S (:class:`Estimate`), the
     asymptote step's estimates where there are any, and the converged protocol
-    against the tutorial's (``base``'s runs of the seed study, same decoder), IS at
-    S = 100 paired by seed (:class:`Paired`)."""
+    against the tutorial's (``base``'s runs of the seed study, same decoder), IS
+    at S = 100 paired by seed (:class:`Paired`)."""
     tutorial = {
         (r["num_quadrant_inputs"], r["decoder_sees_input"], r["seed"]): r
         for r in home(seed_records)
@@ -580,7 +585,7 @@ def converged_table(
     rows = [
         [
             q,
-            decoder_label(sees),
+            DECODERS[sees].label,
             len(c["seeds"]),
             f"{c['epochs'].mean:.0f}",
             ci_cell(c["is"]),
@@ -595,7 +600,7 @@ def converged_table(
     rows += [
         [
             q,
-            decoder_label(sees),
+            DECODERS[sees].label,
             f"0 of {per_cell[q, sees]}",
             "–",
             "–",
@@ -608,7 +613,7 @@ def converged_table(
         for q, sees in cells
         if (q, sees) not in summary
     ]
-    rows.sort(key=lambda row: (row[0], row[1] != decoder_label(False)))
+    rows.sort(key=lambda row: (row[0], row[1] != DECODERS[False].label))
     header = ["quadrants", "decoder", "seeds", "epochs (mean)",
               f"IS, S = {small_s} [95% CI]", f"IS, S = {large_s} [95% CI]",
               f"converged − tutorial, S = {small_s}, per seed", "mean [95% CI]",
@@ -651,7 +656,7 @@ def asymptote_table(records: list[dict], planned: int) -> str:
     table = [
         [
             r["quadrants"],
-            decoder_label(r["decoder_sees_input"]),
+            DECODERS[r["decoder_sees_input"]].label,
             r["seed"],
             r["host"] or "this project's",
             f"{r['is']:.2f}",
@@ -672,9 +677,9 @@ def paper_rows() -> list[tuple[str, str]]:
     it stands beside: ``NN``, ``CVAE IS`` or ``NN − CVAE``)."""
     rows = [("NN", "NN")]
     for protocol in ("tutorial", "converged"):
-        rows += [(f"CVAE IS, {decoder_label(sees)}, {protocol}", "CVAE IS")
+        rows += [(f"CVAE IS, {DECODERS[sees].label}, {protocol}", "CVAE IS")
                  for sees in (False, True)]  # fmt: skip
-    rows += [(f"NN − CVAE IS, {decoder_label(sees)}, converged", "NN − CVAE")
+    rows += [(f"NN − CVAE IS, {DECODERS[sees].label}, converged", "NN − CVAE")
              for sees in (False, True)]  # fmt: skip
     return rows
 
@@ -703,7 +708,7 @@ def paper_comparisons(
         if (q, False) in seeds:
             values["NN"] = tuple(r["baseline_nll"] for r in seeds[q, False])
         for sees in (False, True):
-            label = decoder_label(sees)
+            label = DECODERS[sees].label
             if (q, sees) in seeds:
                 values[f"CVAE IS, {label}, tutorial"] = tuple(
                     r["cvae_nll_is"] for r in seeds[q, sees]
@@ -846,7 +851,7 @@ def host_table(records: list[dict]) -> str:
         [
             profile,
             q,
-            decoder_label(sees),
+            DECODERS[sees].label,
             host,
             ci_cell(c["host"]),
             ci_cell(c["home"]),
@@ -987,7 +992,7 @@ def write_report(results_dir: str | Path, base: Profile) -> Path:
                   converged_table(converged_runs, seeds, base.name,
                                   study_runs("converged", base))]  # fmt: skip
         planned = len(study_runs("asymptote", base))
-        s = max(base.curve_sample_sizes)
+        s = max(base.evaluation.curve_sample_sizes)
         parts += [f"### IS at S = {s} on the whole test set\n",
                   asymptote_table(converged_runs, planned)]  # fmt: skip
     if seeds:

@@ -30,34 +30,37 @@ from .checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoi
 from .config import Profile, RunSpec, autocast_dtype, set_seed
 from .data import (
     EVAL_BATCH_SIZE,
+    MaskedSplit,
     QuadrantSplits,
     TensorBatches,
     batched,
     quadrant_label,
 )
-from .models import CVAE, BaselineNet, masked_bce
+from .models import CVAE, BaselineNet, CVAEConfig, masked_bce
 
 
 def make_svi(cvae: CVAE, spec: RunSpec) -> SVI:
-    """The textbook step: ``SVI(cvae.model, guide, Adam(...), loss=Trace_ELBO())``.
+    """The textbook step:
+    ``SVI(cvae.model, guide, Adam(...), loss=Trace_ELBO())``.
 
-    Pyro's ``Adam`` keeps one torch optimizer per parameter tensor, and ``svi.step``
-    returns a Python float. :func:`make_steps` computes the same step faster.
+    Pyro's ``Adam`` keeps one torch optimizer per parameter tensor, and
+    ``svi.step`` returns a Python float. :func:`make_steps` computes the same
+    step faster.
     """
     family = spec.family
     return SVI(
         cvae.model,
         family.guide(cvae),
-        Adam({"lr": spec.profile.learning_rate}),
-        loss=family.svi_loss(cvae, spec.alpha, spec.profile.analytic_kl),
+        Adam({"lr": spec.profile.training.learning_rate}),
+        loss=family.svi_loss(cvae, spec.profile.training.analytic_kl),
     )
 
 
 def make_steps(cvae: CVAE, spec: RunSpec) -> TrainingSteps:
-    """The CVAE family's training steps: Pyro's loss for ``spec.family`` (``Trace_ELBO``
-    for the CVAE) with one Adam over the networks it trains."""
+    """The CVAE family's training steps: Pyro's loss for ``spec.family``
+    (``Trace_ELBO`` for the CVAE) with one Adam over the networks it trains."""
     family = spec.family
-    elbo = family.svi_loss(cvae, spec.alpha, spec.profile.analytic_kl)
+    elbo = family.svi_loss(cvae, spec.profile.training.analytic_kl)
     guide = family.guide(cvae)
 
     def loss(*batch: torch.Tensor) -> torch.Tensor:
@@ -68,8 +71,8 @@ def make_steps(cvae: CVAE, spec: RunSpec) -> TrainingSteps:
         loss,
         trained_parameters(cvae),
         f"{type(elbo).__name__}, one Adam",
-        profile.learning_rate,
-        profile.lr_decay,
+        profile.training.learning_rate,
+        profile.training.lr_decay,
         autocast_dtype(spec.precision, spec.device),
     )
 
@@ -169,12 +172,19 @@ class TrainingSteps:
             self.scheduler.load_state_dict(state["scheduler"])
 
 
-def fit(steps, train: TensorBatches, val: TensorBatches, run: TrainingRun) -> dict:
+def fit(
+    steps: TrainingSteps,
+    train: TensorBatches,
+    val: TensorBatches,
+    run: TrainingRun,
+) -> dict:
     """The training loop: a step per batch, the validation loss, early stopping.
 
-    ``steps``: :class:`TrainingSteps` (:func:`make_steps`, :func:`baseline_steps`),
-    which ``step`` and ``evaluate_loss`` as Pyro's ``SVI`` does; ``run`` resumes, keeps the best weights and checkpoints
-    (:class:`TrainingRun`). Returns the history: losses per epoch in nats per image.
+    ``steps``: :class:`TrainingSteps` (:func:`make_steps`,
+    :func:`baseline_steps`), which ``step`` and ``evaluate_loss`` as Pyro's
+    ``SVI`` does; ``run`` resumes, keeps the best weights and checkpoints
+    (:class:`TrainingRun`). Returns the history: losses per epoch in nats per
+    image.
     """
     for epoch in run.epochs(steps):
         train_losses = [steps.step(*batch) for batch in train]
@@ -189,7 +199,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def baseline_steps(net: BaselineNet, spec: RunSpec) -> TrainingSteps:
-    """The baseline's steps: the masked cross-entropy of the hidden pixels, and Adam."""
+    """The baseline's steps: the masked cross-entropy of the hidden pixels, and
+    Adam."""
 
     def loss(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         return masked_bce(net.logits(xs), ys).sum()
@@ -198,7 +209,7 @@ def baseline_steps(net: BaselineNet, spec: RunSpec) -> TrainingSteps:
         loss,
         net.parameters(),
         "masked BCE, one Adam",
-        spec.profile.learning_rate,
+        spec.profile.training.learning_rate,
         autocast=autocast_dtype(spec.precision, spec.device),
     )
 
@@ -282,13 +293,13 @@ class TrainingRun:
             return
         self.resumed_from = self.epoch
         self.bar = tqdm(
-            total=self.profile.max_epochs,
+            total=self.profile.training.max_epochs,
             initial=self.epoch,
             desc=self.label,
             unit="epoch",
             disable=not self.progress,
         )
-        for epoch in range(self.epoch + 1, self.profile.max_epochs + 1):
+        for epoch in range(self.epoch + 1, self.profile.training.max_epochs + 1):
             self.module.train()
             self.started = time.perf_counter()
             yield epoch
@@ -313,7 +324,7 @@ class TrainingRun:
         self.best_state, self.bad_epochs = stored["best_state"], stored["bad_epochs"]
         print(
             f"resuming {self.label}, after epoch {self.epoch} of at most "
-            f"{self.profile.max_epochs} ({where})"
+            f"{self.profile.training.max_epochs} ({where})"
         )
 
     def _per_item(self, losses: Sequence, loader: TensorBatches, what: str) -> float:
@@ -339,7 +350,7 @@ class TrainingRun:
         return (
             f"{self.label}: {what} at epoch {self.epoch + 1}, {which} batch {batch} of "
             f"{batches}. "
-            f"Lower the learning rate (now {self.profile.learning_rate}) or check the "
+            f"Lower the learning rate (now {self.profile.training.learning_rate}) or check the "
             f"inputs of this batch; the last good checkpoint is {where}."
         )
 
@@ -367,8 +378,9 @@ class TrainingRun:
     def end_epoch(
         self, epoch: int, train_losses: Sequence, val_losses: Sequence
     ) -> bool:
-        """Record ``epoch`` (its losses per batch), keep the best weights, checkpoint;
-        ``True`` once validation has not improved for ``profile.patience`` epochs."""
+        """Record ``epoch`` (its losses per batch), keep the best weights,
+        checkpoint; ``True`` once validation has not improved for
+        ``profile.training.patience`` epochs."""
         train_loss = self._per_item(train_losses, self.train, "training")
         self.module.eval()
         val_loss = self._per_item(val_losses, self.val, "validation")
@@ -398,10 +410,10 @@ class TrainingRun:
         self.bar.set_postfix(train=f"{train_loss:.2f}", val=f"{val_loss:.2f}")
         if self.on_epoch_end is not None:
             self.on_epoch_end(self.epoch, self.history)
-        if self.bad_epochs >= self.profile.patience:
+        if self.bad_epochs >= self.profile.training.patience:
             self.history["stopped_early"] = True
             return True
-        if self.epoch < self.profile.max_epochs:
+        if self.epoch < self.profile.training.max_epochs:
             self._save("running")
             if self.after_save is not None:
                 self.after_save(self.epoch)
@@ -450,21 +462,28 @@ def baseline_config(spec: RunSpec, hidden_1: int = 500, hidden_2: int = 500) -> 
     }
 
 
-def cvae_config(spec: RunSpec, model: CVAE, baseline_cfg: dict) -> dict:
-    """Everything that determines a trained CVAE (or GSNN, or hybrid), the baseline it
-    leans on included: its checkpoint's cache key."""
+def cvae_architecture(spec: RunSpec) -> CVAEConfig:
+    """The CVAE's architecture in ``spec``: the profile's width, the decoder."""
+    width = spec.profile.training.hidden_units
+    return CVAEConfig(
+        hidden_1=width, hidden_2=width, decoder_sees_input=spec.decoder_sees_input
+    )
+
+
+def cvae_config(spec: RunSpec, baseline_cfg: dict | None = None) -> dict:
+    """Everything that determines a trained CVAE (or GSNN, or hybrid), the
+    baseline it leans on included (``baseline_cfg``, default
+    :func:`baseline_config`): its checkpoint's cache key."""
     config = {
         "model": "cvae",
-        "family": spec.family.name,
+        **spec.family.key(),
         "num_quadrant_inputs": spec.num_quadrant_inputs,
         "seed": spec.seed,
-        **model.config.as_dict(),
+        **cvae_architecture(spec).as_dict(),
         "precision": spec.precision,
         "profile": spec.profile.training_dict(),
-        "baseline": baseline_cfg,
+        "baseline": baseline_cfg or baseline_config(spec),
     }
-    if spec.family.weighted:  # the hybrid's weight is a setting of the run
-        config["alpha"] = spec.alpha
     return config
 
 
@@ -474,7 +493,9 @@ def make_batches(
     """Shuffled training batches (seeded by ``spec``) and the validation split in
     order."""
     return (
-        TensorBatches(*train, batch_size=spec.profile.batch_size, seed=spec.seed),
+        TensorBatches(
+            *train, batch_size=spec.profile.training.batch_size, seed=spec.seed
+        ),
         TensorBatches(*val, batch_size=EVAL_BATCH_SIZE, shuffle=False),
     )
 
@@ -484,15 +505,18 @@ def train_baseline(
     spec: RunSpec,
     *,
     checkpoint_path: str | Path | None = None,
+    config: dict | None = None,
     progress: bool = True,
     after_save: Callable[[int], None] | None = None,
 ) -> tuple[BaselineNet, dict]:
     """Train (or reuse, or resume) the baseline MLP with the masked BCE.
 
-    Returns the network with its best validation weights, in eval mode, on
-    ``spec.device``, and its history.
+    ``splits`` on ``spec.device`` (``get_splits`` puts them there); ``config``:
+    the checkpoint's cache key (default :func:`baseline_config`). Returns the
+    network with its best validation weights, in eval mode, and its history.
     """
-    splits, spec = splits.to(spec.device), spec.for_baseline()
+    config = config or baseline_config(spec)
+    spec = spec.for_baseline()
     set_seed(spec.seed)  # the initial weights depend on the seed only
     net = BaselineNet().to(spec.device)
     train, val = make_batches(
@@ -502,7 +526,7 @@ def train_baseline(
     )
     run = TrainingRun(
         net,
-        baseline_config(spec),
+        config,
         spec.profile,
         f"baseline, {quadrant_label(spec.num_quadrant_inputs)}",
         train,
@@ -543,41 +567,42 @@ def train_cvae(
     spec: RunSpec,
     *,
     checkpoint_path: str | Path | None = None,
+    config: dict | None = None,
     progress: bool = True,
     snapshot_inputs: torch.Tensor | None = None,
     after_save: Callable[[int], None] | None = None,
 ) -> tuple[CVAE, dict]:
-    """Train (or reuse, or resume) a CVAE, GSNN or hybrid (``spec.family``) with Pyro's
-    loss (:func:`make_steps`).
+    """Train (or reuse, or resume) a CVAE, GSNN or hybrid (``spec.family``) with
+    Pyro's loss (:func:`make_steps`).
 
-    The baseline is frozen, so its guess y_hat is computed once per split and passed to
-    every step. ``snapshot_inputs`` ``(k, 28, 28)``: test inputs whose completions are
-    recorded after every epoch (:func:`snapshot_hook`). Returns the model with its best
+    The baseline is frozen, so its guess y_hat is computed once per split and
+    passed to every step. ``splits`` and ``snapshot_inputs`` ``(k, 28, 28)``
+    (test inputs whose completions are recorded after every epoch,
+    :func:`snapshot_hook`) on ``spec.device``; ``config``: the checkpoint's
+    cache key (default :func:`cvae_config`). Returns the model with its best
     validation weights, in eval mode, and its history.
     """
-    splits = splits.to(spec.device)
     set_seed(spec.seed)
     cvae = CVAE(
-        hidden_1=spec.profile.hidden_units,
-        hidden_2=spec.profile.hidden_units,
+        **cvae_architecture(spec).as_dict(),
         baseline=copy.deepcopy(baseline),
-        decoder_sees_input=spec.decoder_sees_input,
         recognition=spec.family.recognition,
     ).to(spec.device)
     cvae.baseline.eval()
-    train, val = (splits.train, splits.val)
-    train, val = make_batches(
-        spec,
-        (train.inputs, train.targets, batched(cvae.baseline_guess, train.inputs)),
-        (val.inputs, val.targets, batched(cvae.baseline_guess, val.inputs)),
-    )
+
+    def with_guess(split: MaskedSplit) -> tuple[torch.Tensor, ...]:
+        guess = batched(cvae.baseline_guess, split.inputs)
+        return split.inputs, split.targets, guess
+
+    train, val = with_guess(splits.train), with_guess(splits.val)
+    train, val = make_batches(spec, train, val)
     hook = None
     if snapshot_inputs is not None:
-        hook = snapshot_hook(cvae, snapshot_inputs.to(spec.device), 3, spec.seed)
+        hook = snapshot_hook(cvae, snapshot_inputs, 3, spec.seed)
     label = f"{spec.family.label}, {quadrant_label(spec.num_quadrant_inputs)}"
     run = TrainingRun(
         cvae,
-        cvae_config(spec, cvae, baseline_config(spec)),
+        config or cvae_config(spec),
         spec.profile,
         label,
         train,

@@ -3,11 +3,20 @@ banner."""
 
 from __future__ import annotations
 
+import ast
+import re
+from pathlib import Path
+
 import pytest
 
 from cvae_helpers.book import setup_chapter, show_source, source_lines
 from cvae_helpers.config import RunSpec
-from cvae_helpers.training import fit
+from cvae_helpers.training import TrainingSteps, fit
+
+BOOK = Path(__file__).resolve().parent.parent / "book"
+CODE_CELL = re.compile(r"```\{code-cell\}[^\n]*\n(.*?)```", re.S)
+# The book's code column holds about 80 characters before it scrolls.
+PAGE_WIDTH = 80
 
 
 def test_source_slices_are_the_real_lines():
@@ -135,3 +144,58 @@ def test_figures_are_drawn_at_twice_the_density_they_are_shown_at(kernel, monkey
     png = png if isinstance(png, bytes) else __import__("base64").b64decode(png)
     width = int.from_bytes(png[16:20], "big")  # the IHDR chunk's width
     assert abs(width - shown["width"] * book.FIGURE_DENSITY) <= 1
+
+
+def test_a_method_is_shown_without_its_class_indent():
+    shown = source_lines(TrainingSteps.step)
+    assert shown.startswith("def step(self") and "\n    with self." in shown
+
+
+def _code_cells(chapter: Path) -> list[ast.Module]:
+    """The chapter's code cells, parsed (cell options, magics and shell lines
+    dropped)."""
+    cells = []
+    for body in CODE_CELL.findall(chapter.read_text()):
+        if body.startswith("---\n"):
+            body = body.split("---\n", 2)[2]
+        lines = body.splitlines()
+        code = [line for line in lines if not line.startswith((":", "%", "!"))]
+        cells.append(ast.parse("\n".join(code)))
+    return cells
+
+
+def displayed_sources(chapter: Path) -> list[tuple[str, str]]:
+    """What each ``show_source(...)`` of ``chapter`` displays, as (call, text):
+    the call evaluated with the chapter's own imports."""
+    namespace: dict = {}
+    cells = _code_cells(chapter)
+    for node in (n for cell in cells for n in ast.walk(cell)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            try:
+                exec(compile(ast.Module([node], []), str(chapter), "exec"), namespace)
+            except ImportError:  # the Colab cell's google.colab
+                pass
+    shown = []
+    for node in (n for cell in cells for n in ast.walk(cell)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "show_source":
+            call = ast.unparse(node)
+            shown.append(
+                (call, eval(call, {**namespace, "show_source": show_source}).data)
+            )
+    return shown
+
+
+def test_every_line_of_shown_source_fits_the_page():
+    """The package source the chapters display, method bodies dedented, fits the
+    book's code column: no line over PAGE_WIDTH characters."""
+    too_long, count = [], 0
+    for chapter in sorted(BOOK.glob("*.md")):
+        for call, text in displayed_sources(chapter):
+            count += 1
+            too_long += [
+                f"{chapter.name}: {call}: {line}"
+                for line in text.splitlines()
+                if len(line) > PAGE_WIDTH
+            ]
+    assert count > 40  # the chapters' calls were found and evaluated
+    assert not too_long, "\n".join(too_long)

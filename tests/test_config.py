@@ -49,7 +49,8 @@ def test_profiles_and_overrides(monkeypatch):
     monkeypatch.setenv("CVAE_PROFILE", "quick")
     assert get_profile() is PROFILES["quick"]
     assert (
-        get_profile("full", patience=7).patience == 7 and PROFILES["full"].patience == 3
+        get_profile("full", patience=7).training.patience == 7
+        and PROFILES["full"].training.patience == 3
     )
     with pytest.raises(ValueError, match=r"Unknown profile 'huge'.*CVAE_PROFILE"):
         get_profile("huge")
@@ -130,11 +131,19 @@ def test_profile_fields_and_the_training_part_of_the_cache_key():
         full.description == "the real experiment"
         and "not meaningful" in quick.description
     )
-    assert (full.diversity_images, quick.diversity_images) == (1000, 50)
-    assert full.curve_sample_sizes[-1] == 5000 and quick.curve_sample_sizes[-1] == 300
-    assert (full.curve_images, quick.curve_images) == (500, 100)
-    assert full.bench_batches > quick.bench_batches > 0
-    assert list(full.curve_sample_sizes) == sorted(full.curve_sample_sizes)
+    assert (full.evaluation.diversity_images, quick.evaluation.diversity_images) == (
+        1000,
+        50,
+    )
+    assert (
+        full.evaluation.curve_sample_sizes[-1] == 5000
+        and quick.evaluation.curve_sample_sizes[-1] == 300
+    )
+    assert (full.evaluation.curve_images, quick.evaluation.curve_images) == (500, 100)
+    assert full.evaluation.bench_batches > quick.evaluation.bench_batches > 0
+    assert list(full.evaluation.curve_sample_sizes) == sorted(
+        full.evaluation.curve_sample_sizes
+    )
     # only what changes a trained model is in its cache key
     assert quick.training_dict() == {
         "name": "quick", "train_size": 3000, "val_size": 1000, "max_epochs": 2, "patience": 3,
@@ -144,7 +153,11 @@ def test_profile_fields_and_the_training_part_of_the_cache_key():
         == quick.training_dict()
     )
     assert get_profile("quick", batch_size=64).training_dict()["batch_size"] == 64
-    assert set(full.as_dict()) > set(full.training_dict())
+    # a record's settings hold every field, by concern
+    settings = full.as_dict()
+    assert set(settings["training"]) > set(full.training_dict()) - {"name"}
+    assert settings["evaluation"]["num_samples"] == 100
+    assert settings["study"]["seeds"] == 5
 
 
 def test_bf16_is_a_lever_of_the_one_training_step(monkeypatch):
@@ -161,22 +174,21 @@ def test_bf16_is_a_lever_of_the_one_training_step(monkeypatch):
 
 
 def test_run_spec_family_is_an_object_made_from_its_name():
-    from cvae_helpers.families import GSNN, HYBRID
+    from cvae_helpers.families import CVAE, GSNN, HYBRID
 
     spec = RunSpec.create(1, "quick", device="cpu")
-    assert spec.family.name == "cvae" and spec.alpha == 0.5
+    assert spec.family is CVAE and spec.family.alpha == 1.0
     gsnn = RunSpec(1, PROFILES["quick"], family="gsnn")
     assert gsnn.family is GSNN and spec.with_family("gsnn").family is GSNN
+    assert spec.with_family("hybrid").family is HYBRID and HYBRID.alpha == 0.5
     hybrid = spec.with_family(HYBRID, alpha=0.2)
-    assert (
-        hybrid.family is HYBRID
-        and hybrid.alpha == 0.2
-        and hybrid.with_family("cvae").alpha == 0.2
-    )
+    assert hybrid.family.name == "hybrid" and hybrid.family.alpha == 0.2
+    # the CVAE and the GSNN have no weight to set
+    assert spec.with_family("cvae", alpha=0.2).family is CVAE
     with pytest.raises(ValueError, match="Unknown model family 'vae'"):
         RunSpec.create(1, "quick", device="cpu", family="vae")
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\], got -0.1"):
-        RunSpec(1, PROFILES["quick"], family="hybrid", alpha=-0.1)
+        spec.with_family("hybrid", alpha=-0.1)
 
 
 def test_cpu_provenance_names_the_model_the_kernels_and_the_threads(monkeypatch):

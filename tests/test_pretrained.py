@@ -27,7 +27,7 @@ from cvae_helpers.checkpoints import load_checkpoint
 from cvae_helpers.classifier import classifier_path, get_classifier
 from cvae_helpers.config import RunSpec, get_profile
 from cvae_helpers.pipeline import (
-    checkpoint_paths,
+    cached_models,
     get_trained_models,
     metrics_record,
     restore_pretrained,
@@ -349,15 +349,15 @@ def test_manifest_from_another_configuration_is_refused(
     manifest_path.write_text(json.dumps(manifest))
     with serve(release) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
-        restore_pretrained(fresh)
+        restore_pretrained(fresh, cached_models(fresh))
         # asking for what the edited manifest claims: the weights file itself says
         # otherwise
         with pytest.raises(pretrained.PretrainedMismatchError, match="weights file"):
             pretrained.restore_checkpoints(
                 [
-                    pretrained.WantedCheckpoint(
+                    pretrained.CachedModel(
                         "baseline",
-                        checkpoint_paths(fresh)[0],
+                        cached_models(fresh)[0].path,
                         manifest["models"][0]["config"],
                         "full/q2_seed0/baseline.pt",
                     )
@@ -378,7 +378,7 @@ def test_offline_falls_back_with_one_line(fresh, monkeypatch, capsys):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv(pretrained.BASE_URL_ENV, f"http://127.0.0.1:{port}")
-    restore_pretrained(fresh)
+    restore_pretrained(fresh, cached_models(fresh))
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith(
         f"pretrained weights not used: could not download http://127.0.0.1:{port}/manifest.json "
@@ -390,10 +390,11 @@ def test_offline_falls_back_with_one_line(fresh, monkeypatch, capsys):
 def test_quick_budget_and_forced_training_never_download(exported, fresh, monkeypatch):
     with serve(exported[3]) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
-        restore_pretrained(replace(fresh, profile=get_profile("quick")))
-        restore_pretrained(fresh, force_training=True)
+        quick = replace(fresh, profile=get_profile("quick"))
+        restore_pretrained(quick, cached_models(quick))
+        restore_pretrained(fresh, cached_models(fresh), force_training=True)
         monkeypatch.setenv(pretrained.FORCE_TRAINING_ENV, "1")
-        restore_pretrained(fresh)
+        restore_pretrained(fresh, cached_models(fresh))
     assert server.requested == [] and files_under(fresh.checkpoint_dir) == []
 
 
@@ -402,13 +403,13 @@ def test_forced_training_drops_downloaded_models_only(
 ):
     with serve(exported[3]) as server:
         monkeypatch.setenv(pretrained.BASE_URL_ENV, server.url)
-        restore_pretrained(fresh)
-    baseline_path, cvae_path = checkpoint_paths(fresh)
+        restore_pretrained(fresh, cached_models(fresh))
+    baseline_path, cvae_path = (m.path for m in cached_models(fresh))
     shutil.copy(
-        checkpoint_paths(exported[0])[0], baseline_path
+        cached_models(exported[0])[0].path, baseline_path
     )  # a baseline trained here
     capsys.readouterr()
-    restore_pretrained(fresh, force_training=True)
+    restore_pretrained(fresh, cached_models(fresh), force_training=True)
     assert baseline_path.is_file() and not cvae_path.exists()
     assert capsys.readouterr().out == (
         "forced training: the cached CVAE p(y|z), 2 quadrants came from the release; training it here\n"
@@ -455,7 +456,7 @@ def test_export_names_missing_models(tmp_path):
         export_assets(
             [spec], tmp_path / "release", commit="abc1234", reference_dir=None
         )
-    assert str(checkpoint_paths(spec)[1]) in str(error.value)
+    assert str(cached_models(spec)[1].path) in str(error.value)
     assert str(classifier_path(spec)) in str(error.value)  # in the same list
 
 

@@ -8,11 +8,11 @@ import json
 import pytest
 from conftest import metrics_record
 
+from cvae_helpers.config import DECODERS
 from cvae_helpers.data import quadrant_label
 from cvae_helpers.results import (
     PYRO_TUTORIAL,
     baseline_gap_table,
-    decoder_label,
     headline_table,
     load_reference,
     load_reference_json,
@@ -33,9 +33,9 @@ def test_labels():
         "2 quadrants",
         "3 quadrants",
     ]
-    assert decoder_label(False) == "p(y|z)" and decoder_label(True) == "p(y|x,z)"
-    assert decoder_label(False, long=True) == "p(y|z), the Pyro example's (default)"
-    assert decoder_label(True, long=True) == "p(y|x,z), the paper's"
+    assert DECODERS[False].label == "p(y|z)" and DECODERS[True].label == "p(y|x,z)"
+    assert DECODERS[False].long_label == "p(y|z), the Pyro example's (default)"
+    assert DECODERS[True].long_label == "p(y|x,z), the paper's"
 
 
 def test_markdown_table():

@@ -15,6 +15,7 @@ import pytest
 from cvae_helpers import cli, studies, study_report
 from cvae_helpers.config import (
     CONVERGED_LEVERS,
+    DECODERS,
     LEVERS,
     PROFILES,
     RunSpec,
@@ -22,8 +23,7 @@ from cvae_helpers.config import (
     split_levers,
     with_levers,
 )
-from cvae_helpers.pipeline import checkpoint_configs, checkpoint_paths
-from cvae_helpers.results import DECODER_DIRS
+from cvae_helpers.pipeline import cached_models
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
 COMMITTED = REFERENCE / studies.STUDIES_SUBDIR
@@ -46,28 +46,39 @@ def test_full_profile_cache_key_is_unchanged_by_the_levers():
 def test_levers_make_profiles_that_share_the_tutorials_baseline(tmp_path):
     full = PROFILES["full"]
     long = get_profile("full-long-lr-decay")
-    assert (long.name, long.patience, long.max_epochs, long.lr_decay) == (
+    assert (
+        long.name,
+        long.training.patience,
+        long.training.max_epochs,
+        long.training.lr_decay,
+    ) == (
         "full-long-lr-decay",
         10,
         300,
         0.5,
     )
-    assert get_profile("quick-long").max_epochs == 6 * PROFILES["quick"].max_epochs
-    assert get_profile("full-wide").hidden_units == 1000
-    assert get_profile("full-analytic-kl").analytic_kl
+    assert (
+        get_profile("quick-long").training.max_epochs
+        == 6 * PROFILES["quick"].training.max_epochs
+    )
+    assert get_profile("full-wide").training.hidden_units == 1000
+    assert get_profile("full-analytic-kl").training.analytic_kl
     assert not long.fetch_pretrained  # the release has no such models
     spec = RunSpec.create(1, long, checkpoint_dir=tmp_path, device="cpu")
     tutorial = RunSpec.create(1, full, checkpoint_dir=tmp_path, device="cpu")
-    assert checkpoint_paths(spec)[0] == checkpoint_paths(tutorial)[0]
-    assert checkpoint_paths(spec)[1].parent.name == "q1_seed0"
-    assert checkpoint_paths(spec)[1].parent.parent.name == "full-long-lr-decay"
-    base_key, cvae_key = checkpoint_configs(spec)
-    assert base_key == checkpoint_configs(tutorial)[0]
+    assert cached_models(spec)[0].path == cached_models(tutorial)[0].path
+    assert cached_models(spec)[1].path.parent.name == "q1_seed0"
+    assert cached_models(spec)[1].path.parent.parent.name == "full-long-lr-decay"
+    base_key, cvae_key = [m.config for m in cached_models(spec)]
+    assert base_key == cached_models(tutorial)[0].config
     assert cvae_key["profile"]["lr_decay"] == 0.5 and cvae_key["baseline"] == base_key
-    wide_key = checkpoint_configs(replace(tutorial, profile=get_profile("full-wide")))
+    wide_key = [
+        m.config
+        for m in cached_models(replace(tutorial, profile=get_profile("full-wide")))
+    ]
     assert wide_key[1]["hidden_1"] == wide_key[1]["hidden_2"] == 1000
     # a profile given levers by overrides still trains its baseline without them
-    assert get_profile("full", lr_decay=0.5).for_baseline.lr_decay is None
+    assert get_profile("full", lr_decay=0.5).for_baseline.training.lr_decay is None
 
 
 def test_profile_names_with_levers_parse_or_say_what_exists():
@@ -250,7 +261,7 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     provenance; a second call runs nothing (every file is there)."""
     profile = get_profile(
         "quick", train_size=256, val_size=128, test_size=64, max_epochs=2,
-        num_samples=4, study_seeds=2, study_paper_seeds=1, study_large_samples=6,
+        num_samples=4, seeds=2, paper_seeds=1, large_samples=6,
     )  # fmt: skip
     template = RunSpec.create(1, profile, device="cpu", checkpoint_dir=tmp_path / "ck")
     records = studies.run_study("protocols", template, tmp_path / "runs")
@@ -258,7 +269,7 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
         p.name for p in studies.protocol_profiles(profile)
     ]
     wide = records[-1]
-    assert wide["profile_settings"]["hidden_units"] == 1000
+    assert wide["profile_settings"]["training"]["hidden_units"] == 1000
     assert wide["is_large_s"]["sample_sizes"] == [6]
     assert len(wide["curves"]["val_loss"]) == 2
     assert "engine" not in wide["provenance"]
@@ -273,18 +284,28 @@ def test_converged_is_the_tutorials_profile_with_the_chosen_levers(tmp_path):
     full, named = PROFILES["full"], get_profile("converged")
     assert named == with_levers(full, CONVERGED_LEVERS)
     assert named.name == "full-long-analytic-kl-lr-decay"  # its runs say what trained
-    assert (named.patience, named.max_epochs, named.analytic_kl, named.lr_decay) == (
+    assert (
+        named.training.patience,
+        named.training.max_epochs,
+        named.training.analytic_kl,
+        named.training.lr_decay,
+    ) == (
         10,
         300,
         True,
         0.5,
     )
-    assert named.hidden_units == full.hidden_units and not named.fetch_pretrained
+    assert (
+        named.training.hidden_units == full.training.hidden_units
+        and not named.fetch_pretrained
+    )
     spec = RunSpec.create(1, "converged", checkpoint_dir=tmp_path, device="cpu")
     tutorial = RunSpec.create(1, full, checkpoint_dir=tmp_path, device="cpu")
-    assert checkpoint_paths(spec)[0] == checkpoint_paths(tutorial)[0]  # one baseline
+    assert (
+        cached_models(spec)[0].path == cached_models(tutorial)[0].path
+    )  # one baseline
     # the book's default stays the tutorial's protocol
-    assert get_profile("full") is full and full.patience == 3
+    assert get_profile("full") is full and full.training.patience == 3
 
 
 def test_the_named_profile_runs_under_the_name_of_its_levers(tmp_path, monkeypatch):
@@ -311,9 +332,7 @@ def test_the_seed_studys_seed_zero_is_the_committed_reference(tmp_path):
     for path in written:
         record = json.loads(path.read_text())
         sees_input = "_pyxz_" in path.name
-        source = (
-            f"{DECODER_DIRS[sees_input]}/metrics_q{record['num_quadrant_inputs']}.json"
-        )
+        source = f"{DECODERS[sees_input].folder}/metrics_q{record['num_quadrant_inputs']}.json"
         metrics = json.loads((REFERENCE / source).read_text())
         assert {k: record[k] for k in metrics} == metrics
         assert record["provenance"]["source"] == source
@@ -599,7 +618,7 @@ def test_the_asymptote_step_adds_to_a_record_only_from_the_models_that_made_it(
     monkeypatch.setattr(studies, "get_trained_models", lambda *a, **k: pytest.fail())
     with pytest.raises(ValueError, match="not in this checkpoint cache"):
         studies.do_run(run, template, tmp_path / "runs")
-    cvae_path = checkpoint_paths(run.spec(template))[1]
+    cvae_path = cached_models(run.spec(template))[1].path
     cvae_path.parent.mkdir(parents=True)
     cvae_path.write_bytes(b"")
 

@@ -316,7 +316,7 @@ def test_checkpoint_from_another_configuration_is_refused(
     ):
         train_baseline(
             tiny_splits,
-            replace(tiny_spec, profile=replace(tiny_spec.profile, max_epochs=4)),
+            replace(tiny_spec, profile=tiny_spec.profile.replace(max_epochs=4)),
             checkpoint_path=path,
             progress=False,
         )
@@ -418,7 +418,7 @@ def test_cvae_trains_with_both_decoders(tiny_splits, tiny_spec, sees_input, tmp_
     # the frozen baseline is untouched, and the checkpoint carries the config of both
     assert all(torch.equal(before[k], v) for k, v in cvae.baseline.state_dict().items())
     stored = load_checkpoint(tmp_path / "cvae.pt")["config"]
-    assert stored == cvae_config(spec, cvae, baseline_config(spec))
+    assert stored == cvae_config(spec)
     assert stored["decoder_sees_input"] is sees_input and stored[
         "baseline"
     ] == baseline_config(spec)
@@ -444,7 +444,7 @@ def test_make_svi_pairs_the_model_with_the_familys_guide_and_loss(tiny_spec):
         isinstance(svi.optim, PyroOptim)
         and svi.optim.pt_optim_constructor is torch.optim.Adam
     )
-    assert svi.optim.pt_optim_args == {"lr": tiny_spec.profile.learning_rate}
+    assert svi.optim.pt_optim_args == {"lr": tiny_spec.profile.training.learning_rate}
     gsnn = CVAE(z_dim=4, hidden_1=8, hidden_2=8, recognition=False)
     assert make_svi(gsnn, tiny_spec.with_family("gsnn")).guide == gsnn.gsnn_guide
     hybrid = make_svi(cvae, tiny_spec.with_family("hybrid", alpha=0.3))
@@ -481,7 +481,7 @@ def test_bf16_training_keeps_fp32_weights_and_its_own_cache_file(
     tiny_splits, tiny_spec, monkeypatch
 ):
     from cvae_helpers import config
-    from cvae_helpers.pipeline import checkpoint_paths
+    from cvae_helpers.pipeline import cached_models
 
     monkeypatch.setattr(
         config, "bf16_supported", lambda device: True
@@ -491,7 +491,9 @@ def test_bf16_training_keeps_fp32_weights_and_its_own_cache_file(
     cvae, history = train_cvae(tiny_splits, baseline, spec, progress=False)
     assert all(p.dtype == torch.float32 for p in cvae.parameters())
     assert all(math.isfinite(v) for v in history["val_loss"] + history["train_loss"])
-    fp32_paths, bf16_paths = checkpoint_paths(tiny_spec), checkpoint_paths(spec)
+    fp32_paths, bf16_paths = (
+        [m.path for m in cached_models(s)] for s in (tiny_spec, spec)
+    )
     assert (
         bf16_paths[1].name == "cvae_pyz_bf16.pt" and fp32_paths[1].name == "cvae_pyz.pt"
     )
@@ -562,7 +564,7 @@ def test_the_books_step_computes_what_svi_computes(
     rounding."""
     spec = replace(
         tiny_spec.with_family(family),
-        profile=replace(tiny_spec.profile, analytic_kl=analytic_kl),
+        profile=tiny_spec.profile.replace(analytic_kl=analytic_kl),
     )
     batch = _batch(tiny_splits)
     models, losses, grads = [], [], []
@@ -604,7 +606,7 @@ def test_the_books_baseline_step_computes_the_textbook_step(tiny_splits, tiny_sp
     for book in (False, True):
         torch.manual_seed(0)
         net = BaselineNet(hidden_1=32, hidden_2=32)
-        lr = tiny_spec.profile.learning_rate
+        lr = tiny_spec.profile.training.learning_rate
         step = baseline_steps(net, tiny_spec).step if book else None
         step = step or textbook_baseline_step(net, lr)
         losses.append([float(step(xs, ys)) for _ in range(5)])

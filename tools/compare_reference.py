@@ -17,12 +17,8 @@ import argparse
 import math
 from pathlib import Path
 
-from cvae_helpers.results import (
-    DECODER_DIRS,
-    decoder_label,
-    load_results,
-    markdown_table,
-)
+from cvae_helpers.config import DECODERS
+from cvae_helpers.results import load_results, markdown_table
 
 ROWS = {
     "NN": "baseline_nll",
@@ -35,7 +31,7 @@ ROWS = {
 def comparison_rows(old_dir: Path, new_dir: Path) -> list[list[object]]:
     """One row per decoder, setting and estimator found in both folders."""
     rows: list[list[object]] = []
-    for sees_input, folder in DECODER_DIRS.items():
+    for sees_input, folder in ((d.sees_input, d.folder) for d in DECODERS.values()):
         old = {r["num_quadrant_inputs"]: r for r in load_results(old_dir / folder)}
         new = {r["num_quadrant_inputs"]: r for r in load_results(new_dir / folder)}
         for q in sorted(old.keys() & new.keys()):
@@ -43,13 +39,13 @@ def comparison_rows(old_dir: Path, new_dir: Path) -> list[list[object]]:
                 a, b = old[q][key], new[q][key]
                 se = math.hypot(old[q][f"{key}_stderr"], new[q][f"{key}_stderr"])
                 rows.append(
-                    [decoder_label(sees_input), q, label,
+                    [DECODERS[sees_input].label, q, label,
                      f"{a:.2f} ± {old[q][key + '_stderr']:.2f}",
                      f"{b:.2f} ± {new[q][key + '_stderr']:.2f}",
                      f"{b - a:+.2f}", f"{(b - a) / se:+.1f}"]
                 )  # fmt: skip
             rows.append(
-                [decoder_label(sees_input), q, "CVAE epochs (best)",
+                [DECODERS[sees_input].label, q, "CVAE epochs (best)",
                  f"{old[q]['epochs_cvae']} ({old[q]['best_epoch_cvae']})",
                  f"{new[q]['epochs_cvae']} ({new[q]['best_epoch_cvae']})", "", ""]
             )  # fmt: skip

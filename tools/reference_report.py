@@ -21,11 +21,9 @@ import re
 import subprocess
 from pathlib import Path
 
-from cvae_helpers.config import cpu_model
+from cvae_helpers.config import DECODERS, cpu_model
 from cvae_helpers.results import (
-    DECODER_DIRS,
     convergence_table,
-    decoder_label,
     diversity_table,
     family_table,
     load_family_reference,
@@ -88,7 +86,7 @@ def write_timings(reference_dir: Path) -> Path:
     # make reference-gsnn (and reference runs before the one above): one log per train
     # command
     for family in ("cvae", "gsnn", "hybrid"):
-        for decoder, folder in DECODER_DIRS.items():
+        for decoder, folder in ((d.sees_input, d.folder) for d in DECODERS.values()):
             prefix, flags = (
                 ("", "") if family == "cvae" else (f"{family}_", f" --family {family}")
             )
@@ -106,11 +104,11 @@ def write_timings(reference_dir: Path) -> Path:
         ("diversity", "diversity --profile full"),
         *(
             (
-                f"convergence_{folder}",
+                f"convergence_{d.folder}",
                 "convergence --profile full"
-                + (" --decoder-sees-input" if decoder else ""),
+                + (" --decoder-sees-input" if d.sees_input else ""),
             )
-            for decoder, folder in DECODER_DIRS.items()
+            for d in DECODERS.values()
         ),
     ]:
         log = reference_dir / "logs" / f"time_{name}.txt"
@@ -165,9 +163,9 @@ def write_readme(
         "samples per test image for MC and IS.\n",
     ]
     for decoder, records in reference.items():
-        folder = DECODER_DIRS[decoder]
+        folder = DECODERS[decoder].folder
         parts += [
-            f"## Decoder {decoder_label(decoder, long=True)}: `{folder}/`\n",
+            f"## Decoder {DECODERS[decoder].long_label}: `{folder}/`\n",
             "Negative conditional log-likelihood on the test set, nats per image, mean ± "
             "standard error over images (lower is better).\n",
             results_table(records),
@@ -286,7 +284,7 @@ def _gap_sections(reference_dir: Path) -> list[str]:
         ]
         for decoder, by_family in families.items():
             parts += [
-                f"Decoder {decoder_label(decoder, long=True)}:\n",
+                f"Decoder {DECODERS[decoder].long_label}:\n",
                 family_table(by_family),
             ]
     diversity = load_reference_json("diversity.json", reference_dir)
@@ -297,12 +295,12 @@ def _gap_sections(reference_dir: Path) -> list[str]:
             + f" The classifier: {100 * diversity['classifier_test_accuracy']:.2f}% test accuracy on "
             f"{diversity['classifier_test_images']:,} test digits. {diversity['num_samples']} "
             f"completions of each of the first {diversity['num_images']:,} test inputs, decoder "
-            f"{decoder_label(diversity['decoder_sees_input'])}, mean ± standard error over inputs:\n",
+            f"{DECODERS[diversity['decoder_sees_input']].label}, mean ± standard error over inputs:\n",
             diversity_table(diversity),
         ]
     studies = {
-        decoder: load_reference_json(f"convergence_{folder}.json", reference_dir)
-        for decoder, folder in DECODER_DIRS.items()
+        d.sees_input: load_reference_json(f"convergence_{d.folder}.json", reference_dir)
+        for d in DECODERS.values()
     }
     studies = {
         decoder: study for decoder, study in studies.items() if study is not None

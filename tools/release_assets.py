@@ -38,7 +38,7 @@ from cvae_helpers import pretrained
 from cvae_helpers.checkpoints import load_checkpoint
 from cvae_helpers.classifier import wanted_classifier
 from cvae_helpers.config import RunSpec
-from cvae_helpers.pipeline import checkpoint_configs, checkpoint_paths
+from cvae_helpers.pipeline import cached_models
 from cvae_helpers.results import QUADRANT_SETTINGS
 from tools.release_publish import summary_markdown
 
@@ -98,11 +98,9 @@ def reference_checkpoints(
     must have): the baselines and CVAEs, then (unless ``classifier`` is false) the
     classifier of each spec's budget and seed (repeats included)."""
     models = [
-        (path.relative_to(spec.checkpoint_dir).as_posix(), path, config)
+        (model.relative, model.path, model.config)
         for spec in specs
-        for path, config in zip(
-            checkpoint_paths(spec), checkpoint_configs(spec), strict=True
-        )
+        for model in cached_models(spec)
     ]
     classifiers = [
         (item.relative, item.path, item.config)
