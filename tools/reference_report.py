@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
 
-from cvae_helpers.config import DECODERS, cpu_model
+from cvae_helpers.config import DECODERS
 from cvae_helpers.results import (
     convergence_table,
     diversity_table,
@@ -63,9 +62,11 @@ def read_time_log(path: str | Path) -> dict[str, float]:
     return {"wall_s": total, "peak_rss_mib": max(rss_kb) / 1024}
 
 
-def machine_description() -> str:
-    """CPU model and core count of this machine, e.g. ``"2 cores, AMD EPYC 9B14"``."""
-    return f"{os.cpu_count()} cores, {cpu_model()}"
+def machine_description(record: dict) -> str:
+    """The machine that made ``record``, as the record names it (its ``device``:
+    ``"cpu (Intel(R) Xeon(R) Processor, AVX512 kernels, 2 threads)"``), not the one
+    that writes the report; records older than that field name no machine."""
+    return record.get("device", "not recorded (a record older than its `device` field)")
 
 
 def write_timings(reference_dir: Path) -> Path:
@@ -156,7 +157,7 @@ def write_readme(
         else f"- Commits: `{commit}` trained these models; `{eval_commit}` evaluated them again and "
         "made the grids (`make reference-eval TRAINED=...`: the cached models, no retraining).",
         f"- Started: {started} (UTC).",
-        f"- Machine: {machine_description()}, CPU only, no GPU.",
+        f"- Machine: {machine_description(first)}, no GPU.",
         f"- Versions: {versions}.",
         f"- Data: MNIST, 50,000 training / 10,000 validation images (seed 0) from the 60k "
         f"training set; {first['num_test_images']} test images; S = {first['num_samples']} "
