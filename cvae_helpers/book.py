@@ -24,12 +24,8 @@ FIGURE_DENSITY = 2
 
 def setup_chapter(seed: int = 0, profile: str | None = None) -> RunSpec:
     """Seed everything, pick the budget (``$CVAE_PROFILE``, default full) and say which
-    it is.
-
-    Returns the chapter's :class:`~cvae_helpers.config.RunSpec` (1 quadrant given; use
-    ``spec.for_quadrants(q)`` for the others), with the profile, folders and device
-    resolved.
-    """
+    it is. Returns the chapter's :class:`~cvae_helpers.config.RunSpec` (1 quadrant
+    given; ``spec.for_quadrants(q)`` for the others)."""
     import matplotlib.pyplot as plt
 
     spec = RunSpec.create(1, profile, seed=seed)
@@ -73,13 +69,8 @@ def _kernel_shell():
 
 
 def show_progress() -> bool:
-    """Whether a long cell shows a progress bar: yes where a person runs the notebook
-    (Jupyter, Colab), no in the built book and in scripts.
-
-    ``$CVAE_PROGRESS`` (``0`` or ``1``) decides when it is set; the book's build sets it
-    to ``0`` for the kernels that execute the chapters. Otherwise a notebook kernel
-    shows progress and anything else does not.
-    """
+    """Whether a long cell shows a progress bar: ``$CVAE_PROGRESS`` (``0`` or ``1``)
+    where it is set (the book's build sets ``0``), else only in a notebook kernel."""
     setting = os.environ.get(PROGRESS_ENV, "").strip().lower()
     if setting:
         return setting not in ("0", "false", "no")
@@ -87,10 +78,9 @@ def show_progress() -> bool:
 
 
 def source_lines(obj: Any, start: str | None = None, stop: str | None = None) -> str:
-    """The source of ``obj``, dedented (a method loses its class's indent), or the
-    slice from the first line containing ``start`` up to (not including) the next line
-    containing ``stop``; a marker that is not found is an error, so a chapter cannot
-    silently show a stale part."""
+    """The source of ``obj``, dedented, or its lines from the first containing ``start``
+    up to (not including) the next containing ``stop``; a marker that is not found is
+    an error, so a chapter cannot silently show a stale part."""
     lines = textwrap.dedent(inspect.getsource(obj)).splitlines(keepends=True)
     first = 0
     if start is not None:
@@ -108,12 +98,8 @@ def source_lines(obj: Any, start: str | None = None, stop: str | None = None) ->
 
 
 def show_source(*objs: Any, start: str | None = None, stop: str | None = None):
-    """Package source as highlighted code: the code that runs, whole or a slice of it.
-
-    Several objects are shown one after the other, to be read as one piece. ``start``
-    and ``stop`` pick a part of a long function (see :func:`source_lines`), so a chapter
-    can show it piece by piece, each next to the sentence that explains it.
-    """
+    """Package source as highlighted code: the code that runs, whole or the part between
+    ``start`` and ``stop`` (:func:`source_lines`); several objects read as one piece."""
     from IPython.display import Code
 
     parts = [source_lines(obj, start, stop) for obj in objs]
@@ -134,11 +120,8 @@ def glue(name: str, value: Any, display: bool = False) -> None:
 
 def glue_figure(name: str, fig: Any = None) -> None:
     """A figure the book numbers and captions: ``fig`` (default: the current one),
-    glued as ``name`` for a ``{glue:figure}`` directive, and shown where it is drawn.
-
-    The book shows it once, where the directive puts it with its number and caption (the
-    drawing cell's own output is removed by its ``remove-output`` tag); Jupyter and
-    Colab, which ignore that tag, show it below the cell, at the same retina density.
+    glued as ``name`` for a ``{glue:figure}`` directive (the drawing cell's own output is
+    removed by its ``remove-output`` tag), and shown below the cell in Jupyter and Colab.
     """
     import matplotlib.pyplot as plt
 

@@ -1,24 +1,18 @@
 """The CVAE in the reader's browser: weights exported when the book is built, sampled by
-JavaScript.
+JavaScript (``browser_explorer.js`` next to this file).
 
-- :func:`export_weights` packs, for each quadrant setting, the layers that sampling
-  needs (the baseline, the prior network and the generation network) into one binary
-  blob: int8 weights with a float32 scale per output row (or fp16), float32 biases. It
-  also embeds a few test digits and measures how far the exported network's pixels are
-  from the trained one's.
-- :meth:`ExportedWeights.write` puts the blobs and ``manifest.json`` in a folder that
-  the HTML book serves; :func:`exported_cvae` rebuilds a PyTorch model from the blobs
-  (the reference the browser test compares against).
-- :class:`BrowserExplorer` is the widget, ``browser_explorer.js`` next to this file. In
-  a notebook (Jupyter, Colab) its HTML carries the weights inline (base64, decoded only
-  when the reader picks that setting); in the HTML book its Markdown form loads them
-  from the static files. The book tells MyST-NB to prefer the Markdown form
-  (``nb_mime_priority_overrides`` in ``_config.yml``).
+- :func:`export_weights` packs, per quadrant setting, the layers that sampling needs
+  into one blob (int8 weights with a float32 scale per output row, or fp16; float32
+  biases), embeds a few test digits and measures the rounding's effect on the pixels.
+  :meth:`ExportedWeights.write` puts the blobs and ``manifest.json`` in a folder that
+  the HTML book serves; :func:`exported_cvae` rebuilds a PyTorch model from the blobs.
+- :class:`BrowserExplorer` is the widget. In a notebook its HTML carries the weights
+  inline (base64); in the HTML book its Markdown form, which MyST-NB is told to prefer
+  (``nb_mime_priority_overrides`` in ``_config.yml``), loads them from the static files.
 
 Blob layout, per layer in :data:`LAYERS` order: the weight ``(rows, cols)`` row-major
 (int8 or fp16), then for int8 the scales ``(rows,)`` float32, then the bias ``(rows,)``
-float32, each part starting on a 4-byte boundary. ``manifest.json`` records every
-offset.
+float32, each part starting on a 4-byte boundary; ``manifest.json`` records the offsets.
 """
 
 from __future__ import annotations
@@ -53,8 +47,7 @@ LAYERS = (
 )
 FORMATS = ("int8", "fp16")
 MAX_SAMPLES = 16
-# The export measures its pixel error on the embedded digits with this many draws of
-# epsilon.
+# The seed of the epsilon with which the export measures its pixel error.
 ERROR_NOISE_SEED = 0
 JS_PATH = Path(__file__).with_name("browser_explorer.js")
 
@@ -114,26 +107,19 @@ def pack_layers(cvae: CVAE, fmt: str = "int8") -> tuple[bytes, list[dict]]:
 def unpack_layers(blob: bytes, table: list[dict], fmt: str) -> dict[str, torch.Tensor]:
     """A state dict ``{"baseline.fc1.weight": ..., ...}`` (float32) read back from a
     blob."""
+
+    def read(dtype, count: int, offset: int) -> torch.Tensor:
+        return torch.from_numpy(np.frombuffer(blob, dtype, count, offset).copy())
+
     state = {}
     for entry in table:
         rows, cols = entry["rows"], entry["cols"]
+        weight = read(np.int8 if fmt == "int8" else "<f2", rows * cols, entry["weight"])
+        weight = weight.reshape(rows, cols).float()
         if fmt == "int8":
-            q = np.frombuffer(blob, np.int8, rows * cols, entry["weight"]).reshape(
-                rows, cols
-            )
-            scale = np.frombuffer(blob, "<f4", rows, entry["scale"])
-            weight = dequantize(
-                torch.from_numpy(q.copy()), torch.from_numpy(scale.copy())
-            )
-        else:
-            half = np.frombuffer(blob, "<f2", rows * cols, entry["weight"]).reshape(
-                rows, cols
-            )
-            weight = torch.from_numpy(half.astype(np.float32))
+            weight = dequantize(weight, read("<f4", rows, entry["scale"]))
         state[f"{entry['name']}.weight"] = weight
-        state[f"{entry['name']}.bias"] = torch.from_numpy(
-            np.frombuffer(blob, "<f4", rows, entry["bias"]).copy()
-        )
+        state[f"{entry['name']}.bias"] = read("<f4", rows, entry["bias"])
     return state
 
 
@@ -212,30 +198,23 @@ def export_weights(
 ) -> ExportedWeights:
     """Pack each setting's sampling layers and embed the test digits at ``digits``.
 
-    Args:
-        models_by_q: trained models per number of given quadrants, all of one budget and
-            decoder.
-        digits: positions in the test split (the same digits in every setting) that the
-            page offers under "load test digit".
-        fmt: ``"int8"`` (per-row scales, about 2.6 MB per setting of the default
-            decoder) or ``"fp16"`` (twice that).
-
-    Returns:
-        The blobs and a manifest with the models' budget and decoder, the layer tables,
-        the size of each blob and ``max_pixel_error``, the measured effect of the
-        rounding.
+    ``models_by_q``: trained models per number of given quadrants, of one budget and
+    decoder; ``digits``: positions in the test split that the page offers under "load
+    test digit"; ``fmt``: ``"int8"`` (per-row scales, about 2.6 MB per setting of the
+    default decoder) or ``"fp16"`` (twice that). The manifest has the models' budget
+    and decoder, the layer tables, each blob's size and ``max_pixel_error``.
     """
-    specs = {q: models.spec for q, models in models_by_q.items()}
-    first = specs[min(specs)]
+    first_models = models_by_q[min(models_by_q)]
+    first = first_models.spec
     runs = {
-        (s.profile.name, s.seed, s.decoder_sees_input, s.precision)
-        for s in specs.values()
+        (m.spec.profile.name, m.spec.seed, m.spec.decoder_sees_input, m.spec.precision)
+        for m in models_by_q.values()
     }
     if len(runs) > 1:
         raise ValueError(
             "export_weights needs models of one budget, seed, decoder and precision."
         )
-    test = models_by_q[min(models_by_q)].splits.test
+    test = first_models.splits.test
     images = test.images[digits].cpu()  # (n, 28, 28); the same digits in every setting
     blobs, settings = {}, {}
     for q, models in sorted(models_by_q.items()):
@@ -252,7 +231,6 @@ def export_weights(
             "max_pixel_error": error,
         }
     profile = first.profile
-    config = models_by_q[min(models_by_q)].cvae.config
     return ExportedWeights(
         blobs=blobs,
         manifest={
@@ -264,7 +242,7 @@ def export_weights(
             "precision": first.precision,
             "decoder": DECODERS[first.decoder_sees_input].long_label,
             "decoder_sees_input": first.decoder_sees_input,
-            "z_dim": config.z_dim,
+            "z_dim": first_models.cvae.config.z_dim,
             "min_scale": 1e-4,
             "settings": settings,
             "digits": _digit_records(test.labels, digits, images),
@@ -299,9 +277,8 @@ def javascript_source() -> str:
 
 
 def javascript_lines(start: str, stop: str) -> str:
-    """The lines of the JavaScript from the one containing ``start`` up to (not
-    including) the next one containing ``stop``; a marker that is not found is an
-    error."""
+    """The JavaScript from the line containing ``start`` up to (not including) the next
+    one containing ``stop``; a marker that is not found is an error."""
     lines = javascript_source().splitlines(keepends=True)
     first = next((i for i, line in enumerate(lines) if start in line), None)
     if first is None:
@@ -323,12 +300,9 @@ def show_javascript(start: str, stop: str):
 class BrowserExplorer:
     """The in-browser explorer of ``weights``, shown by Jupyter, Colab and MyST-NB.
 
-    - ``_repr_html_`` (Jupyter, Colab): the weights travel inside the output, base64 in
-      one ``<script type="application/octet-stream">`` per setting, decoded when first
-      picked.
-    - ``_repr_markdown_`` (the HTML book, which prefers it): the same widget, loading
-      ``weights_url + "q{N}.bin"`` when the reader picks that setting; the page stays
-      small.
+    ``_repr_html_`` (Jupyter, Colab) carries the weights, base64 in one ``<script
+    type="application/octet-stream">`` per setting, decoded when first picked;
+    ``_repr_markdown_`` (the HTML book) loads ``weights_url + "q{N}.bin"`` instead.
     """
 
     def __init__(

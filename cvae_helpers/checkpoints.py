@@ -34,11 +34,7 @@ def config_diff(stored: dict, wanted: dict) -> dict[str, tuple[Any, Any]]:
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     """Write ``payload`` (plus versions) to ``path`` atomically: a temporary file, then
-    rename.
-
-    An interrupted run therefore leaves either the previous checkpoint or the new one,
-    never a truncated file.
-    """
+    a rename, so an interrupted run never leaves a truncated file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -61,19 +57,14 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
 def load_checkpoint(
     path: str | Path, config: dict | None = None, map_location: Any = "cpu"
 ) -> dict:
-    """Load a checkpoint with ``torch.load(weights_only=True)``.
-
-    If ``config`` is given, it must equal the stored configuration; otherwise a
-    :class:`CheckpointMismatchError` lists the differences and what to do.
-    """
+    """Load a checkpoint with ``torch.load(weights_only=True)``; a stored configuration
+    other than ``config`` is a :class:`CheckpointMismatchError` that lists the diff."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
-    except (
-        Exception
-    ) as error:  # a foreign or damaged file; torch's message is not actionable
+    except Exception as error:  # a foreign or damaged file
         raise ValueError(
             f"{path} is not a readable checkpoint of this project ({type(error).__name__}: "
             f"{error}). Delete it to train again."

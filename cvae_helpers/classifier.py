@@ -1,8 +1,5 @@
-"""A small MNIST classifier, trained on the training split only and cached like the
-other models (and, like them, fetched from the release's pretrained weights at the full
-budget).
-
-It reads completions, not the book's results: the diversity measurements
+"""A small MNIST classifier, trained on the training split only and cached (or fetched
+from the release at the full budget) like the other models. The diversity measurements
 (:mod:`cvae_helpers.diversity`) ask it which digit each completed image shows.
 """
 
@@ -79,8 +76,7 @@ def classifier_path(spec: RunSpec) -> Path:
 
 
 def wanted_classifier(spec: RunSpec) -> pretrained.CachedModel:
-    """The classifier of ``spec``'s budget and seed as the release lists it: its label,
-    cache path, configuration and path inside the cache
+    """The classifier of ``spec``'s budget and seed as the release lists it
     (``full/classifier_seed0.pt``)."""
     path = classifier_path(spec)
     return pretrained.CachedModel(
@@ -103,14 +99,11 @@ def get_classifier(
     spec: RunSpec, *, progress: bool = True, force_training: bool | None = None
 ) -> TrainedClassifier:
     """The cached classifier of ``spec``'s budget and seed, fetched from the release
-    (full budget, unless ``force_training`` or ``$CVAE_FORCE_TRAINING``; see
-    :func:`~cvae_helpers.pretrained.fetch_missing`) or trained (or resumed) first if
-    need be.
+    (:func:`~cvae_helpers.pretrained.fetch_missing`) or trained (or resumed) first.
 
-    Trained with Adam on the cross-entropy of the whole training-split digits (the same
-    50,000 images, or the quick subset, as the other models), with early stopping on the
-    validation split's cross-entropy; its accuracy is measured on the test split, also
-    when its weights came from the release.
+    Adam on the cross-entropy of the training split's whole digits, early stopping on
+    the validation split's; its accuracy is measured on the test split, also when its
+    weights came from the release.
     """
     profile, cached = spec.profile, wanted_classifier(spec)
     if profile.fetch_pretrained:
@@ -135,12 +128,8 @@ def get_classifier(
         net, cached.config, profile, "classifier", *batches, cached.path, progress
     )
     with run.explaining_nan():
-        steps = TrainingSteps(
-            loss,
-            net.parameters(),
-            "cross-entropy, one Adam",
-            profile.training.learning_rate,
-        )
+        lr = profile.training.learning_rate
+        steps = TrainingSteps(loss, net.parameters(), "cross-entropy, one Adam", lr)
         history = fit(steps, *batches, run)
     return TrainedClassifier(
         net, history, accuracy(net, test.images, test.labels), len(test)

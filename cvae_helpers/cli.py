@@ -11,6 +11,38 @@ from pathlib import Path
 from .config import DATA_DIR_ENV, PRECISIONS, PROFILES, RunSpec
 from .families import DEFAULT_ALPHA, FAMILIES, get_family
 
+# The commands that pick a trained configuration: help, description, --output help.
+MODEL_COMMAND_TEXTS = {
+    "train": (
+        "train (or reuse) and evaluate; write metrics_q{N}.json and results.md",
+        "Train the baseline and the CVAE for each quadrant setting, reusing matching "
+        "checkpoints, evaluate them on the test set and write DIR/metrics_q{N}.json "
+        "and DIR/results.md.",
+        "directory for the results",
+    ),
+    "figures": (
+        "write the completion grids grid_q{N}.png of (cached) models",
+        "Load the models of each quadrant setting from the checkpoint cache "
+        "(training them first if nothing matches) and write DIR/grid_q{N}.png: "
+        "input, truth, baseline and CVAE samples for fixed and ambiguous test digits.",
+        "directory for the PNGs",
+    ),
+    "diversity": (
+        "measure the diversity of NN, GSNN, CVAE and hybrid completions (JSON)",
+        "Train (or load) the classifier, then label 100 completions of each of the "
+        "first test inputs for the baseline and each model family, per quadrant "
+        "setting; write the study as JSON to --output.",
+        "the JSON file to write",
+    ),
+    "convergence": (
+        "MC, IS and -ELBO against S, and IS on the whole test set at large S (JSON)",
+        "For each quadrant setting's CVAE: the three estimators against the number "
+        "of samples S on the first test images, and the IS estimate on the whole test "
+        "set at --full-test-sizes; written as JSON to --output.",
+        "the JSON file to write",
+    ),
+}
+
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -20,9 +52,9 @@ def _positive(text: str) -> int:
 
 
 def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> None:
-    """The options that pick a trained configuration, shared by ``train`` and
-    ``figures``."""
-    command.add_argument(
+    """The options that pick a trained configuration, shared by the model commands."""
+    add = command.add_argument
+    add(
         "--quadrants",
         type=int,
         nargs="+",
@@ -30,45 +62,36 @@ def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> 
         default=[1, 2, 3],
         help="numbers of quadrants given as input (default: 1 2 3)",
     )
-    command.add_argument(
+    add(
         "--profile",
         choices=sorted(PROFILES),
         default="full",
         help="budget: quick (small subsets, CI) or full (default)",
     )
-    command.add_argument("--output", type=Path, required=True, help=output_help)
-    command.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help=f"MNIST data root (default: ${DATA_DIR_ENV}, else ./data)",
-    )
-    command.add_argument(
+    add("--output", type=Path, required=True, help=output_help)
+    data_help = f"MNIST data root (default: ${DATA_DIR_ENV}, else ./data)"
+    add("--data-dir", type=Path, help=data_help)
+    add(
         "--checkpoint-dir",
         type=Path,
-        default=None,
         help="checkpoint cache (default: $CVAE_CHECKPOINT_DIR, else ./checkpoints)",
     )
-    command.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    command.add_argument(
+    add("--seed", type=int, default=0, help="random seed (default 0)")
+    add(
         "--decoder-sees-input",
         action="store_true",
         help="the paper's generation network p(y|x,z) instead of p(y|z)",
     )
-    command.add_argument(
+    add(
         "--family",
         choices=list(FAMILIES),
         default="cvae",
         help="the objective: cvae (default), gsnn (z from the prior network, "
         "no recognition network) or hybrid (alpha CVAE + (1-alpha) GSNN)",
     )
-    command.add_argument(
-        "--alpha",
-        type=float,
-        default=DEFAULT_ALPHA,
-        help=f"the hybrid's weight on the CVAE's loss (default {DEFAULT_ALPHA})",
-    )
-    command.add_argument(
+    alpha_help = f"the hybrid's weight on the CVAE's loss (default {DEFAULT_ALPHA})"
+    add("--alpha", type=float, default=DEFAULT_ALPHA, help=alpha_help)
+    add(
         "--force-training",
         action="store_true",
         default=None,
@@ -81,14 +104,11 @@ def _add_model_arguments(command: argparse.ArgumentParser, output_help: str) -> 
 def _add_machine_arguments(command: argparse.ArgumentParser) -> None:
     """Where and in which arithmetic to train: shared by the model and bench commands."""
     command.add_argument(
-        "--device",
-        default=None,
-        help="cpu, cuda or auto (default: $CVAE_DEVICE, else auto)",
+        "--device", help="cpu, cuda or auto (default: $CVAE_DEVICE, else auto)"
     )
     command.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default=None,
         help="fp32, or bf16 mixed-precision training (torch.autocast around the "
         "step) where the hardware has it (default: $CVAE_PRECISION, else fp32); "
         "evaluation is always fp32",
@@ -101,26 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and benchmark the baseline and the CVAE on MNIST quadrants.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-
-    # The two commands that pick a trained configuration: (help, description, --output
-    # help).
-    model_commands = {
-        "train": (
-            "train (or reuse) and evaluate; write metrics_q{N}.json and results.md",
-            "Train the baseline and the CVAE for each quadrant setting, reusing matching "
-            "checkpoints, evaluate them on the test set and write DIR/metrics_q{N}.json "
-            "and DIR/results.md.",
-            "directory for the results",
-        ),
-        "figures": (
-            "write the completion grids grid_q{N}.png of (cached) models",
-            "Load the models of each quadrant setting from the checkpoint cache "
-            "(training them first if nothing matches) and write DIR/grid_q{N}.png: "
-            "input, truth, baseline and CVAE samples for fixed and ambiguous test digits.",
-            "directory for the PNGs",
-        ),
-    }
-    for name, (summary, description, output_help) in model_commands.items():
+    for name, (summary, description, output_help) in MODEL_COMMAND_TEXTS.items():
         _add_model_arguments(
             commands.add_parser(name, help=summary, description=description),
             output_help=output_help,
@@ -128,14 +129,37 @@ def build_parser() -> argparse.ArgumentParser:
     commands.choices["train"].add_argument(
         "--no-progress", action="store_true", help="hide the progress bars"
     )
-
-    _add_study_commands(commands)
-    _add_seed_and_protocol_commands(commands)
+    add = commands.choices["diversity"].add_argument
+    add(
+        "--images",
+        type=_positive,
+        help="test inputs measured (default: 1,000 at the full budget, 50 quick)",
+    )
+    add = commands.choices["convergence"].add_argument
+    add(
+        "--sizes",
+        type=_positive,
+        nargs="+",
+        help="S of the curves (default: 1 ... 5,000 full, 1 ... 300 quick)",
+    )
+    add(
+        "--images",
+        type=_positive,
+        help="test images of the curves (default: 500 full, 100 quick)",
+    )
+    add(
+        "--full-test-sizes",
+        type=_positive,
+        nargs="+",
+        default=[100, 1000, 5000],
+        help="S of the whole-test-set IS estimates (default: 100 1000 5000)",
+    )
+    _add_study_command(commands)
     _add_measure_commands(commands)
     return parser
 
 
-def _add_seed_and_protocol_commands(commands) -> None:
+def _add_study_command(commands) -> None:
     """``study list|run|report|adopt-reference``: the seed, protocol and converged
     studies, one run per command."""
     study = commands.add_parser(
@@ -207,55 +231,8 @@ def _add_seed_and_protocol_commands(commands) -> None:
             "lower-case letters and digits",
         )
     for name in ("--data-dir", "--checkpoint-dir"):
-        run.add_argument(name, type=Path, default=None)
+        run.add_argument(name, type=Path)
     _add_machine_arguments(run)
-
-
-def _add_study_commands(commands) -> None:
-    """``diversity`` and ``convergence``: the studies of the reference run, as JSON."""
-    diversity = commands.add_parser(
-        "diversity",
-        help="measure the diversity of NN, GSNN, CVAE and hybrid completions (JSON)",
-        description="Train (or load) the classifier, then label 100 completions of each of the first "
-        "test inputs for the baseline and each model family, per quadrant setting; write "
-        "the study as JSON to --output.",
-    )
-    _add_model_arguments(diversity, output_help="the JSON file to write")
-    diversity.add_argument(
-        "--images",
-        type=_positive,
-        default=None,
-        help="test inputs measured (default: 1,000 at the full budget, 50 quick)",
-    )
-
-    convergence = commands.add_parser(
-        "convergence",
-        help="MC, IS and -ELBO against S, and IS on the whole test set at large S (JSON)",
-        description="For each quadrant setting's CVAE: the three estimators against the number of "
-        "samples S on the first test images, and the IS estimate on the whole test set at "
-        "--full-test-sizes; written as JSON to --output.",
-    )
-    _add_model_arguments(convergence, output_help="the JSON file to write")
-    convergence.add_argument(
-        "--sizes",
-        type=_positive,
-        nargs="+",
-        default=None,
-        help="S of the curves (default: 1 ... 5,000 full, 1 ... 300 quick)",
-    )
-    convergence.add_argument(
-        "--images",
-        type=_positive,
-        default=None,
-        help="test images of the curves (default: 500 full, 100 quick)",
-    )
-    convergence.add_argument(
-        "--full-test-sizes",
-        type=_positive,
-        nargs="+",
-        default=[100, 1000, 5000],
-        help="S of the whole-test-set IS estimates (default: 100 1000 5000)",
-    )
 
 
 def _add_measure_commands(commands) -> None:
@@ -266,21 +243,18 @@ def _add_measure_commands(commands) -> None:
         description="Time training steps of the default baseline and CVAE (data handling "
         "included) and extrapolate to one epoch of 60,000 images.",
     )
-    bench.add_argument(
-        "--batches", type=_positive, default=50, help="timed batches (default 50)"
-    )
-    bench.add_argument(
-        "--batch-size", type=_positive, default=128, help="batch size (default 128)"
-    )
-    bench.add_argument(
+    add = bench.add_argument
+    add("--batches", type=_positive, default=50, help="timed batches (default 50)")
+    add("--batch-size", type=_positive, default=128, help="batch size (default 128)")
+    add(
         "--quadrants",
         type=int,
         choices=[1, 2, 3],
         default=1,
         help="number of quadrants given (default 1)",
     )
-    bench.add_argument("--data-dir", type=Path, default=None, help="MNIST data root")
-    bench.add_argument(
+    add("--data-dir", type=Path, help="MNIST data root")
+    add(
         "--paths",
         choices=["pyro", "svi", "pyro_example"],
         nargs="+",
@@ -290,7 +264,6 @@ def _add_measure_commands(commands) -> None:
         "example's per-item Dataset + DataLoader with SVI (default: all three)",
     )
     _add_machine_arguments(bench)
-
     step_times = commands.add_parser(
         "step-times",
         help="print where a CVAE training step's time goes, as one line of JSON",
@@ -298,12 +271,9 @@ def _add_measure_commands(commands) -> None:
         "SVI with Trace_ELBO and for the book's step (one fused Adam): milliseconds "
         "per step in matmuls, the optimizer, other tensor ops, and Python/framework.",
     )
-    step_times.add_argument(
-        "--steps", type=_positive, default=30, help="profiled steps (default 30)"
-    )
-    step_times.add_argument(
-        "--data-dir", type=Path, default=None, help="MNIST data root"
-    )
+    add = step_times.add_argument
+    add("--steps", type=_positive, default=30, help="profiled steps (default 30)")
+    add("--data-dir", type=Path, help="MNIST data root")
 
 
 def _write_json(record: dict, path: Path) -> None:
@@ -322,10 +292,8 @@ def _train(args: argparse.Namespace, specs: list[RunSpec]) -> None:
 
     records = []
     for spec in specs:
-        progress = not args.no_progress
-        records.append(
-            run_setting(spec, progress=progress, force_training=args.force_training)
-        )
+        progress, force = not args.no_progress, args.force_training
+        records.append(run_setting(spec, progress=progress, force_training=force))
         write_results(records, args.output)
     print(results_table(records), end="")
     print(f"Wrote {args.output}/metrics_q*.json and {args.output}/results.md")
@@ -352,13 +320,11 @@ def _diversity(args: argparse.Namespace, specs: list[RunSpec]) -> None:
     from .classifier import get_classifier
     from .diversity import diversity_study
 
-    spec = specs[0]
-    classifier = get_classifier(
-        spec, progress=False, force_training=args.force_training
-    )
+    force = args.force_training
+    classifier = get_classifier(specs[0], progress=False, force_training=force)
     quadrants = [s.num_quadrant_inputs for s in specs]
     study = diversity_study(
-        spec, classifier, quadrants=quadrants, num_images=args.images
+        specs[0], classifier, quadrants=quadrants, num_images=args.images
     )
     _write_json(study, args.output)
 
@@ -402,13 +368,11 @@ MODEL_COMMANDS = {
 
 def _measure(args: argparse.Namespace) -> None:
     """``step-times`` and ``bench``: one line of JSON each."""
-    if args.command == "step-times":
-        from .speed import profile_cvae_step
+    from .speed import benchmark, profile_cvae_step
 
+    if args.command == "step-times":
         print(json.dumps(profile_cvae_step(args.steps, data_dir=args.data_dir)))
         return
-    from .speed import benchmark
-
     spec = RunSpec.create(
         args.quadrants,
         "full",
@@ -425,25 +389,21 @@ def _measure(args: argparse.Namespace) -> None:
 def _study(args: argparse.Namespace) -> None:
     from . import studies, study_report
 
+    profile = studies.get_profile(args.profile)
     if args.action == "list":
-        profile = studies.get_profile(args.profile)
         for run in studies.study_runs(args.study, profile, args.host):
             if not (args.missing and run.done(args.results)):
                 print(run.command(args.results))
         return
     if args.action == "adopt-reference":
-        profile = studies.get_profile(args.profile)
         for path in studies.adopt_reference(args.reference, args.results, profile):
             print(f"Wrote {path}")
         return
     if args.action == "report":
-        path = study_report.write_report(
-            args.results, studies.get_profile(args.profile)
-        )
-        print(f"Wrote {path}")
+        print(f"Wrote {study_report.write_report(args.results, profile)}")
         return
     run = studies.StudyRun(
-        studies.get_profile(args.profile).name,  # "converged" is named after its levers
+        profile.name,  # "converged" is named after its levers
         args.quadrants,
         args.decoder_sees_input,
         args.seed,
@@ -473,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data import MNISTDataError
     from .training import NonFiniteLossError
 
+    # ValueError includes pretrained.PretrainedError (a file that fails its SHA-256 check)
+    errors = (MNISTDataError, CheckpointMismatchError, NonFiniteLossError, ValueError)
     try:
         if args.command in MODEL_COMMANDS:
             MODEL_COMMANDS[args.command](args, _specs(args))
@@ -480,13 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _study(args)
         else:
             _measure(args)
-    # ValueError includes pretrained.PretrainedError (a file that fails its SHA-256 check)
-    except (
-        MNISTDataError,
-        CheckpointMismatchError,
-        NonFiniteLossError,
-        ValueError,
-    ) as error:
+    except errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -1,19 +1,11 @@
-"""Paths, budgets (profiles), devices, seeds, versions, and the run spec that bundles
-them.
+"""Paths, budgets (profiles), devices, versions, and the run spec that bundles them.
 
-Environment variables (each also has a function argument that wins over it):
-
-- ``CVAE_DATA_DIR``: the data root, holding ``MNIST/raw/*.gz`` as torchvision lays it
-  out.
-- ``CVAE_CHECKPOINT_DIR``: where trained models are cached.
-- ``CVAE_PROFILE``: ``full`` (default) or ``quick``, the budget of every chapter and
-  command.
-- ``CVAE_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default: CUDA when available).
-- ``CVAE_PRECISION``: ``fp32`` (default) or ``bf16``, the arithmetic of training's
-  matmuls (``torch.autocast`` around the step).
-
-``CVAE_PRETRAINED_URL`` and ``CVAE_FORCE_TRAINING`` (where pretrained weights come from,
-and training instead) are read by :mod:`cvae_helpers.pretrained`.
+Environment variables, each overridden by its function argument: ``CVAE_DATA_DIR`` (the
+data root, holding ``MNIST/raw/*.gz``), ``CVAE_CHECKPOINT_DIR`` (the model cache),
+``CVAE_PROFILE`` (``full``, the default, or ``quick``), ``CVAE_DEVICE`` (``cpu``,
+``cuda`` or ``auto``, the default) and ``CVAE_PRECISION`` (``fp32``, the default, or
+``bf16``: ``torch.autocast`` around the training step). :mod:`cvae_helpers.pretrained`
+reads ``CVAE_PRETRAINED_URL`` and ``CVAE_FORCE_TRAINING``.
 """
 
 from __future__ import annotations
@@ -40,22 +32,19 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def project_root() -> Path:
-    """The repository root when the package runs from a checkout, else the working
-    directory."""
+    """The repository root in a checkout, else the working directory."""
     here = Path(__file__).resolve().parent.parent
     return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
 
 def default_data_dir() -> Path:
-    """Data root: ``$CVAE_DATA_DIR`` if set, else ``<project>/data`` (ignored by
-    git)."""
+    """``$CVAE_DATA_DIR`` if set, else ``<project>/data`` (ignored by git)."""
     env = os.environ.get(DATA_DIR_ENV)
     return Path(env).expanduser() if env else project_root() / "data"
 
 
 def default_checkpoint_dir() -> Path:
-    """Checkpoint cache: ``$CVAE_CHECKPOINT_DIR`` if set, else
-    ``<project>/checkpoints``."""
+    """``$CVAE_CHECKPOINT_DIR`` if set, else ``<project>/checkpoints``."""
     env = os.environ.get(CHECKPOINT_DIR_ENV)
     return Path(env).expanduser() if env else project_root() / "checkpoints"
 
@@ -224,17 +213,13 @@ PROFILES["dryrun"] = replace(
 )
 
 
-def _longer(profile: Profile) -> dict:
-    return {"patience": 10, "max_epochs": 6 * profile.training.max_epochs}
-
-
 # The protocol study's levers, each a change to a base profile (Sohn et al. do not give
 # their MNIST protocol; the authors' released code decays Adam's learning rate).
 # "long": to convergence, patience 10 and six times the epochs (300 at the full
 # budget); "analytic-kl": TraceMeanField_ELBO; "lr-decay": halve the learning rate
 # after each epoch without a gain in validation loss; "wide": 1,000 hidden units.
 LEVERS: dict[str, Callable[[Profile], dict]] = {
-    "long": _longer,
+    "long": lambda p: {"patience": 10, "max_epochs": 6 * p.training.max_epochs},
     "analytic-kl": lambda profile: {"analytic_kl": True},
     "lr-decay": lambda profile: {"lr_decay": 0.5},
     "wide": lambda profile: {"hidden_units": 1000},
@@ -312,8 +297,7 @@ def split_levers(text: str) -> list[str] | None:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else ``$CVAE_DEVICE``, else CUDA when available, else the
-    CPU."""
+    """``device``, else ``$CVAE_DEVICE``, else CUDA when available, else the CPU."""
     choice = str(device) if device is not None else os.environ.get(DEVICE_ENV, "auto")
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -330,8 +314,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def cpu_model() -> str:
-    """This machine's CPU model, e.g. ``"AMD EPYC 9B14"`` (``/proc/cpuinfo`` where there
-    is one; ``platform`` knows less, often only the architecture)."""
+    """This CPU's model, e.g. ``"AMD EPYC 9B14"`` (/proc/cpuinfo, else ``platform``)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -375,15 +358,9 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> str:
-    """``precision`` if given, else ``$CVAE_PRECISION``, else ``fp32``; checked against
-    ``device``.
-
-    ``bf16`` means mixed precision: matmuls under ``torch.autocast`` in bf16, weights,
-    optimizer state and the distributions' arithmetic in fp32. On a CUDA GPU without
-    bf16 it becomes fp16 autocast with a gradient scaler (still called ``bf16`` here,
-    the switch); on a CPU without AVX512-BF16 or AMX it falls back to ``fp32`` with a
-    warning that says so.
-    """
+    """``precision``, else ``$CVAE_PRECISION``, else ``fp32``. ``bf16``: matmuls
+    autocast to bf16 (fp16 with a gradient scaler on a GPU without bf16), the rest in
+    fp32; on a CPU without AVX512-BF16 or AMX, ``fp32`` with a warning."""
     choice = precision or os.environ.get(PRECISION_ENV, "fp32")
     if choice not in PRECISIONS:
         raise ValueError(
@@ -400,17 +377,9 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
     return choice
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The dtype training's ``torch.autocast`` uses, or ``None`` for plain fp32."""
-    if precision == "fp32":
-        return None
-    return torch.bfloat16 if bf16_supported(device) else torch.float16
-
-
 @dataclass(frozen=True)
 class Decoder:
-    """One generation network's names: how labels, checkpoint files and the
-    reference's folders spell it."""
+    """One generation network's names in labels, checkpoint files and folders."""
 
     sees_input: bool  # p(y|x,z), the paper's; else p(y|z), the Pyro example's
     label: str  # "p(y|z)"
@@ -428,8 +397,7 @@ DECODERS = {
 
 
 def check_num_quadrant_inputs(num_quadrant_inputs: object) -> int:
-    """``num_quadrant_inputs`` if it is 1, 2 or 3, else a ``ValueError`` that says
-    so."""
+    """``num_quadrant_inputs`` if it is 1, 2 or 3, else a ``ValueError``."""
     if isinstance(num_quadrant_inputs, bool) or num_quadrant_inputs not in (1, 2, 3):
         raise ValueError(
             f"num_quadrant_inputs must be 1, 2 or 3 (the number of quadrants given as input), "
@@ -440,15 +408,10 @@ def check_num_quadrant_inputs(num_quadrant_inputs: object) -> int:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run's configuration: which setting, which budget, which seed and decoder, and
-    where.
+    """One run: setting, budget, seed, decoder, objective (``family``) and where.
 
-    Build it once at the edge (the command line or a chapter's setup cell) with
-    :meth:`RunSpec.create`, which resolves the profile, the folders and the device a
-    single time, then pass it down. Every field that changes a trained model is part of
-    the checkpoint's cache key; ``data_dir``, ``checkpoint_dir`` and ``device`` only
-    say where things run. ``family`` picks the objective
-    (:mod:`~cvae_helpers.families`), the hybrid's weight included.
+    Built once at the edge (:meth:`create`) and passed down. Every field but
+    ``data_dir``, ``checkpoint_dir`` and ``device`` is part of the models' cache keys.
     """
 
     num_quadrant_inputs: int
@@ -481,19 +444,14 @@ class RunSpec:
         checkpoint_dir: str | Path | None = None,
         **choices,
     ) -> RunSpec:
-        """Resolve every default once: ``$CVAE_PROFILE``, ``$CVAE_PRECISION``,
-        ``$CVAE_DEVICE``, ``$CVAE_DATA_DIR`` and ``$CVAE_CHECKPOINT_DIR``
-        apply where an argument is ``None``. ``choices``: the fields whose defaults are
-        plain values, ``seed``, ``decoder_sees_input`` and ``family``."""
+        """Resolve every default once (the environment applies where an argument is
+        ``None``); ``choices``: ``seed``, ``decoder_sees_input``, ``family``."""
         device = resolve_device(device)
-        data_dir = default_data_dir() if data_dir is None else data_dir
-        checkpoint_dir = (
-            default_checkpoint_dir() if checkpoint_dir is None else checkpoint_dir
-        )
+        checkpoint_dir = checkpoint_dir or default_checkpoint_dir()
         return cls(
             num_quadrant_inputs=num_quadrant_inputs,
             profile=profile if isinstance(profile, Profile) else get_profile(profile),
-            data_dir=Path(data_dir).expanduser(),
+            data_dir=Path(data_dir or default_data_dir()).expanduser(),
             checkpoint_dir=Path(checkpoint_dir).expanduser(),
             device=device,
             precision=resolve_precision(precision, device),
@@ -528,8 +486,7 @@ class RunSpec:
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy, torch and Pyro at once: ``pyro.set_rng_seed`` (Pyro samples
-    from torch's generator)."""
+    """Seed Python, NumPy, torch and Pyro at once (``pyro.set_rng_seed``)."""
     import pyro
 
     pyro.set_rng_seed(seed)
@@ -555,8 +512,7 @@ def code_version() -> dict:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions that produced a result, stored beside every checkpoint and metrics
-    file."""
+    """Versions that produced a result, stored with every checkpoint and record."""
     import pyro
     import torchvision
 

@@ -10,8 +10,7 @@ from .config import RunSpec, describe_device, set_seed
 from .evaluation import ESTIMATORS, Estimate, estimates_against_samples
 from .pipeline import TrainedModels, get_trained_models
 
-# The importance-sampling estimate on the whole test set at these S (the tables use S =
-# 100).
+# The importance-sampling estimate on the whole test set at these S (the tables: 100).
 FULL_TEST_SIZES = (100, 1000, 5000)
 
 
@@ -29,37 +28,29 @@ def convergence_curve(
     num_images: int | None = None,
 ) -> dict:
     """MC, IS and −ELBO against S on the first ``num_images`` test images (default: the
-    budget's ``curve_sample_sizes`` and ``curve_images``), as a JSON-ready record.
-
-    For each estimator and S: the mean and standard error over images, and the mean and
-    paired standard error of its difference from IS at the largest S (the best estimate
-    available), which shows the convergence without the spread between images that
-    dominates the first.
-    """
-    profile = models.spec.profile
-    default_sizes, default_images = (
-        profile.evaluation.curve_sample_sizes,
-        profile.evaluation.curve_images,
-    )
-    sizes = list(sample_sizes or default_sizes)
-    split = models.splits.test.take(slice(0, num_images or default_images))
-    set_seed(models.spec.seed)
+    budget's ``curve_sample_sizes`` and ``curve_images``), as a JSON-ready record: per
+    estimator and S, the mean and standard error over images, and those of its paired
+    difference from IS at the largest S, which show the convergence without the spread
+    between images."""
+    spec, evaluation = models.spec, models.spec.profile.evaluation
+    sizes = list(sample_sizes or evaluation.curve_sample_sizes)
+    split = models.splits.test.take(slice(0, num_images or evaluation.curve_images))
+    set_seed(spec.seed)
     values = estimates_against_samples(models.cvae, split, sizes, ESTIMATORS)
     best = values["is"][-1]
     record = {
-        "num_quadrant_inputs": models.spec.num_quadrant_inputs,
-        "decoder_sees_input": models.spec.decoder_sees_input,
-        "profile": models.spec.profile.name, "seed": models.spec.seed, "num_images": len(split),
+        "num_quadrant_inputs": spec.num_quadrant_inputs,
+        "decoder_sees_input": spec.decoder_sees_input,
+        "profile": spec.profile.name, "seed": spec.seed, "num_images": len(split),
         "sample_sizes": sizes, "estimators": {},
     }  # fmt: skip
     for name, rows in values.items():
-        summary = _summary(rows)
         difference = _summary(rows - best)
-        summary.update(
-            minus_best_is_mean=difference["mean"],
-            minus_best_is_stderr=difference["stderr"],
-        )
-        record["estimators"][name] = summary
+        record["estimators"][name] = {
+            **_summary(rows),
+            "minus_best_is_mean": difference["mean"],
+            "minus_best_is_stderr": difference["stderr"],
+        }
     return record
 
 

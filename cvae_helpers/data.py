@@ -1,9 +1,7 @@
-"""MNIST loading, quadrant masking, train/validation/test splits and fast in-memory
-batches.
+"""MNIST loading, quadrant masking, train/validation/test splits and in-memory batches.
 
-Everything here works on whole tensors: an image is masked once when its split is built,
-and a batch is one fancy-indexing call, so the training loop does no per-item Python
-work.
+An image is masked once when its split is built, and a batch is one indexing call, so
+the training loop does no per-item Python work.
 """
 
 from __future__ import annotations
@@ -28,8 +26,7 @@ NUM_TRAIN_VAL = 60_000
 DEFAULT_VAL_SIZE = 10_000
 SPLIT_SEED = 0
 # Batch size of every computation without gradients (validation, y_hat, evaluation):
-# with S = 100 samples per image, a batch of 200 keeps each (S, batch, 784) tensor near
-# 60 MB.
+# with S = 100 samples per image, each (S, batch, 784) tensor stays near 60 MB.
 EVAL_BATCH_SIZE = 200
 
 # The compressed files torchvision checks, with the MD5s it checks them against.
@@ -41,8 +38,7 @@ class MNISTDataError(RuntimeError):
 
 
 def _check_archives(raw: Path) -> None:
-    """Fail clearly on a present but corrupt archive (torchvision would silently
-    re-download it)."""
+    """Fail on a corrupt archive (torchvision would silently download it again)."""
     for name, expected in MNIST_MD5.items():
         path = raw / name
         if path.is_file() and not check_integrity(path, expected):
@@ -51,16 +47,6 @@ def _check_archives(raw: Path) -> None:
                 f"Delete it (and its unpacked twin {path.with_suffix('')}) and run again to "
                 "download a fresh copy, or copy a good one into place."
             )
-
-
-def _missing_data_message(root: Path, reason: str) -> str:
-    return (
-        f"MNIST could not be loaded from data root {root} ({reason}).\n"
-        f"Expected layout: {root}/MNIST/raw/*.gz, i.e. train-images-idx3-ubyte.gz, "
-        "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.\n"
-        f"Either let torchvision download them (needs internet), or put the four files there and "
-        f"point the data root at them: pass root=... or set the {DATA_DIR_ENV} environment variable."
-    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -72,13 +58,15 @@ def _load_cached(
     try:
         dataset = MNIST(root_path, train=train, download=download)
     except (RuntimeError, URLError, OSError) as error:
-        if isinstance(error, MNISTDataError):
-            raise
         reason = "download failed" if download else "files not found and download=False"
-        raise MNISTDataError(_missing_data_message(root_path, reason)) from error
-    except (
-        ValueError
-    ) as error:  # torchvision's reader rejects a truncated or garbled IDX file
+        raise MNISTDataError(
+            f"MNIST could not be loaded from data root {root_path} ({reason}).\n"
+            f"Expected layout: {root_path}/MNIST/raw/*.gz, i.e. train-images-idx3-ubyte.gz, "
+            "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.\n"
+            f"Either let torchvision download them (needs internet), or put the four files there and "
+            f"point the data root at them: pass root=... or set the {DATA_DIR_ENV} environment variable."
+        ) from error
+    except ValueError as error:  # a truncated or garbled IDX file
         raise MNISTDataError(
             f"An MNIST file under {root_path}/MNIST/raw is unreadable ({error}); delete the unpacked "
             "files (without .gz) so that they are unpacked again from the archives."
@@ -90,22 +78,11 @@ def _load_cached(
 def load_mnist(
     root: str | Path | None = None, train: bool = True, download: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load one MNIST split through torchvision.
-
-    Args:
-        root: data root holding ``MNIST/raw``; default ``$CVAE_DATA_DIR``, else
-            ``<project>/data``.
-        train: the 60k training images if True, else the 10k test images.
-        download: let torchvision download missing files.
-
-    Returns:
-        ``images`` of shape ``(N, 28, 28)``, float32 in ``[0, 1]``, and ``labels`` of
-        shape ``(N,)``, int64. The tensors are cached per process; clone before changing
-        them in place.
-
-    Raises:
-        MNISTDataError: the files are missing (and could not be downloaded) or corrupt.
-    """
+    """The 60k training images (``train``) or the 10k test images, through
+    torchvision: ``images`` ``(N, 28, 28)`` float32 in ``[0, 1]`` and ``labels``
+    ``(N,)``, cached per process (clone before changing them in place). ``root``
+    defaults to :func:`~cvae_helpers.config.default_data_dir`; missing or corrupt
+    files raise :class:`MNISTDataError`."""
     root = Path(root).expanduser() if root is not None else default_data_dir()
     return _load_cached(str(root.resolve()), bool(train), bool(download))
 
@@ -126,19 +103,8 @@ def given_quadrants_mask(num_quadrant_inputs: int) -> torch.Tensor:
     return given
 
 
-def hidden_pixels(inputs: torch.Tensor) -> torch.Tensor | None:
-    """Indices ``(k,)`` of the flattened pixels that every input ``(N, 28, 28)`` hides,
-    or ``None`` when the inputs hide different pixels. One quadrant setting hides the
-    same ones in every image, so this is computed once per split, not per batch."""
-    hidden = inputs.reshape(inputs.shape[0], NUM_PIXELS) == MASK_VALUE
-    if inputs.shape[0] == 0 or not bool((hidden == hidden[:1]).all()):
-        return None
-    return hidden[0].nonzero().squeeze(-1)
-
-
 def quadrant_label(num_quadrant_inputs: int) -> str:
-    """``"1 quadrant"``, ``"2 quadrants"``, ``"3 quadrants"``: how tables and titles
-    name a setting."""
+    """``"1 quadrant"``, ``"2 quadrants"``...: how tables and titles name a setting."""
     return f"{num_quadrant_inputs} quadrant{'s' * (num_quadrant_inputs != 1)}"
 
 
@@ -147,19 +113,10 @@ def mask_quadrants(
     num_quadrant_inputs: int,
     mask_value: float = MASK_VALUE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split images into the given quadrants (input) and the rest (target).
-
-    Args:
-        images: ``(N, 28, 28)`` or ``(N, 1, 28, 28)``, values in ``[0, 1]``.
-        num_quadrant_inputs: 1, 2 or 3 quadrants given as input.
-        mask_value: the sentinel for "not part of this tensor"; -1 lies
-            outside ``[0, 1]``, so no real pixel can be mistaken for it.
-
-    Returns:
-        ``inputs`` and ``targets``, both ``(N, 28, 28)``: ``inputs`` holds the
-        given quadrants and ``mask_value`` elsewhere; ``targets`` holds the
-        pixels to predict and ``mask_value`` on the given quadrants.
-    """
+    """Split images ``(N, 28, 28)`` or ``(N, 1, 28, 28)``, values in [0, 1],
+    into ``inputs`` (the given quadrants, ``mask_value`` elsewhere) and
+    ``targets`` (the pixels to predict, ``mask_value`` on the given quadrants),
+    both ``(N, 28, 28)``."""
     given = given_quadrants_mask(num_quadrant_inputs)
     if not isinstance(images, torch.Tensor):
         kind = type(images).__name__
@@ -188,8 +145,7 @@ def mask_quadrants(
 
 @dataclass
 class MaskedSplit:
-    """One split, masked once: ``inputs`` and ``targets`` ``(N, 28, 28)``, ``labels``
-    ``(N,)``."""
+    """One split, masked once: ``inputs``, ``targets`` ``(N, 28, 28)``, ``labels``."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
@@ -200,13 +156,11 @@ class MaskedSplit:
 
     @property
     def images(self) -> torch.Tensor:
-        """The original images ``(N, 28, 28)``, put back together from inputs and
-        targets."""
+        """The original images ``(N, 28, 28)``, put back together."""
         return torch.where(self.inputs == MASK_VALUE, self.targets, self.inputs)
 
     def take(self, index: torch.Tensor | slice) -> MaskedSplit:
-        """The items at ``index`` (a slice gives views, an index tensor gives
-        copies)."""
+        """The items at ``index`` (a slice gives views, an index tensor copies)."""
         return MaskedSplit(self.inputs[index], self.targets[index], self.labels[index])
 
     def to(self, device: torch.device | str) -> MaskedSplit:
@@ -238,8 +192,7 @@ def split_indices(
     val_size: int = DEFAULT_VAL_SIZE,
     seed: int = SPLIT_SEED,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disjoint train and validation indices, a seeded permutation of
-    ``range(num_items)``."""
+    """Disjoint train and validation indices: a seeded permutation of ``num_items``."""
     if not 0 < val_size < num_items:
         raise ValueError(
             f"val_size must lie strictly between 0 and {num_items}, got {val_size}."
@@ -259,13 +212,9 @@ def load_splits(
     test_size: int | None = None,
     download: bool = True,
 ) -> QuadrantSplits:
-    """Masked train/validation/test splits.
-
-    The validation split is carved from the 60k training images (default 50k/10k, fixed
-    by ``split_seed``) so that early stopping never sees the test set. ``train_size``,
-    ``val_subset`` and ``test_size`` keep only the first items of each split (quick
-    mode).
-    """
+    """Masked train/validation/test splits. The validation split is carved from the
+    60k training images (50k/10k, fixed by ``split_seed``): early stopping never sees
+    the test set. ``train_size``, ``val_subset``, ``test_size``: keep the first ones."""
     train_images, train_labels = load_mnist(root, train=True, download=download)
     test_images, test_labels = load_mnist(root, train=False, download=download)
     train_idx, val_idx = split_indices(train_images.shape[0], val_size, split_seed)
@@ -285,16 +234,9 @@ def load_splits(
 
 
 class TensorBatches:
-    """Seeded mini-batches over tensors that share their first dimension.
-
-    Each pass draws a new permutation from its own generator, so the order depends only
-    on ``seed`` and the number of passes made, never on global random state.
-
-    Example:
-        >>> batches = TensorBatches(split.inputs, split.targets, batch_size=128)
-        >>> for inputs, targets in batches:
-        ...     ...  # (128, 28, 28) each
-    """
+    """Seeded mini-batches over tensors that share their first dimension: each pass
+    draws a permutation from the batches' own generator, never from global random
+    state. ``for inputs, targets in TensorBatches(split.inputs, split.targets)``."""
 
     def __init__(
         self,
@@ -313,24 +255,20 @@ class TensorBatches:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
-        # the batch being handed out in a pass, 0 between passes (an error names the
-        # batch)
-        self.position = 0
+        self.position = 0  # the batch handed out in a pass (0 between passes)
 
     def __len__(self) -> int:
-        return -(-self.tensors[0].shape[0] // self.batch_size)
+        return -(-self.num_items // self.batch_size)
 
     @property
     def num_items(self) -> int:
         return self.tensors[0].shape[0]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        n = self.tensors[0].shape[0]
+        n, device = self.num_items, self.tensors[0].device
         order = None
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(
-                self.tensors[0].device
-            )
+            order = torch.randperm(n, generator=self.generator).to(device)
         for position, start in enumerate(range(0, n, self.batch_size), 1):
             self.position = position
             if order is None:
@@ -347,11 +285,8 @@ def batched(
     *tensors: torch.Tensor,
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> torch.Tensor:
-    """``fn`` over aligned tensors in batches, without gradients, outputs concatenated.
-
-    Example: ``batched(baseline, split.inputs)`` gives ``(N, 784)`` for inputs
-    ``(N, 28, 28)``.
-    """
+    """``fn`` over aligned tensors in batches, without gradients, outputs concatenated:
+    ``batched(baseline, split.inputs)`` is ``(N, 784)``."""
     n = tensors[0].shape[0]
     return torch.cat(
         [fn(*(t[i : i + batch_size] for t in tensors)) for i in range(0, n, batch_size)]

@@ -1,19 +1,12 @@
 """Diversity, measured: a classifier names the digit of each of S completions per test
-input.
+input (the given quadrants with the model's Bernoulli means pasted into the hidden ones,
+as the book draws them).
 
-A completion is the input's given quadrants with the model's sampled pixels pasted into
-the hidden ones, as Bernoulli means (probabilities, not thresholded), exactly as the
-book draws them. Per input, from the S predicted labels:
-
-- the entropy (bits) of the predicted-label distribution;
-- "ambiguous": at least two labels each get at least 10% of the samples;
-- best-of-k accuracy: whether any of the first k samples is classified as the true
-  digit;
-- the classifier's confidence (its largest softmax probability), averaged over the
-  samples;
-- for a model with a latent code, the spread of its prior network: the standard
-  deviation of p(z|x), averaged over the code's dimensions. Completions can only differ
-  as much as the codes they are decoded from.
+Per input: the entropy (bits) of the predicted labels; "ambiguous" (at least two labels
+each get at least 10% of the samples); best-of-k accuracy (one of the first k samples is
+classified as the true digit); the classifier's mean confidence; and for a model with a
+latent code, the spread of its prior p(z|x), averaged over the code's dimensions
+(completions can only differ as much as the codes they are decoded from).
 """
 
 from __future__ import annotations
@@ -35,9 +28,7 @@ from .pipeline import get_trained_models
 BEST_OF = (1, 5, 20)
 AMBIGUOUS_SHARE = 0.1  # a label "counts" once it gets this share of the samples
 NUM_CLASSES = 10
-# S completions per input, and how many test inputs (the first ones) each budget
-# measures.
-DIVERSITY_SAMPLES = 100
+DIVERSITY_SAMPLES = 100  # S completions per input
 
 
 @torch.no_grad()
@@ -48,11 +39,8 @@ def completions(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """``num_samples`` completed images ``(num_samples, batch, 784)`` of ``inputs``
-    ``(batch, 28, 28)``.
-
-    For a CVAE (or GSNN, or hybrid) each is a draw z ~ p(z|x) decoded into Bernoulli
-    means; the deterministic baseline gives its one guess ``num_samples`` times, the
-    zero-diversity reference.
+    ``(batch, 28, 28)``: for a CVAE (GSNN, hybrid) draws z ~ p(z|x) decoded into
+    Bernoulli means; the baseline's one guess repeated (the zero-diversity reference).
     """
     xs = flatten(inputs)
     if isinstance(model, BaselineNet):
@@ -129,17 +117,14 @@ def measure_diversity(
     and the predicted labels ``(num_samples, N)``; the latent noise is drawn from a
     generator seeded by ``seed``, so the numbers do not depend on what ran before."""
     generator = torch.Generator().manual_seed(seed)
-    labels, confidence = [], []
-    for start in range(0, len(split), batch_size):
-        images = completions(
-            model, split.inputs[start : start + batch_size], num_samples, generator
-        )
-        batch_labels, batch_confidence = classify(classifier, images)
-        labels.append(batch_labels)
-        confidence.append(batch_confidence)
-    labels = torch.cat(labels, dim=1).cpu()
+    batches = [  # (labels, confidence) per batch of inputs
+        classify(classifier, completions(model, part, num_samples, generator))
+        for part in split.inputs.split(batch_size)
+    ]
+    labels = torch.cat([labels for labels, _ in batches], dim=1).cpu()
     metrics = diversity_metrics(labels, split.labels.cpu())
-    metrics["confidence"] = torch.cat(confidence, dim=1).double().mean(0).cpu()
+    confidence = torch.cat([confidence for _, confidence in batches], dim=1)
+    metrics["confidence"] = confidence.double().mean(0).cpu()
     if isinstance(model, CVAE):
         metrics["prior_scale"] = prior_spread(model, split.inputs, batch_size)
     return metrics, labels
@@ -160,9 +145,10 @@ def prior_spread(
     ).cpu()
 
 
-def summarise(metrics: dict[str, torch.Tensor]) -> dict[str, Estimate]:
-    """Mean ± standard error over inputs of each per-input metric."""
-    return {name: Estimate.of(values) for name, values in metrics.items()}
+def summarise(metrics: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """``[mean, standard error]`` over inputs of each per-input metric."""
+    estimates = {name: Estimate.of(values) for name, values in metrics.items()}
+    return {name: [e.mean, e.stderr] for name, e in estimates.items()}
 
 
 def identity_switches(
@@ -204,14 +190,12 @@ def diversity_study(
     switches: int = 8,
     progress: bool = False,
 ) -> dict:
-    """The baseline (NN) and each family, for each number of given quadrants, measured
-    on the first ``num_images`` test inputs (default: the budget's
-    ``diversity_images``).
+    """The baseline (NN) and each family, per number of given quadrants, on the first
+    ``num_images`` test inputs (default: the budget's ``diversity_images``).
 
-    Returns a JSON-ready record: per setting and model the mean and standard error of
-    every metric, and the CVAE's most even identity switches
-    (:func:`identity_switches`). Models come from the checkpoint cache (trained first if
-    missing), with ``spec``'s decoder.
+    Returns a JSON-ready record: per setting and model each metric's mean and standard
+    error, and the CVAE's :func:`identity_switches`. Models come from the checkpoint
+    cache (trained first if missing), with ``spec``'s decoder.
     """
     num_images = num_images or spec.profile.evaluation.diversity_images
     record: dict = {
@@ -231,15 +215,11 @@ def diversity_study(
                 metrics, _ = measure_diversity(
                     models.baseline, classifier.net, split, num_samples, spec.seed
                 )
-                setting["NN"] = {
-                    k: [e.mean, e.stderr] for k, e in summarise(metrics).items()
-                }
+                setting["NN"] = summarise(metrics)
             metrics, labels = measure_diversity(
                 models.cvae, classifier.net, split, num_samples, spec.seed
             )
-            setting[family.label] = {
-                k: [e.mean, e.stderr] for k, e in summarise(metrics).items()
-            }
+            setting[family.label] = summarise(metrics)
             if family is CVAE_FAMILY:  # the switches shown are the CVAE's
                 record["switches"][str(q)] = identity_switches(labels, switches)
         record["settings"][str(q)] = setting
@@ -255,10 +235,9 @@ def draw_switch_gallery(
     num_samples: int = 6,
     seed: int = 0,
 ):
-    """The identity switches (from :func:`identity_switches` or a study's ``switches``)
+    """The identity switches (:func:`identity_switches`, or a study's ``switches``)
     drawn: each input, its truth and ``num_samples`` fresh completions with the
-    classifier's labels; column titles give the true digit and the measured split over
-    the study's samples."""
+    classifier's labels, titled by the true digit and the study's measured split."""
     from .plotting import switch_gallery
 
     index = torch.tensor([int(s[0]) for s in switches])
@@ -269,10 +248,5 @@ def draw_switch_gallery(
     labels, _ = classify(classifier, samples)
     titles = [f"{int(split.labels[i])}: {a}/{b} ({pa:.0%}/{pb:.0%})" for i, a, b, pa, pb in
               ((int(s[0]), *s[1:]) for s in switches)]  # fmt: skip
-    return switch_gallery(
-        flatten(inputs).cpu(),
-        flatten(targets).cpu(),
-        samples.cpu(),
-        labels.cpu(),
-        titles,
-    )
+    inputs, targets = flatten(inputs).cpu(), flatten(targets).cpu()
+    return switch_gallery(inputs, targets, samples.cpu(), labels.cpu(), titles)

@@ -27,7 +27,7 @@ from .models import CVAE, BaselineNet, flatten, masked_bce
 
 @dataclass
 class Estimate:
-    """Mean and standard error over images of a per-image estimate (nats per image)."""
+    """Mean and standard error over images of a per-image estimate."""
 
     mean: float
     stderr: float
@@ -51,17 +51,13 @@ def baseline_nll(
     targets: torch.Tensor,
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> torch.Tensor:
-    """Per-image NLL ``(N,)`` of the deterministic baseline (its masked BCE), in
-    batches.
+    """Per-image NLL ``(N,)`` of the baseline (its masked BCE) on inputs and targets
+    ``(N, 28, 28)``, in batches, without gradients."""
 
-    ``inputs`` and ``targets`` are ``(N, 28, 28)``; computed without gradients.
-    """
-    return batched(
-        lambda x, y: masked_bce(baseline.logits(x), y),
-        inputs,
-        targets,
-        batch_size=batch_size,
-    )
+    def nll(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return masked_bce(baseline.logits(x), y)
+
+    return batched(nll, inputs, targets, batch_size=batch_size)
 
 
 def log_mean_exp(log_values: torch.Tensor) -> torch.Tensor:
@@ -88,9 +84,6 @@ def log_weights(
     - ``"posterior"``: z_s ~ q(z|x,y), and the weight is
       log p(y|x,z_s) + log p(z_s|x) - log q(z_s|x,y).
     - ``"prior"``: z_s ~ p(z|x), and the prior terms cancel: log p(y|x,z_s).
-
-    All z are drawn first, then scored a few samples at a time
-    (:data:`CHUNK_ROWS`): the same numbers as scoring them at once.
     """
     if proposal not in ("prior", "posterior"):
         raise ValueError(
@@ -130,8 +123,7 @@ def cvae_neg_elbo(
     return -log_weights(cvae, inputs, targets, num_samples, "posterior").mean(0)
 
 
-# The estimators of :func:`estimates_against_samples`: Monte Carlo, importance sampling,
-# -ELBO.
+# Monte Carlo, importance sampling, -ELBO.
 ESTIMATORS = ("mc", "is", "neg_elbo")
 
 
@@ -144,13 +136,9 @@ def evaluate(
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> dict[str, Estimate]:
     """All four estimators over ``split``, each as mean ± standard error over
-    its images: ``"baseline_nll"``, and ``"mc"``, ``"is"``, ``"neg_elbo"`` of
-    the CVAE.
-
-    The three CVAE estimators are :func:`estimates_against_samples` at one S,
-    ``num_samples``; a model without a recognition network (a GSNN) gets the
-    baseline's NLL and MC only. Always in fp32.
-    """
+    its images: ``"baseline_nll"``, and the CVAE's ``"mc"``, ``"is"``,
+    ``"neg_elbo"`` (:func:`estimates_against_samples` at one S). A GSNN gets
+    the baseline's NLL and MC only. Always in fp32."""
     split = split.to(next(cvae.parameters()).device)
     estimators = ESTIMATORS if cvae.recognition_net is not None else ("mc",)
     values = estimates_against_samples(
@@ -170,19 +158,16 @@ def estimates_against_samples(
     estimators: Sequence[str] = ESTIMATORS,
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> dict[str, torch.Tensor]:
-    """Per-image estimates ``(len(sample_sizes), N)`` of each estimator at
-    each S.
+    """Per-image estimates ``(len(sample_sizes), N)``, per estimator and S.
 
     One set of max(S) draws per image and proposal; the estimate at S uses the
-    first S of them, the running estimate a reader would see while adding
-    samples (its points are correlated along S). ``estimators``: any of ``"mc"``
-    (z ~ p(z|x)), ``"is"`` and ``"neg_elbo"`` (z ~ q(z|x,y), shared, drawn
-    first).
+    first S of them (its points are correlated along S). ``estimators``: any of
+    ``"mc"`` (z ~ p(z|x)), ``"is"`` and ``"neg_elbo"`` (z ~ q(z|x,y), shared).
     """
     unknown = set(estimators) - set(ESTIMATORS)
     if unknown:
         raise ValueError(
-            f"Unknown estimators {sorted(unknown)}; use mc, is or neg_elbo.",
+            f"Unknown estimators {sorted(unknown)}; use mc, is or neg_elbo."
         )
     split = split.to(next(cvae.parameters()).device)
     most = max(sample_sizes)
@@ -219,13 +204,9 @@ def most_diverse(
     num_samples: int = 16,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Indices of the ``k`` inputs ``(n, 28, 28)`` whose CVAE completions
-    disagree the most.
-
-    Diversity is the per-pixel variance of ``num_samples`` Bernoulli means,
-    averaged over the hidden pixels: ambiguous inputs (a piece of a 3 that could
-    be a 5) score high. Returns the indices sorted ascending, on the CPU.
-    """
+    """Indices (ascending, on the CPU) of the ``k`` inputs ``(n, 28, 28)`` whose
+    completions disagree the most: the per-pixel variance of ``num_samples``
+    Bernoulli means, averaged over the hidden pixels."""
     flat = flatten(inputs)
     hidden = flat == MASK_VALUE
     probs = cvae.sample(

@@ -1,14 +1,10 @@
-"""The live explorer: completions of one test digit, drawn by the Python kernel.
+"""The live explorer: completions of one test digit, drawn by the Python kernel
+(:mod:`cvae_helpers.browser_explorer` is the one that runs in the reader's browser).
 
-- :func:`digit_completion_grid` draws input / truth / baseline / CVAE samples for one
-  test digit.
-- :func:`interactive_explorer` wraps it in sliders and a "Resample" button; it needs a
-  kernel. (:mod:`cvae_helpers.browser_explorer` is the one that runs in the reader's
-  browser.)
-
-Randomness: the CVAE's latent noise comes from a private ``torch.Generator`` seeded by
-``seed``, so the same ``(index, num_samples, seed)`` gives the same picture and the
-global random state is left untouched.
+:func:`digit_completion_grid` draws input / truth / baseline / CVAE samples for one test
+digit; :func:`interactive_explorer` wraps it in sliders and a "Resample" button. The
+latent noise comes from a private ``torch.Generator`` seeded by ``seed``: the same
+``(index, num_samples, seed)`` gives the same picture; the global state is untouched.
 """
 
 from __future__ import annotations
@@ -56,17 +52,13 @@ def digit_completion_grid(
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
     device = next(models.cvae.parameters()).device
-    inputs, targets = (
-        test.inputs[index : index + 1],
-        test.targets[index : index + 1],
-    )  # (1, 28, 28)
+    inputs = test.inputs[index : index + 1]  # (1, 28, 28)
+    targets = test.targets[index : index + 1]
     baseline_probs = models.baseline(inputs.to(device)).cpu()  # (1, 784)
-    noise = models.cvae.latent_noise(
-        num_samples, 1, torch.Generator().manual_seed(seed)
-    )
-    samples = models.cvae.sample(
-        inputs.to(device), noise=noise
-    ).cpu()  # (num_samples, 1, 784)
+    generator = torch.Generator().manual_seed(seed)
+    noise = models.cvae.latent_noise(num_samples, 1, generator)
+    # (num_samples, 1, 784)
+    samples = models.cvae.sample(inputs.to(device), noise=noise).cpu()
     rows = completion_rows(inputs.cpu(), targets.cpu(), baseline_probs, samples)
     fixed, sample_rows = rows[:3], rows[3:]
     for start in range(0, num_samples, SAMPLES_PER_ROW):
@@ -179,18 +171,12 @@ def interactive_explorer(
     seed: int = 0,
     dpi: int = 72,
 ) -> CompletionExplorer:
-    """A live ipywidgets explorer; needs a running kernel (Jupyter, Colab, Binder).
+    """A live ipywidgets :class:`CompletionExplorer`; needs a running kernel (Jupyter,
+    Colab, Binder).
 
-    Args:
-        models_by_q: trained models per number of given quadrants (consecutive, e.g. 1,
-            2, 3).
-        max_index: the largest test digit the slider reaches; default: the last digit of
-            the smallest test split.
-        seed: the seed of the first picture; each "Resample" click adds one.
-
-    Returns:
-        A ``CompletionExplorer`` (an ``ipywidgets.VBox``) with attributes ``quadrants``,
-        ``digit``, ``num_samples``, ``resample`` and ``output``.
+    ``models_by_q``: trained models per number of given quadrants (consecutive, e.g. 1,
+    2, 3); ``max_index``: the largest test digit the slider reaches (default: the last
+    of the smallest test split); ``seed``: the first picture's (each "Resample": +1).
     """
     _check_quadrants(models_by_q)
     last = min(len(models.splits.test) for models in models_by_q.values()) - 1

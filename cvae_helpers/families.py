@@ -1,9 +1,8 @@
-"""The three ways of training the same networks (Sohn et al., 2015, §3.3-3.4), one
-object each.
+"""The three ways of training the same networks (Sohn et al., 2015, §3.3-3.4).
 
 A family says which guide Pyro's ``SVI`` pairs with the model, which loss it minimises,
-which estimators its test-time model allows, and how tables and files name it. No other
-module branches on a family's name: it asks the family.
+which estimators its model allows, and how tables and files name it; no other module
+branches on a family's name.
 
 - :data:`CVAE`: the ELBO, z ~ q(z|x,y) from the recognition network.
 - :data:`GSNN`: -log p(y|x,z) with z ~ p(z|x), the path it is tested on; no recognition
@@ -28,14 +27,9 @@ ESTIMATOR_SUFFIXES = {"mc": "nll_mc", "is": "nll_is", "neg_elbo": "neg_elbo"}
 
 class HybridELBO:
     """alpha * L_CVAE + (1 - alpha) * L_GSNN as a loss that Pyro's ``SVI``
-    accepts.
-
-    ``SVI(model, guide, optim, loss=HybridELBO(gsnn_guide, alpha))`` calls it as
-    ``loss(model, guide, *args)``, and training's steps as
-    ``differentiable_loss``, like an ELBO's: two ``Trace_ELBO`` losses of the
-    same model, the first with the recognition guide (z ~ q(z|x,y)), the second
-    with the GSNN's (z ~ p(z|x)).
-    """
+    accepts: two ``Trace_ELBO`` losses of the same model, with the recognition
+    guide (z ~ q(z|x,y)) and with the GSNN's (z ~ p(z|x)). Training's steps call
+    its ``differentiable_loss``, like an ELBO's."""
 
     def __init__(
         self, gsnn_guide: Callable, alpha: float, elbo: Trace_ELBO | None = None
@@ -43,13 +37,7 @@ class HybridELBO:
         self.gsnn_guide, self.alpha = gsnn_guide, alpha
         self.elbo = elbo or Trace_ELBO()
 
-    def differentiable_loss(
-        self,
-        model: Callable,
-        guide: Callable,
-        *args,
-        **kwargs,
-    ):
+    def differentiable_loss(self, model, guide, *args, **kwargs):
         cvae_loss = self.elbo.differentiable_loss(model, guide, *args, **kwargs)
         gsnn_loss = self.elbo.differentiable_loss(
             model, self.gsnn_guide, *args, **kwargs
@@ -61,13 +49,9 @@ class HybridELBO:
 
 @dataclass(frozen=True)
 class Family:
-    """One objective: the CVAE's ELBO, the GSNN's likelihood, or their weighted
-    sum.
-
-    ``alpha`` is the weight on the CVAE's term: 1 for the CVAE, 0 for the GSNN.
-    The hybrid's (``weighted``) is a setting of the run: :data:`DEFAULT_ALPHA`
-    unless :meth:`with_alpha` sets another.
-    """
+    """One objective: the CVAE's ELBO, the GSNN's likelihood, or their weighted sum.
+    ``alpha``: the weight on the CVAE's term, 1 for the CVAE, 0 for the GSNN; the
+    hybrid's (``weighted``) is a setting of the run (:meth:`with_alpha`)."""
 
     name: str  # in cache keys and result records: "cvae"
     label: str  # in tables and progress bars: "CVAE"

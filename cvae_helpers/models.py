@@ -1,13 +1,8 @@
 """The networks of the book: the baseline MLP, its masked loss, and the CVAE in Pyro.
 
-Everything here is what the chapters show and what training runs: ``nn.Linear``
-layers with ReLUs, a Pyro ``model`` and two guides, and the masked Bernoulli
-likelihood. Speed comes from levers around the training step
-(:mod:`cvae_helpers.training`), never from a second copy of these networks.
-
-Shapes: images arrive as ``(batch, 28, 28)`` and are flattened to ``(batch, 784)``
-inside the networks. Pixels equal to -1 in an input are the ones to predict; pixels
-equal to -1 in a target are the given ones, which the loss ignores.
+Images arrive as ``(batch, 28, 28)`` and are flattened to ``(batch, 784)`` inside the
+networks. Pixels equal to -1 in an input are the ones to predict; pixels equal to -1 in
+a target are the given ones, which the loss ignores.
 """
 
 from __future__ import annotations
@@ -22,8 +17,7 @@ from torch import nn
 
 from .data import MASK_VALUE, NUM_PIXELS
 
-# Softplus keeps the encoders' scales positive; this floor keeps log(scale) finite in
-# float32.
+# Softplus keeps the encoders' scales positive; this floor keeps log(scale) finite.
 MIN_SCALE = 1e-4
 
 
@@ -39,29 +33,16 @@ def fill_hidden(inputs: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy summed over the pixels to predict only
-    (``targets != -1``).
-
-    Args:
-        logits: ``(..., batch, 784)`` pre-sigmoid outputs; leading sample
-            dimensions broadcast.
-        targets: ``(batch, 28, 28)`` or ``(batch, 784)``, with -1 on the given
-            pixels.
-
-    Returns:
-        ``(..., batch)``: nats per image, i.e. the negative Bernoulli
-        log-likelihood of the hidden pixels. Computed from logits, which is
-        exact where ``log(sigmoid)`` would underflow.
+    """Binary cross-entropy summed over the pixels to predict
+    (``targets != -1``): ``logits`` ``(..., batch, 784)`` (leading sample
+    dimensions broadcast), ``targets`` ``(batch, 28, 28)`` or ``(batch, 784)``.
+    Returns ``(..., batch)``: nats per image.
     """
     targets = flatten(targets)
     hidden = targets != MASK_VALUE
     truth = torch.where(hidden, targets, 0.0).expand_as(logits)
-    per_pixel = F.binary_cross_entropy_with_logits(
-        logits,
-        truth,
-        reduction="none",
-    )
-    return (per_pixel * hidden).sum(-1)
+    bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none")
+    return (bce * hidden).sum(-1)
 
 
 class BaselineNet(nn.Module):
@@ -76,26 +57,20 @@ class BaselineNet(nn.Module):
         self.fc3 = nn.Linear(hidden_2, NUM_PIXELS)
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(batch, 28, 28)`` inputs to ``(batch, 784)`` pre-sigmoid
-        outputs."""
+        """``(batch, 28, 28)`` inputs to ``(batch, 784)`` logits."""
         hidden = F.relu(self.fc1(flatten(inputs)))
         hidden = F.relu(self.fc2(hidden))
         return self.fc3(hidden).to(self.fc3.weight.dtype)  # as in GaussianMLP
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(batch, 28, 28)`` inputs to ``(batch, 784)`` pixel
-        probabilities."""
+        """``(batch, 28, 28)`` inputs to ``(batch, 784)`` probabilities."""
         return torch.sigmoid(self.logits(inputs))
 
 
 class GaussianMLP(nn.Module):
     """784-500-500 MLP with a Gaussian head: ``(batch, 784)`` to loc, scale
-    ``(batch, z_dim)``.
-
-    Used both as the prior network p(z|x) and the recognition network q(z|x,y);
-    they differ in what fills the hidden pixels of their input (the baseline's
-    guess or the true y).
-    """
+    ``(batch, z_dim)``. The prior network p(z|x) and the recognition network
+    q(z|x,y) differ in what fills the hidden pixels of their input."""
 
     def __init__(self, z_dim: int, hidden_1: int, hidden_2: int) -> None:
         super().__init__()
@@ -158,12 +133,9 @@ class CVAEConfig:
 
 class CVAE(nn.Module):
     """Conditional VAE of Sohn, Lee & Yan (2015) with a Pyro ``model`` and ``guide``.
-
-    The prior network p(z|x) sees x with its hidden pixels filled by the frozen
-    baseline's guess, the recognition network q(z|x,y) with the true y; the generation
-    network is p(y|z) (default, as in the Pyro example) or the paper's p(y|x,z)
-    (``decoder_sees_input=True``). A GSNN (``recognition=False``) has no q(z|x,y).
-    """
+    The generation network is p(y|z) (the Pyro example's) or, with
+    ``decoder_sees_input``, the paper's p(y|x,z); a GSNN (``recognition=False``) has
+    no q(z|x,y)."""
 
     def __init__(
         self,

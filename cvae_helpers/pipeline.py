@@ -1,10 +1,9 @@
 """One quadrant setting end to end: data, baseline and CVAE, trained once and cached,
 evaluated.
 
-The command line and every chapter go through :func:`get_trained_models` with a
-:class:`~cvae_helpers.config.RunSpec`, so a model trained by one is reused by the others
-whenever the configuration matches. At the full budget, a model the cache lacks is first
-fetched from the release's pretrained weights (:mod:`~cvae_helpers.pretrained`).
+The command line and every chapter go through :func:`get_trained_models`, so a model
+trained by one is reused by the others; at the full budget, a model the cache lacks is
+first fetched from the release (:mod:`~cvae_helpers.pretrained`).
 """
 
 from __future__ import annotations
@@ -13,25 +12,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pyro
 import torch
 
 from . import pretrained
-from .config import (
-    Profile,
-    RunSpec,
-    code_version,
-    describe_device,
-    library_versions,
-    set_seed,
-)
+from .config import Profile, RunSpec, code_version, describe_device, library_versions
 from .data import QuadrantSplits, load_splits, quadrant_label
 from .evaluation import evaluate
 from .models import CVAE, BaselineNet
 from .pretrained import CachedModel
 from .training import baseline_config, cvae_config, train_baseline, train_cvae
 
-# Held-out test digits whose completions are recorded after every CVAE epoch (for the
-# animation).
+# Test digits whose completions are recorded after every CVAE epoch (the animation).
 SNAPSHOT_INDICES = (18, 30, 61, 3, 4, 8)
 
 
@@ -48,8 +40,7 @@ class TrainedModels:
     train_seconds: float
 
     def origin(self) -> str:
-        """Where the two models came from, in one line: the release's pretrained weights
-        (with their SHA-256) or training on this machine (with its minutes)."""
+        """Where the two models came from, in one line (:func:`describe_origin`)."""
         return (
             f"{quadrant_label(self.spec.num_quadrant_inputs)}: baseline "
             f"{describe_origin(self.baseline_history)}, CVAE {describe_origin(self.cvae_history)}"
@@ -57,8 +48,7 @@ class TrainedModels:
 
 
 def describe_origin(history: dict) -> str:
-    """ "loaded pretrained weights (sha256 …)" or "trained here in N min", from a
-    history."""
+    """ "loaded pretrained weights (sha256 …)" or "trained here in N min"."""
     source = history.get("pretrained")
     if source is not None:
         return f"loaded pretrained weights (sha256 {source['sha256'][:12]}…)"
@@ -66,70 +56,45 @@ def describe_origin(history: dict) -> str:
 
 
 def trained_by(history: dict) -> str:
-    """What trained a model's epochs, e.g. ``"Trace_ELBO, one Adam"``; a model of the
-    code before 2026-12-04 says which of its two engines (``"pyro"``, ``"fast"``), and
-    ``"unknown"`` a history older than that record."""
+    """What trained a model's epochs, e.g. ``"Trace_ELBO, one Adam"``; before
+    2026-12-04 its engines (``"pyro"``, ``"fast"``), and before those ``"unknown"``."""
     names = history.get("trained_with") or history.get("engines", [])
     return "+".join(sorted(set(names))) or "unknown"
 
 
 def cached_models(spec: RunSpec) -> tuple[CachedModel, CachedModel]:
-    """The baseline's and the CVAE's (or GSNN's, or hybrid's) places in the
-    checkpoint cache: label, file, cache key, and name in the release. Built once
-    per run and passed down. The folder and file names spell the cache key:
-    ``cvae_pyz.pt``, ``gsnn_pyz.pt``, ``hybrid_pyz.pt``, and
-    ``hybrid_a0.25_pyz.pt`` for a hybrid weight other than 0.5."""
+    """The baseline's and the CVAE family model's places in the checkpoint cache
+    (label, file, cache key, name in the release), built once per run. The file
+    names spell the key: ``cvae_pyz.pt``, ``hybrid_a0.25_pyxz_bf16.pt``..."""
     suffix = "" if spec.precision == "fp32" else f"_{spec.precision}"
-    setting = quadrant_label(spec.num_quadrant_inputs)
     run = f"q{spec.num_quadrant_inputs}_seed{spec.seed}"
 
-    def cached(label: str, profile: Profile, file: str, config: dict) -> CachedModel:
-        relative = f"{profile.name}/{run}/{file}"
+    def cached(model: str, profile: Profile, file: str, config: dict) -> CachedModel:
+        relative = f"{profile.name}/{run}/{file}{suffix}.pt"
+        label = f"{model}, {quadrant_label(spec.num_quadrant_inputs)}"
         return CachedModel(label, spec.checkpoint_dir / relative, config, relative)
 
     baseline = baseline_config(spec)
+    family = f"{spec.family.label} {spec.decoder.label}"
+    file = f"{spec.family.tag}_{spec.decoder.tag}"
     return (
-        cached(
-            f"baseline, {setting}",
-            spec.profile.for_baseline,
-            f"baseline{suffix}.pt",
-            baseline,
-        ),
-        cached(
-            f"{spec.family.label} {spec.decoder.label}, {setting}",
-            spec.profile,
-            f"{spec.family.tag}_{spec.decoder.tag}{suffix}.pt",
-            cvae_config(spec, baseline),
-        ),
+        cached("baseline", spec.profile.for_baseline, "baseline", baseline),
+        cached(family, spec.profile, file, cvae_config(spec, baseline)),
     )
 
 
 def restore_pretrained(
-    spec: RunSpec,
-    models: Sequence[CachedModel],
-    *,
-    force_training: bool | None = None,
+    spec: RunSpec, models: Sequence[CachedModel], *, force_training: bool | None = None
 ) -> None:
-    """Fetch the release's weights of those of ``models`` (:func:`cached_models`)
-    the cache lacks, at the full budget only: the quick budget never downloads.
-
-    ``force_training`` (default ``$CVAE_FORCE_TRAINING``) downloads nothing, and a
-    cached model that came from the release is deleted so that it is trained here
-    (:func:`~cvae_helpers.pretrained.fetch_missing`, which the classifier uses too).
-    Without network, or when the release has nothing for this configuration, one line
-    says so and training goes ahead; a file that fails its SHA-256 check is an error
-    (:class:`~cvae_helpers.pretrained.PretrainedIntegrityError`).
-    """
+    """Fetch the release's weights of those of ``models`` the cache lacks, at the
+    full budget only (:func:`~cvae_helpers.pretrained.fetch_missing`, where
+    ``force_training`` is explained); the quick budget never downloads."""
     if spec.profile.fetch_pretrained:
         pretrained.fetch_missing(models, force=force_training)
 
 
 def get_splits(spec: RunSpec) -> QuadrantSplits:
-    """The masked splits at the size the profile asks for (quick mode keeps a subset).
-
-    They are moved to ``spec.device`` here, once, next to the models that will read
-    them.
-    """
+    """The masked splits at the profile's sizes, moved to ``spec.device`` once."""
     profile = spec.profile
     splits = load_splits(
         spec.num_quadrant_inputs,
@@ -165,9 +130,8 @@ def get_baseline(
 def get_trained_models(
     spec: RunSpec, *, progress: bool = True, force_training: bool | None = None
 ) -> TrainedModels:
-    """Load the cached models of ``spec``, or fetch the release's pretrained weights
-    (full budget, unless ``force_training`` or ``$CVAE_FORCE_TRAINING``), or train (or
-    resume) them."""
+    """The cached models of ``spec``, fetched (:func:`restore_pretrained`) or trained
+    (or resumed) first if need be."""
     cached_baseline, cached_cvae = cached_models(spec)
     restore_pretrained(
         spec, [cached_baseline, cached_cvae], force_training=force_training
@@ -191,35 +155,21 @@ def get_trained_models(
         progress=progress,
         snapshot_inputs=splits.test.inputs[snapshot],
     )
+    seconds = time.perf_counter() - started
     return TrainedModels(
-        spec,
-        splits,
-        baseline,
-        cvae,
-        baseline_history,
-        cvae_history,
-        time.perf_counter() - started,
+        spec, splits, baseline, cvae, baseline_history, cvae_history, seconds
     )
 
 
 def metrics_record(models: TrainedModels) -> dict:
     """Evaluate on the test split and collect the numbers with the config that made
-    them.
-
-    The estimates are named after the family (``cvae_nll_is``, ``gsnn_nll_mc``, ...); a
-    GSNN has no recognition network, so its record has the baseline's NLL and MC only.
-    """
+    them, named after the family (``cvae_nll_is``, ``gsnn_nll_mc``...)."""
     spec, profile = models.spec, models.spec.profile
     started = time.perf_counter()
-    set_seed(
-        spec.seed
-    )  # the same numbers whether the models were just trained or reused
-    estimates = evaluate(
-        models.baseline,
-        models.cvae,
-        models.splits.test,
-        profile.evaluation.num_samples,
-    )
+    # the same numbers whether the models were just trained or reused
+    pyro.set_rng_seed(spec.seed)
+    test, num_samples = models.splits.test, profile.evaluation.num_samples
+    estimates = evaluate(models.baseline, models.cvae, test, num_samples)
     record: dict = {
         "num_quadrant_inputs": spec.num_quadrant_inputs,
         "profile": profile.name,
@@ -234,8 +184,8 @@ def metrics_record(models: TrainedModels) -> dict:
         record[f"{key}_stderr"] = estimate.stderr
     record.update(
         {
-            "num_samples": profile.evaluation.num_samples,
-            "num_test_images": len(models.splits.test),
+            "num_samples": num_samples,
+            "num_test_images": len(test),
             "epochs_baseline": len(models.baseline_history["train_loss"]),
             "epochs_cvae": len(models.cvae_history["train_loss"]),
             "best_epoch_baseline": models.baseline_history["best_epoch"],

@@ -27,17 +27,13 @@ from .models import flatten
 if TYPE_CHECKING:
     from .pipeline import TrainedModels
 
-# The -1 sentinel is drawn in a muted blue so that "not given" never looks like "black
-# ink".
+# The -1 sentinel is drawn in a muted blue: "not given" never looks like black ink.
 SENTINEL_RGB = np.array([0.55, 0.70, 0.90])
 
 
 def to_rgb(images: torch.Tensor) -> np.ndarray:
     """``(..., 784)`` or ``(..., 28, 28)`` in [0, 1] with -1 sentinels to
-    ``(..., 28, 28, 3)``.
-
-    Ink is black on white, like the paper's figures; sentinel pixels are light blue.
-    """
+    ``(..., 28, 28, 3)``: black ink on white, like the paper's; sentinels light blue."""
     pixels = (
         images.detach()
         .float()
@@ -96,11 +92,8 @@ def completion_rows(
     baseline_probs: torch.Tensor,
     cvae_samples: torch.Tensor,
 ) -> list[tuple[str, torch.Tensor]]:
-    """Rows input / truth / NN / CVAE samples for :func:`show_digits`.
-
-    ``cvae_samples`` is ``(num_samples, batch, 784)``; each sample is pasted into the
-    input so that the given quadrants show as they are.
-    """
+    """Rows input / truth / NN / CVAE samples for :func:`show_digits`; each sample of
+    ``cvae_samples`` ``(num_samples, batch, 784)`` is pasted into the input."""
     truth = torch.where(inputs == MASK_VALUE, targets, inputs)
     rows = [
         ("input", inputs),
@@ -115,8 +108,7 @@ def completion_rows(
 
 
 def plot_histories(histories: dict[str, dict], title: str = "") -> plt.Figure:
-    """Training and validation loss (nats per image) per epoch, one panel per named
-    history."""
+    """Training and validation loss (nats per image) per epoch, a panel per history."""
     fig, axes = plt.subplots(
         1, len(histories), figsize=(4.2 * len(histories), 3.2), squeeze=False
     )
@@ -225,30 +217,20 @@ def _node(ax, xy, label, observed=False, deterministic=False):
     ax.text(*xy, label, ha="center", va="center", fontsize=13)
 
 
-def _edge(ax, a, b, dashed=False, color="k", rad=0.0):
-    ax.add_patch(
-        FancyArrowPatch(
-            a,
-            b,
-            arrowstyle="-|>",
-            mutation_scale=14,
-            lw=1.2,
-            color=color,
-            ls="--" if dashed else "-",
-            shrinkA=17,
-            shrinkB=17,
-            connectionstyle=f"arc3,rad={rad}",
-        )
-    )
+ARROW = dict(arrowstyle="-|>", mutation_scale=14, lw=1.2, shrinkA=17, shrinkB=17)
+
+
+def _edge(ax, a, b, dashed=False, color="k"):
+    ls = "--" if dashed else "-"
+    ax.add_patch(FancyArrowPatch(a, b, color=color, ls=ls, **ARROW))
 
 
 def draw_graphical_models() -> plt.Figure:
-    """The four graphical models of Sohn et al. (2015), Fig. 1, drawn with matplotlib.
+    """The four graphical models of Sohn et al. (2015), Fig. 1.
 
     (a) the baseline network x → y; (b) the CGM x → z → y with x → y; (c) recognition
     q(z|x,y), dashed; (d) the recurrent connection: x → ŷ → z → y through the baseline
-    guess (x → y kept). Grey nodes are observed at training time; squares are
-    deterministic.
+    guess (x → y kept). Grey nodes are observed at training time; squares deterministic.
     """
     fig, axes = plt.subplots(1, 4, figsize=(11, 3))
     x, z, y = (0.0, 0.0), (0.0, 1.0), (1.0, 0.5)
@@ -271,9 +253,8 @@ def draw_graphical_models() -> plt.Figure:
         _node(ax, x, "x", observed=True)
         _node(ax, z, "z")
         _node(ax, y, "y", observed=ax is axes[2])
-    _edge(axes[1], x, z)
-    _edge(axes[1], z, y)
-    _edge(axes[1], x, y)
+    for a, b in ((x, z), (z, y), (x, y)):
+        _edge(axes[1], a, b)
     _edge(axes[2], x, z, dashed=True, color="C3")
     _edge(axes[2], y, z, dashed=True, color="C3")
     y_hat = (-0.55, 0.5)  # left of x and z, so that no two edges cross
@@ -281,11 +262,8 @@ def draw_graphical_models() -> plt.Figure:
     _node(axes[3], z, "z")
     _node(axes[3], y, "y")
     _node(axes[3], y_hat, "ŷ", deterministic=True)
-    _edge(axes[3], x, y_hat)
-    _edge(axes[3], y_hat, z)
-    _edge(axes[3], x, z)
-    _edge(axes[3], z, y)
-    _edge(axes[3], x, y)
+    for a, b in ((x, y_hat), (y_hat, z), (x, z), (z, y), (x, y)):
+        _edge(axes[3], a, b)
     fig.tight_layout()
     return fig
 
@@ -296,10 +274,8 @@ def training_animation(
     val_losses: Sequence[float],
     interval_ms: int = 600,
 ) -> animation.Animation:
-    """One frame per epoch: the recorded CVAE samples for fixed held-out inputs.
-
-    ``inputs`` ``(k, 28, 28)``; each snapshot is uint8 ``(samples, k, 784)``.
-    """
+    """One frame per epoch: the recorded CVAE samples for fixed held-out inputs
+    ``(k, 28, 28)``; each snapshot is uint8 ``(samples, k, 784)``."""
     samples, k = snapshots[0].shape[:2]
     fig, axes = plt.subplots(
         samples + 1, k, figsize=(1.0 * k, 1.0 * (samples + 1) + 0.5), squeeze=False
@@ -336,13 +312,9 @@ def training_animation(
 
 
 def animation_html(anim: animation.Animation, alt: str) -> str:
-    """``anim`` as a self-contained HTML player (matplotlib's ``to_jshtml``) whose frame
-    has ``alt``.
-
-    The player shows its frames in one ``<img>``; ``alt`` says what they show, for
-    readers who cannot see them (the book's other figures get theirs from their cells'
-    ``mystnb`` metadata).
-    """
+    """``anim`` as a self-contained HTML player (matplotlib's ``to_jshtml``) whose one
+    frame ``<img>`` has ``alt``, for readers who cannot see it (the book's other figures
+    get theirs from their cells' ``mystnb`` metadata)."""
     if not alt.strip():
         raise ValueError(
             "animation_html needs alt text that says what the animation shows."
@@ -358,8 +330,7 @@ def animation_html(anim: animation.Animation, alt: str) -> str:
 
 
 def figure_to_data_uri(fig: plt.Figure, dpi: int = 72) -> str:
-    """A PNG of ``fig`` as a ``data:`` URI, so that a page needs no separate image
-    file."""
+    """A PNG of ``fig`` as a ``data:`` URI: a page needs no separate image file."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
@@ -375,14 +346,12 @@ def completion_grid(
     pool_size: int = 300,
     seed: int = 0,
 ) -> plt.Figure:
-    """The completion grid of one setting, as the evaluation chapter and the reference
-    run show it.
+    """The completion grid of one setting (evaluation chapter, reference run).
 
     Columns: the first ``fixed`` test digits, then the ``ambiguous`` test digits among
     the next ``pool_size`` whose CVAE samples disagree most (``most_diverse``). Rows:
     input, truth, NN, and ``num_samples`` CVAE samples (Bernoulli means for z ~ p(z|x),
-    pasted into the given quadrants), all seeded by ``seed``.
-    """
+    pasted into the given quadrants), all seeded by ``seed``."""
     test, cvae = models.splits.test, models.cvae
     generator = torch.Generator().manual_seed(seed)
     pool = torch.arange(fixed, min(fixed + pool_size, len(test)))
@@ -392,11 +361,10 @@ def completion_grid(
     samples = cvae.sample(
         inputs, noise=cvae.latent_noise(num_samples, len(indices), generator)
     )
-    fig = show_digits(
-        completion_rows(
-            inputs.cpu(), targets.cpu(), models.baseline(inputs).cpu(), samples.cpu()
-        )
+    rows = completion_rows(
+        inputs.cpu(), targets.cpu(), models.baseline(inputs).cpu(), samples.cpu()
     )
+    fig = show_digits(rows)
     fig.suptitle(
         f"{quadrant_label(models.spec.num_quadrant_inputs)} given (test digits {fixed} "
         f"fixed + {ambiguous} most ambiguous); labels {test.labels[indices].tolist()}",
@@ -420,26 +388,11 @@ def plot_convergence(curve: dict) -> plt.Figure:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, values in curve["estimators"].items():
         label, color, marker = ESTIMATOR_STYLES[name]
-        left.errorbar(
-            sizes,
-            values["mean"],
-            yerr=values["stderr"],
-            label=label,
-            color=color,
-            marker=marker,
-            ms=4,
-            capsize=2,
-        )
-        right.errorbar(
-            sizes,
-            values["minus_best_is_mean"],
-            yerr=values["minus_best_is_stderr"],
-            label=label,
-            color=color,
-            marker=marker,
-            ms=4,
-            capsize=2,
-        )
+        style = dict(label=label, color=color, marker=marker, ms=4, capsize=2)
+        for ax, prefix in ((left, ""), (right, "minus_best_is_")):
+            ax.errorbar(
+                sizes, values[prefix + "mean"], yerr=values[prefix + "stderr"], **style
+            )
     right.axhline(0.0, color="0.5", lw=0.8)
     for ax in (left, right):
         ax.set_xscale("log")
@@ -474,30 +427,17 @@ def plot_diversity(study: dict) -> plt.Figure:
         rows = [study["settings"][str(q)].get(model) for q in quadrants]
         if any(r is None for r in rows):
             continue
+        style = dict(color=f"C{m}", marker="o", ms=4, capsize=2)
         for ax, (key, title, scale) in zip(axes[:2], panels, strict=True):
-            ax.errorbar(
-                quadrants,
-                [scale * r[key][0] for r in rows],
-                yerr=[scale * r[key][1] for r in rows],
-                color=f"C{m}",
-                marker="o",
-                ms=4,
-                capsize=2,
-                label=model,
-            )
+            means = [scale * r[key][0] for r in rows]
+            errors = [scale * r[key][1] for r in rows]
+            ax.errorbar(quadrants, means, yerr=errors, label=model, **style)
             ax.set_ylabel(title)
-        for k, style in ((1, "-"), (20, "--")):
-            axes[2].errorbar(
-                quadrants,
-                [100 * r[f"best_of_{k}"][0] for r in rows],
-                yerr=[100 * r[f"best_of_{k}"][1] for r in rows],
-                color=f"C{m}",
-                ls=style,
-                marker="o",
-                ms=4,
-                capsize=2,
-                label=f"{model}, best of {k}",
-            )
+        for k, ls in ((1, "-"), (20, "--")):
+            means = [100 * r[f"best_of_{k}"][0] for r in rows]
+            errors = [100 * r[f"best_of_{k}"][1] for r in rows]
+            label = f"{model}, best of {k}"
+            axes[2].errorbar(quadrants, means, yerr=errors, ls=ls, label=label, **style)
     axes[2].set_ylabel("best-of-k accuracy (%)")
     axes[0].legend(fontsize=8)
     axes[2].legend(fontsize=7, ncol=2)
@@ -530,13 +470,7 @@ def switch_gallery(
     columns = inputs.shape[0]
     for s in range(samples.shape[0]):
         for c in range(columns):
+            label = str(int(sample_labels[s, c]))
             ax = fig.axes[(s + 2) * columns + c]
-            ax.text(
-                1,
-                5,
-                str(int(sample_labels[s, c])),
-                color="C3",
-                fontsize=9,
-                weight="bold",
-            )
+            ax.text(1, 5, label, color="C3", fontsize=9, weight="bold")
     return fig

@@ -1,28 +1,19 @@
 """Pretrained weights and reference results from the release assets, verified by
 SHA-256.
 
-A release holds one ``manifest.json`` and, for every reference model (and the digit
-classifier of :mod:`~cvae_helpers.classifier`), a ``.safetensors`` file (weights and the
-training history's tensors, no pickle; the configuration, history and library versions
-in its metadata), plus ``reference-results.zip``, the committed ``results/reference/``
-folder. The manifest lists each file's SHA-256, size, configuration and the commit that
-trained it; ``tools/release_assets.py`` (``make release-assets``) writes all of it.
+A release holds ``manifest.json`` (each file's SHA-256, size, configuration and the
+commit that trained it), one ``.safetensors`` file per reference model and the digit
+classifier (weights and history tensors, no pickle; configuration, history and versions
+in its metadata), and ``reference-results.zip``, the committed ``results/reference/``.
+``tools/release_assets.py`` (``make release-assets``) writes them. Files are downloaded
+with ``pooch`` into :func:`download_cache`, checked against the manifest, and only then
+written to the checkpoint cache as ordinary checkpoints (whose configuration check
+applies to them as to any other).
 
-Files are downloaded with ``pooch`` into its cache (:func:`download_cache`), checked
-against the manifest's SHA-256 (a file already there that still matches is not
-downloaded again), and only then written to the checkpoint cache, as ordinary checkpoints of this project: the
-configuration check of :func:`~cvae_helpers.checkpoints.load_checkpoint` applies to them
-as to any other.
-
-Environment variables:
-
-- ``CVAE_PRETRAINED_URL``: where the release assets live (default
-  :data:`DEFAULT_BASE_URL`).
-- ``CVAE_DOWNLOAD_CACHE``: where downloaded files are kept (default: pooch's cache
-  folder for ``cvae-helpers``, e.g. ``~/.cache/cvae-helpers``).
-- ``CVAE_FORCE_TRAINING``: ``1`` trains instead of downloading, and retrains a cached
-  model that came from a download (as ``--force-training`` does; ``make reference``
-  passes it).
+Environment: ``CVAE_PRETRAINED_URL`` (default :data:`DEFAULT_BASE_URL`),
+``CVAE_DOWNLOAD_CACHE`` (default: pooch's cache folder for ``cvae-helpers``) and
+``CVAE_FORCE_TRAINING`` (``1``: train instead of downloading, and retrain a cached model
+that came from a download, as ``--force-training`` does; ``make reference`` sets it).
 """
 
 from __future__ import annotations
@@ -89,12 +80,8 @@ def force_training(force: bool | None = None) -> bool:
     true."""
     if force is not None:
         return force
-    return os.environ.get(FORCE_TRAINING_ENV, "").strip().lower() not in (
-        "",
-        "0",
-        "false",
-        "no",
-    )
+    setting = os.environ.get(FORCE_TRAINING_ENV, "").strip().lower()
+    return setting not in ("", "0", "false", "no")
 
 
 def download_cache(url: str | None = None) -> Path:
@@ -117,18 +104,13 @@ def asset_name(relative_checkpoint: str | Path) -> str:
     )
 
 
-# --- writing (tools/release_assets.py)
-# ------------------------------------------------------
+# --- writing (tools/release_assets.py) ---
 
 
 def checkpoint_to_safetensors(payload: dict, path: str | Path, commit: str) -> None:
     """Write a finished checkpoint's weights and history tensors to ``path``
-    (safetensors).
-
-    The metadata carries the configuration, the rest of the history, the versions and
-    ``commit``, so that the file describes itself; :func:`safetensors_to_checkpoint`
-    reverses it. The same checkpoint always gives the same bytes.
-    """
+    (safetensors); the metadata carries the configuration, the rest of the history, the
+    versions and ``commit``. The same checkpoint always gives the same bytes."""
     from safetensors.torch import save_file
 
     if payload.get("status") != "finished":
@@ -142,13 +124,10 @@ def checkpoint_to_safetensors(payload: dict, path: str | Path, commit: str) -> N
     history = dict(payload["history"])
     history.pop("pretrained", None)
     if "snapshots" in history:  # a list of (samples, k, 784) tensors, one per epoch
-        tensors[HISTORY_PREFIX + "snapshots"] = torch.stack(
-            history.pop("snapshots")
-        ).contiguous()
-    if "snapshot_inputs" in history:
-        tensors[HISTORY_PREFIX + "snapshot_inputs"] = history.pop(
-            "snapshot_inputs"
-        ).contiguous()
+        history["snapshots"] = torch.stack(history["snapshots"])
+    for key in ("snapshots", "snapshot_inputs"):
+        if key in history:
+            tensors[HISTORY_PREFIX + key] = history.pop(key).contiguous()
     described = {
         "format_version": MANIFEST_FORMAT,
         "config": payload["config"],
@@ -204,8 +183,7 @@ def safetensors_to_checkpoint(path: str | Path, provenance: dict) -> dict:
     }
 
 
-# --- fetching
-# --------------------------------------------------------------------------------
+# --- fetching ---
 
 
 def _download(url: str, folder: Path, name: str, sha256: str | None) -> Path:
@@ -214,9 +192,8 @@ def _download(url: str, folder: Path, name: str, sha256: str | None) -> Path:
     import pooch
     import requests
 
-    pooch.get_logger().setLevel(
-        "WARNING"
-    )  # this module says in one line what it fetched
+    # this module says in one line what it fetched
+    pooch.get_logger().setLevel("WARNING")
     try:
         return Path(
             pooch.retrieve(
@@ -269,9 +246,9 @@ def fetch_manifest(folder: Path | None = None, url: str | None = None) -> dict:
 
 @dataclass(frozen=True)
 class CachedModel:
-    """One model's place in the checkpoint cache, built once per run: its label, its
-    file, the configuration it must have (its cache key) and its path inside the
-    cache, e.g. ``"full/q1_seed0/baseline.pt"`` (the release's name for it)."""
+    """One model's place in the checkpoint cache: its label, its file, the configuration
+    it must have (its cache key) and its path inside the cache, e.g.
+    ``"full/q1_seed0/baseline.pt"`` (the release's name for it)."""
 
     label: str
     path: Path
@@ -283,19 +260,13 @@ def restore_checkpoints(
     wanted: Sequence[CachedModel], url: str | None = None
 ) -> list[dict]:
     """Download the release's weights of ``wanted``, verify them, and store them as
-    checkpoints.
+    checkpoints; returns each file's manifest entry.
 
-    All files are downloaded into pooch's cache (:func:`download_cache`; one that is
-    already there and matches its SHA-256 is not downloaded again) and checked (SHA-256
-    against the manifest, configuration against ``wanted``) before any is written to the
-    checkpoint cache, so a failure leaves that cache as it was. Returns each file's
-    manifest entry.
-
-    Raises:
-        PretrainedUnavailableError: no network, no such file, or nothing for this
-        configuration.
-        PretrainedMismatchError: the release's file was made by another configuration.
-        PretrainedIntegrityError: a file does not match the manifest's SHA-256.
+    All files are downloaded into :func:`download_cache` (one there that matches its
+    SHA-256 is not downloaded again) and checked (SHA-256 against the manifest,
+    configuration against ``wanted``) before any is written to the checkpoint cache, so
+    a failure leaves that cache as it was. Raises :class:`PretrainedUnavailableError`,
+    :class:`PretrainedMismatchError` or :class:`PretrainedIntegrityError`.
     """
     folder = download_cache(url)
     manifest = fetch_manifest(folder, url)
@@ -340,12 +311,10 @@ def fetch_missing(
     """Fetch the release's weights of those of ``wanted`` the cache lacks, or train them
     here.
 
-    What the pipeline's models and the classifier share: ``force`` (default
-    ``$CVAE_FORCE_TRAINING``) downloads nothing and deletes a cached checkpoint of
-    ``wanted`` that came from the release, so that it is trained here. Without network,
-    or when the release has nothing for this configuration, one line says so and the
-    caller trains; a file that fails its SHA-256 check is an error
-    (:class:`PretrainedIntegrityError`).
+    ``force`` (default ``$CVAE_FORCE_TRAINING``) downloads nothing and deletes a cached
+    checkpoint of ``wanted`` that came from the release, so that it is trained here.
+    Without network, or when the release has nothing for this configuration, one line
+    says so and the caller trains; a file that fails its SHA-256 check is an error.
     """
     if force_training(force):
         for item in wanted:
@@ -383,17 +352,13 @@ def pretrained_origin(path: str | Path) -> dict | None:
     return load_checkpoint(path)["history"].get("pretrained")
 
 
-# --- reference results
-# ------------------------------------------------------------------------
+# --- reference results ---
 
 
 def fetch_reference_results(cache_dir: str | Path, url: str | None = None) -> Path:
     """The release's ``results/reference/`` folder, unpacked (once) into
-    ``cache_dir/reference``.
-
-    The archive is downloaded into pooch's cache (:func:`download_cache`), checked
-    against the manifest's SHA-256 and unpacked into a temporary folder next to the
-    target, which is renamed into place only when complete.
+    ``cache_dir/reference``: downloaded into :func:`download_cache`, checked against the
+    manifest's SHA-256, unpacked next to the target and renamed into place when whole.
     """
     target = Path(cache_dir) / "reference"
     if target.is_dir():

@@ -48,12 +48,9 @@ PYRO_TUTORIAL = {
 }
 
 
-# The families as the text names them; the table rows follow the paper's Table 1.
-
-
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A GitHub/MyST Markdown table; cells are written with ``str``, and a ``|`` inside
-    a cell (as in ``p(y|z)``) is escaped so that it does not end the cell."""
+    """A GitHub/MyST Markdown table of ``str(cell)``; a ``|`` inside a cell (as in
+    ``p(y|z)``) is escaped so that it does not end the cell."""
 
     def line(cells: Iterable[object]) -> str:
         return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
@@ -73,34 +70,35 @@ def by_quadrants(records: Iterable[dict]) -> dict[int, dict]:
     return {r["num_quadrant_inputs"]: r for r in records}
 
 
+def _estimate(record: dict | None, key: str) -> str:
+    """``record[key]`` as mean ± standard error, or "–" where it is missing."""
+    if record is None or key not in record:
+        return "–"
+    return f"{record[key]:.2f} ± {record[key + '_stderr']:.2f}"
+
+
 def results_table(records: list[dict]) -> str:
     """Estimators as rows, 1/2/3 quadrants as columns, mean ± standard error, then the
-    gap.
-
-    The rows name the records' family (CVAE, GSNN or hybrid); a GSNN has MC only.
+    gap. The rows name the records' family (CVAE, GSNN or hybrid); a GSNN has MC only.
     """
     by_q = by_quadrants(records)
     family = get_family(record_key(records[0], "family") if records else "cvae")
 
-    def cells(fmt) -> list[str]:
-        return [fmt(by_q[q]) if q in by_q else "–" for q in QUADRANT_SETTINGS]
+    def cells(key: str) -> list[str]:
+        return [_estimate(by_q.get(q), key) for q in QUADRANT_SETTINGS]
 
-    def estimate(key: str):
-        return lambda r: f"{r[key]:.2f} ± {r[key + '_stderr']:.2f}" if key in r else "–"
-
-    rows = [["NN (baseline)", *cells(estimate("baseline_nll"))]]
+    rows = [["NN (baseline)", *cells("baseline_nll")]]
     for estimator, label in ESTIMATOR_LABELS.items():
         key = family.result_key(estimator)
         if any(key in r for r in records):  # a GSNN has no IS or −ELBO
-            rows.append([f"{family.label} ({label})", *cells(estimate(key))])
+            rows.append([f"{family.label} ({label})", *cells(key)])
     is_key = family.result_key("is")
     if records and all(is_key in r for r in records):
-        rows.append(
-            [
-                f"gap: NN − {family.label} (IS)",
-                *cells(lambda r: f"{r['baseline_nll'] - r[is_key]:.2f}"),
-            ]
-        )
+        gaps = [
+            f"{by_q[q]['baseline_nll'] - by_q[q][is_key]:.2f}" if q in by_q else "–"
+            for q in QUADRANT_SETTINGS
+        ]
+        rows.append([f"gap: NN − {family.label} (IS)", *gaps])
     return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
 
 
@@ -197,9 +195,7 @@ def write_results(records: list[dict], output_dir: str | Path) -> None:
 
 def record_key(record: dict, key: str) -> object:
     """``record[key]``; records written before the model families existed are CVAEs."""
-    if key == "family":
-        return record.get("family", "cvae")
-    return record.get(key)
+    return record.get(key, "cvae" if key == "family" else None)
 
 
 def load_results(output_dir: str | Path) -> list[dict]:
@@ -212,14 +208,12 @@ def load_results(output_dir: str | Path) -> list[dict]:
 
 
 def reference_dir(root: str | Path | None = None) -> Path | None:
-    """The folder of the committed full-budget reference run, or ``None`` where there is
-    none.
+    """The folder of the committed full-budget reference run, or ``None``.
 
     ``root`` if given; else ``$CVAE_REFERENCE_DIR``; else ``results/reference`` in the
-    working directory or the nearest folder above it that has one (a chapter runs in
-    ``book/`` of a checkout). A pip install without the repository (Colab) fetches the
-    same files from the release, checked against their SHA-256, into the checkpoint
-    cache, once; the quick budget never downloads.
+    working directory or the nearest folder above it (a chapter runs in ``book/``).
+    Without a checkout (Colab) the full budget fetches the same files from the release,
+    checked against their SHA-256, into the checkpoint cache, once.
     """
     if root is not None:
         return Path(root)
@@ -245,11 +239,8 @@ def _fetched_reference_dir(url: str, cache_dir: Path) -> Path | None:
 
 
 def load_reference(root: str | Path | None = None) -> dict[bool, list[dict]]:
-    """The reference run's records per decoder (``decoder_sees_input`` → three records).
-
-    Decoders whose three settings are not all there are left out, so an empty dict means
-    that no reference results are available here.
-    """
+    """The reference run's records per decoder (``decoder_sees_input`` → three records);
+    decoders not complete are left out, so ``{}`` means no reference results here."""
     folder = reference_dir(root)
     if folder is None:
         return {}
@@ -276,12 +267,8 @@ def load_family_reference(
     root: str | Path | None = None,
 ) -> dict[bool, dict[str, list[dict]]]:
     """The reference run's records per decoder and family: ``{decoder: {"cvae": [...],
-    "gsnn": [...], "hybrid": [...]}}``, three records each.
-
-    Only decoders whose three families are all complete are kept, so an empty dict means
-    that the four-way reference results are not available here (``make reference-gsnn``
-    makes them).
-    """
+    "gsnn": [...], "hybrid": [...]}}``, three records each; only decoders whose three
+    families are complete are kept (``make reference-gsnn`` makes them)."""
     folder = reference_dir(root)
     if folder is None:
         return {}
@@ -303,35 +290,19 @@ def load_family_reference(
 
 def family_table(by_family: dict[str, list[dict]]) -> str:
     """NN / GSNN / CVAE / hybrid as rows, 1/2/3 quadrants as columns, mean ± standard
-    error.
-
-    ``by_family`` maps ``"cvae"``, ``"gsnn"`` and ``"hybrid"`` to their records (one
-    decoder). The GSNN is estimated by Monte Carlo only (its proposal is its prior); the
-    CVAE and the hybrid by MC and by importance sampling. A missing family or setting
-    shows as "–".
-    """
+    error, from ``by_family`` (``"cvae"``, ``"gsnn"``, ``"hybrid"`` → records of one
+    decoder). The GSNN has Monte Carlo only (its proposal is its prior); a missing
+    family or setting shows as "–"."""
     by_q = {family: by_quadrants(records) for family, records in by_family.items()}
 
-    def cell(family: str, key: str, q: int) -> str:
-        record = by_q.get(family, {}).get(q)
-        if record is None or key not in record:
-            return "–"
-        return f"{record[key]:.2f} ± {record[key + '_stderr']:.2f}"
+    def cells(family: str, key: str) -> list[str]:
+        return [_estimate(by_q.get(family, {}).get(q), key) for q in QUADRANT_SETTINGS]
 
-    rows = [
-        ["NN (baseline)", *(cell("cvae", "baseline_nll", q) for q in QUADRANT_SETTINGS)]
-    ]
+    rows = [["NN (baseline)", *cells("cvae", "baseline_nll")]]
     for name, estimator in FAMILY_ROWS:
         family = get_family(name)
-        rows.append(
-            [
-                f"{family.label} ({ESTIMATOR_LABELS[estimator]})",
-                *(
-                    cell(name, family.result_key(estimator), q)
-                    for q in QUADRANT_SETTINGS
-                ),
-            ]
-        )
+        label = f"{family.label} ({ESTIMATOR_LABELS[estimator]})"
+        rows.append([label, *cells(name, family.result_key(estimator))])
     return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
 
 
@@ -403,8 +374,7 @@ def convergence_table(studies: dict[bool, dict]) -> str:
 
 
 def load_reference_json(name: str, root: str | Path | None = None) -> dict | None:
-    """A JSON file of the reference run (``bench.json``, ``baseline_gap.json``, ...), or
-    None."""
+    """A JSON file of the reference run (``bench.json``, ...), or None."""
     folder = reference_dir(root)
     path = folder / name if folder is not None else None
     return json.loads(path.read_text()) if path is not None and path.is_file() else None
@@ -413,9 +383,8 @@ def load_reference_json(name: str, root: str | Path | None = None) -> dict | Non
 def run_table(reference: dict[bool, list[dict]]) -> str:
     """Epochs, training seconds and evaluation seconds per setting, per decoder.
 
-    The training seconds are the sums of the epochs' seconds recorded when each model
-    was trained (training and validation), so they survive an evaluation-only rerun; the
-    two decoders share their baselines, trained once.
+    Training seconds sum the epochs' seconds recorded when each model was trained, so
+    they survive an evaluation-only rerun; the two decoders share their baselines.
     """
     rows = [
         [

@@ -1,16 +1,12 @@
-"""Measuring speed: seconds per 60k-image training epoch
-(``python -m cvae_helpers bench``).
+"""Measuring speed: seconds per 60k-image training epoch (``python -m cvae_helpers
+bench``), for three training paths with the same networks, in one run:
 
-Three training paths are timed with the same networks, in one run:
-
-- ``pyro``: the book's training step (:func:`~cvae_helpers.training.make_steps`):
-  Pyro's ``Trace_ELBO`` with one fused Adam, on in-memory batches (each split masked
-  once, the frozen baseline's guess y_hat computed once).
-- ``svi``: the textbook step, Pyro's ``SVI`` with its per-parameter ``Adam``
-  (:func:`~cvae_helpers.training.make_svi`), on the same in-memory batches.
-- ``pyro_example``: the Pyro example's design, a per-item ``Dataset`` that turns each
-  PIL image into a tensor and masks it in a transform, batched by a ``DataLoader``, with
-  ``SVI`` and y_hat recomputed by the baseline inside every CVAE step.
+- ``pyro``: the book's step (:func:`~cvae_helpers.training.make_steps`), ``Trace_ELBO``
+  with one fused Adam on in-memory batches (masked once, y_hat computed once);
+- ``svi``: Pyro's ``SVI`` with its per-parameter ``Adam`` on the same batches;
+- ``pyro_example``: the Pyro example's per-item ``Dataset`` (PIL image to tensor, masked
+  in a transform) batched by a ``DataLoader``, with ``SVI`` and y_hat recomputed by the
+  baseline inside every CVAE step.
 """
 
 from __future__ import annotations
@@ -64,15 +60,12 @@ class PyroExampleMNIST(Dataset):
         return {"input": inputs[0], "output": targets[0]}
 
 
-def _time_steps(
-    batches: Iterator,
-    step: Callable,
-    num_batches: int,
-    warmup: int,
-    device: torch.device,
-) -> float:
-    """Seconds per batch, data handling included, after ``warmup`` untimed batches."""
-    for _ in range(warmup):
+WARMUP = 5  # untimed batches before each timing
+
+
+def _time_steps(batches: Iterator, step: Callable, num_batches: int, device) -> float:
+    """Seconds per batch, data handling included, after ``WARMUP`` untimed batches."""
+    for _ in range(WARMUP):
         step(*next(batches))
     _synchronize(device)
     started = time.perf_counter()
@@ -90,11 +83,6 @@ def _synchronize(device: torch.device) -> None:
 def _endless(loader) -> Iterator:
     while True:
         yield from loader
-
-
-def _pyro_example_batches(loader: DataLoader, device: torch.device) -> Iterator:
-    for batch in _endless(loader):
-        yield batch["input"].to(device), batch["output"].to(device)
 
 
 def textbook_baseline_step(net: BaselineNet, lr: float) -> Callable:
@@ -124,15 +112,9 @@ def _steps(spec: RunSpec, path: str = "pyro") -> tuple[Callable, Callable, CVAE]
     pyro.clear_param_store()
     if path == "pyro":
         return baseline_steps(baseline, spec).step, make_steps(cvae, spec).step, cvae
-    textbook = replace(spec, precision="fp32")
-    return (
-        textbook_baseline_step(baseline, spec.profile.training.learning_rate),
-        make_svi(cvae, textbook).step,
-        cvae,
-    )
-
-
-WARMUP = 5  # untimed batches before each timing
+    lr = spec.profile.training.learning_rate
+    svi = make_svi(cvae, replace(spec, precision="fp32"))
+    return textbook_baseline_step(baseline, lr), svi.step, cvae
 
 
 def benchmark(
@@ -144,15 +126,12 @@ def benchmark(
 ) -> dict:
     """Time the default baseline and CVAE training steps of each path in ``paths``.
 
-    ``spec`` says the setting, seed, data, device and precision (default: 1 quadrant, as
-    ``RunSpec.create`` resolves the rest); its precision applies to the book's path
-    (``pyro``) only.
-    Returns seconds for one epoch of 60,000 images (the whole MNIST training set),
-    extrapolated from ``num_batches`` timed batches with data handling included:
-    ``{path}_baseline_epoch_s`` and ``{path}_cvae_epoch_s`` per path,
-    ``load_and_mask_s`` (reading and masking the images once per process) and
-    ``y_hat_precompute_s`` (the baseline's guesses for 60k images, once) for the
-    in-memory paths.
+    ``spec`` says the setting, seed, data, device and precision (default: 1 quadrant);
+    its precision applies to the book's path (``pyro``) only. Returns seconds for one
+    epoch of 60,000 images, extrapolated from ``num_batches`` timed batches with data
+    handling included: ``{path}_baseline_epoch_s`` and ``{path}_cvae_epoch_s`` per
+    path, and for the in-memory paths ``load_and_mask_s`` (reading and masking the
+    images, once per process) and ``y_hat_precompute_s`` (the baseline's 60k guesses).
     """
     unknown = set(paths) - set(PATHS)
     if unknown:
@@ -190,9 +169,7 @@ def _time_in_memory(
     loader = TensorBatches(
         split.inputs, split.targets, batch_size=batch_size, seed=spec.seed
     )
-    baseline_s = _time_steps(
-        _endless(loader), baseline_step, num_batches, WARMUP, spec.device
-    )
+    baseline_s = _time_steps(_endless(loader), baseline_step, num_batches, spec.device)
     started = time.perf_counter()
     y_hat = batched(cvae.baseline_guess, split.inputs)
     _synchronize(spec.device)
@@ -200,7 +177,7 @@ def _time_in_memory(
     loader = TensorBatches(
         split.inputs, split.targets, y_hat, batch_size=batch_size, seed=spec.seed
     )
-    cvae_s = _time_steps(_endless(loader), cvae_step, num_batches, WARMUP, spec.device)
+    cvae_s = _time_steps(_endless(loader), cvae_step, num_batches, spec.device)
     batches_per_epoch = NUM_TRAIN_VAL / batch_size
     return {
         "y_hat_precompute_s": round(y_hat_s, 3),
@@ -225,13 +202,11 @@ def _time_pyro_example(spec: RunSpec, num_batches: int, batch_size: int) -> dict
     )
     result = {}
     for model, step in (("baseline", baseline_step), ("cvae", cvae_step)):
-        seconds = _time_steps(
-            _pyro_example_batches(loader, spec.device),
-            step,
-            num_batches,
-            WARMUP,
-            spec.device,
+        batches = (
+            (batch["input"].to(spec.device), batch["output"].to(spec.device))
+            for batch in _endless(loader)
         )
+        seconds = _time_steps(batches, step, num_batches, spec.device)
         result[f"pyro_example_{model}_epoch_s"] = round(
             seconds * NUM_TRAIN_VAL / batch_size, 2
         )
@@ -277,26 +252,21 @@ def profile_cvae_step(
     data_dir=None,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Milliseconds per CVAE training step on the CPU, split into parts, for the
-    textbook step and the book's.
+    """Milliseconds per CVAE training step on the CPU, split into parts, for
+    :data:`PROFILED`'s textbook step (``"svi"``) and the book's (``"pyro"``).
 
-    For ``"svi"`` (``SVI`` with ``Trace_ELBO`` and Pyro's per-parameter ``Adam``) and
-    ``"pyro"`` (the book's: ``Trace_ELBO`` with one fused Adam), ``torch.profiler`` adds
-    up the self time of the ATen ops: matmuls
-    (forward and backward), the optimizer, and every other tensor op (activations,
-    log-probabilities, masking, batching). The rest of the step's wall time is Python
-    and framework: Pyro's tracing, the autograd engine's bookkeeping, the loop.
-    ``"total"`` is the wall time per step under the profiler (a little above an
-    unprofiled step).
+    ``torch.profiler`` adds up the self time of the ATen ops: matmuls (forward and
+    backward), the optimizer, and every other tensor op. The rest of the step's wall
+    time is Python and framework (Pyro's tracing, autograd's bookkeeping, the loop).
+    ``"total"`` is the wall time per step under the profiler.
     """
     from torch.profiler import ProfilerActivity, profile
 
     count = (num_steps + warmup) * batch_size
     split = load_splits(num_quadrant_inputs, data_dir, train_size=count).train
+    # the profiler's first session pays its start-up; not a step's
     with profile(activities=[ProfilerActivity.CPU]):
-        torch.ones(1).add_(
-            1
-        )  # the profiler's first session pays its start-up; not a step's
+        torch.ones(1).add_(1)
     report = {}
     spec = RunSpec.create(
         num_quadrant_inputs,

@@ -1,36 +1,13 @@
-"""How sure, and how close to the paper: the runs of the seed, protocol and converged
-studies, and their records.
+"""The runs of the seed, protocol, converged and asymptote studies (:func:`study_runs`).
 
-A study is a list of independent runs (:class:`StudyRun`): one quadrant setting, one
-decoder, one seed, one training protocol (a profile, :func:`~cvae_helpers.config.
-with_levers`). Each run trains (or resumes, or reuses) its baseline and CVAE through
-:func:`~cvae_helpers.pipeline.get_trained_models`, evaluates them, and writes one JSON
-file named after it, with its provenance: commit, machine, wall time. A study
-is done when every file is there, so it resumes by running the missing ones, and files
-from several machines merge by copying them into one folder. ``python -m cvae_helpers
-study list STUDY --missing`` prints one command per missing run, for ``xargs -P``, GNU
-parallel or a SLURM array; ``make study-seeds``, ``make study-protocols`` and ``make
-study-converged`` run them. :mod:`cvae_helpers.study_report` reads the records.
-
-- ``seeds``: NN and CVAE for each of ``study.quadrants`` (1, 2 and 3 quadrants at the
-  full budget), seeds ``0 .. study.seeds - 1`` for
-  the default decoder p(y|z) and ``0 .. study.paper_seeds - 1`` for the paper's
-  p(y|x,z).
-- ``protocols``: one quadrant, p(y|z), seeds ``0 .. study.paper_seeds - 1``, the
-  tutorial's protocol and each lever of :data:`~cvae_helpers.config.LEVERS` alone; IS
-  also at S = ``study.large_samples``.
-- ``converged``: the converged protocol (:func:`~cvae_helpers.config.converged`, the
-  levers the protocol study found) for each of ``study.quadrants``, both decoders,
-  seeds ``0 .. study.seeds - 1``, IS also at S = ``study.large_samples``.
-- ``asymptote``: a step of the converged study, seed 0 of each decoder and setting:
-  the IS estimate on the whole test set at the largest S of the estimators' curves
-  (5,000 at the full budget, :func:`asymptote_samples`), written into the run's record
-  (``is_asymptote``); it trains the run first where its record is missing.
-
-A run made on another host than the project's machine (a lent GPU, another CPU) is
-its own factor, not one more seed: ``--host NAME`` names it, its file and record carry
-the name (``..._seed3_host-gpu.json``, ``provenance.host``), and the report keeps its
-runs apart from the others.
+A study is a list of independent runs (:class:`StudyRun`), each a setting, decoder, seed
+and protocol (a profile, :func:`~cvae_helpers.config.with_levers`) that trains (or
+resumes) its models, evaluates them and writes one JSON file named after it, with its
+provenance. A study resumes by running its missing files, and the files of several
+machines merge by copying them into one folder (``python -m cvae_helpers study list
+STUDY --missing`` prints one command per missing run). A run made on another host is
+its own factor, not one more seed: ``--host NAME`` names it, in its file name and
+``provenance.host``. :mod:`cvae_helpers.study_report` reads the records.
 """
 
 from __future__ import annotations
@@ -77,10 +54,9 @@ def asymptote_samples(profile: Profile) -> int:
 
 @dataclass(frozen=True, order=True)
 class StudyRun:
-    """One run of a study: a setting, a decoder, a seed and a protocol (profile name).
-    ``large_samples``: also the IS estimate at the profile's ``study.large_samples``;
-    ``asymptote``: also at :func:`asymptote_samples`; ``host``: made on another host
-    than the project's machine, named so (empty: the project's machine)."""
+    """One run of a study: a setting, a decoder, a seed and a protocol (profile name);
+    also IS at ``study.large_samples`` and at :func:`asymptote_samples` where asked;
+    ``host``: the other host that made it (empty: the project's machine)."""
 
     profile: str
     num_quadrant_inputs: int
@@ -100,12 +76,9 @@ class StudyRun:
     def name(self) -> str:
         """The file name of its result: ``full-long_q1_pyz_seed2``, with
         ``_host-NAME`` after it for a run made on another host."""
-        decoder = DECODERS[self.decoder_sees_input].tag
+        q, decoder = self.num_quadrant_inputs, DECODERS[self.decoder_sees_input].tag
         host = f"_host-{self.host}" if self.host else ""
-        return (
-            f"{self.profile}_q{self.num_quadrant_inputs}_{decoder}_seed{self.seed}"
-            + host
-        )
+        return f"{self.profile}_q{q}_{decoder}_seed{self.seed}{host}"
 
     def path(self, results_dir: str | Path) -> Path:
         return Path(results_dir) / f"{self.name}.json"
@@ -117,14 +90,12 @@ class StudyRun:
         if not path.is_file():
             return False
         record = json.loads(path.read_text())
-        return (not self.large_samples or "is_large_s" in record) and (
-            not self.asymptote or "is_asymptote" in record
-        )
+        wanted = [("is_large_s", self.large_samples), ("is_asymptote", self.asymptote)]
+        return all(key in record for key, asked in wanted if asked)
 
     def spec(self, template: RunSpec) -> RunSpec:
-        """``template`` (folders, device, precision) for this run. A profile named after
-        ``template``'s, alone or with levers, is built from it (so that its sizes
-        stay as given), any other by name."""
+        """``template`` (folders, device, precision) for this run; a profile named
+        after ``template``'s, alone or with levers, is built from it, sizes kept."""
         base = template.profile
         if self.profile == base.name:
             profile = base
@@ -248,11 +219,9 @@ def run_study_run(run: StudyRun, template: RunSpec, *, progress: bool = False) -
 def add_asymptote(
     run: StudyRun, template: RunSpec, results_dir: str | Path, *, progress: bool = False
 ) -> dict:
-    """The asymptote step on a run whose record is written: the IS estimate at
-    :func:`asymptote_samples` of the models that made the record, added to it (its
-    other numbers untouched); the record. The models come from the checkpoint cache;
-    a model trained again elsewhere would be another model, so a record whose CVAE is
-    not cached, or whose cached CVAE is not the one that made it, is refused."""
+    """Add the IS estimate at :func:`asymptote_samples` to a written record, from the
+    cached models that made it (a model trained again would be another model: a CVAE
+    not cached, or not the one that made the record, is refused); the record."""
     record = json.loads(run.path(results_dir).read_text())
     spec = run.spec(template)
     cvae_path = cached_models(spec)[1].path
@@ -265,11 +234,8 @@ def add_asymptote(
     started, code = time.perf_counter(), code_version()
     models = get_trained_models(spec, progress=progress, force_training=True)
     history = models.cvae_history
-    made_it = (len(history["val_loss"]), history["best_val_loss"]) == (
-        record["epochs_cvae"],
-        record["curves"]["best_val_loss"],
-    )
-    if not made_it:
+    made_by = (len(history["val_loss"]), history["best_val_loss"])
+    if made_by != (record["epochs_cvae"], record["curves"]["best_val_loss"]):
         raise ValueError(
             f"The cached CVAE at {cvae_path} is not the one that made "
             f"{run.path(results_dir)} (another number of epochs or best validation "
@@ -292,22 +258,16 @@ def write_run(record: dict, run: StudyRun, results_dir: str | Path) -> Path:
 
 
 def reference_record(reference: Path, run: StudyRun) -> dict | None:
-    """The seed study's record of ``run`` made from the committed reference run
-    (``reference``/p_y_given_*/metrics_q*.json, `make reference`): the seed-0 row of
-    the seed study is the reference itself, not a second training. None where the
-    reference has no such model. The record has the reference's numbers, untouched,
-    and no learning curves (the reference keeps none); its provenance names the file
-    and the commit that trained it."""
+    """The seed study's record of ``run`` made from the committed reference run's
+    metrics (`make reference`), numbers untouched, no learning curves, its provenance
+    naming the file and commit; None where the reference has no such model."""
     folder = reference / DECODERS[run.decoder_sees_input].folder
     path = folder / f"metrics_q{run.num_quadrant_inputs}.json"
     if not path.is_file():
         return None
     metrics = json.loads(path.read_text())
-    if (metrics["profile"], metrics["seed"], metrics["decoder_sees_input"]) != (
-        run.profile,
-        run.seed,
-        run.decoder_sees_input,
-    ):
+    made = (metrics["profile"], metrics["seed"], metrics["decoder_sees_input"])
+    if made != (run.profile, run.seed, run.decoder_sees_input):
         return None
     logs = reference / "logs"
 
@@ -338,9 +298,7 @@ def adopt_reference(
     ``base``) into ``results_dir`` where they are missing; the paths written."""
     written = []
     for run in study_runs("seeds", base):
-        if run.done(results_dir):
-            continue
-        record = reference_record(reference, run)
+        record = None if run.done(results_dir) else reference_record(reference, run)
         if record is not None:
             written.append(write_run(record, run, results_dir))
     return written
@@ -352,24 +310,17 @@ def host_of(record: dict) -> str:
 
 
 def load_runs(results_dir: str | Path, runs: Iterable[StudyRun]) -> list[dict]:
-    """The records of ``runs`` found in ``results_dir`` (the missing ones are left
-    out)."""
-    found = []
-    for run in runs:
-        path = run.path(results_dir)
-        if path.is_file():
-            found.append(json.loads(path.read_text()))
-    return found
+    """The records of ``runs`` found in ``results_dir`` (the missing ones left out)."""
+    paths = (run.path(results_dir) for run in runs)
+    return [json.loads(path.read_text()) for path in paths if path.is_file()]
 
 
 def load_study(study: str, spec: RunSpec, reference: Path | None = None) -> list[dict]:
     """The records of ``study`` for a chapter: at the reference budget those committed
-    in ``reference``/studies (the chapter trains nothing; missing runs are left out);
-    at any other budget every run, trained here and kept in the checkpoint cache."""
+    in ``reference``/studies (none trained); at any other, every run, trained here."""
     if spec.profile.reference:
-        if reference is None:
-            return []
-        return load_runs(reference / STUDIES_SUBDIR, study_runs(study, spec.profile))
+        runs = study_runs(study, spec.profile)
+        return load_runs(reference / STUDIES_SUBDIR, runs) if reference else []
     results = spec.checkpoint_dir / STUDIES_SUBDIR / spec.profile.name
     return run_study(study, spec, results)
 
@@ -378,10 +329,8 @@ def do_run(
     run: StudyRun, template: RunSpec, results_dir: str | Path, *, progress: bool = False
 ) -> Path:
     """Make ``run``'s record in ``results_dir``: train (or resume) and evaluate it,
-    or, where only its asymptote step is missing, add that (:func:`add_asymptote`);
-    its path."""
-    written = replace(run, asymptote=False)
-    if run.asymptote and written.done(results_dir):
+    or add the asymptote step where only that is missing; its path."""
+    if run.asymptote and replace(run, asymptote=False).done(results_dir):
         add_asymptote(run, template, results_dir, progress=progress)
         return run.path(results_dir)
     return write_run(run_study_run(run, template, progress=progress), run, results_dir)
@@ -391,7 +340,7 @@ def run_study(
     study: str, template: RunSpec, results_dir: str | Path, *, progress: bool = False
 ) -> list[dict]:
     """Every run of ``study`` at ``template``'s sizes, the missing ones run here, in
-    order; the records. For a small budget in one process (a chapter's quick build)."""
+    order (a chapter's quick build); the records."""
     runs = study_runs(study, template.profile)
     for run in runs:
         if not run.done(results_dir):

@@ -1,23 +1,11 @@
-"""What the studies tell: their runs' records (:mod:`cvae_helpers.studies`) read as
-means with confidence intervals, paired differences, equivalence tests and tables.
-
-A mean over seeds carries a t-based 95% confidence interval (:class:`Estimate`). Two
-settings run with the same seeds are compared seed by seed: the mean of the paired
-differences, its interval and a paired t-test (:class:`Paired`). That a difference is
-not found does not make two things equal: a match with the paper's number is a claim
-of equivalence, tested with two one-sided t-tests against a margin fixed before the
-numbers (:data:`EQUIVALENCE_MARGIN`, :class:`Equivalence`). Where the seeds are too
-few to decide, the verdict is "undecided", with the number of seeds that would decide
-it if the mean and the spread stayed as measured. Runs made on another host are a
-factor of their own, never pooled with the seeds (:func:`host_comparisons`).
-Protocols are chosen on the validation split, never on the test set
-(:func:`chosen_protocol`, :func:`levers_that_help`). :func:`write_report` writes
-every table of a folder of runs into its ``README.md``.
-"""
+"""What the studies' records (:mod:`cvae_helpers.studies`) tell: means with confidence
+intervals, differences paired by seed, equivalence tests against the paper, and the
+tables of :func:`write_report`. Runs of another host are never pooled with the seeds."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +14,7 @@ from statistics import mean
 from scipy import stats
 
 from .config import DECODERS, Profile, converged, split_levers
-from .results import QUADRANT_SETTINGS, markdown_table
+from .results import QUADRANT_SETTINGS, markdown_table, quadrant_header
 from .studies import STUDIES, StudyRun, host_of, load_runs, study_runs
 
 # The estimators the tables report, by metrics key.
@@ -42,15 +30,16 @@ PAPER_AS_QUOTED = {
     "NN": {1: 100.03, 2: 62.14, 3: 26.01},
     "CVAE IS": {1: 64.05, 2: 44.96, 3: 20.97},
 }
-# The level of every interval, and 1 − it the level of every test.
-CONFIDENCE = 0.95
+PAPER_AS_QUOTED["NN − CVAE"] = {
+    q: nn - PAPER_AS_QUOTED["CVAE IS"][q] for q, nn in PAPER_AS_QUOTED["NN"].items()
+}
+CONFIDENCE = 0.95  # the level of every interval; 1 − it is the level of every test
 ALPHA = 1 - CONFIDENCE
-# A gap to the paper's number smaller than this, in nats per image, is a match. Fixed
-# before the converged runs of both decoders were trained (chapter 12 says why this
-# size): the equivalence margin of the two one-sided tests.
+# A gap to the paper's number smaller than this, in nats per image, is a match: the
+# margin of the two one-sided tests, fixed before the converged runs were trained
+# (chapter 12 says why this size).
 EQUIVALENCE_MARGIN = 0.5
-# "How many seeds would decide it" is searched up to this many.
-MAX_SEEDS = 100
+MAX_SEEDS = 100  # "how many seeds would decide it" is searched up to this many
 
 
 def _t(level: float, n: int) -> float:
@@ -60,9 +49,8 @@ def _t(level: float, n: int) -> float:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean over seeds (or over paired differences) with its t-based
-    confidence interval: mean ± t(0.975, n − 1) · sd / √n. One value has no
-    spread: its sd and interval are NaN."""
+    """A mean over seeds (or paired differences) with its t-based confidence
+    interval, mean ± t(0.975, n − 1) · sd / √n; one value: sd and CI are NaN."""
 
     values: tuple[float, ...]
 
@@ -104,10 +92,9 @@ class Estimate:
 
 
 def seeds_to_decide(mean_value: float, sd: float, n: int, level: float) -> int | None:
-    """The smallest number of seeds, more than ``n``, whose t-interval at ``level``
-    (one-sided quantile) would be narrower than ``|mean_value|``, were the mean and the
-    spread to stay as measured: a planning figure, not a promise. None where it cannot
-    be told (no spread yet); more than :data:`MAX_SEEDS` where it is not in reach."""
+    """The fewest seeds, more than ``n``, whose t-interval at ``level`` (one-sided
+    quantile) would be narrower than ``|mean_value|`` were the mean and sd to stay as
+    measured: a planning figure. None without a spread; past reach: MAX_SEEDS + 1."""
     if math.isnan(sd) or n < 2:
         return None
     for m in range(max(n + 1, 2), MAX_SEEDS + 1):
@@ -126,11 +113,9 @@ def _seeds_text(seeds: int | None) -> str:
 
 @dataclass(frozen=True)
 class Paired:
-    """One setting against another run with the same seeds: the per-seed
-    differences, their mean with its confidence interval, and a paired t-test (a
-    one-sample t-test of the differences, Student 1908). ``verdict``:
-    ``"differs"`` where p < 0.05, else ``"undecided"``: a difference not found
-    is not a difference ruled out."""
+    """Two settings run with the same seeds: the per-seed differences, their
+    mean and CI, and a paired t-test (Student 1908). ``"differs"`` where p <
+    0.05, else ``"undecided"``: a difference not found is not ruled out."""
 
     seeds: tuple[int, ...]
     differences: tuple[float, ...]
@@ -156,14 +141,13 @@ class Paired:
 
     @property
     def seeds_to_decide(self) -> int | None:
-        if self.verdict == "differs":
-            return self.estimate.n
         e = self.estimate
+        if self.verdict == "differs":
+            return e.n
         return seeds_to_decide(e.mean, e.sd, e.n, 1 - ALPHA / 2)
 
     def decision(self) -> str:
-        """The verdict in words, with how many seeds would decide an undecided
-        one."""
+        """The verdict in words; an undecided one says what would decide it."""
         if self.verdict == "differs":
             return "differs"
         return _seeds_text(self.seeds_to_decide)
@@ -171,14 +155,10 @@ class Paired:
 
 @dataclass(frozen=True)
 class Equivalence:
-    """Our estimates over seeds against one reference number (the paper's, as
-    quoted): the gap's mean and confidence interval, the t-test of gap = 0, and
-    the equivalence test, two one-sided t-tests (TOST, Schuirmann 1987) of
-    −margin < gap < margin. ``verdict``: ``"equivalent"`` where the TOST p <
-    0.05 (the gap's 90% interval lies inside ±margin); ``"beyond the margin"``
-    where the 90% interval lies wholly outside it; else ``"undecided"``. The
-    reference is taken as a fixed number: the paper's own seed spread is
-    unknown."""
+    """Our seeds against a fixed reference number (the paper's, as quoted): the
+    gap's mean and CI, its t-test, and two one-sided t-tests (TOST, Schuirmann
+    1987) of −margin < gap < margin: ``"equivalent"`` where TOST p < 0.05;
+    ``"beyond the margin"`` where the gap's 90% CI lies wholly outside it."""
 
     values: tuple[float, ...]
     reference: float
@@ -230,7 +210,6 @@ class Equivalence:
 
 # Table cells.
 def _nats(value: float, sign: str = "") -> str:
-    """A number of nats for a table: ``–`` where it is NaN."""
     return "–" if math.isnan(value) else f"{value:{sign}.2f}"
 
 
@@ -250,8 +229,14 @@ def ci_cell(estimate: Estimate, sign: str = "") -> str:
     return f"{estimate.mean:{sign}.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
 
 
-def _per_seed(differences: Sequence[float]) -> str:
-    return ", ".join(f"{d:+.2f}" for d in differences) or "–"
+def _paired_cells(c: Paired) -> list[str]:
+    """Per-seed differences, mean [95% CI], paired t-test p, verdict."""
+    per_seed = ", ".join(f"{d:+.2f}" for d in c.differences) or "–"
+    return [per_seed, ci_cell(c.estimate, "+"), _p(c.p_value), c.decision()]
+
+
+def _decoder(sees_input: bool) -> str:
+    return DECODERS[sees_input].label
 
 
 def _group(records: Iterable[dict], *fields: str) -> dict[tuple, list[dict]]:
@@ -261,20 +246,32 @@ def _group(records: Iterable[dict], *fields: str) -> dict[tuple, list[dict]]:
     return groups
 
 
-def _quadrants(q: int) -> str:
-    return f"{q} quadrant{'s' * (q > 1)}"
+_RUN = ("profile", "num_quadrant_inputs", "decoder_sees_input", "seed")
+
+
+def _by_seed(records: Iterable[dict]) -> dict[tuple, dict]:
+    """Records by (profile, quadrants, decoder_sees_input, seed)."""
+    return {tuple(r[field] for field in _RUN): r for r in records}
+
+
+def _large_s(record: dict) -> int | None:
+    """The large S of a run's second IS estimate, None where it has none."""
+    return record.get("is_large_s", {}).get("sample_sizes", [None])[-1]
+
+
+def _large_s_estimates(records: Iterable[dict]) -> list[float]:
+    """The IS estimate at the large S of each of ``records`` that has one."""
+    return [r["is_large_s"]["mean"][-1] for r in records if "is_large_s" in r]
 
 
 def home(records: Iterable[dict]) -> list[dict]:
-    """The records made on the project's machine; those of other hosts are a factor
-    of their own (:func:`host_comparisons`), never pooled with these seeds."""
+    """The records of the project's machine (other hosts': :func:`host_comparisons`)."""
     return [r for r in records if not host_of(r)]
 
 
 @dataclass(frozen=True)
 class Spread(Estimate):
-    """One estimator over seeds: the values, their mean with its 95% CI and their sd
-    across seeds (:class:`Estimate`), and the mean test-set standard error."""
+    """One estimator over seeds (:class:`Estimate`) and its mean test-set s.e."""
 
     test_stderr: float = math.nan
 
@@ -295,32 +292,15 @@ def seed_spread(records: list[dict]) -> dict[tuple[int, bool], dict[str, Spread]
 
 
 def seed_spread_table(records: list[dict]) -> str:
-    """Rows (setting, decoder, estimator): seeds, mean [95% CI], sd across seeds,
-    mean test s.e."""
+    """Per setting, decoder and estimator: mean [95% CI], sd and mean test s.e."""
     rows = [
-        [
-            q,
-            DECODERS[sees_input].label,
-            row,
-            s.n,
-            ci_cell(s),
-            _nats(s.sd),
-            f"{s.test_stderr:.2f}",
-        ]  # fmt: skip
-        for (q, sees_input), spreads in seed_spread(records).items()
+        [q, _decoder(sees), row, s.n, ci_cell(s), _nats(s.sd), f"{s.test_stderr:.2f}"]
+        for (q, sees), spreads in seed_spread(records).items()
         for row, s in spreads.items()
     ]
     header = ["quadrants", "decoder", "estimator", "seeds", "mean [95% CI]",
               "sd across seeds", "mean test s.e."]  # fmt: skip
     return markdown_table(header, rows)
-
-
-def _by_seed(records: Iterable[dict]) -> dict[tuple, dict]:
-    """Records by (profile, quadrants, decoder_sees_input, seed)."""
-    return {
-        (r["profile"], r["num_quadrant_inputs"], r["decoder_sees_input"], r["seed"]): r
-        for r in records
-    }
 
 
 def decoder_differences(records: list[dict]) -> dict[tuple[int, str], Paired]:
@@ -329,9 +309,7 @@ def decoder_differences(records: list[dict]) -> dict[tuple[int, str], Paired]:
     by_key = _by_seed(home(records))
     comparison = {}
     for q in sorted({key[1] for key in by_key}):
-        for row, field in ESTIMATOR_ROWS.items():
-            if row == "NN":  # the same baseline under both decoders
-                continue
+        for row, field in list(ESTIMATOR_ROWS.items())[1:]:  # NN: one baseline
             pairs = {
                 seed: (r[field], by_key[profile, q, False, seed][field])
                 for (profile, qq, sees, seed), r in by_key.items()
@@ -343,20 +321,9 @@ def decoder_differences(records: list[dict]) -> dict[tuple[int, str], Paired]:
 
 
 def paired_table(comparisons: dict, labels: Sequence[str], what: str) -> str:
-    """Rows of :class:`Paired` comparisons: per-seed differences, mean [95% CI],
-    paired t-test p and verdict. ``comparisons``: {key tuple: Paired}; ``labels``:
-    the header of the key's columns; ``what``: the difference's name."""
-    rows = [
-        [
-            *key,
-            len(c.seeds),
-            _per_seed(c.differences),
-            ci_cell(c.estimate, "+"),
-            _p(c.p_value),
-            c.decision(),
-        ]  # fmt: skip
-        for key, c in comparisons.items()
-    ]
+    """{key tuple: :class:`Paired`} as rows: the key (columns ``labels``), seeds, the
+    per-seed differences (``what``), mean [95% CI], paired t-test p and verdict."""
+    rows = [[*key, len(c.seeds), *_paired_cells(c)] for key, c in comparisons.items()]
     header = [*labels, "seeds", f"{what}, per seed", "mean [95% CI]",
               "paired t-test p", "verdict"]  # fmt: skip
     return markdown_table(header, rows)
@@ -371,22 +338,20 @@ def decoder_table(records: list[dict]) -> str:
 
 def stopping_epochs(records: list[dict]) -> dict[tuple[int, bool], dict]:
     """Per (quadrants, decoder_sees_input) of the tutorial protocol's seed study: each
-    seed's stopping epoch and IS estimate, sorted by epoch, and how much of the IS
-    spread across seeds a straight line in the epoch accounts for (r² of the least
-    squares fit) and Spearman's rank correlation."""
+    seed's stopping epoch and IS estimate, sorted by epoch, the r² and slope of a least
+    squares line in the epoch, and Spearman's rank correlation."""
     out = {}
     groups = _group(home(records), "num_quadrant_inputs", "decoder_sees_input")
     for key, group in sorted(groups.items()):
         points = sorted((r["epochs_cvae"], r["cvae_nll_is"], r["seed"]) for r in group)
-        epochs = [p[0] for p in points]
-        values = [p[1] for p in points]
+        epochs, values, seeds = (list(column) for column in zip(*points, strict=True))
         varies = len(set(epochs)) > 1 and len(set(values)) > 1
         fit = stats.linregress(epochs, values) if len(points) > 2 and varies else None
         rho = stats.spearmanr(epochs, values).statistic if fit else math.nan
         out[key] = {
             "epochs": epochs,
             "is": values,
-            "seeds": [p[2] for p in points],
+            "seeds": seeds,
             "r_squared": fit.rvalue**2 if fit else math.nan,
             "slope": fit.slope if fit else math.nan,
             "spearman": float(rho),
@@ -399,11 +364,10 @@ def protocol_summary(records: list[dict]) -> dict[str, dict]:
     −ELBO, epochs, IS at S = 100 and at the large S, each an :class:`Estimate`."""
     summary = {}
     for (profile,), group in _group(home(records), "profile").items():
+        best = tuple(r["curves"]["best_val_loss"] for r in group)
         summary[profile] = {
             "seeds": len(group),
-            "best_val_loss": Estimate(
-                tuple(r["curves"]["best_val_loss"] for r in group)
-            ),
+            "best_val_loss": Estimate(best),
             "epochs": Estimate(tuple(r["epochs_cvae"] for r in group)),
             "is": Estimate(tuple(r["cvae_nll_is"] for r in group)),
             "is_large_s": Estimate(tuple(_large_s_estimates(group))),
@@ -412,29 +376,13 @@ def protocol_summary(records: list[dict]) -> dict[str, dict]:
     return summary
 
 
-def _large_s(record: dict) -> int | None:
-    """The large S of a run's second IS estimate, None where it has none."""
-    return record.get("is_large_s", {}).get("sample_sizes", [None])[-1]
-
-
-def _large_s_estimates(records: Iterable[dict]) -> list[float]:
-    """The IS estimate at the large S of each of ``records`` that has one."""
-    return [r["is_large_s"]["mean"][-1] for r in records if "is_large_s" in r]
-
-
 def protocol_table(records: list[dict]) -> str:
     summary = protocol_summary(records)
     large_s = next(iter(summary.values()))["large_s"] if summary else None
     small_s = records[0]["num_samples"] if records else None
     rows = [
-        [
-            name,
-            s["seeds"],
-            f"{s['epochs'].mean:.0f}",
-            ci_cell(s["best_val_loss"]),
-            ci_cell(s["is"]),
-            ci_cell(s["is_large_s"]),
-        ]  # fmt: skip
+        [name, s["seeds"], f"{s['epochs'].mean:.0f}", ci_cell(s["best_val_loss"])]
+        + [ci_cell(s["is"]), ci_cell(s["is_large_s"])]
         for name, s in summary.items()
     ]
     header = ["protocol", "seeds", "epochs (mean)",
@@ -449,40 +397,41 @@ def lever_comparisons(records: list[dict], base: str) -> dict[str, dict[str, Pai
     estimate at the large S (read only)."""
     by_key = _by_seed(home(records))
     out = {}
-    for profile in protocol_summary(records):
+    for profile in dict.fromkeys(key[0] for key in by_key):
         if not profile.startswith(base + "-"):
             continue
-        keys = [k for k in by_key if k[0] == profile and (base, *k[1:]) in by_key]
-        pairs = [(k[3], by_key[k], by_key[(base, *k[1:])]) for k in keys]
+        pairs = [
+            (k[3], r, by_key[(base, *k[1:])])
+            for k, r in by_key.items()
+            if k[0] == profile and (base, *k[1:]) in by_key
+        ]
+        validation = {
+            s: (r["curves"]["best_val_loss"], t["curves"]["best_val_loss"])
+            for s, r, t in pairs
+        }
+        large_s = {
+            s: (r["is_large_s"]["mean"][-1], t["is_large_s"]["mean"][-1])
+            for s, r, t in pairs
+            if "is_large_s" in r and "is_large_s" in t
+        }
         out[profile] = {
-            "validation": Paired.of(
-                {
-                    s: (r["curves"]["best_val_loss"], t["curves"]["best_val_loss"])
-                    for s, r, t in pairs
-                }  # fmt: skip
-            ),
-            "is_large_s": Paired.of(
-                {
-                    s: (r["is_large_s"]["mean"][-1], t["is_large_s"]["mean"][-1])
-                    for s, r, t in pairs
-                    if "is_large_s" in r and "is_large_s" in t
-                }  # fmt: skip
-            ),
+            "validation": Paired.of(validation),
+            "is_large_s": Paired.of(large_s),
         }
     return out
 
 
 def lever_table(records: list[dict], base: str) -> str:
     """:func:`lever_comparisons` as a table, validation then test."""
-    comparisons = lever_comparisons(records, base)
     large_s = _large_s(records[0]) if records else None
+    measures = [
+        ("validation −ELBO", "validation"),
+        (f"test IS, S = {large_s}", "is_large_s"),
+    ]
     rows = {
-        (name, split): c[key]
-        for name, c in comparisons.items()
-        for split, key in (
-            ("validation −ELBO", "validation"),
-            (f"test IS, S = {large_s}", "is_large_s"),
-        )  # fmt: skip
+        (name, measure): c[key]
+        for name, c in lever_comparisons(records, base).items()
+        for measure, key in measures
         if c[key].seeds
     }
     return paired_table(rows, ["protocol", "measure"], f"protocol − {base}")
@@ -499,10 +448,9 @@ def chosen_protocol(records: list[dict]) -> str | None:
 
 
 def levers_that_help(records: list[dict], base: str) -> list[str]:
-    """The levers whose protocol beat ``base`` (the tutorial's protocol) on the
-    validation split: a lower best validation −ELBO, paired by seed, by a paired
-    t-test at the 5% level. Pulled together, they make the converged protocol;
-    the test set plays no part."""
+    """The levers whose protocol beat ``base`` (the tutorial's) on validation: a
+    lower best validation −ELBO, paired t-test at the 5% level. Pulled together,
+    they make the converged protocol; the test set plays no part."""
     helping = []
     for name, c in lever_comparisons(records, base).items():
         levers = split_levers(name.removeprefix(base + "-"))
@@ -514,44 +462,34 @@ def levers_that_help(records: list[dict], base: str) -> list[str]:
 
 
 def converged_levers(records: list[dict], base: str) -> list[str]:
-    """The levers of the converged protocol that the protocol study's ``records``
-    give: those that help (:func:`levers_that_help`), else the chosen protocol's;
-    empty while neither is known."""
-    helping = levers_that_help(records, base)
-    if helping:
+    """The converged protocol's levers that the protocol study's ``records`` give:
+    those that help (:func:`levers_that_help`), else the chosen protocol's; empty
+    while neither is known."""
+    helping, chosen = levers_that_help(records, base), chosen_protocol(records)
+    if helping or chosen is None or chosen == base:
         return helping
-    chosen = chosen_protocol(records)
-    if chosen is None or chosen == base:
-        return []
     return split_levers(chosen.removeprefix(base + "-")) or []
 
 
 def converged_summary(
     records: list[dict], seed_records: list[dict], base: str
 ) -> dict[tuple[int, bool], dict]:
-    """Per (quadrants, decoder_sees_input): the converged protocol's runs of the
-    project's machine, IS at S = 100 and at the large S (:class:`Estimate`), the
-    asymptote step's estimates where there are any, and the converged protocol
-    against the tutorial's (``base``'s runs of the seed study, same decoder), IS
-    at S = 100 paired by seed (:class:`Paired`)."""
+    """Per (quadrants, decoder_sees_input): the converged protocol's runs, IS at
+    S = 100 and at the large S, the asymptote step's rows, and IS at S = 100
+    against the tutorial protocol's (``base``'s seed study), paired by seed."""
     tutorial = {
-        (r["num_quadrant_inputs"], r["decoder_sees_input"], r["seed"]): r
-        for r in home(seed_records)
-        if r["profile"] == base
+        key[1:]: r["cvae_nll_is"]  # by (quadrants, decoder_sees_input, seed)
+        for key, r in _by_seed(home(seed_records)).items()
+        if key[0] == base
     }
     summary = {}
     groups = _group(home(records), "num_quadrant_inputs", "decoder_sees_input")
     for (q, sees), group in sorted(groups.items()):
-        against = Paired.of(
-            {
-                r["seed"]: (
-                    r["cvae_nll_is"],
-                    tutorial[q, sees, r["seed"]]["cvae_nll_is"],
-                )
-                for r in group
-                if (q, sees, r["seed"]) in tutorial
-            }  # fmt: skip
-        )
+        pairs = {
+            r["seed"]: (r["cvae_nll_is"], tutorial[q, sees, r["seed"]])
+            for r in group
+            if (q, sees, r["seed"]) in tutorial
+        }
         summary[q, sees] = {
             "seeds": sorted(r["seed"] for r in group),
             "epochs": Estimate(tuple(r["epochs_cvae"] for r in group)),
@@ -559,7 +497,7 @@ def converged_summary(
             "is_large_s": Estimate(tuple(_large_s_estimates(group))),
             "large_s": _large_s(group[0]),
             "asymptote": asymptote_rows(group),
-            "against_tutorial": against,
+            "against_tutorial": Paired.of(pairs),
         }
     return summary
 
@@ -573,47 +511,21 @@ def converged_table(
     """:func:`converged_summary` as a table, one row per setting and decoder, and one
     per setting and decoder of the ``planned`` runs that has none in yet."""
     summary = converged_summary(records, seed_records, base)
-    cells = sorted({(r.num_quadrant_inputs, r.decoder_sees_input) for r in planned})
-    per_cell = {
-        cell: sum(
-            (r.num_quadrant_inputs, r.decoder_sees_input) == cell for r in planned
-        )
-        for cell in cells
-    }
+    per_cell = Counter((r.num_quadrant_inputs, r.decoder_sees_input) for r in planned)
     large_s = next(iter(summary.values()))["large_s"] if summary else None
     small_s = records[0]["num_samples"] if records else None
     rows = [
-        [
-            q,
-            DECODERS[sees].label,
-            len(c["seeds"]),
-            f"{c['epochs'].mean:.0f}",
-            ci_cell(c["is"]),
-            ci_cell(c["is_large_s"]),
-            _per_seed(c["against_tutorial"].differences),
-            ci_cell(c["against_tutorial"].estimate, "+"),
-            _p(c["against_tutorial"].p_value),
-            c["against_tutorial"].decision(),
-        ]  # fmt: skip
+        [q, _decoder(sees), len(c["seeds"]), f"{c['epochs'].mean:.0f}"]
+        + [ci_cell(c["is"]), ci_cell(c["is_large_s"])]
+        + _paired_cells(c["against_tutorial"])
         for (q, sees), c in summary.items()
     ]
     rows += [
-        [
-            q,
-            DECODERS[sees].label,
-            f"0 of {per_cell[q, sees]}",
-            "–",
-            "–",
-            "–",
-            "–",
-            "–",
-            "–",
-            "undecided (no runs in yet)",
-        ]  # fmt: skip
-        for q, sees in cells
+        [q, _decoder(sees), f"0 of {n}", *["–"] * 6, "undecided (no runs in yet)"]
+        for (q, sees), n in sorted(per_cell.items())
         if (q, sees) not in summary
     ]
-    rows.sort(key=lambda row: (row[0], row[1] != DECODERS[False].label))
+    rows.sort(key=lambda row: (row[0], row[1] != _decoder(False)))
     header = ["quadrants", "decoder", "seeds", "epochs (mean)",
               f"IS, S = {small_s} [95% CI]", f"IS, S = {large_s} [95% CI]",
               f"converged − tutorial, S = {small_s}, per seed", "mean [95% CI]",
@@ -624,25 +536,23 @@ def converged_table(
 def asymptote_rows(records: Iterable[dict]) -> list[dict]:
     """The runs with the asymptote step: per run, its IS at S = 100, at the large S
     and at the asymptote's S (5,000 at the full budget), all on the whole test set."""
-    rows = []
-    for r in records:
-        if "is_asymptote" not in r:
-            continue
-        rows.append(
-            {
-                "quadrants": r["num_quadrant_inputs"],
-                "decoder_sees_input": r["decoder_sees_input"],
-                "seed": r["seed"],
-                "host": host_of(r),
-                "is": r["cvae_nll_is"],
-                "is_large_s": r["is_large_s"]["mean"][-1]
-                if "is_large_s" in r
-                else math.nan,
-                "is_asymptote": r["is_asymptote"]["mean"][-1],
-                "asymptote_stderr": r["is_asymptote"]["stderr"][-1],
-                "asymptote_s": r["is_asymptote"]["sample_sizes"][-1],
-            }
-        )
+    rows = [
+        {
+            "quadrants": r["num_quadrant_inputs"],
+            "decoder_sees_input": r["decoder_sees_input"],
+            "seed": r["seed"],
+            "host": host_of(r),
+            "is": r["cvae_nll_is"],
+            "is_large_s": r["is_large_s"]["mean"][-1]
+            if "is_large_s" in r
+            else math.nan,
+            "is_asymptote": r["is_asymptote"]["mean"][-1],
+            "asymptote_stderr": r["is_asymptote"]["stderr"][-1],
+            "asymptote_s": r["is_asymptote"]["sample_sizes"][-1],
+        }
+        for r in records
+        if "is_asymptote" in r
+    ]
     return sorted(rows, key=lambda row: (row["quadrants"], row["decoder_sees_input"]))
 
 
@@ -651,19 +561,12 @@ def asymptote_table(records: list[dict], planned: int) -> str:
     rows = asymptote_rows(records)
     if not rows:
         return f"None of the {planned} runs of the asymptote step is in yet."
-    large_s = _large_s(records[0])
-    s = rows[0]["asymptote_s"]
+    large_s, s = _large_s(records[0]), rows[0]["asymptote_s"]
     table = [
-        [
-            r["quadrants"],
-            DECODERS[r["decoder_sees_input"]].label,
-            r["seed"],
-            r["host"] or "this project's",
-            f"{r['is']:.2f}",
-            _nats(r["is_large_s"]),
-            f"{r['is_asymptote']:.2f} ± {r['asymptote_stderr']:.2f}",
-            _nats(r["is_asymptote"] - r["is_large_s"], "+"),
-        ]  # fmt: skip
+        [r["quadrants"], _decoder(r["decoder_sees_input"]), r["seed"]]
+        + [r["host"] or "this project's", f"{r['is']:.2f}", _nats(r["is_large_s"])]
+        + [f"{r['is_asymptote']:.2f} ± {r['asymptote_stderr']:.2f}"]
+        + [_nats(r["is_asymptote"] - r["is_large_s"], "+")]
         for r in rows
     ]
     header = ["quadrants", "decoder", "seed", "host", "IS, S = 100",
@@ -677,29 +580,19 @@ def paper_rows() -> list[tuple[str, str]]:
     it stands beside: ``NN``, ``CVAE IS`` or ``NN − CVAE``)."""
     rows = [("NN", "NN")]
     for protocol in ("tutorial", "converged"):
-        rows += [(f"CVAE IS, {DECODERS[sees].label}, {protocol}", "CVAE IS")
+        rows += [(f"CVAE IS, {_decoder(sees)}, {protocol}", "CVAE IS")
                  for sees in (False, True)]  # fmt: skip
-    rows += [(f"NN − CVAE IS, {DECODERS[sees].label}, converged", "NN − CVAE")
+    rows += [(f"NN − CVAE IS, {_decoder(sees)}, converged", "NN − CVAE")
              for sees in (False, True)]  # fmt: skip
     return rows
-
-
-def paper_number(row: str, q: int) -> float:
-    """The paper's number as quoted: ``NN``, ``CVAE IS`` or ``NN − CVAE``."""
-    if row == "NN − CVAE":
-        return PAPER_AS_QUOTED["NN"][q] - PAPER_AS_QUOTED["CVAE IS"][q]
-    return PAPER_AS_QUOTED[row][q]
 
 
 def paper_comparisons(
     seed_records: list[dict], converged_records: Iterable[dict]
 ) -> dict[tuple[int, str], Equivalence]:
-    """Per (quadrants, name of :func:`paper_rows`): our seeds against the paper's
-    number as quoted (:class:`Equivalence`): the baseline (NN), the CVAE's IS of each
-    decoder for the tutorial's protocol (S = 100) and for the converged protocol (at
-    its large S), and NN − CVAE, the gap the CVAE closes, of the converged runs (each
-    seed's baseline and CVAE at the large S) against the paper's NN − CVAE: a
-    comparison in which whatever shifts both models of a set-up cancels."""
+    """Per (quadrants, name of :func:`paper_rows`), our seeds against the paper's
+    number (:class:`Equivalence`); NN − CVAE, of the converged runs at the large S,
+    cancels whatever shifts both models of a set-up."""
     seeds = _group(home(seed_records), "num_quadrant_inputs", "decoder_sees_input")
     conv = _group(home(converged_records), "num_quadrant_inputs", "decoder_sees_input")
     out = {}
@@ -708,7 +601,7 @@ def paper_comparisons(
         if (q, False) in seeds:
             values["NN"] = tuple(r["baseline_nll"] for r in seeds[q, False])
         for sees in (False, True):
-            label = DECODERS[sees].label
+            label = _decoder(sees)
             if (q, sees) in seeds:
                 values[f"CVAE IS, {label}, tutorial"] = tuple(
                     r["cvae_nll_is"] for r in seeds[q, sees]
@@ -722,7 +615,7 @@ def paper_comparisons(
                 )
         for name, row in paper_rows():
             if name in values:
-                out[q, name] = Equivalence(values[name], paper_number(row, q))
+                out[q, name] = Equivalence(values[name], PAPER_AS_QUOTED[row][q])
     return out
 
 
@@ -736,20 +629,19 @@ def paper_table(
     large_s = next((_large_s(r) for r in converged_records if "is_large_s" in r), None)
     rows, shown = [], set()
     for name, row in paper_rows():
+        found = [comparisons.get((q, name)) for q in QUADRANT_SETTINGS]
         # the converged protocol's rows stand once any of its runs is in, empty or not
         planned = "converged" in name and bool(converged_records)
-        if not planned and not any((q, name) in comparisons for q in QUADRANT_SETTINGS):
+        if not planned and not any(found):
             continue
         if row not in shown:
             shown.add(row)
-            rows.append([f"{row}, Sohn et al. (as commonly quoted)",
-                         *(f"{paper_number(row, q):.2f}" for q in QUADRANT_SETTINGS)])  # fmt: skip
-        cells = [ci_cell(Estimate(comparisons[q, name].values))
-                 if (q, name) in comparisons else "–" for q in QUADRANT_SETTINGS]  # fmt: skip
+            quoted = [f"{PAPER_AS_QUOTED[row][q]:.2f}" for q in QUADRANT_SETTINGS]
+            rows.append([f"{row}, Sohn et al. (as commonly quoted)", *quoted])
+        cells = [ci_cell(Estimate(c.values)) if c else "–" for c in found]
         s = "" if name == "NN" else f", S = {large_s if 'converged' in name else 100}"
         rows.append([f"{name}{s}, this book", *cells])
-    header = ["negative CLL (nats/image), mean [95% CI]",
-              *(_quadrants(q) for q in QUADRANT_SETTINGS)]  # fmt: skip
+    header = quadrant_header("negative CLL (nats/image), mean [95% CI]")
     return markdown_table(header, rows)
 
 
@@ -757,23 +649,12 @@ def equivalence_table(
     seed_records: list[dict], converged_records: Iterable[dict] = ()
 ) -> str:
     """:func:`paper_comparisons` as a table: the gap to the paper's number, its 95%
-    CI, the t-test of a zero gap, the TOST p and the verdict at
-    :data:`EQUIVALENCE_MARGIN`."""
+    CI, the t-test of a zero gap, the TOST p and the verdict."""
     comparisons = paper_comparisons(seed_records, list(converged_records))
-    order = [name for name, _ in paper_rows()]
     rows = [
-        [
-            q,
-            name,
-            c.gap.n,
-            ci_cell(c.gap, "+"),
-            _p(c.gap.p_value()),
-            _p(c.p_tost),
-            c.decision(),
-        ]  # fmt: skip
-        for (q, name), c in sorted(
-            comparisons.items(), key=lambda i: (i[0][0], order.index(i[0][1]))
-        )
+        [q, name, c.gap.n, ci_cell(c.gap, "+"), _p(c.gap.p_value()), _p(c.p_tost)]
+        + [c.decision()]
+        for (q, name), c in comparisons.items()  # in the order of paper_rows
     ]
     header = ["quadrants", "ours", "seeds", "ours − paper [95% CI]",
               "t-test p (gap = 0)", f"TOST p (±{EQUIVALENCE_MARGIN})",
@@ -782,87 +663,67 @@ def equivalence_table(
 
 
 def bf16_paired(precision: dict, records: list[dict]) -> dict[int, dict]:
-    """Per setting, bf16 − fp32 of the committed precision comparison: one seed, so
-    one paired difference and no test. ``seeds_to_decide``: how many seeds a paired
-    test would need were the difference to stay and its per-seed spread to be that of
-    two independent runs (√2 × the seed study's sd of the same estimator and
-    decoder), a planning figure."""
+    """Per setting, bf16 − fp32 of the precision comparison: one seed, no test, and
+    the seeds that would decide it were the per-seed spread that of two independent
+    runs (√2 × the seed study's sd)."""
     spreads = seed_spread(records)
     row = next(r for r, key in ESTIMATOR_ROWS.items() if key == precision["estimator"])
     out = {}
     for q_text, setting in precision["settings"].items():
-        spread = spreads.get((int(q_text), precision["decoder_sees_input"]), {}).get(
-            row
-        )
+        cell = (int(q_text), precision["decoder_sees_input"])
+        spread = spreads.get(cell, {}).get(row)
         if spread is None:
             continue
-        paired = Paired((0,), (setting["difference"],))
-        sd = math.sqrt(2) * spread.sd
+        difference, sd = setting["difference"], math.sqrt(2) * spread.sd
         out[int(q_text)] = {
-            "paired": paired,
-            "difference": setting["difference"],
+            "paired": Paired((0,), (difference,)),
+            "difference": difference,
             "seed_sd": spread.sd,
-            "seeds_to_decide": seeds_to_decide(
-                setting["difference"], sd, 2, 1 - ALPHA / 2
-            ),
+            "seeds_to_decide": seeds_to_decide(difference, sd, 2, 1 - ALPHA / 2),
         }
     return out
 
 
 def host_comparisons(records: list[dict]) -> dict[tuple, dict]:
     """Runs made on another host, per (protocol, quadrants, decoder, host), against
-    the project's machine: each host's IS at S = 100 (:class:`Estimate`), and the
-    difference paired by seed where both made the same seeds, else Welch's t-test of
-    the two means (Welch 1947)."""
-    ours = _group(home(records), "profile", "num_quadrant_inputs", "decoder_sees_input")
-    theirs = _group(
-        ({**r, "_host": host_of(r)} for r in records if host_of(r)),
-        "profile",
-        "num_quadrant_inputs",
-        "decoder_sees_input",
-        "_host",
-    )
+    the project's machine: each host's IS at S = 100 (:class:`Estimate`), their
+    difference paired by seed, and Welch's t-test of the two means (Welch 1947)."""
+    fields = ("profile", "num_quadrant_inputs", "decoder_sees_input")
+    ours = _group(home(records), *fields)
+    others = ({**r, "_host": host_of(r)} for r in records if host_of(r))
     out = {}
-    for (profile, q, sees, host), group in sorted(theirs.items()):
-        mine = ours.get((profile, q, sees), [])
-        here = {r["seed"]: r["cvae_nll_is"] for r in mine}
+    for (*setting, host), group in sorted(_group(others, *fields, "_host").items()):
+        here = {r["seed"]: r["cvae_nll_is"] for r in ours.get(tuple(setting), [])}
         there = {r["seed"]: r["cvae_nll_is"] for r in group}
-        shared = sorted(set(here) & set(there))
-        paired = Paired.of({s: (there[s], here[s]) for s in shared})
         welch = math.nan
         if len(here) > 1 and len(there) > 1:
-            welch = float(
-                stats.ttest_ind(
-                    list(there.values()), list(here.values()), equal_var=False
-                ).pvalue  # fmt: skip
-            )
-        out[profile, q, sees, host] = {
+            welch = stats.ttest_ind(
+                list(there.values()), list(here.values()), equal_var=False
+            ).pvalue
+        out[(*setting, host)] = {
             "host": Estimate(tuple(there.values())),
             "home": Estimate(tuple(here.values())),
-            "paired": paired,
-            "welch_p": welch,
+            "paired": Paired.of({s: (there[s], here[s]) for s in here.keys() & there}),
+            "welch_p": float(welch),
         }
     return out
 
 
 def host_table(records: list[dict]) -> str:
-    comparisons = host_comparisons(records)
-    rows = [
-        [
-            profile,
-            q,
-            DECODERS[sees].label,
-            host,
-            ci_cell(c["host"]),
-            ci_cell(c["home"]),
-            ci_cell(c["paired"].estimate, "+") if c["paired"].seeds else "–",
-            _p(c["paired"].p_value) if len(c["paired"].seeds) > 1 else _p(c["welch_p"]),
-            c["paired"].decision()
-            if len(c["paired"].seeds) > 1
-            else ("differs" if c["welch_p"] < ALPHA else "undecided"),
-        ]  # fmt: skip
-        for (profile, q, sees, host), c in comparisons.items()
-    ]
+    """:func:`host_comparisons` as a table: the paired test where two seeds or more
+    are shared, else Welch's."""
+    rows = []
+    for (profile, q, sees, host), c in host_comparisons(records).items():
+        paired, welch = c["paired"], c["welch_p"]
+        if len(paired.seeds) > 1:
+            p, verdict = _p(paired.p_value), paired.decision()
+        else:  # Welch's test of the two means
+            p, verdict = _p(welch), "differs" if welch < ALPHA else "undecided"
+        here_there = [ci_cell(c["host"]), ci_cell(c["home"])]
+        difference = ci_cell(paired.estimate, "+")
+        rows.append(
+            [profile, q, _decoder(sees), host, *here_there, difference, p, verdict]
+        )
     header = ["protocol", "quadrants", "decoder", "host", "IS there [95% CI]",
               "IS on this project's machine [95% CI]",
               "there − here, paired by seed [95% CI]", "p (paired, else Welch)",
@@ -871,11 +732,9 @@ def host_table(records: list[dict]) -> str:
 
 
 def compute_hours(records: Iterable[dict]) -> dict[str, float]:
-    """Hours of training and evaluation per device type (``cpu``, ``cuda``) that the
-    studies spent: each model they trained counted once, and each run's evaluation.
-    Models reused from the reference (trained by another engine than the run's, in
-    the records of the code before 2026-12-04) and records made from the reference (:func:`reference_record`) were paid for by
-    `make reference`, not by a study."""
+    """Hours the studies spent per device type: each model trained once, and each
+    evaluation. Models (trained by another engine than the run's) and records reused
+    from the reference were paid for by `make reference`."""
     hours: dict[str, float] = {}
     seen: set = set()
     for record in records:
@@ -897,56 +756,35 @@ def compute_hours(records: Iterable[dict]) -> dict[str, float]:
 
 
 def provenance_table(records: list[dict]) -> str:
-    """What made the records: commits, the code that trained them (the engine, for
-    the records of the code before 2026-12-04), hosts, devices, with the runs of
-    each."""
-
-    def fields(record: dict) -> dict:
+    """What made the records, with the runs of each: commits, the code that trained
+    them (the engine, for the records of the code before 2026-12-04), hosts, devices."""
+    runs: Counter = Counter()
+    for record in records:
         run = record["provenance"]
-        return {
-            **record,
-            **{f"_{k}": v for k, v in run.items()},
-            "_trained": run.get("engine") or record["trained_by"]["cvae"],
-            "_host": host_of(record) or "this project's",
-        }
-
-    groups = _group(
-        map(fields, records), "_commit", "_trained", "_host", "_device", "_cpu"
-    )
-    rows = [[*key, len(group)] for key, group in sorted(groups.items())]
-    return markdown_table(
-        ["commit", "trained by", "host", "device", "cpu", "runs"], rows
-    )
-
-
-def _run_of(record: dict) -> StudyRun:
-    return StudyRun(
-        record["profile"],
-        record["num_quadrant_inputs"],
-        record["decoder_sees_input"],
-        record["seed"],
-        host=host_of(record),
-    )
-
-
-def _found(results_dir: Path, study: str, base: Profile) -> list[dict]:
-    """The records of ``study`` in ``results_dir``: the project's machine's, then
-    every other host's that is there."""
-    hosts = sorted(
-        {p.stem.rpartition("_host-")[2] for p in results_dir.glob("*_host-*.json")}
-    )
-    found = load_runs(results_dir, study_runs(study, base))
-    for host in hosts:
-        found += load_runs(results_dir, study_runs(study, base, host))
-    return found
+        trained = run.get("engine") or record["trained_by"]["cvae"]
+        host = host_of(record) or "this project's"
+        runs[run["commit"], trained, host, run["device"], run["cpu"]] += 1
+    rows = [[*key, n] for key, n in sorted(runs.items())]
+    header = ["commit", "trained by", "host", "device", "cpu", "runs"]
+    return markdown_table(header, rows)
 
 
 def write_report(results_dir: str | Path, base: Profile) -> Path:
     """``README.md`` in ``results_dir``: the tables of every run found there."""
     results_dir = Path(results_dir)
-    found = {name: _found(results_dir, name, base) for name in STUDIES}
+    hosts = {p.stem.rpartition("_host-")[2] for p in results_dir.glob("*_host-*.json")}
+    found: dict[str, list[dict]] = {name: [] for name in STUDIES}
+    for host in ["", *sorted(hosts)]:  # the project's machine's records first
+        for name in STUDIES:
+            found[name] += load_runs(results_dir, study_runs(name, base, host))
     seeds, protocols, converged_runs = (found[name] for name in STUDIES[:3])
-    everything = {_run_of(r).name: r for runs in found.values() for r in runs}.values()
+    # one record per run (the studies share runs), in the order found
+    runs = {
+        (*(r[f] for f in _RUN), host_of(r)): r
+        for study in found.values()
+        for r in study
+    }
+    everything = list(runs.values())
 
     def count(name: str) -> str:
         planned = study_runs(name, base)
@@ -970,44 +808,38 @@ def write_report(results_dir: str | Path, base: Profile) -> Path:
         parts += ["## Seed spread, the tutorial's protocol\n", seed_spread_table(seeds)]
         parts += ["## The two decoders, paired by seed\n", decoder_table(seeds)]
     if protocols:
-        parts += ["## Protocols, 1 quadrant, p(y|z)\n", protocol_table(protocols)]
-        parts += ["### Each lever against the tutorial's protocol, paired by seed\n",
+        parts += ["## Protocols, 1 quadrant, p(y|z)\n", protocol_table(protocols),
+                  "### Each lever against the tutorial's protocol, paired by seed\n",
                   lever_table(protocols, base.name)]  # fmt: skip
         chosen = chosen_protocol(protocols)
         if chosen:
+            helping = levers_that_help(protocols, base.name)
+            named = ", ".join(f"`{lever}`" for lever in helping) or "none"
             parts.append(
                 f"Lowest mean validation loss: `{chosen}`. Levers that beat the "
-                "tutorial's protocol on the validation split (paired t-test, p < "
-                "0.05): "
-                + (
-                    ", ".join(
-                        f"`{lv}`" for lv in levers_that_help(protocols, base.name)
-                    )
-                    or "none"
-                )  # fmt: skip
-                + ".\n"
+                f"tutorial's protocol on the validation split (paired t-test, p < "
+                f"0.05): {named}.\n"
             )
     if converged_runs:
+        s = max(base.evaluation.curve_sample_sizes)
         parts += [f"## The converged protocol (`{converged(base).name}`)\n",
                   converged_table(converged_runs, seeds, base.name,
-                                  study_runs("converged", base))]  # fmt: skip
-        planned = len(study_runs("asymptote", base))
-        s = max(base.evaluation.curve_sample_sizes)
-        parts += [f"### IS at S = {s} on the whole test set\n",
-                  asymptote_table(converged_runs, planned)]  # fmt: skip
+                                  study_runs("converged", base)),
+                  f"### IS at S = {s} on the whole test set\n",
+                  asymptote_table(converged_runs,
+                                  len(study_runs("asymptote", base)))]  # fmt: skip
     if seeds:
         parts += ["## The paper's Table 1, as commonly quoted\n",
                   paper_table(seeds, converged_runs),
                   "### Equivalence with the paper's numbers\n",
                   equivalence_table(seeds, converged_runs)]  # fmt: skip
-    others = [r for r in everything if host_of(r)]
-    if others:
+    if any(host_of(r) for r in everything):
         parts += ["## Runs of other hosts, a factor of their own\n",
-                  host_table(list(everything))]  # fmt: skip
+                  host_table(everything)]  # fmt: skip
     if everything:
         hours = compute_hours(everything)
         spent = ", ".join(f"{kind}: {h:.1f} h" for kind, h in sorted(hours.items()))
-        parts += ["## Provenance\n", provenance_table(list(everything)),
+        parts += ["## Provenance\n", provenance_table(everything),
                   f"Compute spent (training once per model, and evaluation): {spent}.\n"]  # fmt: skip
     path = results_dir / "README.md"
     # one blank line between blocks, whatever ends each

@@ -1,13 +1,10 @@
 """Training: Pyro's loss trains the CVAE family, plain PyTorch the baseline.
 
-Both go through one loop, :func:`fit`: a step per training batch, the validation loss,
-and early stopping on it (never on the test set). A step is Pyro's ``Trace_ELBO`` (or
-the family's loss) with one fused PyTorch Adam, as in Pyro's tutorial on custom
-training loops (:func:`make_steps`); :func:`make_svi` is the same step as Pyro's
-``SVI`` takes it, the textbook form that tests hold the fast one to. What surrounds
-the loop, :class:`TrainingRun`, keeps the history, the best weights and a checkpoint
-after every epoch, so that an interrupted run resumes where it stopped, and turns a
-NaN into a message a reader can act on.
+Both go through one loop, :func:`fit`, with early stopping on the validation loss. A
+step is the family's Pyro loss with one fused Adam (:func:`make_steps`; :func:`make_svi`
+is the same step as Pyro's ``SVI`` takes it). :class:`TrainingRun` keeps the history,
+the best weights and a checkpoint after every epoch (an interrupted run resumes), and
+turns a NaN into a message a reader can act on.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from pyro.optim import Adam
 from tqdm.auto import tqdm
 
 from .checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
-from .config import Profile, RunSpec, autocast_dtype, set_seed
+from .config import Profile, RunSpec, bf16_supported
 from .data import (
     EVAL_BATCH_SIZE,
     MaskedSplit,
@@ -41,12 +38,8 @@ from .models import CVAE, BaselineNet, CVAEConfig, masked_bce
 
 def make_svi(cvae: CVAE, spec: RunSpec) -> SVI:
     """The textbook step:
-    ``SVI(cvae.model, guide, Adam(...), loss=Trace_ELBO())``.
-
-    Pyro's ``Adam`` keeps one torch optimizer per parameter tensor, and
-    ``svi.step`` returns a Python float. :func:`make_steps` computes the same
-    step faster.
-    """
+    ``SVI(cvae.model, guide, Adam(...), loss=Trace_ELBO())``;
+    :func:`make_steps` computes the same step faster."""
     family = spec.family
     return SVI(
         cvae.model,
@@ -59,35 +52,39 @@ def make_svi(cvae: CVAE, spec: RunSpec) -> SVI:
 def make_steps(cvae: CVAE, spec: RunSpec) -> TrainingSteps:
     """The CVAE family's training steps: Pyro's loss for ``spec.family``
     (``Trace_ELBO`` for the CVAE) with one Adam over the networks it trains."""
-    family = spec.family
-    elbo = family.svi_loss(cvae, spec.profile.training.analytic_kl)
+    family, training = spec.family, spec.profile.training
+    elbo = family.svi_loss(cvae, training.analytic_kl)
     guide = family.guide(cvae)
 
     def loss(*batch: torch.Tensor) -> torch.Tensor:
         return elbo.differentiable_loss(cvae.model, guide, *batch)
 
-    profile = spec.profile
     return TrainingSteps(
         loss,
         trained_parameters(cvae),
         f"{type(elbo).__name__}, one Adam",
-        profile.training.learning_rate,
-        profile.training.lr_decay,
+        training.learning_rate,
+        training.lr_decay,
         autocast_dtype(spec.precision, spec.device),
     )
 
 
 def trained_parameters(cvae: CVAE) -> list[torch.nn.Parameter]:
-    """What training updates: every network but the frozen baseline (and, for a GSNN,
-    the recognition network it does not have)."""
+    """What training updates: every network but the frozen baseline."""
     return [
         p for name, p in cvae.named_parameters() if not name.startswith("baseline.")
     ]
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype of training's ``torch.autocast``, or ``None`` for plain fp32."""
+    if precision == "fp32":
+        return None
+    return torch.bfloat16 if bf16_supported(device) else torch.float16
+
+
 def one_adam(params, lr: float) -> torch.optim.Adam:
-    """One Adam over all ``params``, fused into a single kernel where this torch and
-    device have one."""
+    """One Adam over all ``params``, fused into one kernel where the device has one."""
     params = list(params)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
@@ -98,14 +95,8 @@ def one_adam(params, lr: float) -> torch.optim.Adam:
 class TrainingSteps:
     """A training step shaped like Pyro's ``SVI``: ``step(*batch)`` takes a gradient
     step on ``loss(*batch)`` (summed over the batch), ``evaluate_loss(*batch)`` scores a
-    batch without gradients.
-
-    The levers around the step (the speed appendix measures each): one Adam over all
-    parameters (fused), the loss returned as a tensor on its device (read once per
-    epoch, not once per step), and ``autocast``, the dtype of ``torch.autocast``
-    around the loss (``None``: fp32). With ``lr_decay``, ``decay(val_loss)``
-    multiplies the rate by it after an epoch without a gain (``ReduceLROnPlateau``).
-    ``name`` says what trained a model, in its history.
+    batch without gradients. ``name`` says what trained a model, in its history;
+    ``autocast``: the dtype of ``torch.autocast`` around the loss (``None``: fp32).
     """
 
     def __init__(
@@ -180,10 +171,9 @@ def fit(
 ) -> dict:
     """The training loop: a step per batch, the validation loss, early stopping.
 
-    ``steps``: :class:`TrainingSteps` (:func:`make_steps`,
-    :func:`baseline_steps`), which ``step`` and ``evaluate_loss`` as Pyro's
-    ``SVI`` does; ``run`` resumes, keeps the best weights and checkpoints
-    (:class:`TrainingRun`). Returns the history: losses per epoch in nats per
+    ``steps`` (:class:`TrainingSteps`) steps and scores batches as Pyro's
+    ``SVI`` does; ``run`` (:class:`TrainingRun`) resumes, keeps the best
+    weights and checkpoints. Returns the history: losses per epoch in nats per
     image.
     """
     for epoch in run.epochs(steps):
@@ -214,24 +204,9 @@ def baseline_steps(net: BaselineNet, spec: RunSpec) -> TrainingSteps:
     )
 
 
-def _rng_state(loader: TensorBatches) -> dict:
-    state = {"torch": torch.get_rng_state(), "loader": loader.generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(loader: TensorBatches, state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    loader.generator.set_state(state["loader"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _shown(path: str | Path) -> str:
-    """A checkpoint path as a message shows it: relative to the working directory when
-    below it, else its last three parts (profile, setting, file), which name it within
-    any cache."""
+    """A checkpoint path as a message shows it: relative to the working directory, else
+    its last three parts (profile, setting, file)."""
     path = Path(path).resolve()
     try:
         return str(path.relative_to(Path.cwd()))
@@ -256,12 +231,9 @@ def _new_history() -> dict:
 class TrainingRun:
     """The bookkeeping around :func:`fit`'s loop, for one model.
 
-    ``module``: what the checkpoint stores; ``config``: its cache key (a checkpoint made
-    by another configuration is refused); ``train`` and ``val``: the loop's batches;
+    ``config``: the checkpoint's cache key (another one's checkpoint is refused);
     ``checkpoint_path``: where to resume from and save to (``None`` keeps nothing);
-    ``on_epoch_end(epoch, history)`` and ``after_save(epoch)`` are called after each
-    epoch and after each checkpoint. What trains each epoch is recorded in the history
-    (``trained_with``: the steps' ``name``).
+    ``on_epoch_end(epoch, history)`` and ``after_save(epoch)``: hooks.
     """
 
     module: torch.nn.Module
@@ -278,20 +250,17 @@ class TrainingRun:
     best_state: dict | None = None
     bad_epochs: int = 0
     epoch: int = 0  # the last finished epoch
-    resumed_from: int = 0
     reused: bool = False
 
     def epochs(self, steps) -> Iterator[int]:
-        """The epochs left to train: none for a finished checkpoint, else from the last
-        one finished. The steps' optimizer (``get_state``/``set_state``) is
-        checkpointed with the run."""
+        """The epochs left to train, after those of a checkpoint; the steps' state
+        (``get_state``/``set_state``) is checkpointed with the run."""
         self.steps = steps
         self.best_state = copy.deepcopy(self.module.state_dict())
         if self.checkpoint_path is not None and Path(self.checkpoint_path).is_file():
             self._restore(load_checkpoint(self.checkpoint_path, self.config))
         if self.reused:
             return
-        self.resumed_from = self.epoch
         self.bar = tqdm(
             total=self.profile.training.max_epochs,
             initial=self.epoch,
@@ -320,38 +289,35 @@ class TrainingRun:
                 "optimizer kept another state: delete it to start over."
             )
         self.steps.set_state(stored["optimizer_state"])
-        _set_rng_state(self.train, stored["rng"])
+        rng = stored["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.train.generator.set_state(rng["loader"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
         self.best_state, self.bad_epochs = stored["best_state"], stored["bad_epochs"]
         print(
             f"resuming {self.label}, after epoch {self.epoch} of at most "
             f"{self.profile.training.max_epochs} ({where})"
         )
 
-    def _per_item(self, losses: Sequence, loader: TensorBatches, what: str) -> float:
-        """The mean loss per item of one pass; a non-finite batch is an error that says
-        so."""
+    def _per_item(self, losses: Sequence, loader: TensorBatches, which: str) -> float:
+        """The mean loss per item of one pass; a non-finite batch is an error."""
         # the steps' losses stay on the device: one copy to the host per pass
         values = torch.stack([torch.as_tensor(loss) for loss in losses])
         values = values.to("cpu", torch.float64)
         bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
         if bad:
-            raise NonFiniteLossError(
-                self._nan_message(
-                    f"the {what} loss is {values[bad[0]].item()}",
-                    what,
-                    bad[0] + 1,
-                    len(loader),
-                )
-            )
+            what = f"the {which} loss is {values[bad[0]].item()}"
+            message = self._nan_message(what, which, bad[0] + 1, len(loader))
+            raise NonFiniteLossError(message)
         return values.sum().item() / loader.num_items
 
     def _nan_message(self, what: str, which: str, batch: int, batches: int) -> str:
         where = _shown(self.checkpoint_path) if self.checkpoint_path else "not kept"
         return (
             f"{self.label}: {what} at epoch {self.epoch + 1}, {which} batch {batch} of "
-            f"{batches}. "
-            f"Lower the learning rate (now {self.profile.training.learning_rate}) or check the "
-            f"inputs of this batch; the last good checkpoint is {where}."
+            f"{batches}. Lower the learning rate (now {self.profile.training.learning_rate}) "
+            f"or check the inputs of this batch; the last good checkpoint is {where}."
         )
 
     @contextmanager
@@ -363,17 +329,13 @@ class TrainingRun:
         except ValueError as error:
             if "invalid values" not in str(error):
                 raise
-            # a pass that ran to its end has position 0 again: the other loader was
-            # running
-            loader, which = (
-                (self.train, "training")
-                if self.train.position
-                else (self.val, "validation")
-            )
+            # a pass that ran to its end has position 0 again: the other one was running
+            training = self.train.position != 0
+            loader = self.train if training else self.val
+            which = "training" if training else "validation"
             what = "a distribution's parameters are NaN or infinite"
-            raise NonFiniteLossError(
-                self._nan_message(what, which, loader.position, len(loader))
-            ) from error
+            message = self._nan_message(what, which, loader.position, len(loader))
+            raise NonFiniteLossError(message) from error
 
     def end_epoch(
         self, epoch: int, train_losses: Sequence, val_losses: Sequence
@@ -396,14 +358,9 @@ class TrainingRun:
         ):
             self.history.setdefault(key, []).append(value)
         if val_loss < self.history["best_val_loss"]:
-            self.history["best_val_loss"], self.history["best_epoch"] = (
-                val_loss,
-                self.epoch,
-            )
-            self.best_state, self.bad_epochs = (
-                copy.deepcopy(self.module.state_dict()),
-                0,
-            )
+            self.history.update(best_val_loss=val_loss, best_epoch=epoch)
+            self.best_state = copy.deepcopy(self.module.state_dict())
+            self.bad_epochs = 0
         else:
             self.bad_epochs += 1
         self.bar.update()
@@ -420,8 +377,7 @@ class TrainingRun:
         return False
 
     def finish(self) -> dict:
-        """Put the best weights back, save the finished checkpoint; returns the
-        history."""
+        """Put the best weights back, save the finished checkpoint; return the history."""
         if not self.reused:
             self.bar.close()
             self.module.load_state_dict(self.best_state)
@@ -432,6 +388,12 @@ class TrainingRun:
     def _save(self, status: str) -> None:
         if self.checkpoint_path is None:
             return
+        rng = {
+            "torch": torch.get_rng_state(),
+            "loader": self.train.generator.get_state(),
+        }
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
         save_checkpoint(
             self.checkpoint_path,
             {
@@ -443,7 +405,7 @@ class TrainingRun:
                 "optimizer_state": self.steps.get_state(),
                 "best_state": self.best_state if status == "running" else None,
                 "bad_epochs": self.bad_epochs,
-                "rng": _rng_state(self.train),
+                "rng": rng,
             },
         )
 
@@ -474,7 +436,7 @@ def cvae_config(spec: RunSpec, baseline_cfg: dict | None = None) -> dict:
     """Everything that determines a trained CVAE (or GSNN, or hybrid), the
     baseline it leans on included (``baseline_cfg``, default
     :func:`baseline_config`): its checkpoint's cache key."""
-    config = {
+    return {
         "model": "cvae",
         **spec.family.key(),
         "num_quadrant_inputs": spec.num_quadrant_inputs,
@@ -484,7 +446,6 @@ def cvae_config(spec: RunSpec, baseline_cfg: dict | None = None) -> dict:
         "profile": spec.profile.training_dict(),
         "baseline": baseline_cfg or baseline_config(spec),
     }
-    return config
 
 
 def make_batches(
@@ -511,13 +472,13 @@ def train_baseline(
 ) -> tuple[BaselineNet, dict]:
     """Train (or reuse, or resume) the baseline MLP with the masked BCE.
 
-    ``splits`` on ``spec.device`` (``get_splits`` puts them there); ``config``:
-    the checkpoint's cache key (default :func:`baseline_config`). Returns the
-    network with its best validation weights, in eval mode, and its history.
+    ``splits`` on ``spec.device``; ``config``: the cache key (default
+    :func:`baseline_config`). Returns the network with its best validation
+    weights, in eval mode, and its history.
     """
     config = config or baseline_config(spec)
     spec = spec.for_baseline()
-    set_seed(spec.seed)  # the initial weights depend on the seed only
+    pyro.set_rng_seed(spec.seed)  # the initial weights depend on the seed only
     net = BaselineNet().to(spec.device)
     train, val = make_batches(
         spec,
@@ -544,18 +505,15 @@ def snapshot_hook(
     cvae: CVAE, inputs: torch.Tensor, num_samples: int, seed: int
 ) -> Callable:
     """An ``on_epoch_end`` hook that records the completions of ``inputs``
-    ``(k, 28, 28)`` after every epoch (``history["snapshots"]``: uint8
-    ``(epochs, num_samples, k, 784)``), with noise from a generator of its own, so that
-    recording them changes no training number."""
-    noise = cvae.latent_noise(
-        num_samples, inputs.shape[0], torch.Generator().manual_seed(seed)
-    )
+    ``(k, 28, 28)`` (``history["snapshots"]``: uint8 ``(epochs, num_samples, k, 784)``),
+    with noise of its own, so that recording them changes no training number."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = cvae.latent_noise(num_samples, inputs.shape[0], generator)
 
     def hook(epoch: int, history: dict) -> None:
         probs = cvae.sample(inputs, noise=noise)
-        history.setdefault("snapshots", []).append(
-            (probs * 255).round().to(torch.uint8).cpu()
-        )
+        frame = (probs * 255).round().to(torch.uint8).cpu()
+        history.setdefault("snapshots", []).append(frame)
         history["snapshot_inputs"] = inputs.cpu()
 
     return hook
@@ -575,14 +533,13 @@ def train_cvae(
     """Train (or reuse, or resume) a CVAE, GSNN or hybrid (``spec.family``) with
     Pyro's loss (:func:`make_steps`).
 
-    The baseline is frozen, so its guess y_hat is computed once per split and
-    passed to every step. ``splits`` and ``snapshot_inputs`` ``(k, 28, 28)``
-    (test inputs whose completions are recorded after every epoch,
-    :func:`snapshot_hook`) on ``spec.device``; ``config``: the checkpoint's
-    cache key (default :func:`cvae_config`). Returns the model with its best
-    validation weights, in eval mode, and its history.
+    The baseline is frozen: its guess y_hat is computed once per split.
+    ``splits`` and ``snapshot_inputs`` (:func:`snapshot_hook`) on
+    ``spec.device``; ``config``: the cache key (default :func:`cvae_config`).
+    Returns the model with its best validation weights, in eval mode, and its
+    history.
     """
-    set_seed(spec.seed)
+    pyro.set_rng_seed(spec.seed)
     cvae = CVAE(
         **cvae_architecture(spec).as_dict(),
         baseline=copy.deepcopy(baseline),

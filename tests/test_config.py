@@ -95,24 +95,26 @@ def test_run_spec_refuses_a_wrong_quadrant_count(q):
 
 
 def test_precision_switch_and_its_fallback(monkeypatch):
-    from cvae_helpers import config
+    from cvae_helpers import config, training
 
     cpu = torch.device("cpu")
     monkeypatch.delenv("CVAE_PRECISION", raising=False)
     assert config.resolve_precision(None, cpu) == "fp32"
     monkeypatch.setenv("CVAE_PRECISION", "bf16")
-    monkeypatch.setattr(config, "bf16_supported", lambda device: True)
+    for module in (config, training):
+        monkeypatch.setattr(module, "bf16_supported", lambda device: True)
     assert config.resolve_precision(None, cpu) == "bf16"
-    assert config.autocast_dtype("bf16", cpu) == torch.bfloat16
-    assert config.autocast_dtype("fp32", cpu) is None
+    assert training.autocast_dtype("bf16", cpu) == torch.bfloat16
+    assert training.autocast_dtype("fp32", cpu) is None
     with pytest.raises(ValueError, match=r"Unknown precision 'fp16'.*CVAE_PRECISION"):
         config.resolve_precision("fp16", cpu)
     # no fast bf16 on this CPU: say so and train in fp32
-    monkeypatch.setattr(config, "bf16_supported", lambda device: False)
+    for module in (config, training):
+        monkeypatch.setattr(module, "bf16_supported", lambda device: False)
     with pytest.warns(UserWarning, match="no AVX512-BF16 or AMX"):
         assert config.resolve_precision("bf16", cpu) == "fp32"
     # a GPU without bf16 keeps the switch but autocasts to fp16 (with a gradient scaler)
-    assert config.autocast_dtype("bf16", torch.device("cuda")) == torch.float16
+    assert training.autocast_dtype("bf16", torch.device("cuda")) == torch.float16
     with pytest.warns(UserWarning, match="training in fp32 instead"):
         spec = RunSpec.create(1, "quick", device="cpu", precision="bf16")
     assert spec.precision == "fp32"

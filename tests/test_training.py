@@ -13,7 +13,7 @@ from cvae_helpers.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from cvae_helpers.config import get_profile, with_levers
+from cvae_helpers.config import RunSpec, get_profile, with_levers
 from cvae_helpers.data import EVAL_BATCH_SIZE, TensorBatches
 from cvae_helpers.evaluation import baseline_nll
 from cvae_helpers.families import HybridELBO
@@ -432,6 +432,98 @@ def test_cvae_trains_with_both_decoders(tiny_splits, tiny_spec, sees_input, tmp_
         )
 
 
+def test_the_cache_keys_and_paths_are_those_the_caches_hold(tmp_path):
+    """A cached or released model is found by its path and its key: the full budget's
+    tutorial run, and a lever run of a weighted hybrid in bf16, as the caches know
+    them."""
+    from cvae_helpers.pipeline import cached_models
+
+    full = RunSpec.create(1, "full", device="cpu", checkpoint_dir=tmp_path)
+    baseline, cvae = cached_models(full)
+    training = {
+        "name": "full",
+        "train_size": None,
+        "val_size": None,
+        "max_epochs": 50,
+        "patience": 3,
+        "batch_size": 128,
+        "learning_rate": 1e-3,
+    }
+    baseline_key = {
+        "model": "baseline",
+        "num_quadrant_inputs": 1,
+        "hidden_1": 500,
+        "hidden_2": 500,
+        "seed": 0,
+        "precision": "fp32",
+        "profile": training,
+    }
+    assert (baseline.label, baseline.relative, baseline.config) == (
+        "baseline, 1 quadrant",
+        "full/q1_seed0/baseline.pt",
+        baseline_key,
+    )
+    assert baseline.path == tmp_path / "full/q1_seed0/baseline.pt"
+    assert (cvae.label, cvae.relative) == (
+        "CVAE p(y|z), 1 quadrant",
+        "full/q1_seed0/cvae_pyz.pt",
+    )
+    assert cvae.config == {
+        "model": "cvae",
+        "family": "cvae",
+        "num_quadrant_inputs": 1,
+        "seed": 0,
+        "z_dim": 200,
+        "hidden_1": 500,
+        "hidden_2": 500,
+        "decoder_sees_input": False,
+        "precision": "fp32",
+        "profile": training,
+        "baseline": baseline_key,
+    }
+    lever = RunSpec(
+        3,
+        get_profile("quick-lr-decay"),
+        seed=3,
+        decoder_sees_input=True,
+        checkpoint_dir=tmp_path,
+        device=torch.device("cpu"),
+        precision="bf16",
+    ).with_family("hybrid", alpha=0.25)
+    baseline, hybrid = cached_models(lever)
+    assert baseline.relative == "quick/q3_seed3/baseline_bf16.pt"
+    assert (hybrid.label, hybrid.relative) == (
+        "hybrid p(y|x,z), 3 quadrants",
+        "quick-lr-decay/q3_seed3/hybrid_a0.25_pyxz_bf16.pt",
+    )
+    quick = {
+        "train_size": 3000,
+        "val_size": 1000,
+        "max_epochs": 2,
+        "patience": 3,
+        "batch_size": 128,
+        "learning_rate": 1e-3,
+    }
+    assert baseline.config == {
+        **baseline_key,
+        "num_quadrant_inputs": 3,
+        "seed": 3,
+        "precision": "bf16",
+        "profile": {"name": "quick", **quick},
+    }
+    assert hybrid.config == {
+        **cvae.config,
+        "family": "hybrid",
+        "alpha": 0.25,
+        "num_quadrant_inputs": 3,
+        "seed": 3,
+        "decoder_sees_input": True,
+        "precision": "bf16",
+        "profile": {"name": "quick-lr-decay", **quick, "lr_decay": 0.5},
+        "baseline": baseline.config,
+    }
+
+
 def test_make_svi_pairs_the_model_with_the_familys_guide_and_loss(tiny_spec):
     from pyro.infer import Trace_ELBO
     from pyro.optim import PyroOptim
@@ -480,12 +572,11 @@ def test_config_diff_names_nested_keys_with_dots():
 def test_bf16_training_keeps_fp32_weights_and_its_own_cache_file(
     tiny_splits, tiny_spec, monkeypatch
 ):
-    from cvae_helpers import config
+    from cvae_helpers import training
     from cvae_helpers.pipeline import cached_models
 
-    monkeypatch.setattr(
-        config, "bf16_supported", lambda device: True
-    )  # autocast works anywhere
+    # autocast works anywhere
+    monkeypatch.setattr(training, "bf16_supported", lambda device: True)
     spec = replace(tiny_spec, precision="bf16")
     baseline, _ = train_baseline(tiny_splits, spec, progress=False)
     cvae, history = train_cvae(tiny_splits, baseline, spec, progress=False)
