@@ -163,9 +163,10 @@ reference-convergence: data
 # to GNU parallel or a SLURM array instead. STUDY_PROFILE=quick tries it in minutes.
 # study-converged trains the converged protocol (config.CONVERGED_LEVERS) on every setting, both
 # decoders, seeds 0-4; it shares its baselines with study-seeds in CVAE_CHECKPOINT_DIR. Then
-# study-asymptote adds IS at S = 5,000 on the whole test set to seed 0 of each decoder and setting,
-# from the cached models that made each record (after study-converged, on the same machine). The
-# seed study's seed-0 runs are the reference run's (`study adopt-reference`), not trained again.
+# study-asymptote adds IS at S = 5,000 on the whole test set to one seed of each decoder and setting
+# (StudyPlan.asymptote_seed), from the cached models that made each record (after study-converged,
+# on the same machine). The seed study's seed-0 runs are the reference run's
+# (`study adopt-reference`), not trained again.
 # STUDY_HOST=gpu (any name) marks runs made on another host than the project's machine: their own
 # files (..._host-gpu.json) and their own factor in the report, never pooled with these seeds.
 STUDY_DIR ?= $(REF)/studies

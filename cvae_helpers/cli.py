@@ -342,6 +342,12 @@ def _convergence(args: argparse.Namespace, specs: list[RunSpec]) -> None:
     _write_json(study, args.output)
 
 
+def _machine(args: argparse.Namespace) -> dict:
+    """Where and in which arithmetic to run, as keywords of ``RunSpec.create``."""
+    names = ("precision", "device", "data_dir", "checkpoint_dir")
+    return {name: getattr(args, name, None) for name in names}
+
+
 def _specs(args: argparse.Namespace) -> list[RunSpec]:
     """One run spec per quadrant setting asked for, the rest as the options say."""
     spec = RunSpec.create(
@@ -349,11 +355,8 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
         args.profile,
         seed=args.seed,
         decoder_sees_input=args.decoder_sees_input,
-        data_dir=args.data_dir,
-        checkpoint_dir=args.checkpoint_dir,
-        device=args.device,
-        precision=args.precision,
         family=get_family(args.family).with_alpha(args.alpha),
+        **_machine(args),
     )
     return [spec.for_quadrants(q) for q in sorted(set(args.quadrants))]
 
@@ -373,13 +376,7 @@ def _measure(args: argparse.Namespace) -> None:
     if args.command == "step-times":
         print(json.dumps(profile_cvae_step(args.steps, data_dir=args.data_dir)))
         return
-    spec = RunSpec.create(
-        args.quadrants,
-        "full",
-        data_dir=args.data_dir,
-        device=args.device,
-        precision=args.precision,
-    )
+    spec = RunSpec.create(args.quadrants, "full", **_machine(args))
     figures = benchmark(
         spec, num_batches=args.batches, batch_size=args.batch_size, paths=args.paths
     )
@@ -414,14 +411,7 @@ def _study(args: argparse.Namespace) -> None:
     if run.done(args.results):  # another study wrote it (the two share runs)
         print(f"{run.path(args.results)} is there already")
         return
-    template = RunSpec.create(
-        args.quadrants,
-        args.profile,
-        precision=args.precision,
-        device=args.device,
-        data_dir=args.data_dir,
-        checkpoint_dir=args.checkpoint_dir,
-    )
+    template = RunSpec.create(args.quadrants, args.profile, **_machine(args))
     path = studies.do_run(run, template, args.results, progress=not args.no_progress)
     print(f"Wrote {path}")
 

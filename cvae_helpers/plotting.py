@@ -1,10 +1,5 @@
 """Figures of the book: completion grids, loss curves, graphical models, the training
-animation.
-
-Every function returns its figure and draws nothing elsewhere. A *completion grid* has
-one column per test digit and the rows input, truth, the baseline's guess (NN) and CVAE
-samples.
-"""
+animation. Every function returns its figure and draws nothing elsewhere."""
 
 from __future__ import annotations
 
@@ -69,10 +64,8 @@ def show_digits(
         rgb = to_rgb(images)
         for c in range(n):
             ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            ax.set(xticks=[], yticks=[])
+            ax.spines[:].set_visible(False)
             if c < len(rgb):
                 ax.imshow(rgb[c], interpolation="nearest")
                 ax.axhline(13.5, color="0.75", lw=0.4)
@@ -95,15 +88,9 @@ def completion_rows(
     """Rows input / truth / NN / CVAE samples for :func:`show_digits`; each sample of
     ``cvae_samples`` ``(num_samples, batch, 784)`` is pasted into the input."""
     truth = torch.where(inputs == MASK_VALUE, targets, inputs)
-    rows = [
-        ("input", inputs),
-        ("truth", truth),
-        ("NN", compose(inputs, baseline_probs)),
-    ]
-    rows += [
-        (f"CVAE {s + 1}", compose(inputs, sample))
-        for s, sample in enumerate(cvae_samples)
-    ]
+    guess = compose(inputs, baseline_probs)
+    rows = [("input", inputs), ("truth", truth), ("NN", guess)]
+    rows += [(f"CVAE {s + 1}", compose(inputs, y)) for s, y in enumerate(cvae_samples)]
     return rows
 
 
@@ -116,10 +103,8 @@ def plot_histories(histories: dict[str, dict], title: str = "") -> plt.Figure:
         epochs = np.arange(1, len(history["train_loss"]) + 1)
         ax.plot(epochs, history["train_loss"], "o-", ms=3, label="train")
         ax.plot(epochs, history["val_loss"], "s-", ms=3, label="validation")
-        if history.get("best_epoch"):
-            ax.axvline(
-                history["best_epoch"], color="0.6", ls="--", lw=1, label="best (kept)"
-            )
+        if best := history.get("best_epoch"):
+            ax.axvline(best, color="0.6", ls="--", lw=1, label="best (kept)")
         ax.set_xlabel("epoch")
         ax.set_ylabel("nats per image")
         ax.set_title(name, fontsize=10)
@@ -139,9 +124,8 @@ def plot_protocol_curves(records: Sequence[dict]) -> plt.Figure:
     fig, (whole, tail) = plt.subplots(1, 2, figsize=(9.6, 3.8))
     by_protocol: dict[str, list[list[float]]] = {}
     for record in records:
-        by_protocol.setdefault(record["profile"], []).append(
-            record["curves"]["val_loss"]
-        )
+        curves = by_protocol.setdefault(record["profile"], [])
+        curves.append(record["curves"]["val_loss"])
     for ax in (whole, tail):
         for index, (name, curves) in enumerate(by_protocol.items()):
             color = f"C{index}"
@@ -249,7 +233,7 @@ def draw_graphical_models() -> plt.Figure:
     _node(axes[0], x, "x", observed=True)
     _node(axes[0], y, "y")
     _edge(axes[0], x, y)
-    for ax in axes[1:3]:
+    for ax in axes[1:]:
         _node(ax, x, "x", observed=True)
         _node(ax, z, "z")
         _node(ax, y, "y", observed=ax is axes[2])
@@ -258,9 +242,6 @@ def draw_graphical_models() -> plt.Figure:
     _edge(axes[2], x, z, dashed=True, color="C3")
     _edge(axes[2], y, z, dashed=True, color="C3")
     y_hat = (-0.55, 0.5)  # left of x and z, so that no two edges cross
-    _node(axes[3], x, "x", observed=True)
-    _node(axes[3], z, "z")
-    _node(axes[3], y, "y")
     _node(axes[3], y_hat, "ŷ", deterministic=True)
     for a, b in ((x, y_hat), (y_hat, z), (x, z), (z, y), (x, y)):
         _edge(axes[3], a, b)
@@ -280,27 +261,22 @@ def training_animation(
     fig, axes = plt.subplots(
         samples + 1, k, figsize=(1.0 * k, 1.0 * (samples + 1) + 0.5), squeeze=False
     )
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
     input_rgb = to_rgb(inputs)
-    images = []
-    for c in range(k):
-        axes[0, c].imshow(input_rgb[c])
-    axes[0, 0].set_ylabel("input", fontsize=8)
-    for s in range(samples):
-        axes[s + 1, 0].set_ylabel(f"sample {s + 1}", fontsize=8)
-        for c in range(k):
-            images.append(axes[s + 1, c].imshow(input_rgb[c]))
+    for row in axes:
+        for c, ax in enumerate(row):
+            ax.set(xticks=[], yticks=[])
+            ax.imshow(input_rgb[c])
+    for r, label in enumerate(["input", *(f"sample {s + 1}" for s in range(samples))]):
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    images = [ax.images[0] for ax in axes[1:].flat]  # the samples', row by row
     title = fig.suptitle("")
     fig.tight_layout()
 
     def frame(i):
         probs = snapshots[i].float() / 255
         rgb = to_rgb(torch.stack([compose(inputs, probs[s]) for s in range(samples)]))
-        for s in range(samples):
-            for c in range(k):
-                images[s * k + c].set_data(rgb[s, c])
+        for image, pixels in zip(images, rgb.reshape(-1, 28, 28, 3), strict=True):
+            image.set_data(pixels)
         title.set_text(f"epoch {i + 1}: validation −ELBO {val_losses[i]:.1f} nats")
         return images
 
@@ -467,10 +443,7 @@ def switch_gallery(
     rows = [("input", inputs), ("truth", truth)]
     rows += [(f"sample {s + 1}", sample) for s, sample in enumerate(samples)]
     fig = show_digits(rows, scale=1.0, col_titles=titles)
-    columns = inputs.shape[0]
-    for s in range(samples.shape[0]):
-        for c in range(columns):
-            label = str(int(sample_labels[s, c]))
-            ax = fig.axes[(s + 2) * columns + c]
-            ax.text(1, 5, label, color="C3", fontsize=9, weight="bold")
+    first = 2 * inputs.shape[0]  # the axes of the first sample's row
+    for ax, label in zip(fig.axes[first:], sample_labels.flatten(), strict=True):
+        ax.text(1, 5, str(int(label)), color="C3", fontsize=9, weight="bold")
     return fig

@@ -70,11 +70,25 @@ def by_quadrants(records: Iterable[dict]) -> dict[int, dict]:
     return {r["num_quadrant_inputs"]: r for r in records}
 
 
-def _estimate(record: dict | None, key: str) -> str:
-    """``record[key]`` as mean ± standard error, or "–" where it is missing."""
-    if record is None or key not in record:
-        return "–"
-    return f"{record[key]:.2f} ± {record[key + '_stderr']:.2f}"
+def _estimates(by_q: dict[int, dict], key: str) -> list[str]:
+    """``by_q[q][key]`` per setting as mean ± standard error, or "–" where missing."""
+    return [
+        f"{by_q[q][key]:.2f} ± {by_q[q][key + '_stderr']:.2f}"
+        if key in by_q.get(q, {})
+        else "–"
+        for q in QUADRANT_SETTINGS
+    ]
+
+
+def _numbers(
+    prefix: str, by_q: dict[int, dict], labels: dict[str, str], decimals: int = 1
+) -> list[list[str]]:
+    """A row per ``key: label`` of ``labels``: ``prefix + label``, then ``by_q[q][key]``
+    per setting."""
+    return [
+        [prefix + label, *(f"{by_q[q][key]:.{decimals}f}" for q in QUADRANT_SETTINGS)]
+        for key, label in labels.items()
+    ]
 
 
 def results_table(records: list[dict]) -> str:
@@ -83,15 +97,11 @@ def results_table(records: list[dict]) -> str:
     """
     by_q = by_quadrants(records)
     family = get_family(record_key(records[0], "family") if records else "cvae")
-
-    def cells(key: str) -> list[str]:
-        return [_estimate(by_q.get(q), key) for q in QUADRANT_SETTINGS]
-
-    rows = [["NN (baseline)", *cells("baseline_nll")]]
+    rows = [["NN (baseline)", *_estimates(by_q, "baseline_nll")]]
     for estimator, label in ESTIMATOR_LABELS.items():
         key = family.result_key(estimator)
         if any(key in r for r in records):  # a GSNN has no IS or −ELBO
-            rows.append([f"{family.label} ({label})", *cells(key)])
+            rows.append([f"{family.label} ({label})", *_estimates(by_q, key)])
     is_key = family.result_key("is")
     if records and all(is_key in r for r in records):
         gaps = [
@@ -104,62 +114,41 @@ def results_table(records: list[dict]) -> str:
 
 def headline_table(records: list[dict]) -> str:
     """The introduction's table: the baseline against the CVAE (IS), one decimal."""
-    by_q = by_quadrants(records)
-    rows = [
-        [label, *(f"{by_q[q][key]:.1f}" for q in QUADRANT_SETTINGS)]
-        for label, key in (
-            ("NN (baseline)", "baseline_nll"),
-            ("CVAE, importance sampling", "cvae_nll_is"),
-        )
-    ]
+    labels = {
+        "baseline_nll": "NN (baseline)",
+        "cvae_nll_is": "CVAE, importance sampling",
+    }
+    rows = _numbers("", by_quadrants(records), labels)
     return markdown_table(quadrant_header("nats per image"), rows)
 
 
 def published_comparison_table(reference: dict[bool, list[dict]]) -> str:
     """The Pyro tutorial's numbers beside this book's reference rows, per decoder."""
-    rows = [
-        [
-            f"Pyro tutorial: {label}",
-            *(f"{PYRO_TUTORIAL[key][q]:.1f}" for q in QUADRANT_SETTINGS),
-        ]
-        for label, key in (
-            ("NN (baseline)", "baseline_nll"),
-            ("CVAE ('Monte Carlo')", "cvae"),
-        )
-    ]
+    tutorial = {
+        q: {key: PYRO_TUTORIAL[key][q] for key in ("baseline_nll", "cvae")}
+        for q in QUADRANT_SETTINGS
+    }
+    labels = {"baseline_nll": "NN (baseline)", "cvae": "CVAE ('Monte Carlo')"}
+    rows = _numbers("Pyro tutorial: ", tutorial, labels)
     for decoder, records in reference.items():
-        by_q = by_quadrants(records)
-        for label, key in (
-            ("NN (baseline)", "baseline_nll"),
-            ("CVAE (−ELBO)", "cvae_neg_elbo"),
-            ("CVAE (IS)", "cvae_nll_is"),
-        ):
-            if decoder and key == "baseline_nll":
-                continue  # the same baseline serves both decoders
-            rows.append(
-                [
-                    f"this book, {DECODERS[decoder].label}: {label}",
-                    *(f"{by_q[q][key]:.1f}" for q in QUADRANT_SETTINGS),
-                ]
-            )
+        labels = {"cvae_neg_elbo": "CVAE (−ELBO)", "cvae_nll_is": "CVAE (IS)"}
+        if not decoder:  # the same baseline serves both decoders
+            labels = {"baseline_nll": "NN (baseline)", **labels}
+        prefix = f"this book, {DECODERS[decoder].label}: "
+        rows += _numbers(prefix, by_quadrants(records), labels)
     return markdown_table(quadrant_header("nats per image"), rows)
 
 
 def baseline_gap_table(gap: dict) -> str:
     """The three ways of training the baseline of ``tools/baseline_gap.py``, test NLL
     each."""
-    settings = gap["settings"]
-    rows = [
-        [label, *(f"{settings[str(q)][key]:.2f}" for q in QUADRANT_SETTINGS)]
-        for label, key in (
-            ("this book: 50k, epoch chosen on validation", "book_50k_val_selected"),
-            (
-                "tutorial's procedure: 60k, epoch chosen on test",
-                "pyro_style_60k_test_selected",
-            ),
-            ("60k, epoch count chosen on validation", "refit_60k_val_epochs"),
-        )
-    ]
+    labels = {
+        "book_50k_val_selected": "this book: 50k, epoch chosen on validation",
+        "pyro_style_60k_test_selected": "tutorial's procedure: 60k, epoch chosen on test",
+        "refit_60k_val_epochs": "60k, epoch count chosen on validation",
+    }
+    by_q = {int(q): setting for q, setting in gap["settings"].items()}
+    rows = _numbers("", by_q, labels, decimals=2)
     return markdown_table(quadrant_header("test NLL, nats per image"), rows)
 
 
@@ -179,9 +168,8 @@ def write_results(records: list[dict], output_dir: str | Path) -> None:
         if all(record_key(r, k) == record_key(first, k) for k in same_run)
     ]
     family = get_family(record_key(first, "family"))
-    trained = "" if family is CVAE else f"Trained as {family.article}. "
-    if family.weighted:
-        trained = f"Trained as {family.article}, alpha = {first['alpha']:g}. "
+    alpha = f", alpha = {first['alpha']:g}" if family.weighted else ""
+    trained = "" if family is CVAE else f"Trained as {family.article}{alpha}. "
     text = (
         f"# Negative conditional log-likelihood on the MNIST test set\n\n{trained}"
         f"Profile `{first['profile']}`, seed {first['seed']}, decoder "
@@ -275,8 +263,7 @@ def load_family_reference(
     cvae = load_reference(folder)
     found = {}
     for decoder, d in DECODERS.items():
-        # The CVAE's metrics are the reference run's own; the others' are in
-        # <family>/<decoder>/.
+        # the CVAE's metrics are the run's own; the others' are in <family>/<decoder>/
         families = {
             family.name: load_results(folder / family.name / d.folder)
             for family in FAMILIES.values()
@@ -294,15 +281,12 @@ def family_table(by_family: dict[str, list[dict]]) -> str:
     decoder). The GSNN has Monte Carlo only (its proposal is its prior); a missing
     family or setting shows as "–"."""
     by_q = {family: by_quadrants(records) for family, records in by_family.items()}
-
-    def cells(family: str, key: str) -> list[str]:
-        return [_estimate(by_q.get(family, {}).get(q), key) for q in QUADRANT_SETTINGS]
-
-    rows = [["NN (baseline)", *cells("cvae", "baseline_nll")]]
+    rows = [["NN (baseline)", *_estimates(by_q.get("cvae", {}), "baseline_nll")]]
     for name, estimator in FAMILY_ROWS:
         family = get_family(name)
+        key = family.result_key(estimator)
         label = f"{family.label} ({ESTIMATOR_LABELS[estimator]})"
-        rows.append([label, *cells(name, family.result_key(estimator))])
+        rows.append([label, *_estimates(by_q.get(name, {}), key)])
     return markdown_table(quadrant_header("negative CLL (nats/image)"), rows)
 
 
@@ -321,21 +305,20 @@ DIVERSITY_COLUMNS = (
 def diversity_table(study: dict) -> str:
     """Per setting and model (NN, GSNN, CVAE, hybrid), each diversity metric as mean ±
     standard error over the test inputs (``diversity.diversity_study``)."""
-    rows = []
-    for q in sorted(study["settings"], key=int):
-        for model, metrics in study["settings"][q].items():
-            rows.append(
-                [
-                    quadrant_label(int(q)),
-                    model,
-                    *(
-                        f"{scale * metrics[key][0]:.{d}f} ± {scale * metrics[key][1]:.{d}f}"
-                        if key in metrics
-                        else "–"  # the NN has no latent code
-                        for _, key, scale, d in DIVERSITY_COLUMNS
-                    ),
-                ]
-            )
+    rows = [
+        [
+            quadrant_label(int(q)),
+            model,
+            *(
+                f"{scale * metrics[key][0]:.{d}f} ± {scale * metrics[key][1]:.{d}f}"
+                if key in metrics
+                else "–"  # the NN has no latent code
+                for _, key, scale, d in DIVERSITY_COLUMNS
+            ),
+        ]
+        for q in sorted(study["settings"], key=int)
+        for model, metrics in study["settings"][q].items()
+    ]
     return markdown_table(
         ["given", "model", *(header for header, *_ in DIVERSITY_COLUMNS)], rows
     )
@@ -344,33 +327,24 @@ def diversity_table(study: dict) -> str:
 def convergence_table(studies: dict[bool, dict]) -> str:
     """The IS estimate on the whole test set at each S of the full-test runs, per
     decoder and setting (``convergence.convergence_study``), mean ± standard error."""
-    sizes = next(iter(next(iter(studies.values()))["settings"].values()))[
-        "full_test_is"
-    ]["sample_sizes"]
+    settings = next(iter(studies.values()))["settings"]
+    sizes = next(iter(settings.values()))["full_test_is"]["sample_sizes"]
     rows = []
     for decoder, study in studies.items():
         for q in sorted(study["settings"], key=int):
             full = study["settings"][q]["full_test_is"]
+            estimates = zip(full["mean"], full["stderr"], strict=True)
             rows.append(
                 [
                     DECODERS[decoder].label,
                     quadrant_label(int(q)),
-                    *(
-                        f"{m:.2f} ± {e:.2f}"
-                        for m, e in zip(full["mean"], full["stderr"], strict=True)
-                    ),
+                    *(f"{m:.2f} ± {e:.2f}" for m, e in estimates),
                     f"{full['mean'][0] - full['mean'][-1]:.2f}",
                 ]
             )
-    return markdown_table(
-        [
-            "decoder",
-            "given",
-            *(f"IS, S = {s:,}" for s in sizes),
-            f"S = {sizes[0]:,} minus S = {sizes[-1]:,}",
-        ],
-        rows,
-    )
+    difference = f"S = {sizes[0]:,} minus S = {sizes[-1]:,}"
+    header = ["decoder", "given", *(f"IS, S = {s:,}" for s in sizes), difference]
+    return markdown_table(header, rows)
 
 
 def load_reference_json(name: str, root: str | Path | None = None) -> dict | None:

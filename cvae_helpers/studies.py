@@ -164,9 +164,9 @@ def study_runs(study: str, base: Profile, host: str = "") -> list[StudyRun]:
             for seed in range(base.study.seeds)
         ]
     if study == "asymptote":
-        name = converged(base).name
+        name, seed = converged(base).name, base.study.asymptote_seed
         return [
-            StudyRun(name, q, sees_input, 0, True, asymptote=True)
+            StudyRun(name, q, sees_input, seed, True, asymptote=True)
             for q in base.study.quadrants
             for sees_input in (False, True)
         ]

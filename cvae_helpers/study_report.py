@@ -208,7 +208,6 @@ class Equivalence:
         return _seeds_text(self.seeds_to_decide)
 
 
-# Table cells.
 def _nats(value: float, sign: str = "") -> str:
     return "–" if math.isnan(value) else f"{value:{sign}.2f}"
 
@@ -250,7 +249,6 @@ _RUN = ("profile", "num_quadrant_inputs", "decoder_sees_input", "seed")
 
 
 def _by_seed(records: Iterable[dict]) -> dict[tuple, dict]:
-    """Records by (profile, quadrants, decoder_sees_input, seed)."""
     return {tuple(r[field] for field in _RUN): r for r in records}
 
 
@@ -377,6 +375,7 @@ def protocol_summary(records: list[dict]) -> dict[str, dict]:
 
 
 def protocol_table(records: list[dict]) -> str:
+    """:func:`protocol_summary` as a table, one row per protocol."""
     summary = protocol_summary(records)
     large_s = next(iter(summary.values()))["large_s"] if summary else None
     small_s = records[0]["num_samples"] if records else None
@@ -423,15 +422,12 @@ def lever_comparisons(records: list[dict], base: str) -> dict[str, dict[str, Pai
 
 def lever_table(records: list[dict], base: str) -> str:
     """:func:`lever_comparisons` as a table, validation then test."""
-    large_s = _large_s(records[0]) if records else None
-    measures = [
-        ("validation −ELBO", "validation"),
-        (f"test IS, S = {large_s}", "is_large_s"),
-    ]
+    s = _large_s(records[0]) if records else None
+    measures = {"validation": "validation −ELBO", "is_large_s": f"test IS, S = {s}"}
     rows = {
         (name, measure): c[key]
         for name, c in lever_comparisons(records, base).items()
-        for measure, key in measures
+        for key, measure in measures.items()
         if c[key].seeds
     }
     return paired_table(rows, ["protocol", "measure"], f"protocol − {base}")
@@ -719,11 +715,8 @@ def host_table(records: list[dict]) -> str:
             p, verdict = _p(paired.p_value), paired.decision()
         else:  # Welch's test of the two means
             p, verdict = _p(welch), "differs" if welch < ALPHA else "undecided"
-        here_there = [ci_cell(c["host"]), ci_cell(c["home"])]
-        difference = ci_cell(paired.estimate, "+")
-        rows.append(
-            [profile, q, _decoder(sees), host, *here_there, difference, p, verdict]
-        )
+        cells = [ci_cell(c["host"]), ci_cell(c["home"]), ci_cell(paired.estimate, "+")]
+        rows.append([profile, q, _decoder(sees), host, *cells, p, verdict])
     header = ["protocol", "quadrants", "decoder", "host", "IS there [95% CI]",
               "IS on this project's machine [95% CI]",
               "there − here, paired by seed [95% CI]", "p (paired, else Welch)",
@@ -779,11 +772,7 @@ def write_report(results_dir: str | Path, base: Profile) -> Path:
             found[name] += load_runs(results_dir, study_runs(name, base, host))
     seeds, protocols, converged_runs = (found[name] for name in STUDIES[:3])
     # one record per run (the studies share runs), in the order found
-    runs = {
-        (*(r[f] for f in _RUN), host_of(r)): r
-        for study in found.values()
-        for r in study
-    }
+    runs = {(*(r[f] for f in _RUN), host_of(r)): r for rs in found.values() for r in rs}
     everything = list(runs.values())
 
     def count(name: str) -> str:
