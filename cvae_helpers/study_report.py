@@ -302,19 +302,30 @@ def seed_spread_table(records: list[dict]) -> str:
 
 
 def decoder_differences(records: list[dict]) -> dict[tuple[int, str], Paired]:
-    """Per (quadrants, estimator): p(y|x,z) − p(y|z) of the same protocol, paired by
-    seed (the seeds both decoders have; both share each seed's baseline)."""
+    """Per (quadrants, estimator): p(y|x,z) − p(y|z) of one protocol's runs, paired
+    by seed (the seeds both decoders have; both share each seed's baseline); IS at
+    the large S too, where both runs of a seed have it."""
     by_key = _by_seed(home(records))
     comparison = {}
     for q in sorted({key[1] for key in by_key}):
+        both = {
+            seed: (r, by_key[profile, q, False, seed])
+            for (profile, qq, sees, seed), r in by_key.items()
+            if qq == q and sees and (profile, q, False, seed) in by_key
+        }
+        if not both:
+            continue
         for row, field in list(ESTIMATOR_ROWS.items())[1:]:  # NN: one baseline
-            pairs = {
-                seed: (r[field], by_key[profile, q, False, seed][field])
-                for (profile, qq, sees, seed), r in by_key.items()
-                if qq == q and sees and (profile, q, False, seed) in by_key
-            }
-            if pairs:
-                comparison[q, row] = Paired.of(pairs)
+            pairs = {seed: (a[field], b[field]) for seed, (a, b) in both.items()}
+            comparison[q, row] = Paired.of(pairs)
+        large = {
+            seed: tuple(_large_s_estimates(pair))
+            for seed, pair in both.items()
+            if all("is_large_s" in r for r in pair)
+        }
+        if large:
+            s = _large_s(both[min(large)][0])
+            comparison[q, f"CVAE IS, S = {s}"] = Paired.of(large)
     return comparison
 
 
@@ -816,7 +827,9 @@ def write_report(results_dir: str | Path, base: Profile) -> Path:
                                   study_runs("converged", base)),
                   f"### IS at S = {s} on the whole test set\n",
                   asymptote_table(converged_runs,
-                                  len(study_runs("asymptote", base)))]  # fmt: skip
+                                  len(study_runs("asymptote", base))),
+                  "### The two decoders, converged, paired by seed\n",
+                  decoder_table(converged_runs)]  # fmt: skip
     if seeds:
         parts += ["## The paper's Table 1, as commonly quoted\n",
                   paper_table(seeds, converged_runs),

@@ -248,6 +248,7 @@ def test_report_holds_every_table(tmp_path):
                     "## The converged protocol (`full-long-analytic-kl-lr-decay`)",
                     "### IS at S = 5000 on the whole test set",
                     "None of the 6 runs of the asymptote step is in yet.",
+                    "### The two decoders, converged, paired by seed",
                     "converged, S = 1000, this book", "### Equivalence with the paper",
                     "## Provenance"):  # fmt: skip
         assert heading in text
@@ -545,6 +546,8 @@ def test_the_converged_levers_and_the_committed_protocol_study():
 
 
 def test_the_converged_protocol_against_the_tutorial_and_the_paper():
+    from scipy import stats
+
     name = "full-long-analytic-kl-lr-decay"
     seeds = [_record("full", 1, False, s, 68.0 + s) for s in range(5)]
     seeds += [_record("full", 1, True, s, 60.0) for s in range(3)]
@@ -563,6 +566,17 @@ def test_the_converged_protocol_against_the_tutorial_and_the_paper():
     assert summary[1, True]["against_tutorial"].differences == (1.0, 1.0)
     # a converged seed with no tutorial run of its own is reported, not paired
     assert summary[3, False]["against_tutorial"].seeds == ()
+    # the decoders, converged: IS at the large S gets a row where both runs have it
+    decoders = study_report.decoder_differences(converged)
+    large = decoders[1, "CVAE IS, S = 1000"]
+    assert large.seeds == (0, 1)
+    assert large.differences == pytest.approx((-1.0, -0.1))
+    assert large.p_value == pytest.approx(
+        stats.ttest_rel([63.0, 64.0], [64.0, 64.1]).pvalue
+    )
+    assert decoders[1, "CVAE IS"].differences == (-5.0, -6.0)
+    assert (3, "CVAE IS, S = 1000") not in decoders  # one decoder only
+    assert "CVAE IS, S = 1000" not in study_report.decoder_table(seeds)
     table = study_report.converged_table(converged, seeds, "full")
     assert (
         "| 1 | p(y\\|z) | 3 | 31 | 67.00 [64.52, 69.48] | 64.10 [63.85, 64.35] |"
