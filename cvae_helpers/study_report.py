@@ -736,9 +736,9 @@ def host_table(records: list[dict]) -> str:
 
 
 def compute_hours(records: Iterable[dict]) -> dict[str, float]:
-    """Hours the studies spent per device type: each model trained once, and each
-    evaluation. Models (trained by another engine than the run's) and records reused
-    from the reference were paid for by `make reference`."""
+    """Hours the studies spent per device type: each model trained once, each
+    evaluation and each asymptote step. Models (trained by another engine than the
+    run's) and records reused from the reference were paid for by `make reference`."""
     hours: dict[str, float] = {}
     seen: set = set()
     for record in records:
@@ -756,6 +756,10 @@ def compute_hours(records: Iterable[dict]) -> dict[str, float]:
                 seen.add(key)
                 seconds += record[f"epoch_seconds_{model}"]
         hours[run["device_type"]] = hours.get(run["device_type"], 0.0) + seconds / 3600
+        step = record.get("is_asymptote", {}).get("provenance")
+        if step:
+            kind = step["device_type"]
+            hours[kind] = hours.get(kind, 0.0) + step["wall_seconds"] / 3600
     return hours
 
 
@@ -842,7 +846,7 @@ def write_report(results_dir: str | Path, base: Profile) -> Path:
         hours = compute_hours(everything)
         spent = ", ".join(f"{kind}: {h:.1f} h" for kind, h in sorted(hours.items()))
         parts += ["## Provenance\n", provenance_table(everything),
-                  f"Compute spent (training once per model, and evaluation): {spent}.\n"]  # fmt: skip
+                  f"Compute spent (training once per model, evaluation and the asymptote steps): {spent}.\n"]  # fmt: skip
     path = results_dir / "README.md"
     # one blank line between blocks, whatever ends each
     path.write_text("\n\n".join(part.strip() for part in parts) + "\n")

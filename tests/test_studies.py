@@ -224,6 +224,13 @@ def test_compute_hours_count_a_shared_baseline_once():
     assert study_report.compute_hours([reused]) == {"cpu": pytest.approx(0.01)}
     adopted = {**reused, "provenance": {**reused["provenance"], "source": "x.json"}}
     assert study_report.compute_hours([adopted]) == {}
+    # the asymptote step, on the device it ran on
+    step = {"device_type": "cuda", "wall_seconds": 1800.0}
+    stepped = {**reused, "is_asymptote": {"provenance": step}}
+    assert study_report.compute_hours([stepped]) == {
+        "cpu": pytest.approx(0.01),
+        "cuda": pytest.approx(0.5),
+    }
 
 
 def test_report_holds_every_table(tmp_path):
